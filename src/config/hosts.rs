@@ -1,0 +1,292 @@
+//! `connection_info.json`: the list of hosts, how to reach them and how to log in.
+//!
+//! The format is the Python tool's (`ip_address`, `user`, `passkey`) plus optional
+//! `port`, `identity_file`, `passphrase`. Unknown fields and duplicate addresses
+//! are errors. Secrets are wrapped in [`Secret`] so they cannot end up in a log
+//! line or an error message by accident.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use serde::Deserialize;
+
+use super::ini::resolve;
+use super::source::{self, Problems};
+
+/// A password or passphrase. Its Debug and Display print `***`, never the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value, for handing to libssh2 only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// One host as the rest of the program sees it: validated, paths resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Host {
+    /// `ip_address` as written: an IPv4/IPv6 literal or a DNS name. Also names the mapping file.
+    pub address: String,
+    /// TCP port of sshd.
+    pub port: u16,
+    /// Remote user to log in as.
+    pub user: String,
+    /// Private key file, tried first.
+    pub identity_file: Option<PathBuf>,
+    /// Passphrase of `identity_file`.
+    pub passphrase: Option<Secret>,
+    /// Password, tried last.
+    pub password: Option<Secret>,
+}
+
+/// The JSON shape of one host entry, exactly what the user wrote.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    ip_address: String,
+    user: String,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    passkey: Option<String>,
+    #[serde(default)]
+    passkey_env: Option<String>,
+    #[serde(default)]
+    identity_file: Option<String>,
+    #[serde(default)]
+    passphrase: Option<String>,
+    #[serde(default)]
+    passphrase_env: Option<String>,
+}
+
+/// Reads connection_info.json. `base` is config.ini's directory, for relative key paths.
+pub fn load(path: &Path, base: &Path) -> Result<Vec<Host>> {
+    let text = source::read_text(path, "connection_info.json")?;
+    parse(path, base, &text)
+}
+
+/// Parses the hosts file text; `path` is used in messages only.
+pub fn parse(path: &Path, base: &Path, text: &str) -> Result<Vec<Host>> {
+    let file = path.display();
+    if text.trim().is_empty() {
+        bail!(
+            "{file}: the file is empty; write a JSON array of hosts like [{{\"ip_address\": \"127.0.0.1\", \"user\": \"deploy\", \"passkey\": \"...\"}}]"
+        );
+    }
+    let raw: Vec<RawHost> = super::parse_json(
+        path,
+        text,
+        "an array of host objects with ip_address and user",
+    )?;
+    let mut problems = Problems::default();
+    let mut seen = HashSet::new();
+    let mut hosts = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let at = format!("{file}: host #{} ({})", i + 1, r.ip_address);
+        if let Err(msg) = check_address(&r.ip_address) {
+            problems.push(format!("{at}: ip_address: {msg}"));
+            continue;
+        }
+        if !seen.insert(r.ip_address.clone()) {
+            problems.push(format!(
+                "{at}: ip_address appears twice; keep one entry per host"
+            ));
+            continue;
+        }
+        if r.user.trim().is_empty() || r.user.contains(|c: char| c.is_control()) {
+            problems.push(format!(
+                "{at}: user is empty or has control characters; write the remote login name"
+            ));
+            continue;
+        }
+        if r.port == Some(0) {
+            problems.push(format!(
+                "{at}: port 0 is not a valid port; write 1-65535 or leave it out for 22"
+            ));
+            continue;
+        }
+        let password = match secret(&r.passkey, &r.passkey_env, "passkey") {
+            Ok(s) => s,
+            Err(msg) => {
+                problems.push(format!("{at}: {msg}"));
+                continue;
+            }
+        };
+        let passphrase = match secret(&r.passphrase, &r.passphrase_env, "passphrase") {
+            Ok(s) => s,
+            Err(msg) => {
+                problems.push(format!("{at}: {msg}"));
+                continue;
+            }
+        };
+        let identity_file = match r.identity_file.as_deref() {
+            Some("") => {
+                problems.push(format!(
+                    "{at}: identity_file is empty; write the private key's path or remove the field"
+                ));
+                continue;
+            }
+            Some(p) => Some(resolve(base, p)),
+            None => None,
+        };
+        if passphrase.is_some() && identity_file.is_none() {
+            problems.push(format!(
+                "{at}: passphrase is set but identity_file is not; add the key's path"
+            ));
+            continue;
+        }
+        hosts.push(Host {
+            address: r.ip_address,
+            port: r.port.unwrap_or(22),
+            user: r.user,
+            identity_file,
+            passphrase,
+            password,
+        });
+    }
+    problems.into_result()?;
+    Ok(hosts)
+}
+
+/// A secret given either inline (`name`) or through an environment variable (`name_env`).
+fn secret(
+    inline: &Option<String>,
+    env: &Option<String>,
+    name: &str,
+) -> Result<Option<Secret>, String> {
+    match (inline, env) {
+        (Some(_), Some(_)) => Err(format!("both {name} and {name}_env are set; keep one")),
+        (Some(v), None) => Ok(Some(Secret(v.clone()))),
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(v) => Ok(Some(Secret(v))),
+            Err(_) => Err(format!(
+                "{name}_env names the environment variable {var}, which is not set; export it before running hostsync"
+            )),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
+/// Accepts IPv4 and IPv6 literals and DNS names; refuses things like `300.1.1.1`.
+pub fn check_address(a: &str) -> Result<(), String> {
+    if a.parse::<Ipv6Addr>().is_ok() || a.parse::<Ipv4Addr>().is_ok() {
+        return Ok(());
+    }
+    if a.is_empty() {
+        return Err("is empty; write an IPv4/IPv6 address or a host name".into());
+    }
+    // All digits and dots but not a valid IPv4 address: a typo, not a host name.
+    if a.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!(
+            "{a:?} is not a valid IPv4 address (each part 0-255, four parts)"
+        ));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if a.len() <= 253 && a.trim_end_matches('.').split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{a:?} is neither an IP address nor a valid host name"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<Vec<Host>> {
+        parse(Path::new("connection_info.json"), Path::new("/cfg"), text)
+    }
+
+    #[test]
+    fn seed_format() {
+        let h = p(r#"[
+  {"ip_address": "10.0.0.11", "user": "deploy", "passkey": "s3cret"},
+  {"ip_address": "10.0.0.12", "user": "deploy", "identity_file": "keys/id", "port": 2222}
+]"#)
+        .unwrap();
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0].port, 22);
+        assert_eq!(h[0].password.as_ref().unwrap().expose(), "s3cret");
+        assert_eq!(
+            h[1].identity_file.as_deref(),
+            Some(Path::new("/cfg/keys/id"))
+        );
+        assert_eq!(h[1].port, 2222);
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let h = p(r#"[{"ip_address": "::1", "user": "u", "passkey": "hunter2"}]"#).unwrap();
+        assert!(!format!("{h:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn bad_entries() {
+        for (text, needle) in [
+            (
+                r#"[{"ip_address": "300.1.1.1", "user": "u"}]"#,
+                "not a valid IPv4",
+            ),
+            (
+                r#"[{"ip_address": "a", "user": "u"}, {"ip_address": "a", "user": "u"}]"#,
+                "twice",
+            ),
+            (
+                r#"[{"ip_address": "a", "user": "u", "pasword": "x"}]"#,
+                "unknown field `pasword`",
+            ),
+            (r#"[{"ip_address": "a"}]"#, "missing field `user`"),
+            (
+                r#"[{"ip_address": "a", "user": "u", "port": 70000}]"#,
+                "port",
+            ),
+            (r#"[{"ip_address": "a", "user": "u", "port": 0}]"#, "port 0"),
+            (
+                r#"[{"ip_address": "a", "user": "u", "passkey": "x", "passkey_env": "Y"}]"#,
+                "both",
+            ),
+            (r#"{"ip_address": "a"}"#, "array"),
+            ("", "empty"),
+            (r#"[{"ip_address": "a", "user": "u"},]"#, "line 1"),
+        ] {
+            let e = format!("{:#}", p(text).unwrap_err());
+            assert!(e.contains(needle), "{text}: {e}");
+            assert!(e.starts_with("connection_info.json"), "{e}");
+        }
+    }
+
+    #[test]
+    fn addresses() {
+        for ok in [
+            "127.0.0.1",
+            "::1",
+            "fe80::1",
+            "web1.example.net",
+            "localhost",
+        ] {
+            assert!(check_address(ok).is_ok(), "{ok}");
+        }
+        for bad in ["300.1.1.1", "1.2.3", "", "a b", "-x.com", "a..b"] {
+            assert!(check_address(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! The raw `config.ini` layer: rust-ini text to typed [`Settings`].
+//!
+//! The file format is the one the Python tool used (Python's `configparser`): a
+//! `[DEFAULT]` section with the four historical keys, plus our `[ssh]` and `[sync]`
+//! sections. Every error names the file, the section and the key, and says what
+//! to write instead. Unknown sections and keys are errors, not silently ignored,
+//! so a typo never turns into a default.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use ini::{Ini, ParseOption};
+
+use super::source::{self, Problems};
+
+/// How a server's host key is checked against known_hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKeyPolicy {
+    /// Unknown or changed keys are refused (OpenSSH `StrictHostKeyChecking=yes`).
+    Strict,
+    /// Unknown keys are appended to known_hosts; changed keys are refused.
+    AcceptNew,
+    /// Keys are not checked; every host gets a warning in error.log.
+    Off,
+}
+
+/// Everything `config.ini` says, with defaults applied and paths still as written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `[DEFAULT] number_of_connections`: at most this many SSH sessions at once.
+    pub connections: usize,
+    /// `[DEFAULT] log_path`: folder for info.log and error.log.
+    pub log_path: String,
+    /// `[DEFAULT] connection_info_path`: the hosts file.
+    pub connection_info_path: String,
+    /// `[DEFAULT] address_mapper_path`: the folder of `<ip>.json` mapping files.
+    pub address_mapper_path: String,
+    /// `[ssh] known_hosts`.
+    pub known_hosts: String,
+    /// `[ssh] host_key_policy`.
+    pub host_key_policy: HostKeyPolicy,
+    /// `[ssh] connect_timeout`: TCP connect, handshake and authentication.
+    pub connect_timeout: Duration,
+    /// `[ssh] io_timeout`: any single read or write on an established session.
+    pub io_timeout: Duration,
+    /// `[sync] debounce_ms`: quiet period for writes that never close (watch).
+    pub debounce: Duration,
+    /// `[sync] retry_max_s`: cap of the retry backoff for a host that is down (watch).
+    pub retry_max: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            connections: 4,
+            log_path: "logs".into(),
+            connection_info_path: "connection_info.json".into(),
+            address_mapper_path: "mappings".into(),
+            known_hosts: "~/.ssh/known_hosts".into(),
+            host_key_policy: HostKeyPolicy::Strict,
+            connect_timeout: Duration::from_secs(10),
+            io_timeout: Duration::from_secs(30),
+            debounce: Duration::from_millis(50),
+            retry_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The sections and keys we know, for the "unknown key" message.
+const KNOWN: &[(&str, &[&str])] = &[
+    (
+        "DEFAULT",
+        &[
+            "number_of_connections",
+            "log_path",
+            "connection_info_path",
+            "address_mapper_path",
+        ],
+    ),
+    (
+        "ssh",
+        &[
+            "known_hosts",
+            "host_key_policy",
+            "connect_timeout",
+            "io_timeout",
+        ],
+    ),
+    ("sync", &["debounce_ms", "retry_max_s"]),
+];
+
+/// Reads and parses `config.ini`. A missing file is an error that says how to make one.
+pub fn load(path: &Path) -> Result<Settings> {
+    let text = source::read_text(path, "config.ini")?;
+    parse(path, &text)
+}
+
+/// Parses the text of a config.ini; `path` is used only in messages.
+pub fn parse(path: &Path, text: &str) -> Result<Settings> {
+    let file = path.display();
+    if text.trim().is_empty() {
+        bail!(
+            "{file}: the file is empty; write at least a [DEFAULT] section (see README, Configuration)"
+        );
+    }
+    let opt = ParseOption {
+        enabled_quote: false,
+        enabled_escape: false,
+        ..ParseOption::default()
+    };
+    let ini = match Ini::load_from_str_opt(text, opt) {
+        Ok(ini) => ini,
+        Err(e) => bail!(
+            "{file}:{}: {}; write `key = value` lines under a [section] header",
+            e.line,
+            e.msg
+        ),
+    };
+    let mut problems = Problems::default();
+    let mut settings = Settings::default();
+    for (section, props) in &ini {
+        let Some(name) = section else {
+            if let Some((key, _)) = props.iter().next() {
+                problems.push(format!(
+                    "{file}: key `{key}` comes before any section; put it under [DEFAULT]"
+                ));
+            }
+            continue;
+        };
+        let Some((_, keys)) = KNOWN.iter().find(|(s, _)| *s == name) else {
+            problems.push(format!(
+                "{file}: unknown section [{name}]; known sections are [DEFAULT], [ssh] and [sync]"
+            ));
+            continue;
+        };
+        let mut seen: Vec<String> = Vec::new();
+        for (raw_key, value) in props.iter() {
+            // configparser lowercases keys; do the same so seed files keep working.
+            let key = raw_key.trim().to_ascii_lowercase();
+            let value = value.trim();
+            if seen.contains(&key) {
+                problems.push(format!(
+                    "{file}: [{name}] {key} is set twice; keep one of the lines"
+                ));
+                continue;
+            }
+            seen.push(key.clone());
+            if !keys.contains(&key.as_str()) {
+                problems.push(format!(
+                    "{file}: [{name}] unknown key `{key}`; known keys in [{name}]: {}",
+                    keys.join(", ")
+                ));
+                continue;
+            }
+            if let Err(msg) = apply(&mut settings, name, &key, value) {
+                problems.push(format!("{file}: [{name}] {key} = {value:?}: {msg}"));
+            }
+        }
+    }
+    problems.into_result()?;
+    Ok(settings)
+}
+
+/// Stores one known key's value, or says what is wrong with it.
+fn apply(s: &mut Settings, section: &str, key: &str, value: &str) -> Result<(), String> {
+    match (section, key) {
+        ("DEFAULT", "number_of_connections") => s.connections = int(value, 1, 1024)? as usize,
+        ("DEFAULT", "log_path") => s.log_path = path(value)?,
+        ("DEFAULT", "connection_info_path") => s.connection_info_path = path(value)?,
+        ("DEFAULT", "address_mapper_path") => s.address_mapper_path = path(value)?,
+        ("ssh", "known_hosts") => s.known_hosts = path(value)?,
+        ("ssh", "host_key_policy") => {
+            s.host_key_policy = match value {
+                "strict" => HostKeyPolicy::Strict,
+                "accept-new" => HostKeyPolicy::AcceptNew,
+                "off" => HostKeyPolicy::Off,
+                _ => return Err("expected one of strict, accept-new, off".into()),
+            }
+        }
+        ("ssh", "connect_timeout") => s.connect_timeout = Duration::from_secs(int(value, 1, 3600)?),
+        ("ssh", "io_timeout") => s.io_timeout = Duration::from_secs(int(value, 1, 86400)?),
+        ("sync", "debounce_ms") => s.debounce = Duration::from_millis(int(value, 0, 60_000)?),
+        ("sync", "retry_max_s") => s.retry_max = Duration::from_secs(int(value, 1, 86400)?),
+        _ => unreachable!("key list and apply() disagree on [{section}] {key}"),
+    }
+    Ok(())
+}
+
+/// A whole number in `min..=max`.
+fn int(value: &str, min: u64, max: u64) -> Result<u64, String> {
+    match value.parse::<i128>() {
+        Ok(n) if n >= min as i128 && n <= max as i128 => Ok(n as u64),
+        Ok(_) => Err(format!("must be a whole number from {min} to {max}")),
+        Err(_) => Err(format!(
+            "not a whole number; write a number from {min} to {max}"
+        )),
+    }
+}
+
+/// A non-empty path value.
+fn path(value: &str) -> Result<String, String> {
+    if value.is_empty() {
+        return Err("is empty; write a path or remove the line to use the default".into());
+    }
+    Ok(value.to_string())
+}
+
+/// Expands a leading `~` and makes `p` absolute against `base`.
+pub fn resolve(base: &Path, p: &str) -> PathBuf {
+    let expanded = if p == "~" {
+        home()
+    } else if let Some(rest) = p.strip_prefix("~/") {
+        home().join(rest)
+    } else {
+        PathBuf::from(p)
+    };
+    if expanded.is_absolute() {
+        expanded
+    } else {
+        base.join(expanded)
+    }
+}
+
+/// The user's home directory (`$HOME`, else `/`).
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<Settings> {
+        parse(Path::new("config.ini"), text)
+    }
+
+    #[test]
+    fn seed_file_parses_with_defaults() {
+        let s = p("[DEFAULT]\nnumber_of_connections = 4\nlog_path = logs\nconnection_info_path = connection_info.json\naddress_mapper_path = mappings\n").unwrap();
+        assert_eq!(s, Settings::default());
+    }
+
+    #[test]
+    fn ssh_and_sync_sections() {
+        let s = p("[DEFAULT]\nnumber_of_connections: 9\n[ssh]\nhost_key_policy = accept-new\nconnect_timeout = 3\n[sync]\ndebounce_ms = 0\n").unwrap();
+        assert_eq!(s.connections, 9);
+        assert_eq!(s.host_key_policy, HostKeyPolicy::AcceptNew);
+        assert_eq!(s.connect_timeout, Duration::from_secs(3));
+        assert_eq!(s.debounce, Duration::ZERO);
+    }
+
+    #[test]
+    fn errors_name_section_and_key() {
+        let e = p("[DEFAULT]\nnumber_of_conections = 4\n").unwrap_err();
+        assert!(
+            e.to_string().contains("unknown key `number_of_conections`"),
+            "{e}"
+        );
+        let e = p("[DEFAULT]\nnumber_of_connections = -1\n").unwrap_err();
+        assert!(e.to_string().contains("number_of_connections"), "{e}");
+        let e = p("[DEFAULT]\n[sssh]\n").unwrap_err();
+        assert!(e.to_string().contains("unknown section [sssh]"), "{e}");
+        let e = p("[ssh]\nhost_key_policy = maybe\n").unwrap_err();
+        assert!(e.to_string().contains("strict, accept-new, off"), "{e}");
+        let e = p("").unwrap_err();
+        assert!(e.to_string().contains("empty"), "{e}");
+        let e = p("[DEFAULT]\nlog_path = a\nlog_path = b\n").unwrap_err();
+        assert!(e.to_string().contains("set twice"), "{e}");
+    }
+
+    #[test]
+    fn resolve_expands_tilde_and_relative() {
+        assert_eq!(
+            resolve(Path::new("/cfg"), "logs"),
+            PathBuf::from("/cfg/logs")
+        );
+        assert_eq!(resolve(Path::new("/cfg"), "/abs"), PathBuf::from("/abs"));
+        assert!(resolve(Path::new("/cfg"), "~/x").ends_with("x"));
+        assert!(!resolve(Path::new("/cfg"), "~/x").starts_with("/cfg"));
+    }
+}

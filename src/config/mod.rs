@@ -1,0 +1,285 @@
+//! The validated configuration every other module sees, and [`load`], which builds it.
+//!
+//! Only this module reads configuration files. It works in two stages, as the
+//! style guide asks: `ini`, `hosts` and `mapping` turn text into typed values with
+//! messages that name the file and field; [`load`] then checks what spans files
+//! (a mapping file for an unknown host, the log folder) and resolves every path
+//! against config.ini's directory.
+
+pub mod hosts;
+pub mod ini;
+pub mod mapping;
+pub mod source;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+pub use hosts::{Host, Secret};
+pub use ini::HostKeyPolicy;
+pub use mapping::Mapping;
+
+/// SSH client settings shared by every connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SshSettings {
+    /// known_hosts file (OpenSSH format).
+    pub known_hosts: PathBuf,
+    /// What to do with unknown or changed host keys.
+    pub host_key_policy: HostKeyPolicy,
+    /// Limit for TCP connect, handshake and authentication.
+    pub connect_timeout: Duration,
+    /// Limit for any single read or write once connected.
+    pub io_timeout: Duration,
+}
+
+/// A host together with what to push to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// How to reach and log in.
+    pub host: Host,
+    /// Its mapping file, if there is one.
+    pub mapping_file: Option<PathBuf>,
+    /// What to push (empty when there is no mapping file).
+    pub mappings: Vec<Mapping>,
+}
+
+/// Everything a run needs, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// config.ini itself.
+    pub path: PathBuf,
+    /// At most this many SSH sessions at once.
+    pub connections: usize,
+    /// Folder of info.log and error.log.
+    pub log_dir: PathBuf,
+    /// SSH client settings.
+    pub ssh: SshSettings,
+    /// Quiet period for writes that never close (watch).
+    pub debounce: Duration,
+    /// Cap of the retry backoff for an unreachable host (watch).
+    pub retry_max: Duration,
+    /// Every host of connection_info.json, in file order.
+    pub targets: Vec<Target>,
+}
+
+/// Loads config.ini and the files it names. Every error names its file.
+pub fn load(config_path: &Path) -> Result<Config> {
+    let config_path = absolute(config_path)?;
+    let base = config_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let settings = ini::load(&config_path)?;
+    let hosts_path = ini::resolve(&base, &settings.connection_info_path);
+    let hosts = hosts::load(&hosts_path, &base)?;
+    let map_dir = ini::resolve(&base, &settings.address_mapper_path);
+    let targets = load_targets(&map_dir, &base, hosts)?;
+    Ok(Config {
+        path: config_path,
+        connections: settings.connections,
+        log_dir: ini::resolve(&base, &settings.log_path),
+        ssh: SshSettings {
+            known_hosts: ini::resolve(&base, &settings.known_hosts),
+            host_key_policy: settings.host_key_policy,
+            connect_timeout: settings.connect_timeout,
+            io_timeout: settings.io_timeout,
+        },
+        debounce: settings.debounce,
+        retry_max: settings.retry_max,
+        targets,
+    })
+}
+
+/// Pairs each host with its mapping file; a mapping file for an unknown host is an error.
+fn load_targets(map_dir: &Path, base: &Path, hosts: Vec<Host>) -> Result<Vec<Target>> {
+    let dir = map_dir.display();
+    let entries = std::fs::read_dir(map_dir).map_err(|e| {
+        anyhow!("{dir}: cannot read the mappings folder (address_mapper_path): {e}; create it with one <ip>.json per host")
+    })?;
+    let mut problems = source::Problems::default();
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("{dir}: cannot list the mappings folder"))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+            continue;
+        };
+        if !hosts.iter().any(|h| h.address == stem) {
+            problems.push(format!(
+                "{}: no host {stem} in connection_info.json; add it there or remove this mapping file",
+                entry.path().display()
+            ));
+            continue;
+        }
+        names.push(stem.to_string());
+    }
+    let mut targets = Vec::new();
+    for host in hosts {
+        let mapping_file = names
+            .contains(&host.address)
+            .then(|| map_dir.join(format!("{}.json", host.address)));
+        let mappings = match &mapping_file {
+            Some(f) => match mapping::load(f, base) {
+                Ok(m) => m,
+                Err(e) => {
+                    problems.push(format!("{e:#}"));
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        targets.push(Target {
+            host,
+            mapping_file,
+            mappings,
+        });
+    }
+    problems.into_result()?;
+    Ok(targets)
+}
+
+/// `p` made absolute against the current directory (without resolving symlinks).
+fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    Ok(cwd.join(p))
+}
+
+/// Parses JSON into `T`; errors become one line with file, line, column, the
+/// entry and field (`entry #2 field \`port\``) and a hint.
+fn parse_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+    expected: &str,
+) -> Result<T> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut at = String::new();
+        for seg in e.path().iter() {
+            match seg {
+                serde_path_to_error::Segment::Seq { index } => {
+                    at.push_str(&format!("entry #{} ", index + 1))
+                }
+                serde_path_to_error::Segment::Map { key } => {
+                    at.push_str(&format!("field `{key}` "))
+                }
+                _ => {}
+            }
+        }
+        json_error(path, e.inner(), at.trim_end(), expected)
+    })?;
+    Ok(value)
+}
+
+/// Turns a serde_json error into a one-line message with file, line, column and a hint.
+fn json_error(path: &Path, e: &serde_json::Error, at: &str, expected: &str) -> anyhow::Error {
+    let msg = e.to_string();
+    // serde_json appends " at line L column C"; we put the position first instead.
+    let msg = msg.split(" at line ").next().unwrap_or(&msg);
+    let hint = match e.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+            "fix the JSON syntax (no trailing commas, double quotes only)".to_string()
+        }
+        _ => format!("expected {expected}"),
+    };
+    let at = if at.is_empty() {
+        String::new()
+    } else {
+        format!("{at}: ")
+    };
+    anyhow!(
+        "{}: line {} column {}: {at}{msg}; {hint}",
+        path.display(),
+        e.line(),
+        e.column()
+    )
+}
+
+impl Config {
+    /// Refuses a log folder inside a local src, which a watcher would see change.
+    pub fn check_log_dir_outside_sources(&self) -> Result<()> {
+        for t in &self.targets {
+            for m in &t.mappings {
+                if self.log_dir.starts_with(&m.src) {
+                    bail!(
+                        "{}: log_path {} is inside the watched src {}; move log_path outside every src, or the daemon would react to its own log writes",
+                        self.path.display(),
+                        self.log_dir.display(),
+                        m.src.display()
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn loads_seed_layout_and_resolves_paths() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "config.ini",
+            "[DEFAULT]\nnumber_of_connections = 2\nlog_path = logs\nconnection_info_path = connection_info.json\naddress_mapper_path = mappings\n",
+        );
+        write(
+            d.path(),
+            "connection_info.json",
+            r#"[{"ip_address": "127.0.0.2", "user": "u", "passkey": "p"}, {"ip_address": "127.0.0.3", "user": "u"}]"#,
+        );
+        write(
+            d.path(),
+            "mappings/127.0.0.2.json",
+            r#"[{"src": "site/", "dest": "/srv/site"}]"#,
+        );
+        let c = load(&d.path().join("config.ini")).unwrap();
+        assert_eq!(c.connections, 2);
+        assert_eq!(c.log_dir, d.path().join("logs"));
+        assert_eq!(c.targets.len(), 2);
+        assert_eq!(c.targets[0].mappings[0].src, d.path().join("site/"));
+        assert!(c.targets[1].mapping_file.is_none());
+    }
+
+    #[test]
+    fn mapping_for_unknown_host_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "config.ini", "[DEFAULT]\n");
+        write(
+            d.path(),
+            "connection_info.json",
+            r#"[{"ip_address": "127.0.0.2", "user": "u"}]"#,
+        );
+        write(d.path(), "mappings/127.0.0.9.json", "[]");
+        let e = load(&d.path().join("config.ini")).unwrap_err().to_string();
+        assert!(e.contains("127.0.0.9.json: no host 127.0.0.9"), "{e}");
+    }
+
+    #[test]
+    fn json_errors_have_position() {
+        let e = serde_json::from_str::<Vec<u8>>("[1,]").unwrap_err();
+        let m = json_error(Path::new("f.json"), &e, "", "x").to_string();
+        assert!(m.starts_with("f.json: line 1 column 4: "), "{m}");
+        assert!(m.contains("trailing commas"), "{m}");
+        let e = parse_json::<Vec<std::collections::HashMap<String, u16>>>(
+            Path::new("f.json"),
+            r#"[{"a": 1}, {"port": 70000}]"#,
+            "x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("entry #2 field `port`: invalid value"), "{e}");
+    }
+}

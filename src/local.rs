@@ -1,0 +1,213 @@
+//! The local side of a mapping: what a `src` holds right now.
+//!
+//! A src is either one file (followed if it is a symlink, as scp does) or a
+//! directory tree, walked without following symlinks: a symlink inside a tree is
+//! an entry of its own, recreated as a symlink on the remote, so nothing outside
+//! src is ever read through it. Scanning several srcs runs in parallel (rayon),
+//! and each distinct src is scanned once even when many hosts map it.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+/// What kind of thing an entry is, with what the remote copy must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A regular file.
+    File(FileMeta),
+    /// A directory with its permission bits.
+    Dir { mode: u32 },
+    /// A symlink with its target, as stored (never followed).
+    Symlink { target: OsString },
+}
+
+/// The attributes of a regular file that a transfer preserves and a skip compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMeta {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, whole seconds (SCP carries seconds only).
+    pub mtime: i64,
+    /// Modification time, nanosecond part (to notice a rewrite within the same second).
+    pub mtime_nsec: i64,
+    /// Access time, whole seconds.
+    pub atime: i64,
+    /// Permission bits (`0o7777` part of st_mode).
+    pub mode: u32,
+}
+
+impl FileMeta {
+    /// Reads the attributes from file metadata.
+    pub fn of(m: &std::fs::Metadata) -> FileMeta {
+        FileMeta {
+            size: m.len(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            atime: m.atime(),
+            mode: m.mode() & 0o7777,
+        }
+    }
+}
+
+/// One thing below a src.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Path relative to src; empty for a file src itself.
+    pub rel: PathBuf,
+    /// What it is.
+    pub kind: Kind,
+}
+
+/// A scanned src.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// True when src is a directory (mirrored into dest), false for a single file.
+    pub is_dir: bool,
+    /// For a directory: every entry below it, parents before children, sorted by name.
+    /// For a file: one entry with an empty `rel`.
+    pub entries: Vec<Entry>,
+    /// Entries that could not be read (permission denied, vanished), with the reason.
+    pub errors: Vec<(PathBuf, String)>,
+}
+
+/// Why a src could not be scanned at all.
+pub type ScanError = String;
+
+/// Scans one src.
+pub fn scan(src: &Path) -> Result<Source, ScanError> {
+    let meta = std::fs::metadata(src).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "src does not exist".to_string(),
+        _ => format!("cannot read src: {e}"),
+    })?;
+    if meta.is_file() {
+        return Ok(Source {
+            is_dir: false,
+            entries: vec![Entry {
+                rel: PathBuf::new(),
+                kind: Kind::File(FileMeta::of(&meta)),
+            }],
+            errors: Vec::new(),
+        });
+    }
+    if !meta.is_dir() {
+        return Err("src is neither a regular file nor a directory".into());
+    }
+    let mut entries = Vec::new();
+    let mut errors = Vec::new();
+    let walk = walkdir::WalkDir::new(src)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name();
+    for item in walk {
+        match item {
+            Ok(e) => {
+                let rel = e.path().strip_prefix(src).unwrap_or(e.path()).to_path_buf();
+                match entry_kind(&e) {
+                    Ok(Some(kind)) => entries.push(Entry { rel, kind }),
+                    Ok(None) => {} // sockets, fifos, devices: not content to copy
+                    Err(msg) => errors.push((e.path().to_path_buf(), msg)),
+                }
+            }
+            Err(err) => {
+                let path = err.path().map(Path::to_path_buf).unwrap_or_default();
+                let msg = err
+                    .io_error()
+                    .map(|io| io.to_string())
+                    .unwrap_or_else(|| err.to_string());
+                errors.push((path, msg));
+            }
+        }
+    }
+    Ok(Source {
+        is_dir: true,
+        entries,
+        errors,
+    })
+}
+
+/// The kind of one walked entry; `None` for special files that are not copied.
+fn entry_kind(e: &walkdir::DirEntry) -> Result<Option<Kind>, String> {
+    let meta = e.metadata().map_err(|err| err.to_string())?;
+    let ft = meta.file_type();
+    Ok(if ft.is_file() {
+        Some(Kind::File(FileMeta::of(&meta)))
+    } else if ft.is_dir() {
+        Some(Kind::Dir {
+            mode: meta.mode() & 0o7777,
+        })
+    } else if ft.is_symlink() {
+        let target = std::fs::read_link(e.path()).map_err(|err| err.to_string())?;
+        Some(Kind::Symlink {
+            target: target.into_os_string(),
+        })
+    } else {
+        None
+    })
+}
+
+/// Scans every distinct src once, in parallel.
+pub fn scan_all<'a>(
+    srcs: impl IntoIterator<Item = &'a Path>,
+) -> HashMap<PathBuf, Arc<Result<Source, ScanError>>> {
+    let mut unique: Vec<&Path> = srcs.into_iter().collect();
+    unique.sort();
+    unique.dedup();
+    unique
+        .par_iter()
+        .map(|p| (p.to_path_buf(), Arc::new(scan(p))))
+        .collect()
+}
+
+/// A path's bytes (Unix paths are bytes, not necessarily UTF-8).
+pub fn bytes(p: &Path) -> &[u8] {
+    p.as_os_str().as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scans_tree_sorted_with_symlinks_and_empty_dirs() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("src");
+        std::fs::create_dir_all(root.join("b/empty")).unwrap();
+        std::fs::write(root.join("a.txt"), "hello").unwrap();
+        std::fs::write(root.join("b/c.txt"), "x").unwrap();
+        std::os::unix::fs::symlink("../outside", root.join("link")).unwrap();
+        let s = scan(&root).unwrap();
+        assert!(s.is_dir);
+        let rels: Vec<_> = s.entries.iter().map(|e| e.rel.to_str().unwrap()).collect();
+        assert_eq!(rels, ["a.txt", "b", "b/c.txt", "b/empty", "link"]);
+        assert!(matches!(&s.entries[0].kind, Kind::File(m) if m.size == 5));
+        assert!(matches!(&s.entries[4].kind, Kind::Symlink { target } if target == "../outside"));
+    }
+
+    #[test]
+    fn single_file_and_missing() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        std::fs::write(&f, "abc").unwrap();
+        let s = scan(&f).unwrap();
+        assert!(!s.is_dir);
+        assert_eq!(s.entries[0].rel, PathBuf::new());
+        assert_eq!(
+            scan(&d.path().join("nope")).unwrap_err(),
+            "src does not exist"
+        );
+    }
+
+    #[test]
+    fn scan_all_dedups() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        std::fs::write(&f, "abc").unwrap();
+        let all = scan_all([f.as_path(), f.as_path()]);
+        assert_eq!(all.len(), 1);
+    }
+}

@@ -1,0 +1,498 @@
+//! Bringing one host up to date: compare, upload, commit.
+//!
+//! For one host and all its mappings, over one connection:
+//! 1. one listing script creates missing destination roots and lists what is
+//!    there ([`remote::listing_script`]);
+//! 2. each local entry is compared with the remote one: a file with the same
+//!    size, mtime (seconds) and mode is skipped;
+//! 3. what differs is uploaded through one SCP sink per destination root, every
+//!    file under a temporary name in its own destination directory
+//!    ([`scp::ScpSink`]); a file that changed while it was read is sent again;
+//! 4. one commit script renames each complete temporary over its destination
+//!    and removes temporaries left by interrupted runs.
+//!
+//! A remote reader therefore sees either the old or the new file, never part of
+//! one, whatever happens to the connection.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Result, anyhow};
+
+use crate::config::{Mapping, Target};
+use crate::local::{self, Kind, Source};
+use crate::report::HostReport;
+use crate::transfer::remote::{self, Commit, ListRoot, RootState};
+use crate::transfer::scp::{Outcome, ScpSink};
+use crate::transfer::ssh::Connection;
+
+/// How often a file that keeps changing while it is read is tried in one run.
+const MAX_ATTEMPTS: usize = 3;
+
+/// Scanned sources by src path (see [`local::scan_all`]).
+pub type Sources = HashMap<PathBuf, Arc<Result<Source, local::ScanError>>>;
+
+/// Something to bring to the remote, below a destination root.
+#[derive(Debug, Clone)]
+struct Item {
+    /// Path below the root, `/`-separated bytes.
+    rel: Vec<u8>,
+    /// What to do.
+    what: ItemKind,
+    /// Local path, for messages and reading.
+    local: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+enum ItemKind {
+    /// Create (or set the mode of) a directory; the mode is in [`RootWork::dir_modes`].
+    Dir,
+    /// Upload a file.
+    File,
+    /// Create a symlink.
+    Symlink { target: Vec<u8> },
+}
+
+/// Everything to do below one remote directory.
+#[derive(Debug, Default)]
+struct RootWork {
+    /// Modes of the local directories below the root, for `D` records.
+    dir_modes: HashMap<Vec<u8>, u32>,
+    /// Items, sorted by `rel` before upload.
+    items: Vec<Item>,
+}
+
+/// Pushes every mapping of `target` over `conn`, filling `report`.
+pub fn push_host(conn: &Connection, target: &Target, sources: &Sources, report: &mut HostReport) {
+    if let Err(e) = try_push(conn, target, sources, report) {
+        report.fail_host(&format!("{e:#}"));
+    }
+}
+
+/// The body of [`push_host`]; an `Err` means the connection or remote shell failed.
+fn try_push(
+    conn: &Connection,
+    target: &Target,
+    sources: &Sources,
+    report: &mut HostReport,
+) -> Result<()> {
+    // Which mappings can be served, and where their roots are.
+    let mut usable: Vec<(&Mapping, &Source)> = Vec::new();
+    for m in &target.mappings {
+        match sources.get(&m.src).map(|s| s.as_ref()) {
+            Some(Ok(src)) => usable.push((m, src)),
+            Some(Err(reason)) => report.fail(&m.src.display().to_string(), reason),
+            None => report.fail(&m.src.display().to_string(), "src was not scanned"),
+        }
+    }
+    let roots: Vec<ListRoot> = usable.iter().map(|(m, s)| list_root(m, s)).collect();
+    let listing = conn.run_script(&remote::listing_script(&roots, true))?;
+    let states = remote::parse_listing(&listing.stdout, roots.len()).map_err(|e| {
+        anyhow!(
+            "cannot read the remote listing: {e}; stderr: {}",
+            listing.stderr.trim()
+        )
+    })?;
+
+    let mut work: BTreeMap<Vec<u8>, RootWork> = BTreeMap::new();
+    let mut stale: HashSet<Vec<u8>> = HashSet::new();
+    for (((mapping, source), root), state) in usable.iter().zip(&roots).zip(&states) {
+        if let Some(err) = &state.error {
+            report.fail(
+                &format!("{} -> {}", mapping.src.display(), mapping.dest),
+                &format!("cannot use remote directory {}: {err}", show(&root.dir)),
+            );
+            continue;
+        }
+        if state.incomplete {
+            log::warn!(
+                "{}: listing of {} was incomplete ({}); unchanged files there may be sent again",
+                report.address,
+                show(&root.dir),
+                listing.stderr.trim()
+            );
+        }
+        for (path, reason) in &source.errors {
+            report.fail(&path.display().to_string(), reason);
+        }
+        for (rel, _) in state
+            .entries
+            .iter()
+            .filter(|(rel, _)| remote::is_tmp_name(basename(rel)))
+        {
+            stale.insert(join(&root.dir, rel));
+        }
+        let w = work.entry(root.dir.clone()).or_default();
+        plan_mapping(mapping, source, &root.dir, state, w, report);
+    }
+
+    let mut commits = Vec::new();
+    let mut commit_items = Vec::new();
+    let mut pending: BTreeMap<Vec<u8>, RootWork> = work;
+    for attempt in 1..=MAX_ATTEMPTS {
+        let mut retry: BTreeMap<Vec<u8>, RootWork> = BTreeMap::new();
+        for (root, mut w) in std::mem::take(&mut pending) {
+            w.items.sort_by(|a, b| a.rel.cmp(&b.rel));
+            for (item, outcome) in upload(conn, &root, &w, report)? {
+                match outcome {
+                    Outcome::Stored { meta } => {
+                        let dest = join(&root, &item.rel);
+                        let tmp = tmp_path(&dest);
+                        stale.remove(&tmp);
+                        commits.push(Commit::Rename { tmp, dest });
+                        commit_items.push((item, meta.size));
+                    }
+                    Outcome::Changed if attempt < MAX_ATTEMPTS => {
+                        log::info!("{}: {} changed while it was read; sending it again", report.address, item.local.display());
+                        let r = retry.entry(root.clone()).or_default();
+                        r.dir_modes.clone_from(&w.dir_modes);
+                        r.items.push(item);
+                    }
+                    Outcome::Changed => report.fail(&describe(&item, &root), "the local file kept changing while it was read; it will be sent on the next run"),
+                    Outcome::Failed(reason) => report.fail(&describe(&item, &root), &reason),
+                }
+            }
+            for item in w
+                .items
+                .iter()
+                .filter(|i| matches!(i.what, ItemKind::Symlink { .. }))
+            {
+                if let ItemKind::Symlink { target } = &item.what {
+                    let dest = join(&root, &item.rel);
+                    let tmp = tmp_path(&dest);
+                    stale.remove(&tmp);
+                    commits.push(Commit::Symlink {
+                        target: target.clone(),
+                        tmp,
+                        dest,
+                    });
+                    commit_items.push((item.clone(), 0));
+                }
+            }
+        }
+        if retry.is_empty() {
+            break;
+        }
+        // Symlinks were already queued; only files are retried.
+        pending = retry;
+    }
+
+    // Stale temporaries go first, so nothing this run commits is removed.
+    let mut steps: Vec<Commit> = stale
+        .into_iter()
+        .map(|path| Commit::RemoveStale { path })
+        .collect();
+    let offset = steps.len();
+    steps.extend(commits);
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let out = conn.run_script(&remote::commit_script(&steps))?;
+    let mut failed: HashMap<usize, String> =
+        remote::parse_failures(&out.stdout).into_iter().collect();
+    let stderr = out.stderr.trim();
+    for (i, (item, bytes)) in commit_items.into_iter().enumerate() {
+        let remote_path = match &steps[offset + i] {
+            Commit::Rename { dest, .. } | Commit::Symlink { dest, .. } => show(dest),
+            Commit::RemoveStale { .. } => unreachable!("stale steps come first"),
+        };
+        match failed.remove(&(offset + i)) {
+            Some(reason) => {
+                let detail = if stderr.is_empty() {
+                    reason
+                } else {
+                    format!("{reason} ({stderr})")
+                };
+                report.fail(
+                    &format!("{} -> {remote_path}", item.local.display()),
+                    &detail,
+                );
+            }
+            None => {
+                log::info!(
+                    "{}: sent {} -> {remote_path} ({bytes} bytes)",
+                    report.address,
+                    item.local.display()
+                );
+                report.sent += 1;
+                report.bytes += bytes;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where a mapping's remote state lives: dest itself for a directory src, dest's
+/// parent (one level deep) for a file src.
+fn list_root(m: &Mapping, s: &Source) -> ListRoot {
+    if s.is_dir {
+        ListRoot {
+            dir: m.dest.as_bytes().to_vec(),
+            max_depth: None,
+        }
+    } else {
+        let (parent, _) = split_dest(&m.dest);
+        ListRoot {
+            dir: parent.to_vec(),
+            max_depth: Some(1),
+        }
+    }
+}
+
+/// Splits a normalised absolute dest into parent directory and file name.
+fn split_dest(dest: &str) -> (&[u8], &[u8]) {
+    let b = dest.as_bytes();
+    let cut = b.iter().rposition(|&c| c == b'/').unwrap_or(0);
+    let parent = if cut == 0 { &b"/"[..] } else { &b[..cut] };
+    (parent, &b[cut + 1..])
+}
+
+/// Compares one mapping's local entries with the remote state; adds what differs to `w`.
+fn plan_mapping(
+    m: &Mapping,
+    source: &Source,
+    root: &[u8],
+    state: &RootState,
+    w: &mut RootWork,
+    report: &mut HostReport,
+) {
+    let prefix: Vec<u8> = if source.is_dir {
+        Vec::new()
+    } else {
+        split_dest(&m.dest).1.to_vec()
+    };
+    // Remote directories that are something else: nothing below them can be written.
+    let mut blocked: Vec<(Vec<u8>, String)> = Vec::new();
+    for entry in &source.entries {
+        let rel = if source.is_dir {
+            entry.rel.as_os_str().as_bytes().to_vec()
+        } else {
+            prefix.clone()
+        };
+        let local = if entry.rel.as_os_str().is_empty() {
+            m.src.clone()
+        } else {
+            m.src.join(&entry.rel)
+        };
+        let item = |what| Item {
+            rel: rel.clone(),
+            what,
+            local: local.clone(),
+        };
+        let remote_path = || format!("{} -> {}", local.display(), show(&join(root, &rel)));
+        if let Some((_, why)) = blocked.iter().find(|(b, _)| is_below(&rel, b)) {
+            if !matches!(entry.kind, Kind::Dir { .. }) {
+                report.fail(&remote_path(), why);
+            }
+            continue;
+        }
+        if rel.contains(&b'\n') {
+            report.fail(
+                &remote_path(),
+                "the name contains a newline, which the SCP protocol cannot carry; rename it",
+            );
+            continue;
+        }
+        let there = state.entries.get(&rel);
+        match &entry.kind {
+            Kind::Dir { mode } => {
+                w.dir_modes.insert(rel.clone(), *mode);
+                match there {
+                    Some(r) if r.kind == b'd' && r.mode == *mode => {}
+                    Some(r) if r.kind == b'd' => w.items.push(item(ItemKind::Dir)),
+                    None => w.items.push(item(ItemKind::Dir)),
+                    Some(_) => {
+                        let why = "the remote path exists and is not a directory; remove it or change dest".to_string();
+                        report.fail(&remote_path(), &why);
+                        blocked.push((rel.clone(), why));
+                    }
+                }
+            }
+            Kind::File(meta) => match there {
+                Some(r) if r.kind == b'd' => report.fail(
+                    &remote_path(),
+                    "the remote path is a directory; remove it or change dest",
+                ),
+                Some(r)
+                    if r.kind == b'f'
+                        && r.size == meta.size
+                        && r.mtime == meta.mtime
+                        && r.mode == meta.mode =>
+                {
+                    report.skipped += 1;
+                }
+                _ => w.items.push(item(ItemKind::File)),
+            },
+            Kind::Symlink { target } => match there {
+                Some(r) if r.kind == b'l' && r.target == target.as_bytes() => report.skipped += 1,
+                Some(r) if r.kind == b'd' => report.fail(
+                    &remote_path(),
+                    "the remote path is a directory; remove it or change dest",
+                ),
+                _ => w.items.push(item(ItemKind::Symlink {
+                    target: target.as_bytes().to_vec(),
+                })),
+            },
+        }
+    }
+}
+
+/// Uploads the directories and files of one root through one SCP sink.
+/// Returns each file item with its outcome; refused directories fail their contents.
+fn upload(
+    conn: &Connection,
+    root: &[u8],
+    w: &RootWork,
+    report: &mut HostReport,
+) -> Result<Vec<(Item, Outcome)>> {
+    let uploads = w
+        .items
+        .iter()
+        .any(|i| !matches!(i.what, ItemKind::Symlink { .. }));
+    if !uploads {
+        return Ok(Vec::new());
+    }
+    let mut sink = ScpSink::open(conn, root)?;
+    let mut stack: Vec<Vec<u8>> = Vec::new(); // components entered below root
+    let mut refused: Vec<(Vec<u8>, String)> = Vec::new();
+    let mut sent: Vec<(Item, usize)> = Vec::new();
+    let mut results = Vec::new();
+    for item in &w.items {
+        let parts: Vec<&[u8]> = item.rel.split(|&b| b == b'/').collect();
+        let (dirs, name): (&[&[u8]], Option<&[u8]>) = match item.what {
+            ItemKind::Dir => (&parts[..], None),
+            ItemKind::File => (&parts[..parts.len() - 1], parts.last().copied()),
+            ItemKind::Symlink { .. } => (&parts[..parts.len() - 1], None),
+        };
+        if let Some((_, why)) = refused
+            .iter()
+            .find(|(p, _)| is_below(&item.rel, p) || item.rel == *p)
+        {
+            if !matches!(item.what, ItemKind::Dir) {
+                results.push((item.clone(), Outcome::Failed(why.clone())));
+            }
+            continue;
+        }
+        // Navigate: leave what is not shared, enter what is missing.
+        let common = stack
+            .iter()
+            .zip(dirs)
+            .take_while(|(a, b)| a.as_slice() == **b)
+            .count();
+        while stack.len() > common {
+            sink.leave()?;
+            stack.pop();
+        }
+        let mut ok = true;
+        for d in &dirs[common..] {
+            let mut path = stack.join(&b'/');
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(d);
+            let mode = w.dir_modes.get(&path).copied().unwrap_or(0o755);
+            if let Err(why) = sink.enter(d, mode)? {
+                let why = format!(
+                    "cannot create remote directory {}: {why}",
+                    show(&join(root, &path))
+                );
+                if matches!(item.what, ItemKind::Dir) && path == item.rel {
+                    report.fail(&describe(item, root), &why);
+                }
+                refused.push((path, why.clone()));
+                if !matches!(item.what, ItemKind::Dir) {
+                    results.push((item.clone(), Outcome::Failed(why)));
+                }
+                ok = false;
+                break;
+            }
+            stack.push(d.to_vec());
+        }
+        if let (true, Some(name)) = (ok, name) {
+            let id = sink.send(&remote::tmp_name(name), &item.local)?;
+            sent.push((item.clone(), id));
+        }
+    }
+    debug_assert_eq!(sink.depth(), stack.len());
+    let outcomes = sink.finish()?;
+    for (item, id) in sent {
+        results.push((item, outcomes[id].clone()));
+    }
+    Ok(results)
+}
+
+/// `root/rel` as bytes.
+fn join(root: &[u8], rel: &[u8]) -> Vec<u8> {
+    let mut p = root.to_vec();
+    if rel.is_empty() {
+        return p;
+    }
+    if !p.ends_with(b"/") {
+        p.push(b'/');
+    }
+    p.extend_from_slice(rel);
+    p
+}
+
+/// True when `rel` lies strictly below directory `dir` (both relative, `/`-separated).
+fn is_below(rel: &[u8], dir: &[u8]) -> bool {
+    rel.len() > dir.len() && rel.starts_with(dir) && rel[dir.len()] == b'/'
+}
+
+/// The last component of a `/`-separated path.
+fn basename(p: &[u8]) -> &[u8] {
+    p.rsplit(|&b| b == b'/').next().unwrap_or(p)
+}
+
+/// The temporary path for a destination: same directory, [`remote::tmp_name`].
+fn tmp_path(dest: &[u8]) -> Vec<u8> {
+    let cut = dest.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+    let mut p = dest[..cut].to_vec();
+    p.extend_from_slice(&remote::tmp_name(&dest[cut..]));
+    p
+}
+
+/// `local -> remote` for messages.
+fn describe(item: &Item, root: &[u8]) -> String {
+    format!(
+        "{} -> {}",
+        item.local.display(),
+        show(&join(root, &item.rel))
+    )
+}
+
+/// Remote path bytes for humans (lossy for non-UTF-8).
+fn show(p: &[u8]) -> String {
+    String::from_utf8_lossy(p).into_owned()
+}
+
+/// Paths of the local side, for `local::scan_all`.
+pub fn srcs(targets: &[Target]) -> impl Iterator<Item = &Path> {
+    targets
+        .iter()
+        .flat_map(|t| t.mappings.iter().map(|m| m.src.as_path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dest_paths() {
+        assert_eq!(
+            split_dest("/etc/app/app.conf"),
+            (&b"/etc/app"[..], &b"app.conf"[..])
+        );
+        assert_eq!(split_dest("/top"), (&b"/"[..], &b"top"[..]));
+        assert_eq!(join(b"/", b"x"), b"/x");
+        assert_eq!(join(b"/a", b""), b"/a");
+        assert_eq!(
+            tmp_path(b"/a/b"),
+            [&b"/a/"[..], &remote::tmp_name(b"b")].concat()
+        );
+        assert_eq!(basename(b"a/b/c"), b"c");
+        assert!(is_below(b"a/b", b"a") && !is_below(b"ab", b"a") && !is_below(b"a", b"a"));
+    }
+}

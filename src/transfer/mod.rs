@@ -1,0 +1,85 @@
+//! Serving many hosts at once: a pool of connection workers.
+//!
+//! At most `number_of_connections` named worker threads (`xfer-<n>`) take hosts
+//! from a crossbeam channel; each opens one SSH session to its host and pushes
+//! every mapping of that host over it (no handshake per file). A slow or dead
+//! host occupies one worker for at most the connect timeout; the others carry
+//! on. Shutdown is by dropping the sender: workers end when the channel is empty.
+
+pub mod remote;
+pub mod scp;
+pub mod ssh;
+
+use std::thread;
+
+use crate::config::{SshSettings, Target};
+use crate::push::{self, Sources};
+use crate::report::HostReport;
+
+/// Pushes to every target with at most `workers` sessions at once. Reports come back
+/// in the order of `targets`.
+pub fn run(
+    targets: &[&Target],
+    sources: &Sources,
+    ssh: &SshSettings,
+    workers: usize,
+) -> Vec<HostReport> {
+    let (job_tx, job_rx) = crossbeam_channel::unbounded::<usize>();
+    for i in 0..targets.len() {
+        job_tx.send(i).expect("receiver is alive");
+    }
+    drop(job_tx);
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<(usize, HostReport)>();
+    thread::scope(|scope| {
+        for n in 0..workers.min(targets.len()) {
+            let job_rx = job_rx.clone();
+            let done_tx = done_tx.clone();
+            thread::Builder::new()
+                .name(format!("xfer-{n}"))
+                .spawn_scoped(scope, move || {
+                    for i in job_rx {
+                        let report = serve(targets[i], sources, ssh);
+                        if done_tx.send((i, report)).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .expect("cannot start a worker thread");
+        }
+    });
+    drop(done_tx);
+    let mut reports: Vec<(usize, HostReport)> = done_rx.into_iter().collect();
+    reports.sort_by_key(|(i, _)| *i);
+    reports.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Connects to one host and pushes everything to it.
+fn serve(target: &Target, sources: &Sources, ssh: &SshSettings) -> HostReport {
+    let host = &target.host;
+    let mut report = HostReport::new(&host.address);
+    let started = std::time::Instant::now();
+    match ssh::Connection::open(host, ssh) {
+        Ok(conn) => {
+            log::info!(
+                "{}: connected as {} on port {} ({}, host key {})",
+                host.address,
+                host.user,
+                host.port,
+                conn.auth_method,
+                conn.fingerprint
+            );
+            push::push_host(&conn, target, sources, &mut report);
+        }
+        Err(e) => report.fail_host(&format!("{e:#}")),
+    }
+    log::info!(
+        "{}: done in {} ms: {} sent, {} skipped, {} failed, {} bytes",
+        host.address,
+        started.elapsed().as_millis(),
+        report.sent,
+        report.skipped,
+        report.failed,
+        report.bytes
+    );
+    report
+}

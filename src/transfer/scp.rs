@@ -1,0 +1,355 @@
+//! The SCP protocol, source side, over one exec channel running `scp -r -p -t ROOT`.
+//!
+//! One channel carries a whole batch of files and directories: `D` records
+//! enter a directory (creating it), `E` leaves it, `T` sets the next file's
+//! times, `C` announces a file, its bytes follow, then a `\0`. The remote `scp`
+//! answers every record with one status byte: `\0` ok, `\1`/`\2` followed by an
+//! error line.
+//!
+//! Acknowledgements are pipelined where that is safe and awaited where it is
+//! not: after a `C` or `D` header we wait for its answer before going on,
+//! because a refused header (permission denied, not a directory) makes the
+//! remote skip it, and it would then read our file bytes as protocol records or
+//! put later files in the wrong directory. The answers to data and `T`/`E`
+//! records are collected lazily (they arrive in order), so a batch costs one
+//! round trip per file, not one remote process per file.
+//!
+//! A batch is only done when [`ScpSink::finish`] has read every answer, sent
+//! EOF, waited for the remote to close and seen exit status 0: dropping the
+//! channel after the last write can truncate the last file while looking like
+//! success (../shared/LIBSSH2-NOTES.md).
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{Read, Write};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use super::remote::quote;
+use super::ssh::Connection;
+use crate::local::FileMeta;
+
+/// Size of each write; libssh2 sends at most ~32 KiB per packet anyway.
+const CHUNK: usize = 256 * 1024;
+
+/// What an outstanding acknowledgement answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ack {
+    /// The greeting the sink sends when it starts (and when it enters a directory).
+    Start,
+    /// A `T` record.
+    Times,
+    /// A `C` header for file `id`.
+    Header(usize),
+    /// The data of file `id`.
+    Data(usize),
+    /// An `E` record.
+    End,
+}
+
+/// How one uploaded file ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored under its temporary name, with these attributes, `bytes` long.
+    Stored { meta: FileMeta },
+    /// The local file changed while it was read; the temporary copy must not be used.
+    Changed,
+    /// The remote refused it or the local file could not be read.
+    Failed(String),
+}
+
+/// A running remote SCP sink rooted at one remote directory.
+pub struct ScpSink {
+    /// The exec channel running `scp -r -p -t ROOT`.
+    channel: ssh2::Channel,
+    /// Answers not read yet, oldest first.
+    pending: VecDeque<Ack>,
+    /// Directory names entered below the root.
+    depth: usize,
+    /// Outcomes by file id, filled as answers arrive.
+    outcomes: Vec<Option<Outcome>>,
+    /// Read buffer for local files.
+    buf: Vec<u8>,
+}
+
+impl ScpSink {
+    /// Starts `scp -r -p -t -- ROOT` on the remote. ROOT must exist.
+    pub fn open(conn: &Connection, root: &[u8]) -> Result<ScpSink> {
+        let command = format!(
+            "scp -r -p -t -- {}",
+            String::from_utf8(quote(root)).map_err(|_| anyhow!(
+                "remote path {:?} is not valid UTF-8, which an ssh exec request cannot carry",
+                String::from_utf8_lossy(root)
+            ))?
+        );
+        let channel = conn.exec(&command)?;
+        let mut sink = ScpSink {
+            channel,
+            pending: VecDeque::from([Ack::Start]),
+            depth: 0,
+            outcomes: Vec::new(),
+            buf: vec![0; CHUNK],
+        };
+        sink.settle()?;
+        Ok(sink)
+    }
+
+    /// Enters (creating if needed) directory `name` below the current one, with `mode`.
+    /// Returns the remote's refusal as `Ok(Err(reason))`; the sink then stays where it was.
+    pub fn enter(&mut self, name: &[u8], mode: u32) -> Result<Result<(), String>> {
+        check_name(name)?;
+        let mut line = format!("D{:04o} 0 ", mode & 0o7777).into_bytes();
+        line.extend_from_slice(name);
+        line.push(b'\n');
+        self.write(&line)?;
+        self.pending.push_back(Ack::Start);
+        match self.settle()? {
+            None => {
+                self.depth += 1;
+                Ok(Ok(()))
+            }
+            Some(reason) => Ok(Err(reason)),
+        }
+    }
+
+    /// Leaves the current directory.
+    pub fn leave(&mut self) -> Result<()> {
+        if self.depth == 0 {
+            bail!("internal error: scp leave() at the root");
+        }
+        self.write(b"E\n")?;
+        self.pending.push_back(Ack::End);
+        self.depth -= 1;
+        Ok(())
+    }
+
+    /// How many directories deep the sink currently is.
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// Sends `local` as `name` in the current directory. Returns the file's id, whose
+    /// [`Outcome`] [`finish`](Self::finish) reports. An `Err` means the channel broke.
+    pub fn send(&mut self, name: &[u8], local: &std::path::Path) -> Result<usize> {
+        check_name(name)?;
+        let id = self.outcomes.len();
+        self.outcomes.push(None);
+        let mut file = match File::open(local) {
+            Ok(f) => f,
+            Err(e) => {
+                self.outcomes[id] = Some(Outcome::Failed(format!("cannot read local file: {e}")));
+                return Ok(id);
+            }
+        };
+        let before = match file.metadata() {
+            Ok(m) if m.is_file() => FileMeta::of(&m),
+            Ok(_) => {
+                self.outcomes[id] = Some(Outcome::Failed(
+                    "local path is no longer a regular file".into(),
+                ));
+                return Ok(id);
+            }
+            Err(e) => {
+                self.outcomes[id] = Some(Outcome::Failed(format!("cannot stat local file: {e}")));
+                return Ok(id);
+            }
+        };
+        let times = format!("T{} 0 {} 0\n", before.mtime.max(0), before.atime.max(0));
+        self.write(times.as_bytes())?;
+        self.pending.push_back(Ack::Times);
+        let mut header = format!("C{:04o} {} ", before.mode, before.size).into_bytes();
+        header.extend_from_slice(name);
+        header.push(b'\n');
+        self.write(&header)?;
+        self.pending.push_back(Ack::Header(id));
+        if self.settle()?.is_some() {
+            return Ok(id); // refused: outcome recorded by settle(), no data follows
+        }
+        let torn = self.stream(&mut file, before.size)?;
+        self.write(b"\0")?;
+        self.pending.push_back(Ack::Data(id));
+        let after = file.metadata().map(|m| FileMeta::of(&m)).ok();
+        let unchanged = after.is_some_and(|a| {
+            a.size == before.size && a.mtime == before.mtime && a.mtime_nsec == before.mtime_nsec
+        });
+        self.outcomes[id] = Some(if torn || !unchanged {
+            Outcome::Changed
+        } else {
+            Outcome::Stored { meta: before }
+        });
+        Ok(id)
+    }
+
+    /// Writes exactly `size` bytes of `file`; pads with zeros if it shrank meanwhile.
+    /// Returns true when the file did not have `size` bytes to give (it changed).
+    fn stream(&mut self, file: &mut File, size: u64) -> Result<bool> {
+        let mut left = size;
+        let mut torn = false;
+        while left > 0 {
+            let want = left.min(CHUNK as u64) as usize;
+            let n = if torn {
+                0
+            } else {
+                match file.read(&mut self.buf[..want]) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => 0,
+                }
+            };
+            if n == 0 {
+                // The protocol promised `size` bytes: keep it in sync with zeros.
+                torn = true;
+                self.buf[..want].fill(0);
+                self.channel
+                    .write_all(&self.buf[..want])
+                    .context("sending file data")?;
+                left -= want as u64;
+            } else {
+                self.channel
+                    .write_all(&self.buf[..n])
+                    .context("sending file data")?;
+                left -= n as u64;
+            }
+        }
+        Ok(torn)
+    }
+
+    /// Leaves every directory, reads every answer, closes the channel and checks the exit
+    /// status. Returns each file's outcome by id. An `Err` means nothing can be trusted.
+    pub fn finish(mut self) -> Result<Vec<Outcome>> {
+        while self.depth > 0 {
+            self.leave()?;
+        }
+        self.settle()?;
+        self.channel.send_eof().context("closing the scp channel")?;
+        self.channel
+            .wait_eof()
+            .context("waiting for the remote scp to finish")?;
+        self.channel.close().context("closing the scp channel")?;
+        self.channel
+            .wait_close()
+            .context("closing the scp channel")?;
+        let status = self
+            .channel
+            .exit_status()
+            .context("reading scp's exit status")?;
+        let outcomes: Vec<Outcome> = self
+            .outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Outcome::Failed("no answer from the remote scp".into())))
+            .collect();
+        let any_failed = outcomes.iter().any(|o| matches!(o, Outcome::Failed(_)));
+        if status != 0 && !any_failed {
+            bail!("remote scp exited with status {status} without saying why");
+        }
+        Ok(outcomes)
+    }
+
+    /// Reads every outstanding answer. Returns the refusal of the last one, if it was refused;
+    /// refusals of file headers and data are recorded as that file's outcome.
+    fn settle(&mut self) -> Result<Option<String>> {
+        let mut last = None;
+        while let Some(ack) = self.pending.pop_front() {
+            let result = self.read_ack()?;
+            last = result.clone().err();
+            if let Err(reason) = result {
+                match ack {
+                    Ack::Header(id) | Ack::Data(id) => {
+                        self.outcomes[id] = Some(Outcome::Failed(reason));
+                    }
+                    Ack::Start if self.pending.is_empty() => {} // a refused `D`: caller handles
+                    Ack::Start | Ack::Times | Ack::End => {
+                        bail!("remote scp: {reason}");
+                    }
+                }
+            }
+        }
+        Ok(last)
+    }
+
+    /// Reads one status byte (and its message line when it is an error).
+    fn read_ack(&mut self) -> Result<Result<(), String>> {
+        let mut b = [0u8; 1];
+        self.channel
+            .read_exact(&mut b)
+            .map_err(|e| anyhow!("the remote scp stopped answering: {e}"))?;
+        match b[0] {
+            0 => Ok(Ok(())),
+            1 | 2 => {
+                let mut line = Vec::new();
+                loop {
+                    self.channel
+                        .read_exact(&mut b)
+                        .map_err(|e| anyhow!("the remote scp stopped answering: {e}"))?;
+                    if b[0] == b'\n' {
+                        break;
+                    }
+                    line.push(b[0]);
+                }
+                Ok(Err(reason(&String::from_utf8_lossy(&line))))
+            }
+            other => bail!(
+                "the remote scp sent an unexpected byte {other:#04x}; is `scp` on the remote OpenSSH's?"
+            ),
+        }
+    }
+
+    /// Writes protocol bytes.
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.channel
+            .write_all(bytes)
+            .context("sending to the remote scp")
+    }
+}
+
+/// Names travel in one protocol line and must be a single path component.
+fn check_name(name: &[u8]) -> Result<()> {
+    if name.is_empty()
+        || name.contains(&b'\n')
+        || name.contains(&b'/')
+        || name == b"."
+        || name == b".."
+    {
+        bail!(
+            "internal error: {:?} is not a valid scp record name",
+            String::from_utf8_lossy(name)
+        );
+    }
+    Ok(())
+}
+
+/// Turns `scp: /path/.hostsync-tmp.x: Permission denied` into `permission denied on the remote`.
+fn reason(msg: &str) -> String {
+    let last = msg.rsplit(": ").next().unwrap_or(msg).trim();
+    let lower = last.to_lowercase();
+    if lower.is_empty() {
+        "refused by the remote scp".into()
+    } else {
+        format!("{lower} on the remote")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_drop_the_temp_path() {
+        assert_eq!(
+            reason("scp: /srv/x/.hostsync-tmp.0123: Permission denied"),
+            "permission denied on the remote"
+        );
+        assert_eq!(
+            reason("scp: /a: No space left on device"),
+            "no space left on device on the remote"
+        );
+    }
+
+    #[test]
+    fn names_must_be_one_component() {
+        assert!(check_name(b"ok name").is_ok());
+        for bad in [&b""[..], b"a/b", b"a\nb", b".", b".."] {
+            assert!(check_name(bad).is_err());
+        }
+    }
+}

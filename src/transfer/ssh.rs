@@ -1,0 +1,308 @@
+//! One SSH connection to one host: TCP, handshake, host-key check, authentication,
+//! and the two ways we talk to the remote: shell scripts and the SCP sink.
+//!
+//! Pitfalls handled here (see ../shared/LIBSSH2-NOTES.md): TCP_NODELAY is set
+//! before the handshake (without it every small write stalls on Nagle + delayed
+//! ACK); the connect timeout bounds TCP connect, handshake and auth, and the I/O
+//! timeout bounds every later blocking call, so a silent peer becomes an error
+//! instead of a hang; host keys are checked with `check_port`, which understands
+//! `[host]:port` entries. A session lives on the one worker thread that made it.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine;
+use ssh2::{CheckResult, HashType, HostKeyType, KnownHostFileKind, Session};
+
+use crate::config::{Host, HostKeyPolicy, SshSettings};
+
+/// An authenticated session to one host.
+pub struct Connection {
+    /// The libssh2 session (blocking, owned by one thread).
+    session: Session,
+    /// Which auth method worked: `publickey`, `agent`, `password` or `keyboard-interactive`.
+    pub auth_method: &'static str,
+    /// The server's host key fingerprint, `SHA256:...` as OpenSSH prints it.
+    pub fingerprint: String,
+}
+
+/// What a remote script printed, and how it exited.
+pub struct ScriptOutput {
+    /// Everything on stdout.
+    pub stdout: Vec<u8>,
+    /// Everything on stderr.
+    pub stderr: String,
+    /// Exit status of the remote `sh`.
+    pub status: i32,
+}
+
+impl Connection {
+    /// Connects, checks the host key and logs in. Errors say which step failed.
+    pub fn open(host: &Host, ssh: &SshSettings) -> Result<Connection> {
+        let tcp = connect_tcp(host, ssh.connect_timeout)?;
+        let mut session = Session::new().context("cannot create an ssh session")?;
+        session.set_tcp_stream(tcp);
+        session.set_timeout(millis(ssh.connect_timeout));
+        session
+            .handshake()
+            .map_err(|e| anyhow!("ssh handshake failed: {}", e.message()))?;
+        let fingerprint = verify_host_key(&session, host, ssh)?;
+        let auth_method = authenticate(&session, host)?;
+        session.set_timeout(millis(ssh.io_timeout));
+        Ok(Connection {
+            session,
+            auth_method,
+            fingerprint,
+        })
+    }
+
+    /// Runs a POSIX sh script fed on stdin (`sh -s`) and collects its output.
+    pub fn run_script(&self, script: &[u8]) -> Result<ScriptOutput> {
+        let mut ch = self
+            .session
+            .channel_session()
+            .map_err(|e| anyhow!("cannot open a channel: {}", e.message()))?;
+        ch.exec("sh -s")
+            .map_err(|e| anyhow!("cannot start a remote shell: {}", e.message()))?;
+        ch.write_all(script)
+            .context("sending a script to the remote shell")?;
+        ch.send_eof()
+            .context("sending a script to the remote shell")?;
+        let mut stdout = Vec::new();
+        ch.read_to_end(&mut stdout)
+            .context("reading the remote shell's output")?;
+        let mut stderr = String::new();
+        // Stderr is informational; an unreadable one must not hide the result.
+        let _ = ch.stderr().read_to_string(&mut stderr);
+        ch.wait_close()
+            .context("closing the remote shell channel")?;
+        let status = ch.exit_status().context("reading the remote exit status")?;
+        Ok(ScriptOutput {
+            stdout,
+            stderr,
+            status,
+        })
+    }
+
+    /// Opens a channel running `command` (the SCP sink), for `transfer::scp`.
+    pub fn exec(&self, command: &str) -> Result<ssh2::Channel> {
+        let mut ch = self
+            .session
+            .channel_session()
+            .map_err(|e| anyhow!("cannot open a channel: {}", e.message()))?;
+        ch.exec(command)
+            .map_err(|e| anyhow!("cannot start `{command}` on the remote: {}", e.message()))?;
+        Ok(ch)
+    }
+}
+
+/// libssh2 takes timeouts in milliseconds as u32.
+fn millis(d: Duration) -> u32 {
+    d.as_millis().min(u128::from(u32::MAX)) as u32
+}
+
+/// Resolves the address and connects with a timeout; sets TCP_NODELAY.
+fn connect_tcp(host: &Host, timeout: Duration) -> Result<TcpStream> {
+    let addrs: Vec<_> = (host.address.as_str(), host.port)
+        .to_socket_addrs()
+        .map_err(|e| anyhow!("host unreachable: cannot resolve {}: {e}", host.address))?
+        .collect();
+    let mut last = None;
+    for addr in &addrs {
+        match TcpStream::connect_timeout(addr, timeout) {
+            Ok(tcp) => {
+                tcp.set_nodelay(true).context("cannot set TCP_NODELAY")?;
+                return Ok(tcp);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    match last {
+        Some(e) if e.kind() == std::io::ErrorKind::TimedOut => bail!(
+            "host unreachable: connect to port {} timed out after {}s",
+            host.port,
+            timeout.as_secs()
+        ),
+        Some(e) => bail!("host unreachable: connect to port {}: {e}", host.port),
+        None => bail!("host unreachable: {} resolves to no address", host.address),
+    }
+}
+
+/// Checks the server's key against known_hosts per the policy; returns its fingerprint.
+fn verify_host_key(session: &Session, host: &Host, ssh: &SshSettings) -> Result<String> {
+    let (key, key_type) = session
+        .host_key()
+        .ok_or_else(|| anyhow!("the server sent no host key"))?;
+    let fingerprint = fingerprint(session);
+    let type_name = key_type_name(key_type);
+    if ssh.host_key_policy == HostKeyPolicy::Off {
+        log::warn!(
+            "{}: host key not verified ({type_name} {fingerprint}) because host_key_policy = off",
+            host.address
+        );
+        return Ok(fingerprint);
+    }
+    let mut known = session.known_hosts().context("cannot use known_hosts")?;
+    if ssh.known_hosts.exists() {
+        known
+            .read_file(&ssh.known_hosts, KnownHostFileKind::OpenSSH)
+            .map_err(|e| {
+                anyhow!(
+                    "cannot read known_hosts {}: {}",
+                    ssh.known_hosts.display(),
+                    e.message()
+                )
+            })?;
+    }
+    match known.check_port(&host.address, host.port, key) {
+        CheckResult::Match => Ok(fingerprint),
+        CheckResult::Mismatch => bail!(
+            "host key mismatch: the server offered {type_name} {fingerprint}, which differs from the key in {}; if the host was really reinstalled, remove its old line (ssh-keygen -R '{}') and connect again, otherwise someone may be intercepting the connection",
+            ssh.known_hosts.display(),
+            known_hosts_name(host)
+        ),
+        CheckResult::NotFound if ssh.host_key_policy == HostKeyPolicy::AcceptNew => {
+            append_known_host(&ssh.known_hosts, host, type_name, key)?;
+            log::info!(
+                "{}: added host key {type_name} {fingerprint} to {}",
+                host.address,
+                ssh.known_hosts.display()
+            );
+            Ok(fingerprint)
+        }
+        CheckResult::NotFound => bail!(
+            "host key unknown: the server offered {type_name} {fingerprint}, which is not in {}; verify it and add it (ssh-keyscan -p {} {} >> known_hosts), or set host_key_policy = accept-new",
+            ssh.known_hosts.display(),
+            host.port,
+            host.address
+        ),
+        CheckResult::Failure => bail!("host key check failed in libssh2"),
+    }
+}
+
+/// The SHA256 fingerprint as OpenSSH prints it (`SHA256:` + unpadded base64).
+fn fingerprint(session: &Session) -> String {
+    let hash = session.host_key_hash(HashType::Sha256).unwrap_or_default();
+    format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(hash)
+    )
+}
+
+/// The OpenSSH name of a host key type.
+fn key_type_name(t: HostKeyType) -> &'static str {
+    match t {
+        HostKeyType::Rsa => "ssh-rsa",
+        HostKeyType::Dss => "ssh-dss",
+        HostKeyType::Ecdsa256 => "ecdsa-sha2-nistp256",
+        HostKeyType::Ecdsa384 => "ecdsa-sha2-nistp384",
+        HostKeyType::Ecdsa521 => "ecdsa-sha2-nistp521",
+        HostKeyType::Ed25519 => "ssh-ed25519",
+        HostKeyType::Unknown => "unknown",
+    }
+}
+
+/// How a host is written in known_hosts: `addr` on port 22, `[addr]:port` otherwise.
+fn known_hosts_name(host: &Host) -> String {
+    if host.port == 22 {
+        host.address.clone()
+    } else {
+        format!("[{}]:{}", host.address, host.port)
+    }
+}
+
+/// Appends one known_hosts line (one write, O_APPEND, so parallel workers don't interleave).
+fn append_known_host(path: &Path, host: &Host, type_name: &str, key: &[u8]) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let line = format!(
+        "{} {type_name} {}\n",
+        known_hosts_name(host),
+        base64::engine::general_purpose::STANDARD.encode(key)
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot open known_hosts {}", path.display()))?;
+    f.write_all(line.as_bytes())
+        .with_context(|| format!("cannot write known_hosts {}", path.display()))
+}
+
+/// Tries identity_file, then the ssh-agent, then the password; names every method tried.
+fn authenticate(session: &Session, host: &Host) -> Result<&'static str> {
+    let user = host.user.as_str();
+    let mut tried = Vec::new();
+    if let Some(key) = &host.identity_file {
+        if !key.exists() {
+            tried.push(format!("publickey ({}: file not found)", key.display()));
+        } else {
+            let pass = host.passphrase.as_ref().map(|p| p.expose());
+            match session.userauth_pubkey_file(user, None, key, pass) {
+                Ok(()) if session.authenticated() => return Ok("publickey"),
+                Ok(()) => tried.push(format!("publickey ({}: not accepted)", key.display())),
+                Err(e) => tried.push(format!("publickey ({}: {})", key.display(), e.message())),
+            }
+        }
+    }
+    if std::env::var_os("SSH_AUTH_SOCK").is_some_and(|s| !s.is_empty()) {
+        match session.userauth_agent(user) {
+            Ok(()) if session.authenticated() => return Ok("agent"),
+            Ok(()) => tried.push("agent (no key accepted)".to_string()),
+            Err(e) => tried.push(format!("agent ({})", e.message())),
+        }
+    }
+    if let Some(pw) = &host.password {
+        match session.userauth_password(user, pw.expose()) {
+            Ok(()) if session.authenticated() => return Ok("password"),
+            Ok(()) => tried.push("password (not accepted)".to_string()),
+            Err(e) => {
+                // Servers that only offer PAM's keyboard-interactive get the password there.
+                let mut prompt = PasswordPrompt(pw.expose());
+                match session.userauth_keyboard_interactive(user, &mut prompt) {
+                    Ok(()) if session.authenticated() => return Ok("keyboard-interactive"),
+                    _ => tried.push(format!("password ({})", e.message())),
+                }
+            }
+        }
+    }
+    if tried.is_empty() {
+        bail!(
+            "auth failed for user {user}: no method to try; add identity_file or passkey to this host in connection_info.json, or start an ssh-agent"
+        );
+    }
+    bail!("auth failed for user {user}: tried {}", tried.join(", "))
+}
+
+/// Answers every hidden keyboard-interactive prompt with the password.
+struct PasswordPrompt<'a>(&'a str);
+
+impl ssh2::KeyboardInteractivePrompt for PasswordPrompt<'_> {
+    fn prompt<'b>(
+        &mut self,
+        _username: &str,
+        _instructions: &str,
+        prompts: &[ssh2::Prompt<'b>],
+    ) -> Vec<String> {
+        prompts
+            .iter()
+            .map(|p| {
+                if p.echo {
+                    String::new()
+                } else {
+                    self.0.to_string()
+                }
+            })
+            .collect()
+    }
+}
