@@ -183,7 +183,16 @@ fn json_error(path: &Path, e: &serde_json::Error, at: &str, expected: &str) -> a
         serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
             "fix the JSON syntax (no trailing commas, double quotes only)".to_string()
         }
-        _ => format!("expected {expected}"),
+        _ => match at.rsplit('`').nth(1) {
+            Some("port") => "port must be a whole number from 1 to 65535".to_string(),
+            Some(
+                field @ ("ip_address" | "user" | "src" | "dest" | "passkey" | "passkey_env"
+                | "identity_file" | "passphrase" | "passphrase_env"),
+            ) => {
+                format!("{field} must be a string in double quotes")
+            }
+            _ => format!("expected {expected}"),
+        },
     };
     let at = if at.is_empty() {
         String::new()
@@ -281,5 +290,9 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("entry #2 field `port`: invalid value"), "{e}");
+        assert!(
+            e.ends_with("port must be a whole number from 1 to 65535"),
+            "{e}"
+        );
     }
 }

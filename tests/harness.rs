@@ -1,0 +1,385 @@
+//! Smoke tests for the integration-test harness in `tests/util` itself.
+//!
+//! They drive the real OpenSSH client (`ssh`)
+//! against the harness's servers and proxies, so a broken harness shows up
+//! here rather than as mysterious failures in the hostsync tests.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{
+    Dir, Fault, Proxy, Sshd, TEST_PASSWORD, client_key, is_root, test_user, wait_for, wait_until,
+};
+
+/// Writes a known_hosts file holding `lines` and returns its path.
+fn known_hosts(dir: &Dir, name: &str, lines: &[String]) -> std::path::PathBuf {
+    dir.write(name, lines.join("\n") + "\n")
+}
+
+/// An OpenSSH client command with strict host key checking against
+/// `known_hosts` and no user or system configuration.
+fn ssh(known_hosts: &Path, addr: &str, port: u16) -> Command {
+    let mut cmd = Command::new("ssh");
+    cmd.arg("-F")
+        .arg("/dev/null")
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .args([
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "ServerAliveInterval=2",
+            "-o",
+            "ServerAliveCountMax=3",
+            "-p",
+        ])
+        .arg(port.to_string())
+        .arg(format!("{}@{addr}", test_user()))
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `remote` on `addr:port` logging in with the private key `key`.
+fn ssh_with_key(key: &Path, known_hosts: &Path, addr: &str, port: u16, remote: &str) -> Output {
+    let mut cmd = ssh(known_hosts, addr, port);
+    cmd.arg("-i").arg(key).args([
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "--",
+        remote,
+    ]);
+    cmd.output().expect("running ssh")
+}
+
+#[track_caller]
+fn assert_prints(out: &Output, expected: &str, server: &Sshd) {
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == expected,
+        "ssh to {}:{} failed ({}): stdout {:?}, stderr {:?}\nserver log:\n{}",
+        server.addr,
+        server.port,
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+}
+
+#[test]
+fn two_servers_at_once_accept_key_logins() {
+    let dir = Dir::new("two-servers");
+    let key = client_key(dir.path(), "ed25519", None);
+    let a = Sshd::start(dir.path(), &[&key]);
+    let other = if a.addr == "127.0.0.200" {
+        "127.0.0.201"
+    } else {
+        "127.0.0.200"
+    };
+    let b = Sshd::start_with(dir.path(), &[&key], Some(other));
+    assert_ne!(a.addr, b.addr);
+    assert_eq!(b.addr, other);
+    assert_ne!(
+        a.host_pub_line, b.host_pub_line,
+        "each server has its own host key"
+    );
+    assert!(
+        a.known_hosts_line()
+            .starts_with(&format!("[{}]:{} ssh-ed25519 AAAA", a.addr, a.port))
+    );
+
+    for (i, server) in [&a, &b].into_iter().enumerate() {
+        let kh = known_hosts(
+            &dir,
+            &format!("known_hosts_{i}"),
+            &[server.known_hosts_line()],
+        );
+        let out = ssh_with_key(&key.private, &kh, &server.addr, server.port, "echo ok");
+        assert_prints(&out, "ok", server);
+        let out = ssh_with_key(&key.private, &kh, &server.addr, server.port, "id -un");
+        assert_prints(&out, &test_user(), server);
+        assert!(
+            server.log().contains("Accepted publickey for"),
+            "{}",
+            server.log()
+        );
+    }
+
+    // Strict checking really uses the line: b's key for a's address fails.
+    let wrong = known_hosts(
+        &dir,
+        "known_hosts_wrong",
+        &[b.known_hosts_line_as(&a.addr, a.port)],
+    );
+    let out = ssh_with_key(&key.private, &wrong, &a.addr, a.port, "echo ok");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("HOST IDENTIFICATION HAS CHANGED"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A key the server was not given is refused.
+    let stranger = client_key(dir.path(), "ed25519", None);
+    assert!(stranger.private.ends_with("id_ed25519_2"));
+    let kh = known_hosts(&dir, "known_hosts_a", &[a.known_hosts_line()]);
+    let out = ssh_with_key(&stranger.private, &kh, &a.addr, a.port, "echo ok");
+    assert!(!out.status.success(), "unknown key was accepted");
+}
+
+#[test]
+fn rsa_and_ecdsa_keys() {
+    let dir = Dir::new("key-kinds");
+    let rsa = client_key(dir.path(), "rsa", None);
+    let ecdsa = client_key(dir.path(), "ecdsa", None);
+    let locked = client_key(dir.path(), "ed25519", Some("secret passphrase"));
+    let server = Sshd::start(dir.path(), &[&rsa, &ecdsa, &locked]);
+    let kh = known_hosts(&dir, "known_hosts", &[server.known_hosts_line()]);
+    for key in [&rsa, &ecdsa] {
+        let out = ssh_with_key(&key.private, &kh, &server.addr, server.port, "echo ok");
+        assert_prints(&out, "ok", &server);
+    }
+    assert!(rsa.public_line().starts_with("ssh-rsa "));
+    assert!(ecdsa.public_line().starts_with("ecdsa-sha2-nistp256 "));
+
+    // The passphrase really encrypts the key.
+    let derive = |passphrase: &str| {
+        Command::new("ssh-keygen")
+            .args(["-y", "-P", passphrase, "-f"])
+            .arg(&locked.private)
+            .output()
+            .expect("running ssh-keygen")
+    };
+    assert!(!derive("").status.success());
+    let out = derive("secret passphrase");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(1),
+        locked.public_line().split_whitespace().nth(1)
+    );
+}
+
+#[test]
+fn stop_kills_sessions_and_restart_reuses_address() {
+    let dir = Dir::new("stop-restart");
+    let key = client_key(dir.path(), "ed25519", None);
+    let mut server = Sshd::start(dir.path(), &[&key]);
+    let (addr, port) = (server.addr.clone(), server.port);
+    let kh = known_hosts(&dir, "known_hosts", &[server.known_hosts_line()]);
+
+    // A long-running session, to check stop() takes it down too.
+    let mut session = ssh(&kh, &addr, port)
+        .arg("-i")
+        .arg(&key.private)
+        .args(["-o", "BatchMode=yes", "--", "echo started; exec sleep 60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning ssh");
+    let mut first = String::new();
+    BufReader::new(session.stdout.take().expect("piped"))
+        .read_line(&mut first)
+        .expect("reading from ssh");
+    assert_eq!(first.trim(), "started", "{}", server.log());
+
+    let stopped_at = Instant::now();
+    server.stop();
+    assert!(!server.is_running());
+    let status = wait_for(Duration::from_secs(10), "the ssh session to end", || {
+        session.try_wait().expect("try_wait")
+    });
+    assert!(!status.success());
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(8),
+        "session outlived stop()"
+    );
+    let out = ssh_with_key(&key.private, &kh, &addr, port, "echo ok");
+    assert!(!out.status.success(), "stopped server still answers");
+    server.stop(); // idempotent
+
+    server.restart();
+    assert!(server.is_running());
+    assert_eq!((server.addr.as_str(), server.port), (addr.as_str(), port));
+    let out = ssh_with_key(&key.private, &kh, &addr, port, "echo ok");
+    assert_prints(&out, "ok", &server);
+    assert_eq!(server.log().matches("Server listening on").count(), 2);
+
+    server.restart(); // restarting a running server stops it first
+    let out = ssh_with_key(&key.private, &kh, &addr, port, "echo ok");
+    assert_prints(&out, "ok", &server);
+}
+
+#[test]
+fn proxy_forwards_and_injects_faults() {
+    let dir = Dir::new("proxy");
+    let key = client_key(dir.path(), "ed25519", None);
+    let server = Sshd::start(dir.path(), &[&key]);
+    let proxy = Proxy::start(&server.addr, server.port, Fault::None);
+    assert!(proxy.addr.starts_with("127."));
+    let kh = known_hosts(
+        &dir,
+        "known_hosts",
+        &[server.known_hosts_line_as(&proxy.addr, proxy.port)],
+    );
+
+    let out = ssh_with_key(&key.private, &kh, &proxy.addr, proxy.port, "echo ok");
+    assert_prints(&out, "ok", &server);
+    let after_clean = proxy.bytes_forwarded();
+    assert!(after_clean > 1000, "forwarded only {after_clean} bytes");
+
+    proxy.set_fault(Fault::CutAfter(1000));
+    assert_eq!(proxy.fault(), Fault::CutAfter(1000));
+    let out = ssh_with_key(&key.private, &kh, &proxy.addr, proxy.port, "echo ok");
+    assert!(!out.status.success(), "ssh survived a cut connection");
+    eprintln!(
+        "cut connection: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+
+    proxy.set_fault(Fault::Slow {
+        bytes_per_sec: 20_000,
+    });
+    let started = Instant::now();
+    let out = ssh_with_key(&key.private, &kh, &proxy.addr, proxy.port, "echo ok");
+    assert_prints(&out, "ok", &server);
+    eprintln!("slow connection took {:.2?}", started.elapsed());
+
+    // A stalled connection is accepted but never sees the server's banner.
+    proxy.set_fault(Fault::Stall);
+    let forwarded = proxy.bytes_forwarded();
+    let mut stalled =
+        TcpStream::connect((proxy.addr.as_str(), proxy.port)).expect("connecting to the proxy");
+    stalled
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let err = stalled
+        .read(&mut byte)
+        .expect_err("a stalled proxy sent data");
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{err}"
+    );
+    assert_eq!(proxy.bytes_forwarded(), forwarded);
+    assert_eq!(proxy.connections_accepted(), 4);
+
+    // Dropping the proxy closes even stalled connections, promptly.
+    let dropped_at = Instant::now();
+    drop(proxy);
+    assert!(dropped_at.elapsed() < Duration::from_secs(3));
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    assert_eq!(stalled.read(&mut byte).expect("EOF after drop"), 0);
+}
+
+#[test]
+fn dir_helpers() {
+    let dir = Dir::new("dir-helpers");
+    let file = dir.write("a/b/c.txt", "hello");
+    assert_eq!(file, dir.join("a/b/c.txt"));
+    assert_eq!(dir.read("a/b/c.txt"), b"hello");
+    let dest = dir.mkdir("remote/dest");
+    dir.write("remote/dest/x", [0u8, 1, 2]);
+    dir.chown_to_test_user("remote");
+    let listing = dir.listing();
+    assert!(listing.contains("a/b/c.txt"), "{listing}");
+    if let Some((uid, _)) = crate::util::sshd::test_user_ids() {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&dest).unwrap().uid(), uid);
+        assert!(listing.contains(&format!("{uid}:")), "{listing}");
+    }
+    eprintln!("{listing}");
+}
+
+#[test]
+fn wait_helpers() {
+    let mut calls = 0;
+    let value = wait_for(Duration::from_secs(1), "the third call", || {
+        calls += 1;
+        (calls == 3).then_some(calls * 10)
+    });
+    assert_eq!(value, 30);
+    wait_until(Duration::ZERO, "an immediately true condition", || true);
+}
+
+#[test]
+#[should_panic(expected = "waiting for: something that never happens")]
+fn wait_until_panics_after_deadline() {
+    wait_until(
+        Duration::from_millis(100),
+        "something that never happens",
+        || false,
+    );
+}
+
+/// The servers, keys and known_hosts lines also work with libssh2 (through
+/// the `ssh2` crate), the client hostsync itself uses.
+#[test]
+fn libssh2_client_compatibility() {
+    use ssh2::{CheckResult, KnownHostFileKind, Session};
+
+    let dir = Dir::new("libssh2");
+    let ed25519 = client_key(dir.path(), "ed25519", None);
+    let rsa = client_key(dir.path(), "rsa", None);
+    let ecdsa = client_key(dir.path(), "ecdsa", None);
+    let locked = client_key(dir.path(), "ed25519", Some("secret passphrase"));
+    let server = Sshd::start(dir.path(), &[&ed25519, &rsa, &ecdsa, &locked]);
+    let kh = known_hosts(&dir, "known_hosts", &[server.known_hosts_line()]);
+
+    let connect = || {
+        let tcp = TcpStream::connect((server.addr.as_str(), server.port)).expect("connect");
+        let mut session = Session::new().expect("libssh2 session");
+        session.set_timeout(10_000);
+        session.set_tcp_stream(tcp);
+        session.handshake().expect("handshake");
+        let mut known = session.known_hosts().expect("known hosts");
+        known
+            .read_file(&kh, KnownHostFileKind::OpenSSH)
+            .expect("reading known_hosts");
+        let (key, _) = session.host_key().expect("host key");
+        assert!(matches!(
+            known.check_port(&server.addr, server.port, key),
+            CheckResult::Match
+        ));
+        session
+    };
+    let user = test_user();
+    for (key, passphrase) in [
+        (&ed25519, None),
+        (&rsa, None),
+        (&ecdsa, None),
+        (&locked, Some("secret passphrase")),
+    ] {
+        let session = connect();
+        session
+            .userauth_pubkey_file(&user, None, &key.private, passphrase)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", key.private.display(), server.log()));
+        let mut channel = session.channel_session().expect("channel");
+        channel.exec("echo ok").expect("exec");
+        let mut out = String::new();
+        channel.read_to_string(&mut out).expect("read");
+        assert_eq!(out.trim(), "ok");
+    }
+    if is_root() {
+        let session = connect();
+        session
+            .userauth_password(&user, TEST_PASSWORD)
+            .unwrap_or_else(|e| panic!("password: {e}\n{}", server.log()));
+        assert!(session.authenticated());
+        assert!(connect().userauth_password(&user, "wrong").is_err());
+    }
+}

@@ -1,0 +1,12 @@
+//! hostsync's integration tests, built as one binary (ripgrep's layout): each
+//! module covers one issue's behaviour against real OpenSSH servers on loopback.
+
+/// The shared harness: temp dirs, real sshd, fault proxy, polling, hostsync runs.
+mod util;
+
+/// Malformed configuration files: exit 2 with one line naming file and problem.
+mod config_errors;
+/// Self-tests of the harness: sshd, keys, proxy, polling.
+mod harness;
+/// `hostsync sync` against real sshd: destinations, skips, failures, atomicity.
+mod sync;

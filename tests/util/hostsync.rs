@@ -1,0 +1,233 @@
+//! [`Env`]: one test's hostsync setup (config folder, hosts, mappings, keys)
+//! and [`Run`]: one run of the real `hostsync` binary against it.
+//!
+//! The config files are written in the seed format the Python tool used, plus
+//! `[ssh] known_hosts` pointing at a known_hosts file of the test's own, so a
+//! test never reads the developer's `~/.ssh` or ssh-agent: `HOME` is the test
+//! folder and `SSH_AUTH_SOCK` is removed for every run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use super::{ClientKey, Dir, Sshd, TEST_PASSWORD, client_key, ensure_test_user, test_user};
+
+/// How a host entry logs in.
+pub enum Auth {
+    /// `identity_file` = the test's client key.
+    Key,
+    /// `passkey` = this password.
+    Password(&'static str),
+}
+
+/// One test's world: a temp folder with `cfg/` (config.ini, connection_info.json,
+/// mappings/, known_hosts, local sources) and `remote/` (destinations the ssh
+/// test user may write to).
+pub struct Env {
+    /// The test's temp folder.
+    pub dir: Dir,
+    /// The client key every started sshd accepts.
+    pub key: ClientKey,
+    /// Host entries for connection_info.json.
+    hosts: Vec<Value>,
+    /// Lines of the test's known_hosts.
+    known: Vec<String>,
+    /// Extra config.ini text after the `[DEFAULT]` section.
+    ini_extra: String,
+}
+
+impl Env {
+    /// A fresh environment; ensures the ssh test user exists.
+    pub fn new(name: &str) -> Env {
+        ensure_test_user();
+        let dir = Dir::new(name);
+        let key = client_key(dir.path(), "ed25519", None);
+        dir.mkdir("cfg/mappings");
+        dir.mkdir("remote");
+        dir.chown_to_test_user("remote");
+        Env {
+            dir,
+            key,
+            hosts: Vec::new(),
+            known: Vec::new(),
+            ini_extra: String::new(),
+        }
+    }
+
+    /// The config folder (where config.ini lives).
+    pub fn cfg(&self) -> PathBuf {
+        self.dir.join("cfg")
+    }
+
+    /// Starts a real sshd that accepts the test key (and, as root, the test password).
+    pub fn sshd(&self) -> Sshd {
+        Sshd::start(self.dir.path(), &[&self.key])
+    }
+
+    /// A folder under `remote/` the ssh test user owns; returns its absolute path.
+    pub fn remote(&self, name: &str) -> PathBuf {
+        let p = self.dir.mkdir(Path::new("remote").join(name));
+        self.dir.chown_to_test_user(Path::new("remote").join(name));
+        p
+    }
+
+    /// Writes a local source file under `cfg/` and returns its path.
+    pub fn src(&self, rel: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        self.dir.write(Path::new("cfg").join(rel), contents)
+    }
+
+    /// Adds `sshd` to connection_info.json with `auth`, and trusts its host key.
+    pub fn add_host(&mut self, sshd: &Sshd, auth: Auth) {
+        let mut entry = json!({"ip_address": sshd.addr, "user": test_user(), "port": sshd.port});
+        match auth {
+            Auth::Key => entry["identity_file"] = json!(self.key.private),
+            Auth::Password(pw) => entry["passkey"] = json!(pw),
+        }
+        self.hosts.push(entry);
+        self.known.push(sshd.known_hosts_line());
+    }
+
+    /// Adds a raw connection_info.json entry (nothing trusted).
+    pub fn add_host_raw(&mut self, entry: Value) {
+        self.hosts.push(entry);
+    }
+
+    /// Adds a known_hosts line.
+    pub fn trust(&mut self, line: String) {
+        self.known.push(line);
+    }
+
+    /// Appends text to config.ini (after `[DEFAULT]` and `[ssh]`).
+    pub fn ini(&mut self, text: &str) {
+        self.ini_extra.push_str(text);
+    }
+
+    /// Writes `mappings/<addr>.json`.
+    pub fn map(&self, addr: &str, mappings: Value) {
+        self.dir.write(
+            Path::new("cfg/mappings").join(format!("{addr}.json")),
+            serde_json::to_vec_pretty(&mappings).unwrap(),
+        );
+    }
+
+    /// Writes the config files and runs `hostsync ARGS` in the config folder.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.write_config();
+        run_in(&self.cfg(), self.dir.path(), args)
+    }
+
+    /// Writes config.ini, connection_info.json and known_hosts.
+    pub fn write_config(&self) {
+        let ini = format!(
+            "[DEFAULT]\nnumber_of_connections = 4\nlog_path = logs\nconnection_info_path = connection_info.json\naddress_mapper_path = mappings\n\n[ssh]\nknown_hosts = known_hosts\nconnect_timeout = 5\n{}",
+            self.ini_extra
+        );
+        self.dir.write("cfg/config.ini", ini);
+        self.dir.write(
+            "cfg/connection_info.json",
+            serde_json::to_vec_pretty(&Value::Array(self.hosts.clone())).unwrap(),
+        );
+        let mut known = self.known.join("\n");
+        known.push('\n');
+        self.dir.write("cfg/known_hosts", known);
+    }
+
+    /// info.log's content ("" if missing).
+    pub fn info_log(&self) -> String {
+        std::fs::read_to_string(self.cfg().join("logs/info.log")).unwrap_or_default()
+    }
+
+    /// error.log's content ("" if missing).
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.cfg().join("logs/error.log")).unwrap_or_default()
+    }
+}
+
+/// Runs the hostsync binary in `cwd` with `HOME=home` and no ssh-agent.
+pub fn run_in(cwd: &Path, home: &Path, args: &[&str]) -> Run {
+    let exe = env!("CARGO_BIN_EXE_hostsync");
+    let out = Command::new(exe)
+        .args(args)
+        .current_dir(cwd)
+        .env("HOME", home)
+        .env_remove("SSH_AUTH_SOCK")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {exe}: {e}"));
+    Run {
+        cmd: format!("(cd {} && hostsync {})", cwd.display(), args.join(" ")),
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        logs: cwd.join("logs"),
+    }
+}
+
+/// One finished run of the binary.
+pub struct Run {
+    /// The command, for failure messages.
+    pub cmd: String,
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// The log folder, dumped on failure.
+    logs: PathBuf,
+}
+
+impl Run {
+    /// Everything about the run, for failure messages.
+    pub fn dump(&self) -> String {
+        let read = |n: &str| std::fs::read_to_string(self.logs.join(n)).unwrap_or_default();
+        format!(
+            "command: {}\nexit code: {}\n--- stdout\n{}--- stderr\n{}--- info.log\n{}--- error.log\n{}---",
+            self.cmd,
+            self.code,
+            self.stdout,
+            self.stderr,
+            read("info.log"),
+            read("error.log")
+        )
+    }
+
+    /// Panics with the whole dump unless the exit code is `code`.
+    #[track_caller]
+    pub fn expect(&self, code: i32) -> &Run {
+        assert_eq!(self.code, code, "unexpected exit code\n{}", self.dump());
+        self
+    }
+
+    /// Panics with the dump unless stdout+stderr contains `needle`.
+    #[track_caller]
+    pub fn expect_output(&self, needle: &str) -> &Run {
+        assert!(
+            self.stdout.contains(needle) || self.stderr.contains(needle),
+            "output lacks {needle:?}\n{}",
+            self.dump()
+        );
+        self
+    }
+
+    /// The summary row of `addr`: (sent, skipped, failed, bytes).
+    #[track_caller]
+    pub fn row(&self, addr: &str) -> (u64, u64, u64, u64) {
+        let line = self
+            .stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(addr))
+            .unwrap_or_else(|| panic!("no summary row for {addr}\n{}", self.dump()));
+        let n: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(4)
+            .map(|f| f.parse().unwrap())
+            .collect();
+        (n[0], n[1], n[2], n[3])
+    }
+}
+
+/// The test password, re-exported for tests that check it never leaks.
+pub const PASSWORD: &str = TEST_PASSWORD;

@@ -1,0 +1,26 @@
+//! Shared integration-test harness for hostsync.
+//!
+//! Every integration test file declares `mod util;` and uses:
+//!
+//! * [`Dir`] — a unique scratch directory per test;
+//! * [`Sshd`] — a real OpenSSH server on a random loopback address, with
+//!   [`client_key`] to make client keys and [`ensure_test_user`] /
+//!   [`test_user`] for the account the tests log in as;
+//! * [`Proxy`] — a fault-injecting TCP proxy to put in front of a server;
+//! * [`wait_until`] / [`wait_for`] — bounded polling instead of sleeps.
+//!
+//! Only loopback addresses (127.0.0.0/8) are ever contacted.
+#![allow(dead_code, unused_imports)]
+
+pub mod dir;
+pub mod hostsync;
+pub mod proxy;
+pub mod sshd;
+pub mod wait;
+
+pub use dir::Dir;
+pub use proxy::{Fault, Proxy};
+pub use sshd::{
+    ClientKey, Sshd, TEST_PASSWORD, TEST_USER, client_key, ensure_test_user, is_root, test_user,
+};
+pub use wait::{wait_for, wait_until};
