@@ -36,4 +36,10 @@ pub enum Command {
         #[arg(long = "host", value_name = "IP")]
         hosts: Vec<String>,
     },
+    /// Push everything once, then push every change to the mapped hosts as it
+    /// happens, until SIGINT/SIGTERM.
+    Watch,
+    /// Validate the configuration, then log in to every host and test that each
+    /// destination directory is writable, without transferring anything.
+    Check,
 }

@@ -6,15 +6,21 @@
 //! [`transfer`] runs a pool of workers, one SSH session per host → [`push`]
 //! compares each host with its sources and uploads the differences over SCP →
 //! [`report`] sums up; [`log`] writes info.log and error.log throughout.
+//! `check` ([`check`]) loads the same config, then logs in to every host and
+//! tests its destinations without sending anything.
 
+pub mod check;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod exit;
 pub mod local;
 pub mod log;
+pub mod plan;
 pub mod push;
 pub mod report;
 pub mod transfer;
+pub mod watch;
 
 use anyhow::{Result, bail};
 
@@ -33,6 +39,8 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let result = match &cli.command {
         Command::Sync { hosts } => sync(&config, hosts, cli.verbose),
+        Command::Check => check(&config, cli.verbose),
+        Command::Watch => daemon::run(&config, cli.verbose),
     };
     match result {
         Ok(code) => code,
@@ -53,7 +61,7 @@ fn sync(config: &Config, only: &[String], verbose: bool) -> Result<ExitCode> {
             );
         }
     }
-    let _logs = log::start(&config.log_dir, verbose)?;
+    let _logs = start_logs(config, verbose)?;
     let targets: Vec<&config::Target> = config
         .targets
         .iter()
@@ -92,4 +100,24 @@ fn sync(config: &Config, only: &[String], verbose: bool) -> Result<ExitCode> {
     } else {
         ExitCode::Failure
     })
+}
+
+/// `hostsync check`: log in to every host and test its destinations; sends nothing.
+/// An `Err` is a setup problem (exit 2); host failures are in the exit code.
+fn check(config: &Config, verbose: bool) -> Result<ExitCode> {
+    let _logs = start_logs(config, verbose)?;
+    ::log::info!("config {}", config.path.display());
+    Ok(check::run(&config.targets, &config.ssh, config.connections))
+}
+
+/// Starts info.log and error.log, then records the configuration's warnings
+/// (e.g. a hosts file with passwords that others can read) in error.log and on
+/// stderr. A warning never stops the run.
+pub(crate) fn start_logs(config: &Config, verbose: bool) -> Result<log::Logs> {
+    let logs = log::start(&config.log_dir, verbose)?;
+    for w in &config.warnings {
+        ::log::warn!("{w}");
+        eprintln!("hostsync: warning: {w}");
+    }
+    Ok(logs)
 }

@@ -99,8 +99,42 @@ pub fn scan(src: &Path) -> Result<Source, ScanError> {
     }
     let mut entries = Vec::new();
     let mut errors = Vec::new();
-    let walk = walkdir::WalkDir::new(src)
-        .min_depth(1)
+    walk(src, src, 1, &mut entries, &mut errors);
+    Ok(Source {
+        is_dir: true,
+        entries,
+        errors,
+    })
+}
+
+/// A path that does not exist (any more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Missing;
+
+/// Scans `src/rel` alone (not following a symlink there) and, for a directory,
+/// everything below it. Entries are relative to `src`.
+pub fn scan_below(src: &Path, rel: &Path) -> Result<Vec<Entry>, Missing> {
+    let start = src.join(rel);
+    std::fs::symlink_metadata(&start).map_err(|_| Missing)?;
+    let mut entries = Vec::new();
+    let mut errors = Vec::new();
+    walk(src, &start, 0, &mut entries, &mut errors);
+    if entries.is_empty() && !errors.is_empty() {
+        return Err(Missing);
+    }
+    Ok(entries)
+}
+
+/// Walks `start` (below `src`) without following symlinks, sorted by name.
+fn walk(
+    src: &Path,
+    start: &Path,
+    min_depth: usize,
+    entries: &mut Vec<Entry>,
+    errors: &mut Vec<(PathBuf, String)>,
+) {
+    let walk = walkdir::WalkDir::new(start)
+        .min_depth(min_depth)
         .follow_links(false)
         .sort_by_file_name();
     for item in walk {
@@ -123,11 +157,27 @@ pub fn scan(src: &Path) -> Result<Source, ScanError> {
             }
         }
     }
-    Ok(Source {
-        is_dir: true,
-        entries,
-        errors,
-    })
+}
+
+/// SHA-256 of a file's content as lowercase hex (what `sha256sum` prints).
+pub fn sha256_hex(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// The kind of one walked entry; `None` for special files that are not copied.
@@ -199,6 +249,21 @@ mod tests {
         assert_eq!(
             scan(&d.path().join("nope")).unwrap_err(),
             "src does not exist"
+        );
+    }
+
+    #[test]
+    fn scan_below_and_hash() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a/b")).unwrap();
+        std::fs::write(d.path().join("a/b/f"), "12345").unwrap();
+        let e = scan_below(d.path(), Path::new("a")).unwrap();
+        let rels: Vec<_> = e.iter().map(|e| e.rel.to_str().unwrap()).collect();
+        assert_eq!(rels, ["a", "a/b", "a/b/f"]);
+        assert_eq!(scan_below(d.path(), Path::new("nope")), Err(Missing));
+        assert_eq!(
+            sha256_hex(&d.path().join("a/b/f")).unwrap(),
+            "5994471abb01112afcc18159f6cc74b4f511b99806da59b3caf5a9c173cacfc5"
         );
     }
 

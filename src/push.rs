@@ -13,8 +13,18 @@
 //!
 //! A remote reader therefore sees either the old or the new file, never part of
 //! one, whatever happens to the connection.
+//!
+//! `sync` (and the reconcile `watch` starts with) looks at every mapping whole
+//! ([`Scope::All`]) and skips files by size, mtime and mode. `watch` pushes only
+//! the paths that changed ([`Scope::Paths`]): the listing then names just those
+//! paths and returns a SHA-256 of each remote file, and a file whose content and
+//! mode already match is not sent. That content check is what stops two daemons
+//! mapped at each other from sending the same file back and forth (SCP carries
+//! whole seconds, so size and mtime alone cannot tell two quick saves apart).
+//! With `"delete": true`, what is gone locally is removed below dest, never
+//! above it: removal paths always come from below the mapping's root.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,7 +32,7 @@ use std::sync::Arc;
 use anyhow::{Result, anyhow};
 
 use crate::config::{Mapping, Target};
-use crate::local::{self, Kind, Source};
+use crate::local::{self, Entry, Kind, Source};
 use crate::report::HostReport;
 use crate::transfer::remote::{self, Commit, ListRoot, RootState};
 use crate::transfer::scp::{Outcome, ScpSink};
@@ -33,6 +43,27 @@ const MAX_ATTEMPTS: usize = 3;
 
 /// Scanned sources by src path (see [`local::scan_all`]).
 pub type Sources = HashMap<PathBuf, Arc<Result<Source, local::ScanError>>>;
+
+/// How much of one mapping to bring up to date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything: compare the whole tree by size, mtime and mode.
+    All,
+    /// Only these local paths (each with what is below it), compared by content.
+    Paths(BTreeSet<PathBuf>),
+}
+
+/// One mapping ready to be compared: its source as scanned now and where it lives remotely.
+struct Unit<'a> {
+    /// The mapping.
+    mapping: &'a Mapping,
+    /// Its local side (for [`Scope::Paths`], only the changed paths).
+    source: Arc<Result<Source, local::ScanError>>,
+    /// Where its remote state is listed.
+    root: ListRoot,
+    /// Paths (relative to the root) that no longer exist locally.
+    gone: Vec<Vec<u8>>,
+}
 
 /// Something to bring to the remote, below a destination root.
 #[derive(Debug, Clone)]
@@ -53,6 +84,8 @@ enum ItemKind {
     File,
     /// Create a symlink.
     Symlink { target: Vec<u8> },
+    /// Removed on the remote (only ever a commit step, never uploaded).
+    Removed,
 }
 
 /// Everything to do below one remote directory.
@@ -62,32 +95,155 @@ struct RootWork {
     dir_modes: HashMap<Vec<u8>, u32>,
     /// Items, sorted by `rel` before upload.
     items: Vec<Item>,
+    /// Remote paths to remove (`"delete": true`), with the local path for messages.
+    removes: Vec<(Vec<u8>, PathBuf)>,
 }
 
-/// Pushes every mapping of `target` over `conn`, filling `report`.
+/// Pushes every mapping of `target` over `conn`, filling `report` (one-shot `sync`).
 pub fn push_host(conn: &Connection, target: &Target, sources: &Sources, report: &mut HostReport) {
-    if let Err(e) = try_push(conn, target, sources, report) {
+    let units = target
+        .mappings
+        .iter()
+        .map(|m| {
+            let source = sources
+                .get(&m.src)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Err("src was not scanned".to_string())));
+            whole_unit(m, source)
+        })
+        .collect();
+    if let Err(e) = try_push(conn, units, report) {
         report.fail_host(&format!("{e:#}"));
     }
 }
 
-/// The body of [`push_host`]; an `Err` means the connection or remote shell failed.
-fn try_push(
+/// Pushes what `work` names (mapping index and scope) over `conn`, scanning the local
+/// side now, so the latest content is what is sent. An `Err` means the connection or
+/// the remote shell failed and the whole batch should be retried; per-file failures
+/// are in `report`.
+pub fn push_changes(
     conn: &Connection,
     target: &Target,
-    sources: &Sources,
+    work: &[(usize, Scope)],
     report: &mut HostReport,
 ) -> Result<()> {
-    // Which mappings can be served, and where their roots are.
-    let mut usable: Vec<(&Mapping, &Source)> = Vec::new();
-    for m in &target.mappings {
-        match sources.get(&m.src).map(|s| s.as_ref()) {
-            Some(Ok(src)) => usable.push((m, src)),
-            Some(Err(reason)) => report.fail(&m.src.display().to_string(), reason),
-            None => report.fail(&m.src.display().to_string(), "src was not scanned"),
+    let units = work
+        .iter()
+        .filter_map(|(i, scope)| {
+            let m = target.mappings.get(*i)?;
+            Some(match scope {
+                Scope::All => whole_unit(m, Arc::new(local::scan(&m.src))),
+                Scope::Paths(paths) => paths_unit(m, paths),
+            })
+        })
+        .collect();
+    try_push(conn, units, report)
+}
+
+/// A unit covering a whole mapping.
+fn whole_unit(m: &Mapping, source: Arc<Result<Source, local::ScanError>>) -> Unit<'_> {
+    let is_dir = source.as_ref().as_ref().map_or(true, |s| s.is_dir);
+    Unit {
+        mapping: m,
+        root: list_root(m, is_dir, None),
+        source,
+        gone: Vec::new(),
+    }
+}
+
+/// A unit covering only `paths` (local paths below, or equal to, the mapping's src).
+fn paths_unit<'a>(m: &'a Mapping, paths: &BTreeSet<PathBuf>) -> Unit<'a> {
+    let src_is_dir = std::fs::metadata(&m.src).map(|md| md.is_dir());
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut errors = Vec::new();
+    let mut gone = Vec::new();
+    let mut rels = Vec::new();
+    match src_is_dir {
+        Ok(false) => {
+            // A file mapping: the only path is src itself.
+            let (_, name) = split_dest(&m.dest);
+            rels.push(name.to_vec());
+            match local::scan(&m.src) {
+                Ok(s) => entries = s.entries,
+                Err(_) => gone.push(name.to_vec()),
+            }
+        }
+        Ok(true) => {
+            for p in paths {
+                let Ok(rel) = p.strip_prefix(&m.src) else {
+                    continue;
+                };
+                if rel.as_os_str().is_empty() {
+                    // The root itself changed: look at all of it.
+                    return whole_unit(m, Arc::new(local::scan(&m.src)));
+                }
+                let rel_bytes = rel.as_os_str().as_bytes().to_vec();
+                add_ancestors(m, rel, &mut entries);
+                match local::scan_below(&m.src, rel) {
+                    Ok(found) => entries.extend(found),
+                    Err(local::Missing) => gone.push(rel_bytes.clone()),
+                }
+                rels.push(rel_bytes);
+            }
+        }
+        Err(ref e) => errors.push((m.src.clone(), format!("cannot read src: {e}"))),
+    }
+    entries.sort_by(|a, b| a.rel.cmp(&b.rel));
+    entries.dedup_by(|a, b| a.rel == b.rel);
+    let is_dir = src_is_dir.as_ref().copied().unwrap_or(true);
+    let source = if let (true, Some((p, reason))) =
+        (entries.is_empty() && gone.is_empty(), errors.first())
+    {
+        Err(format!("{}: {reason}", p.display()))
+    } else {
+        Ok(Source {
+            is_dir,
+            entries,
+            errors,
+        })
+    };
+    Unit {
+        mapping: m,
+        root: list_root(m, is_dir, Some(rels)),
+        source: Arc::new(source),
+        gone,
+    }
+}
+
+/// Adds a `Dir` entry for each directory between the mapping's src and `rel`.
+fn add_ancestors(m: &Mapping, rel: &Path, entries: &mut Vec<Entry>) {
+    let mut anc = rel.parent();
+    while let Some(a) = anc.filter(|a| !a.as_os_str().is_empty()) {
+        if let Ok(md) = std::fs::symlink_metadata(m.src.join(a))
+            && md.is_dir()
+        {
+            use std::os::unix::fs::MetadataExt;
+            entries.push(Entry {
+                rel: a.to_path_buf(),
+                kind: Kind::Dir {
+                    mode: md.mode() & 0o7777,
+                },
+            });
+        }
+        anc = a.parent();
+    }
+}
+
+/// The body of [`push_host`] and [`push_changes`]; an `Err` means the connection or
+/// remote shell failed.
+fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) -> Result<()> {
+    // Which mappings can be served.
+    let mut usable: Vec<(&Unit<'_>, &Source)> = Vec::new();
+    for u in &units {
+        match u.source.as_ref() {
+            Ok(src) => usable.push((u, src)),
+            Err(reason) => report.fail(&u.mapping.src.display().to_string(), reason),
         }
     }
-    let roots: Vec<ListRoot> = usable.iter().map(|(m, s)| list_root(m, s)).collect();
+    let roots: Vec<ListRoot> = usable.iter().map(|(u, _)| u.root.clone()).collect();
+    if roots.is_empty() {
+        return Ok(());
+    }
     let listing = conn.run_script(&remote::listing_script(&roots, true))?;
     let states = remote::parse_listing(&listing.stdout, roots.len()).map_err(|e| {
         anyhow!(
@@ -98,7 +254,8 @@ fn try_push(
 
     let mut work: BTreeMap<Vec<u8>, RootWork> = BTreeMap::new();
     let mut stale: HashSet<Vec<u8>> = HashSet::new();
-    for (((mapping, source), root), state) in usable.iter().zip(&roots).zip(&states) {
+    for (((unit, source), root), state) in usable.iter().zip(&roots).zip(&states) {
+        let mapping = unit.mapping;
         if let Some(err) = &state.error {
             report.fail(
                 &format!("{} -> {}", mapping.src.display(), mapping.dest),
@@ -126,10 +283,28 @@ fn try_push(
         }
         let w = work.entry(root.dir.clone()).or_default();
         plan_mapping(mapping, source, &root.dir, state, w, report);
+        if mapping.delete {
+            plan_removals(unit, source, state, w);
+        }
     }
 
     let mut commits = Vec::new();
     let mut commit_items = Vec::new();
+    for (root, w) in work.iter_mut() {
+        for (rel, local) in std::mem::take(&mut w.removes) {
+            let path = join(root, &rel);
+            stale.retain(|s| !is_below(s, &path));
+            commits.push(Commit::Remove { path });
+            commit_items.push((
+                Item {
+                    rel,
+                    what: ItemKind::Removed,
+                    local,
+                },
+                0,
+            ));
+        }
+    }
     let mut pending: BTreeMap<Vec<u8>, RootWork> = work;
     for attempt in 1..=MAX_ATTEMPTS {
         let mut retry: BTreeMap<Vec<u8>, RootWork> = BTreeMap::new();
@@ -189,13 +364,14 @@ fn try_push(
     if steps.is_empty() {
         return Ok(());
     }
-    let out = conn.run_script(&remote::commit_script(&steps))?;
+    let out = commit(conn, &steps)?;
     let mut failed: HashMap<usize, String> =
         remote::parse_failures(&out.stdout).into_iter().collect();
     let stderr = out.stderr.trim();
     for (i, (item, bytes)) in commit_items.into_iter().enumerate() {
         let remote_path = match &steps[offset + i] {
             Commit::Rename { dest, .. } | Commit::Symlink { dest, .. } => show(dest),
+            Commit::Remove { path } => show(path),
             Commit::RemoveStale { .. } => unreachable!("stale steps come first"),
         };
         match failed.remove(&(offset + i)) {
@@ -209,6 +385,14 @@ fn try_push(
                     &format!("{} -> {remote_path}", item.local.display()),
                     &detail,
                 );
+            }
+            None if matches!(item.what, ItemKind::Removed) => {
+                log::info!(
+                    "{}: removed {remote_path} ({} is gone)",
+                    report.address,
+                    item.local.display()
+                );
+                report.removed += 1;
             }
             None => {
                 log::info!(
@@ -224,19 +408,36 @@ fn try_push(
     Ok(())
 }
 
+/// Runs the commit steps in one remote perl process, or with sh and `mv` where the
+/// remote has no perl (exit status 127).
+fn commit(conn: &Connection, steps: &[Commit]) -> Result<crate::transfer::ssh::ScriptOutput> {
+    let perl = format!(
+        "perl -e {}",
+        String::from_utf8(remote::quote(remote::COMMIT_PERL.as_bytes())).expect("ASCII program")
+    );
+    let out = conn.run_command(&perl, &remote::commit_records(steps))?;
+    if out.status != 127 {
+        return Ok(out);
+    }
+    log::debug!("no perl on the remote; committing with sh and mv");
+    conn.run_script(&remote::commit_script(steps))
+}
+
 /// Where a mapping's remote state lives: dest itself for a directory src, dest's
 /// parent (one level deep) for a file src.
-fn list_root(m: &Mapping, s: &Source) -> ListRoot {
-    if s.is_dir {
+fn list_root(m: &Mapping, is_dir: bool, paths: Option<Vec<Vec<u8>>>) -> ListRoot {
+    if is_dir {
         ListRoot {
             dir: m.dest.as_bytes().to_vec(),
             max_depth: None,
+            paths,
         }
     } else {
         let (parent, _) = split_dest(&m.dest);
         ListRoot {
             dir: parent.to_vec(),
             max_depth: Some(1),
+            paths,
         }
     }
 }
@@ -318,8 +519,8 @@ fn plan_mapping(
                 Some(r)
                     if r.kind == b'f'
                         && r.size == meta.size
-                        && r.mtime == meta.mtime
-                        && r.mode == meta.mode =>
+                        && r.mode == meta.mode
+                        && same_content(state, &rel, &local, r.mtime == meta.mtime) =>
                 {
                     report.skipped += 1;
                 }
@@ -339,9 +540,88 @@ fn plan_mapping(
     }
 }
 
+/// Whether a remote file of the same size and mode holds the same content: by hash when
+/// the listing returned one (path listings), else by equal mtime (whole listings).
+fn same_content(state: &RootState, rel: &[u8], local: &Path, same_mtime: bool) -> bool {
+    match state.hashes.get(rel) {
+        Some(remote_hash) => local::sha256_hex(local).is_ok_and(|h| &h == remote_hash),
+        None => same_mtime,
+    }
+}
+
+/// Adds removals for `"delete": true`: paths gone locally (path scope), or remote
+/// entries with no local counterpart (whole scope, directory src). Only the topmost
+/// path of a removed tree is listed; temporaries are left to the stale cleanup.
+fn plan_removals(unit: &Unit<'_>, source: &Source, state: &RootState, w: &mut RootWork) {
+    let local_of = |rel: &[u8]| {
+        if source.is_dir {
+            unit.mapping.src.join(std::ffi::OsStr::from_bytes(rel))
+        } else {
+            unit.mapping.src.clone()
+        }
+    };
+    if unit.root.paths.is_some() {
+        for rel in &unit.gone {
+            if !rel.is_empty()
+                && state
+                    .entries
+                    .get(rel)
+                    .is_some_and(|r| source.is_dir || r.kind != b'd')
+            {
+                w.removes.push((rel.clone(), local_of(rel)));
+            }
+        }
+        return;
+    }
+    if !source.is_dir {
+        return; // a whole file mapping has nothing extraneous
+    }
+    let local: HashSet<&[u8]> = source
+        .entries
+        .iter()
+        .map(|e| e.rel.as_os_str().as_bytes())
+        .collect();
+    let mut extra: Vec<&Vec<u8>> = state
+        .entries
+        .keys()
+        .filter(|rel| !local.contains(rel.as_slice()) && !remote::is_tmp_name(basename(rel)))
+        .collect();
+    extra.sort();
+    let mut last: Option<&Vec<u8>> = None;
+    for rel in extra {
+        if last.is_some_and(|l| is_below(rel, l)) {
+            continue;
+        }
+        w.removes.push((rel.clone(), local_of(rel)));
+        last = Some(rel);
+    }
+}
+
 /// Uploads the directories and files of one root through one SCP sink.
 /// Returns each file item with its outcome; refused directories fail their contents.
+/// When the upload breaks off (connection lost, shutdown), the temporaries it may have
+/// written are removed, best effort, before the error is returned.
 fn upload(
+    conn: &Connection,
+    root: &[u8],
+    w: &RootWork,
+    report: &mut HostReport,
+) -> Result<Vec<(Item, Outcome)>> {
+    upload_all(conn, root, w, report).inspect_err(|_| {
+        let steps: Vec<Commit> = w
+            .items
+            .iter()
+            .filter(|i| matches!(i.what, ItemKind::File))
+            .map(|i| Commit::RemoveStale {
+                path: tmp_path(&join(root, &i.rel)),
+            })
+            .collect();
+        let _ = commit(conn, &steps);
+    })
+}
+
+/// The body of [`upload`].
+fn upload_all(
     conn: &Connection,
     root: &[u8],
     w: &RootWork,
@@ -364,7 +644,7 @@ fn upload(
         let (dirs, name): (&[&[u8]], Option<&[u8]>) = match item.what {
             ItemKind::Dir => (&parts[..], None),
             ItemKind::File => (&parts[..parts.len() - 1], parts.last().copied()),
-            ItemKind::Symlink { .. } => (&parts[..parts.len() - 1], None),
+            ItemKind::Symlink { .. } | ItemKind::Removed => (&parts[..parts.len() - 1], None),
         };
         if let Some((_, why)) = refused
             .iter()

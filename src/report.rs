@@ -15,6 +15,8 @@ pub struct HostReport {
     pub sent: u64,
     /// Files already up to date.
     pub skipped: u64,
+    /// Remote paths removed because they are gone locally (`"delete": true`).
+    pub removed: u64,
     /// Files or mappings that did not arrive.
     pub failed: u64,
     /// Bytes of file content that arrived.

@@ -229,7 +229,8 @@ fn hostile_names_arrive_byte_exact_and_run_nothing() {
     let mut env = Env::new("names");
     let h = env.sshd();
     env.add_host(&h, Auth::Key);
-    let marker = env.dir.join("INJECTED");
+    // Writable by the ssh test user, so an injected `touch` would really create it.
+    let marker = env.remote("marker").join("INJECTED");
     let m = marker.display().to_string();
     let names: Vec<Vec<u8>> = vec![
         b"with space.txt".to_vec(),

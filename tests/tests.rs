@@ -10,3 +10,8 @@ mod config_errors;
 mod harness;
 /// `hostsync sync` against real sshd: destinations, skips, failures, atomicity.
 mod sync;
+/// Issue 4 (Trust): `check`, auth methods and key formats, no secret leaks,
+/// hostile remote paths, symlinks, IPv6 and DNS names, host key policies, stalls.
+mod trust;
+/// `hostsync watch`: live replication with real inotify and sshd.
+mod watch;

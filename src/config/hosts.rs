@@ -76,6 +76,32 @@ pub fn load(path: &Path, base: &Path) -> Result<Vec<Host>> {
     parse(path, base, &text)
 }
 
+/// A warning when the hosts file holds an inline `passkey` or `passphrase` and group
+/// or others may read it, as ssh warns about an unprotected private key (issue 4).
+/// `None` when it is private, holds no inline secret, or cannot be read again.
+pub fn exposure_warning(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    if mode & 0o044 == 0 {
+        return None;
+    }
+    // Re-read only in this rare case; `parse` does not keep inline vs _env apart.
+    let text = std::fs::read_to_string(path).ok()?;
+    let hosts: Vec<serde_json::Map<String, serde_json::Value>> =
+        serde_json::from_str(&text).ok()?;
+    let inline = |h: &serde_json::Map<_, serde_json::Value>| {
+        ["passkey", "passphrase"]
+            .iter()
+            .any(|k| h.get(*k).is_some_and(|v| !v.is_null()))
+    };
+    hosts.iter().any(inline).then(|| {
+        let file = path.display();
+        format!(
+            "{file}: holds a passkey or passphrase and is readable by group or others (mode {mode:04o}); run `chmod 600 {file}` (or use passkey_env / passphrase_env)"
+        )
+    })
+}
+
 /// Parses the hosts file text; `path` is used in messages only.
 pub fn parse(path: &Path, base: &Path, text: &str) -> Result<Vec<Host>> {
     let file = path.display();
@@ -287,6 +313,42 @@ mod tests {
         }
         for bad in ["300.1.1.1", "1.2.3", "", "a b", "-x.com", "a..b"] {
             assert!(check_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn exposure_warning_needs_inline_secret_and_loose_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("connection_info.json");
+        let set = |text: &str, mode: u32| {
+            std::fs::write(&f, text).unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            exposure_warning(&f)
+        };
+        let inline = r#"[{"ip_address": "a", "user": "u", "passkey": "hunter2"}]"#;
+        let w = set(inline, 0o644).expect("a warning");
+        assert!(w.contains(&format!("chmod 600 {}", f.display())), "{w}");
+        assert!(w.contains("0644") && !w.contains("hunter2"), "{w}");
+        assert!(set(inline, 0o640).is_some());
+        assert!(set(inline, 0o600).is_none());
+        let env_only = r#"[{"ip_address": "a", "user": "u", "passkey_env": "X"}]"#;
+        assert!(set(env_only, 0o644).is_none());
+        let phrase =
+            r#"[{"ip_address": "a", "user": "u", "identity_file": "k", "passphrase": "p"}]"#;
+        assert!(set(phrase, 0o604).is_some());
+    }
+
+    /// serde quotes a value of the wrong type; for secrets that would leak them.
+    #[test]
+    fn wrong_type_secrets_are_not_echoed() {
+        for field in ["passkey", "passphrase"] {
+            let text = format!(
+                r#"[{{"ip_address": "a", "user": "u", "identity_file": "k", "{field}": 48151623}}]"#
+            );
+            let e = format!("{:#}", p(&text).unwrap_err());
+            assert!(!e.contains("48151623"), "{e}");
+            assert!(e.contains(&format!("{field} must be a string")), "{e}");
         }
     }
 }

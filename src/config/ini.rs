@@ -122,12 +122,24 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings> {
     for (section, props) in &ini {
         let Some(name) = section else {
             if let Some((key, _)) = props.iter().next() {
-                problems.push(format!(
-                    "{file}: key `{key}` comes before any section; put it under [DEFAULT]"
-                ));
+                problems.push(match not_key_value(key) {
+                    Some(msg) => format!("{file}: {msg}"),
+                    None => format!(
+                        "{file}: key `{key}` comes before any section; put it under [DEFAULT]"
+                    ),
+                });
             }
             continue;
         };
+        // rust-ini lets an unclosed `[` run on to the next `]`, across lines
+        // (found by the property test in config/fuzz.rs).
+        if name.contains(['\n', '\r']) {
+            let first = name.lines().next().unwrap_or_default();
+            problems.push(format!(
+                "{file}: section header `[{first}` is not closed on its line; write [DEFAULT], [ssh] or [sync]"
+            ));
+            continue;
+        }
         let Some((_, keys)) = KNOWN.iter().find(|(s, _)| *s == name) else {
             problems.push(format!(
                 "{file}: unknown section [{name}]; known sections are [DEFAULT], [ssh] and [sync]"
@@ -136,6 +148,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings> {
         };
         let mut seen: Vec<String> = Vec::new();
         for (raw_key, value) in props.iter() {
+            if let Some(msg) = not_key_value(raw_key) {
+                problems.push(format!("{file}: [{name}] {msg}"));
+                continue;
+            }
             // configparser lowercases keys; do the same so seed files keep working.
             let key = raw_key.trim().to_ascii_lowercase();
             let value = value.trim();
@@ -160,6 +176,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings> {
     }
     problems.into_result()?;
     Ok(settings)
+}
+
+/// rust-ini reads a line without `=` as the start of a key that runs on into the
+/// next line (found by the property test in config/fuzz.rs); Python's configparser
+/// refuses such a line. Says so, naming the line, for a key with a line break.
+fn not_key_value(key: &str) -> Option<String> {
+    let first = key.lines().next().unwrap_or_default().trim();
+    key.contains(['\n', '\r'])
+        .then(|| format!("line `{first}` is not `key = value`; fix or remove it"))
 }
 
 /// Stores one known key's value, or says what is wrong with it.
@@ -270,6 +295,23 @@ mod tests {
         assert!(e.to_string().contains("empty"), "{e}");
         let e = p("[DEFAULT]\nlog_path = a\nlog_path = b\n").unwrap_err();
         assert!(e.to_string().contains("set twice"), "{e}");
+    }
+
+    /// Lines rust-ini would glue to the next one are named, one line per problem.
+    #[test]
+    fn unclosed_header_and_line_without_equals() {
+        let e = p("[DEFAULT\nlog_path = x\n[ssh]").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config.ini: section header `[DEFAULT` is not closed on its line; write [DEFAULT], [ssh] or [sync]"
+        );
+        let e = p("[DEFAULT]\nlog_path\nconnect_timeout = 3\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config.ini: [DEFAULT] line `log_path` is not `key = value`; fix or remove it"
+        );
+        let e = p("oops\nlog_path = x\n").unwrap_err();
+        assert!(e.to_string().starts_with("config.ini: line `oops`"), "{e}");
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct Mapping {
     pub src: PathBuf,
     /// Remote destination: absolute, normalised (no trailing `/`, no `.` or `..`), never `/`.
     pub dest: String,
+    /// `"delete": true`: what disappears locally is removed below dest (never outside it).
+    pub delete: bool,
 }
 
 /// The JSON shape of one entry.
@@ -28,6 +30,8 @@ pub struct Mapping {
 struct RawMapping {
     src: String,
     dest: String,
+    #[serde(default)]
+    delete: bool,
 }
 
 /// Reads one mapping file. `base` is config.ini's directory.
@@ -60,6 +64,7 @@ pub fn parse(path: &Path, base: &Path, text: &str) -> Result<Vec<Mapping>> {
             Ok(dest) => out.push(Mapping {
                 src: resolve(base, &r.src),
                 dest,
+                delete: r.delete,
             }),
             Err(msg) => problems.push(format!("{at}: dest {:?}: {msg}", r.dest)),
         }
@@ -108,6 +113,10 @@ mod tests {
         assert_eq!(m[0].src, PathBuf::from("/etc/app/app.conf"));
         assert_eq!(m[1].src, PathBuf::from("/cfg/site/"));
         assert_eq!(m[1].dest, "/srv/www/site");
+        assert!(!m[1].delete);
+        let m = p(r#"[{"src": "a", "dest": "/b", "delete": true}]"#).unwrap();
+        assert!(m[0].delete);
+        assert!(p(r#"[{"src": "a", "dest": "/b", "delete": "yes"}]"#).is_err());
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! (a mapping file for an unknown host, the log folder) and resolves every path
 //! against config.ini's directory.
 
+/// Property tests of the parsers (issue 4); see the module for running them longer.
+#[cfg(test)]
+mod fuzz;
 pub mod hosts;
 pub mod ini;
 pub mod mapping;
@@ -61,6 +64,9 @@ pub struct Config {
     pub retry_max: Duration,
     /// Every host of connection_info.json, in file order.
     pub targets: Vec<Target>,
+    /// Problems that do not stop a run (a hosts file with secrets others can
+    /// read); logged as warnings once logging has started.
+    pub warnings: Vec<String>,
 }
 
 /// Loads config.ini and the files it names. Every error names its file.
@@ -73,6 +79,7 @@ pub fn load(config_path: &Path) -> Result<Config> {
     let settings = ini::load(&config_path)?;
     let hosts_path = ini::resolve(&base, &settings.connection_info_path);
     let hosts = hosts::load(&hosts_path, &base)?;
+    let warnings = hosts::exposure_warning(&hosts_path).into_iter().collect();
     let map_dir = ini::resolve(&base, &settings.address_mapper_path);
     let targets = load_targets(&map_dir, &base, hosts)?;
     Ok(Config {
@@ -88,6 +95,7 @@ pub fn load(config_path: &Path) -> Result<Config> {
         debounce: settings.debounce,
         retry_max: settings.retry_max,
         targets,
+        warnings,
     })
 }
 
@@ -179,6 +187,11 @@ fn json_error(path: &Path, e: &serde_json::Error, at: &str, expected: &str) -> a
     let msg = e.to_string();
     // serde_json appends " at line L column C"; we put the position first instead.
     let msg = msg.split(" at line ").next().unwrap_or(&msg);
+    // serde quotes the offending value (`invalid type: integer `1234``): never for a secret.
+    let msg = match at.rsplit('`').nth(1) {
+        Some("passkey" | "passphrase") => "invalid type (value not shown, it may be a secret)",
+        _ => msg,
+    };
     let hint = match e.classify() {
         serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
             "fix the JSON syntax (no trailing commas, double quotes only)".to_string()

@@ -6,6 +6,7 @@
 //! host occupies one worker for at most the connect timeout; the others carry
 //! on. Shutdown is by dropping the sender: workers end when the channel is empty.
 
+pub mod live;
 pub mod remote;
 pub mod scp;
 pub mod ssh;

@@ -22,6 +22,8 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, anyhow, bail};
 
@@ -70,6 +72,8 @@ pub struct ScpSink {
     outcomes: Vec<Option<Outcome>>,
     /// Read buffer for local files.
     buf: Vec<u8>,
+    /// Shutdown asked for: stop between two chunks.
+    cancel: Arc<AtomicBool>,
 }
 
 impl ScpSink {
@@ -89,6 +93,7 @@ impl ScpSink {
             depth: 0,
             outcomes: Vec::new(),
             buf: vec![0; CHUNK],
+            cancel: conn.cancel_flag(),
         };
         sink.settle()?;
         Ok(sink)
@@ -186,6 +191,9 @@ impl ScpSink {
         let mut left = size;
         let mut torn = false;
         while left > 0 {
+            if self.cancel.load(Ordering::Relaxed) {
+                bail!("transfer cancelled by shutdown");
+            }
             let want = left.min(CHUNK as u64) as usize;
             let n = if torn {
                 0

@@ -11,6 +11,8 @@
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -27,6 +29,8 @@ pub struct Connection {
     pub auth_method: &'static str,
     /// The server's host key fingerprint, `SHA256:...` as OpenSSH prints it.
     pub fingerprint: String,
+    /// Set from outside (shutdown) to abort a file transfer between two chunks.
+    cancel: Arc<AtomicBool>,
 }
 
 /// What a remote script printed, and how it exited.
@@ -48,7 +52,7 @@ impl Connection {
         session.set_timeout(millis(ssh.connect_timeout));
         session
             .handshake()
-            .map_err(|e| anyhow!("ssh handshake failed: {}", e.message()))?;
+            .map_err(|e| handshake_error(&e, ssh.connect_timeout))?;
         let fingerprint = verify_host_key(&session, host, ssh)?;
         let auth_method = authenticate(&session, host)?;
         session.set_timeout(millis(ssh.io_timeout));
@@ -56,18 +60,38 @@ impl Connection {
             session,
             auth_method,
             fingerprint,
+            cancel: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Makes transfers on this connection stop early once `flag` is set.
+    pub fn set_cancel(&mut self, flag: Arc<AtomicBool>) {
+        self.cancel = flag;
+    }
+
+    /// The flag that aborts transfers (see [`Connection::set_cancel`]).
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
     }
 
     /// Runs a POSIX sh script fed on stdin (`sh -s`) and collects its output.
     pub fn run_script(&self, script: &[u8]) -> Result<ScriptOutput> {
+        self.run_command("sh -s", script)
+    }
+
+    /// Runs `command` with `input` on its stdin and collects its output.
+    pub fn run_command(&self, command: &str, input: &[u8]) -> Result<ScriptOutput> {
         let mut ch = self
             .session
             .channel_session()
             .map_err(|e| anyhow!("cannot open a channel: {}", e.message()))?;
-        ch.exec("sh -s")
-            .map_err(|e| anyhow!("cannot start a remote shell: {}", e.message()))?;
-        ch.write_all(script)
+        ch.exec(command).map_err(|e| {
+            anyhow!(
+                "cannot start `{command:.20}` on the remote: {}",
+                e.message()
+            )
+        })?;
+        ch.write_all(input)
             .context("sending a script to the remote shell")?;
         ch.send_eof()
             .context("sending a script to the remote shell")?;
@@ -96,6 +120,22 @@ impl Connection {
         ch.exec(command)
             .map_err(|e| anyhow!("cannot start `{command}` on the remote: {}", e.message()))?;
         Ok(ch)
+    }
+}
+
+/// libssh2's `LIBSSH2_ERROR_TIMEOUT`: a blocking call passed `Session::set_timeout`.
+const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
+
+/// Words a failed handshake; a timeout means TCP was accepted but SSH never answered
+/// (a stalled server or network path), which deserves more than libssh2's wording.
+fn handshake_error(e: &ssh2::Error, timeout: Duration) -> anyhow::Error {
+    if e.code() == ssh2::ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) {
+        anyhow!(
+            "host unreachable: ssh handshake timed out: no answer within connect_timeout ({}s)",
+            timeout.as_secs()
+        )
+    } else {
+        anyhow!("ssh handshake failed: {}", e.message())
     }
 }
 
@@ -139,10 +179,12 @@ fn verify_host_key(session: &Session, host: &Host, ssh: &SshSettings) -> Result<
     let fingerprint = fingerprint(session);
     let type_name = key_type_name(key_type);
     if ssh.host_key_policy == HostKeyPolicy::Off {
-        log::warn!(
-            "{}: host key not verified ({type_name} {fingerprint}) because host_key_policy = off",
-            host.address
-        );
+        if first_unverified(host) {
+            log::warn!(
+                "{}: host key not verified ({type_name} {fingerprint}) because host_key_policy = off",
+                host.address
+            );
+        }
         return Ok(fingerprint);
     }
     let mut known = session.known_hosts().context("cannot use known_hosts")?;
@@ -181,6 +223,18 @@ fn verify_host_key(session: &Session, host: &Host, ssh: &SshSettings) -> Result<
         ),
         CheckResult::Failure => bail!("host key check failed in libssh2"),
     }
+}
+
+/// True the first time this process connects to `host` unverified, so that
+/// `host_key_policy = off` warns once per host per run, however often a
+/// long-running command reconnects (issue 4).
+fn first_unverified(host: &Host) -> bool {
+    static WARNED: std::sync::Mutex<std::collections::BTreeSet<(String, u16)>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut warned = WARNED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    warned.insert((host.address.clone(), host.port))
 }
 
 /// The SHA256 fingerprint as OpenSSH prints it (`SHA256:` + unpadded base64).

@@ -113,14 +113,26 @@ impl Env {
 
     /// Writes the config files and runs `hostsync ARGS` in the config folder.
     pub fn run(&self, args: &[&str]) -> Run {
+        self.run_env(args, &[])
+    }
+
+    /// Like [`Env::run`], with extra environment variables (e.g. `SSH_AUTH_SOCK`
+    /// of a test agent, or the variables `passkey_env` names).
+    pub fn run_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
         self.write_config();
-        run_in(&self.cfg(), self.dir.path(), args)
+        run_in_env(&self.cfg(), self.dir.path(), args, vars)
     }
 
     /// Writes config.ini, connection_info.json and known_hosts.
     pub fn write_config(&self) {
+        // A test may set its own connect_timeout through `ini`; a key set twice is an error.
+        let timeout = if self.ini_extra.contains("connect_timeout") {
+            ""
+        } else {
+            "connect_timeout = 5\n"
+        };
         let ini = format!(
-            "[DEFAULT]\nnumber_of_connections = 4\nlog_path = logs\nconnection_info_path = connection_info.json\naddress_mapper_path = mappings\n\n[ssh]\nknown_hosts = known_hosts\nconnect_timeout = 5\n{}",
+            "[DEFAULT]\nnumber_of_connections = 4\nlog_path = logs\nconnection_info_path = connection_info.json\naddress_mapper_path = mappings\n\n[ssh]\nknown_hosts = known_hosts\n{timeout}{}",
             self.ini_extra
         );
         self.dir.write("cfg/config.ini", ini);
@@ -128,6 +140,12 @@ impl Env {
             "cfg/connection_info.json",
             serde_json::to_vec_pretty(&Value::Array(self.hosts.clone())).unwrap(),
         );
+        // As a careful operator keeps it: hosts may carry passwords (see trust tests).
+        std::fs::set_permissions(
+            self.cfg().join("connection_info.json"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         let mut known = self.known.join("\n");
         known.push('\n');
         self.dir.write("cfg/known_hosts", known);
@@ -146,6 +164,11 @@ impl Env {
 
 /// Runs the hostsync binary in `cwd` with `HOME=home` and no ssh-agent.
 pub fn run_in(cwd: &Path, home: &Path, args: &[&str]) -> Run {
+    run_in_env(cwd, home, args, &[])
+}
+
+/// Like [`run_in`], then sets `vars` (which may bring back an `SSH_AUTH_SOCK`).
+pub fn run_in_env(cwd: &Path, home: &Path, args: &[&str], vars: &[(&str, &str)]) -> Run {
     let exe = env!("CARGO_BIN_EXE_hostsync");
     let out = Command::new(exe)
         .args(args)
@@ -153,6 +176,7 @@ pub fn run_in(cwd: &Path, home: &Path, args: &[&str]) -> Run {
         .env("HOME", home)
         .env_remove("SSH_AUTH_SOCK")
         .env("RUST_BACKTRACE", "0")
+        .envs(vars.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {exe}: {e}"));
     Run {
@@ -231,3 +255,123 @@ impl Run {
 
 /// The test password, re-exported for tests that check it never leaks.
 pub const PASSWORD: &str = TEST_PASSWORD;
+
+/// A running `hostsync watch`, killed on drop.
+pub struct Daemon {
+    /// The child process.
+    child: Option<std::process::Child>,
+    /// Where its stdout and stderr go.
+    out: PathBuf,
+    /// The config folder (for logs).
+    cfg: PathBuf,
+}
+
+impl Env {
+    /// Writes the config and starts `hostsync watch`; returns once it is watching.
+    pub fn watch(&self) -> Daemon {
+        self.write_config();
+        start_daemon(&self.cfg(), self.dir.path())
+    }
+}
+
+/// Starts `hostsync watch` in `cfg` and waits until it says it is watching.
+pub fn start_daemon(cfg: &Path, home: &Path) -> Daemon {
+    let exe = env!("CARGO_BIN_EXE_hostsync");
+    let out = cfg.join(format!("daemon-{}.out", super::sshd::random_u64()));
+    let file = std::fs::File::create(&out).unwrap();
+    let child = Command::new(exe)
+        .arg("watch")
+        .current_dir(cfg)
+        .env("HOME", home)
+        .env_remove("SSH_AUTH_SOCK")
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {exe} watch: {e}"));
+    let mut d = Daemon {
+        child: Some(child),
+        out,
+        cfg: cfg.to_path_buf(),
+    };
+    let started = std::time::Instant::now();
+    while !d.output().contains("hostsync: watching") {
+        if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!(
+                "hostsync watch exited with {status} before watching\n{}",
+                d.dump()
+            );
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "hostsync watch did not start watching within 20 s\n{}",
+            d.dump()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    d
+}
+
+impl Daemon {
+    /// stdout and stderr so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// info.log so far.
+    pub fn info_log(&self) -> String {
+        std::fs::read_to_string(self.cfg.join("logs/info.log")).unwrap_or_default()
+    }
+
+    /// error.log so far.
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.cfg.join("logs/error.log")).unwrap_or_default()
+    }
+
+    /// Everything, for failure messages.
+    pub fn dump(&self) -> String {
+        format!(
+            "--- daemon output ({})\n{}--- info.log\n{}--- error.log\n{}---",
+            self.cfg.display(),
+            self.output(),
+            self.info_log(),
+            self.error_log()
+        )
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends SIGTERM and waits (at most 10 s) for the exit; returns the exit code and
+    /// how long it took.
+    pub fn terminate(&mut self) -> (Option<i32>, std::time::Duration) {
+        let mut child = self.child.take().expect("daemon already stopped");
+        let started = std::time::Instant::now();
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status.code(), started.elapsed());
+            }
+            if started.elapsed() > std::time::Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return (None, started.elapsed());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.dump());
+        }
+    }
+}

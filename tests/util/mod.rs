@@ -3,21 +3,24 @@
 //! Every integration test file declares `mod util;` and uses:
 //!
 //! * [`Dir`] — a unique scratch directory per test;
+//! * [`Agent`] — a real ssh-agent on a socket in the test's folder;
 //! * [`Sshd`] — a real OpenSSH server on a random loopback address, with
 //!   [`client_key`] to make client keys and [`ensure_test_user`] /
 //!   [`test_user`] for the account the tests log in as;
 //! * [`Proxy`] — a fault-injecting TCP proxy to put in front of a server;
 //! * [`wait_until`] / [`wait_for`] — bounded polling instead of sleeps.
 //!
-//! Only loopback addresses (127.0.0.0/8) are ever contacted.
+//! Only loopback addresses (127.0.0.0/8 and ::1) are ever contacted.
 #![allow(dead_code, unused_imports)]
 
+pub mod agent;
 pub mod dir;
 pub mod hostsync;
 pub mod proxy;
 pub mod sshd;
 pub mod wait;
 
+pub use agent::Agent;
 pub use dir::Dir;
 pub use proxy::{Fault, Proxy};
 pub use sshd::{

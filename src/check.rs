@@ -1,0 +1,472 @@
+//! `hostsync check`: is every host ready for `sync`? Sends nothing.
+//!
+//! After the configuration has loaded (any problem there is exit 2, with the same
+//! messages as `sync`), every host is visited in parallel, at most
+//! `number_of_connections` at once, each by a named worker thread (`check-<n>`):
+//! connect, verify the host key, log in (the same [`Connection::open`] as
+//! `sync`), then one remote `sh -s` script asks, for each mapping, whether the
+//! directory `sync` would write into (dest itself for a directory src, dest's
+//! parent for a file src) is writable, or could be created because its nearest
+//! existing ancestor is a writable directory. Nothing is created or changed on
+//! the remote. The result is a table, one row per host; each failure is also one
+//! error.log line, as in `sync` (issue 4, "Trust").
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::thread;
+
+use crate::config::{Host, Mapping, SshSettings, Target};
+use crate::exit::ExitCode;
+use crate::transfer::remote::quote;
+use crate::transfer::ssh::Connection;
+
+/// One row of the table: what was learned about one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostCheck {
+    /// `ip_address` as configured.
+    pub address: String,
+    /// sshd port.
+    pub port: u16,
+    /// Remote login.
+    pub user: String,
+    /// The auth method that worked, `-` when login did not happen.
+    pub auth: String,
+    /// The server's host key fingerprint, `-` when the handshake did not happen.
+    pub fingerprint: String,
+    /// Destination directories found writable (or creatable).
+    pub writable: usize,
+    /// Remarks that are not failures (no mapping file).
+    pub notes: Vec<String>,
+    /// Failures, each a full reason; empty means the host is ready.
+    pub problems: Vec<String>,
+}
+
+impl HostCheck {
+    /// A row for `host` before anything was tried.
+    fn new(host: &Host) -> HostCheck {
+        HostCheck {
+            address: host.address.clone(),
+            port: host.port,
+            user: host.user.clone(),
+            auth: "-".into(),
+            fingerprint: "-".into(),
+            writable: 0,
+            notes: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    /// Records a failure and logs it to error.log, starting with the host as `sync` does.
+    fn fail(&mut self, reason: String) {
+        log::error!("{}: {reason}", self.address);
+        self.problems.push(reason);
+    }
+
+    /// True when nothing failed.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Checks every host, prints the table, and says how it ended (0 ready, 1 not).
+pub fn run(targets: &[Target], ssh: &SshSettings, workers: usize) -> ExitCode {
+    log::info!(
+        "check started: {} host(s), {} connection(s) at most",
+        targets.len(),
+        workers
+    );
+    let rows = check_all(targets, ssh, workers);
+    print!("{}", table(&rows));
+    let failed = rows.iter().filter(|r| !r.ok()).count();
+    log::info!("check finished: {failed} of {} host(s) failed", rows.len());
+    if failed == 0 {
+        ExitCode::Success
+    } else {
+        ExitCode::Failure
+    }
+}
+
+/// Visits the hosts with at most `workers` threads; rows come back in `targets` order.
+fn check_all(targets: &[Target], ssh: &SshSettings, workers: usize) -> Vec<HostCheck> {
+    let (tx, rx) = crossbeam_channel::unbounded::<(usize, &Target)>();
+    for job in targets.iter().enumerate() {
+        tx.send(job).expect("receiver is alive");
+    }
+    drop(tx);
+    let mut rows: Vec<(usize, HostCheck)> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers.min(targets.len()))
+            .map(|n| {
+                let rx = rx.clone();
+                thread::Builder::new()
+                    .name(format!("check-{n}"))
+                    .spawn_scoped(scope, move || {
+                        rx.iter()
+                            .map(|(i, t)| (i, check_host(t, ssh)))
+                            .collect::<Vec<_>>()
+                    })
+                    .expect("cannot start a worker thread")
+            })
+            .collect();
+        // A worker's panic is a bug: let it propagate, as the style guide asks.
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    rows.sort_by_key(|(i, _)| *i);
+    rows.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Connects to one host, logs in and tests its destination directories.
+fn check_host(target: &Target, ssh: &SshSettings) -> HostCheck {
+    let host = &target.host;
+    let mut row = HostCheck::new(host);
+    if target.mapping_file.is_none() {
+        log::warn!(
+            "{}: no mapping file; sync skips this host (create {}.json in the mappings folder)",
+            host.address,
+            host.address
+        );
+        row.notes
+            .push("no mapping file; sync skips this host".into());
+    }
+    let conn = match Connection::open(host, ssh) {
+        Ok(conn) => conn,
+        Err(e) => {
+            row.fail(format!("{e:#}"));
+            return row;
+        }
+    };
+    row.auth = conn.auth_method.to_string();
+    row.fingerprint.clone_from(&conn.fingerprint);
+    log::info!(
+        "{}: connected as {} on port {} ({}, host key {})",
+        host.address,
+        host.user,
+        host.port,
+        conn.auth_method,
+        conn.fingerprint
+    );
+    let probes = probes(&target.mappings, &mut row);
+    if !probes.is_empty() {
+        test_dirs(&conn, &probes, &mut row);
+    }
+    row
+}
+
+/// What to ask the remote about one mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Probe {
+    /// `src -> dest`, for messages.
+    label: String,
+    /// The directory `sync` writes into: dest, or dest's parent for a file src.
+    dir: String,
+    /// For a file src, dest itself (it must not be a directory).
+    file: Option<String>,
+}
+
+/// One probe per mapping whose src is usable; a missing or odd src is a failure
+/// here, as it would be in `sync`.
+fn probes(mappings: &[Mapping], row: &mut HostCheck) -> Vec<Probe> {
+    let mut out = Vec::new();
+    for m in mappings {
+        let label = format!("{} -> {}", m.src.display(), m.dest);
+        match src_is_dir(&m.src) {
+            Ok(true) => out.push(Probe {
+                label,
+                dir: m.dest.clone(),
+                file: None,
+            }),
+            Ok(false) => out.push(Probe {
+                label,
+                dir: parent(&m.dest),
+                file: Some(m.dest.clone()),
+            }),
+            Err(why) => row.fail(format!("{}: {why}", m.src.display())),
+        }
+    }
+    out
+}
+
+/// Whether a src is a directory (mirrored) or a file; the same rules and words as the
+/// scan `sync` does (`local::scan`), without walking the tree.
+fn src_is_dir(src: &Path) -> Result<bool, String> {
+    let meta = std::fs::metadata(src).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "src does not exist".to_string(),
+        _ => format!("cannot read src: {e}"),
+    })?;
+    if meta.is_dir() || meta.is_file() {
+        Ok(meta.is_dir())
+    } else {
+        Err("src is neither a regular file nor a directory".into())
+    }
+}
+
+/// The parent of a normalised absolute dest (`/` for a top-level name).
+fn parent(dest: &str) -> String {
+    match dest.rfind('/') {
+        Some(0) | None => "/".into(),
+        Some(i) => dest[..i].into(),
+    }
+}
+
+/// Shell function run once per probe: walks up to the nearest existing path, then
+/// prints `R\0index\0verdict\0path\0`. Verdicts: `ok` (dir is a writable
+/// directory), `new` (missing; path is a writable ancestor that `mkdir -p` can use),
+/// `notdir`, `ro` (path is not writable or not searchable), `isdir` (the file dest
+/// is a directory). `test -w` asks the kernel with the remote user's own rights.
+const PROBE_PRELUDE: &[u8] = br#"C() {
+  i=$1; d=$2; f=$3; p=$d
+  while [ "$p" != / ] && [ ! -e "$p" ] && [ ! -L "$p" ]; do
+    p=${p%/*}; [ -n "$p" ] || p=/
+  done
+  if [ "$p" = "$d" ] && [ -L "$p" ]; then r=notdir
+  elif [ ! -d "$p" ]; then r=notdir
+  elif [ ! -w "$p" ] || [ ! -x "$p" ]; then r=ro
+  elif [ -n "$f" ] && [ -d "$f" ] && [ ! -L "$f" ]; then r=isdir; p=$f
+  elif [ "$p" = "$d" ]; then r=ok
+  else r=new
+  fi
+  printf 'R\0%s\0%s\0%s\0' "$i" "$r" "$p"
+}
+"#;
+
+/// The whole script: the prelude, then one quoted call per probe.
+fn probe_script(probes: &[Probe]) -> Vec<u8> {
+    let mut s = PROBE_PRELUDE.to_vec();
+    for (i, p) in probes.iter().enumerate() {
+        s.extend_from_slice(format!("C {i} ").as_bytes());
+        s.extend_from_slice(&quote(p.dir.as_bytes()));
+        s.push(b' ');
+        s.extend_from_slice(&quote(p.file.as_deref().unwrap_or("").as_bytes()));
+        s.push(b'\n');
+    }
+    s
+}
+
+/// The answers of [`probe_script`]: per probe index, the verdict and the path it names.
+fn parse_answers(out: &[u8]) -> Vec<(usize, String, String)> {
+    let fields: Vec<&[u8]> = out.split(|&b| b == 0).collect();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let mut answers = Vec::new();
+    let mut i = 0;
+    while i + 3 < fields.len() {
+        if fields[i] == b"R"
+            && let Ok(n) = text(fields[i + 1]).parse::<usize>()
+        {
+            answers.push((n, text(fields[i + 2]), text(fields[i + 3])));
+            i += 4;
+        } else {
+            i += 1;
+        }
+    }
+    answers
+}
+
+/// Runs the probe script over `conn` and records each verdict in `row`.
+fn test_dirs(conn: &Connection, probes: &[Probe], row: &mut HostCheck) {
+    let out = match conn.run_script(&probe_script(probes)) {
+        Ok(out) => out,
+        Err(e) => return row.fail(format!("cannot run the remote check: {e:#}")),
+    };
+    let answers = parse_answers(&out.stdout);
+    for (i, probe) in probes.iter().enumerate() {
+        let Some((_, verdict, path)) = answers.iter().find(|(n, _, _)| *n == i) else {
+            row.fail(format!(
+                "{}: the remote shell gave no answer (exit {}, stderr: {})",
+                probe.label,
+                out.status,
+                out.stderr.trim()
+            ));
+            continue;
+        };
+        match verdict_problem(verdict, path, probe, &row.user) {
+            None => row.writable += 1,
+            Some(why) => row.fail(format!("{}: {why}", probe.label)),
+        }
+    }
+}
+
+/// The failure a verdict means, or `None` when the directory is usable.
+fn verdict_problem(verdict: &str, path: &str, probe: &Probe, user: &str) -> Option<String> {
+    let dir = &probe.dir;
+    match verdict {
+        "ok" | "new" => None,
+        "notdir" => Some(format!(
+            "cannot use remote directory {dir}: {path} exists and is not a directory; remove it or change dest"
+        )),
+        "ro" if path == dir => Some(format!(
+            "permission denied on the remote: {user} cannot write {dir}; make it writable for {user} or change dest"
+        )),
+        "ro" => Some(format!(
+            "permission denied on the remote: {dir} is missing and {user} cannot create it in {path}; create it for {user} or change dest"
+        )),
+        "isdir" => Some(format!(
+            "the remote path {path} is a directory, but src is a file; remove it or change dest"
+        )),
+        other => Some(format!("unexpected answer {other:?} from the remote check")),
+    }
+}
+
+/// The table printed by `check`: one row per host.
+pub fn table(rows: &[HostCheck]) -> String {
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.address.clone(),
+                r.port.to_string(),
+                r.user.clone(),
+                r.auth.clone(),
+                r.fingerprint.clone(),
+                if r.ok() { "ok" } else { "failed" }.to_string(),
+                reason(r),
+            ]
+        })
+        .collect();
+    let header = [
+        "HOST",
+        "PORT",
+        "USER",
+        "AUTH",
+        "FINGERPRINT",
+        "STATUS",
+        "REASON",
+    ]
+    .map(String::from);
+    let mut width = [0usize; 6];
+    for row in std::iter::once(&header).chain(&cells) {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&cells) {
+        for (w, cell) in width.iter().zip(row) {
+            let _ = write!(out, "{cell:w$}  ");
+        }
+        let _ = writeln!(out, "{}", row[6]);
+    }
+    out
+}
+
+/// The REASON column: every problem, or what was verified.
+fn reason(r: &HostCheck) -> String {
+    if !r.ok() {
+        return r.problems.join("; ");
+    }
+    let mut parts = Vec::new();
+    if r.writable > 0 || r.notes.is_empty() {
+        let s = if r.writable == 1 { "" } else { "s" };
+        parts.push(format!("{} destination dir{s} writable", r.writable));
+    }
+    parts.extend(r.notes.iter().cloned());
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    /// Runs the probe script with the local sh, as the remote would.
+    fn run_local(probes: &[Probe]) -> Vec<(usize, String, String)> {
+        use std::io::Write;
+        let mut child = Command::new("sh")
+            .arg("-s")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&probe_script(probes))
+            .unwrap();
+        parse_answers(&child.wait_with_output().unwrap().stdout)
+    }
+
+    fn probe(dir: &Path, file: Option<&Path>) -> Probe {
+        Probe {
+            label: "x".into(),
+            dir: dir.display().to_string(),
+            file: file.map(|f| f.display().to_string()),
+        }
+    }
+
+    #[test]
+    fn probe_script_verdicts() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("it's $(x) `y`; z");
+        std::fs::create_dir_all(root.join("sub dir")).unwrap();
+        std::fs::write(root.join("file"), "").unwrap();
+        std::os::unix::fs::symlink("sub dir", root.join("link")).unwrap();
+        let probes = [
+            probe(&root, None),
+            probe(&root.join("missing/deeper"), None),
+            probe(&root.join("file/below"), None),
+            probe(&root.join("link"), None),
+            probe(&root, Some(&root.join("sub dir"))),
+            probe(&root, Some(&root.join("new.txt"))),
+        ];
+        let got: Vec<(usize, String)> = run_local(&probes)
+            .into_iter()
+            .map(|(i, v, _)| (i, v))
+            .collect();
+        let want = ["ok", "new", "notdir", "notdir", "isdir", "ok"];
+        assert_eq!(
+            got,
+            want.iter()
+                .enumerate()
+                .map(|(i, v)| (i, v.to_string()))
+                .collect::<Vec<_>>()
+        );
+        // Nothing was created by the check.
+        assert!(!root.join("missing").exists());
+    }
+
+    #[test]
+    fn parent_of_dest() {
+        assert_eq!(parent("/etc/app/app.conf"), "/etc/app");
+        assert_eq!(parent("/top"), "/");
+    }
+
+    #[test]
+    fn table_has_one_row_per_host_and_reasons() {
+        let ok = HostCheck {
+            address: "::1".into(),
+            port: 2222,
+            user: "deploy".into(),
+            auth: "publickey".into(),
+            fingerprint: "SHA256:abc".into(),
+            writable: 2,
+            notes: Vec::new(),
+            problems: Vec::new(),
+        };
+        let bad = HostCheck {
+            address: "127.0.0.9".into(),
+            auth: "-".into(),
+            fingerprint: "-".into(),
+            writable: 0,
+            problems: vec!["host unreachable: x".into(), "y".into()],
+            ..ok.clone()
+        };
+        let t = table(&[ok, bad]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3, "{t}");
+        assert!(
+            lines[0].starts_with("HOST") && lines[0].ends_with("REASON"),
+            "{t}"
+        );
+        let cols = |l: &str| l.split_whitespace().take(6).collect::<Vec<_>>().join(" ");
+        assert_eq!(
+            cols(lines[1]),
+            "::1 2222 deploy publickey SHA256:abc ok",
+            "{t}"
+        );
+        assert!(lines[1].ends_with("2 destination dirs writable"), "{t}");
+        assert_eq!(cols(lines[2]), "127.0.0.9 2222 deploy - - failed", "{t}");
+        assert!(lines[2].ends_with("  host unreachable: x; y"), "{t}");
+    }
+}

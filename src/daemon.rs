@@ -1,0 +1,167 @@
+//! `hostsync watch`: the live replication daemon.
+//!
+//! Start-up order matters (lsyncd misses changes made while it syncs at start):
+//! the watcher starts first, then every host is given a full reconcile, so a
+//! change made during the reconcile is queued as an event and pushed after it.
+//! Then: watcher thread → [`Change`] on a bounded channel → the planner (this
+//! thread: debounce and mapping lookup) → per-host jobs → the connection
+//! workers of [`live`]. Idle, every thread blocks on a channel or on a signal:
+//! no polling loop, no CPU.
+//!
+//! SIGINT/SIGTERM: stop taking changes, abort the transfer in flight between two
+//! chunks (its temporary is removed on the remote), log a summary per host and
+//! exit 0, within [`SHUTDOWN_GRACE`]. A second signal exits at once.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use crossbeam_channel::RecvTimeoutError;
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+use crate::config::{Config, Target};
+use crate::exit::ExitCode;
+use crate::plan::{Planner, Route};
+use crate::transfer::live::{Pool, Shared};
+use crate::watch::{self, Change};
+
+/// How long shutdown waits for workers before exiting anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(4_000);
+
+/// Runs the daemon until a signal. `Err` is a setup problem (exit 2).
+pub fn run(config: &Config, verbose: bool) -> Result<ExitCode> {
+    config.check_log_dir_outside_sources()?;
+    let _logs = crate::start_logs(config, verbose)?;
+    let targets: Vec<Target> = config
+        .targets
+        .iter()
+        .filter(|t| {
+            if t.mapping_file.is_none() {
+                log::warn!(
+                    "{}: no mapping file; skipping this host (create {}.json in the mappings folder)",
+                    t.host.address,
+                    t.host.address
+                );
+            }
+            t.mapping_file.is_some()
+        })
+        .cloned()
+        .collect();
+    let routes = routes(&targets);
+    let mut srcs: Vec<PathBuf> = routes.iter().map(|r| r.src.clone()).collect();
+    srcs.sort();
+    srcs.dedup();
+
+    let (tx, rx) = crossbeam_channel::bounded(watch::CHANNEL_CAPACITY);
+    let watcher = watch::start(&srcs, tx.clone())?;
+    for (src, reason) in &watcher.failed {
+        log::error!("{}: not watched: {reason}", src.display());
+    }
+    let cancel = Arc::new(AtomicBool::new(false));
+    spawn_signal_thread(tx.clone())?;
+
+    let hosts = targets.len();
+    let pool = Pool::start(
+        Shared {
+            targets: Arc::new(targets),
+            ssh: config.ssh.clone(),
+            retry_max: config.retry_max,
+            cancel: cancel.clone(),
+        },
+        config.connections,
+    );
+    let mut planner = Planner::new(routes, hosts, config.debounce);
+    planner.full().into_iter().for_each(|d| pool.send(d));
+    log::info!(
+        "watching {} source(s) for {hosts} host(s); started with a full reconcile",
+        watcher.watched
+    );
+    println!(
+        "hostsync: watching {} source(s) for {hosts} host(s)",
+        watcher.watched
+    );
+
+    loop {
+        let next = match planner.next_due() {
+            Some(due) => rx.recv_deadline(due),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        let now = Instant::now();
+        let dispatches = match next {
+            Ok(Change::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+            Ok(Change::Rescan(reason)) => {
+                log::error!("events may have been lost: {reason}; reconciling every host in full");
+                planner.change(Change::Rescan(reason), now)
+            }
+            Ok(change) => {
+                log::debug!("change: {change:?}");
+                planner.change(change, now)
+            }
+            Err(RecvTimeoutError::Timeout) => planner.due(now),
+        };
+        dispatches.into_iter().for_each(|d| pool.send(d));
+    }
+
+    log::info!("shutting down: no more changes are taken");
+    drop(watcher);
+    cancel.store(true, Ordering::Relaxed);
+    let reports = pool.shutdown(Instant::now() + SHUTDOWN_GRACE);
+    for r in &reports {
+        log::info!(
+            "{}: summary since start: {} sent, {} removed, {} failed, {} bytes",
+            r.address,
+            r.sent,
+            r.removed,
+            r.failed,
+            r.bytes
+        );
+    }
+    if reports.len() < hosts {
+        log::warn!(
+            "{} host(s) were still busy after {}s and were abandoned; their temporaries are removed by the next run",
+            hosts - reports.len(),
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
+    print!("{}", crate::report::summary(&reports));
+    log::info!("stopped");
+    Ok(ExitCode::Success)
+}
+
+/// One route per (host, mapping).
+fn routes(targets: &[Target]) -> Vec<Route> {
+    targets
+        .iter()
+        .enumerate()
+        .flat_map(|(h, t)| {
+            t.mappings
+                .iter()
+                .enumerate()
+                .map(move |(m, mapping)| Route::new(h, m, &mapping.src, !mapping.src.is_file()))
+        })
+        .collect()
+}
+
+/// A thread that turns the first SIGINT/SIGTERM into [`Change::Stop`]; a second one exits.
+fn spawn_signal_thread(tx: crossbeam_channel::Sender<Change>) -> Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                if seen > 1 {
+                    log::warn!("second signal {sig}: exiting now");
+                    std::process::exit(130);
+                }
+                log::info!("signal {sig} received");
+                let _ = tx.send(Change::Stop);
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! The planner: turns [`Change`]s into per-host [`Job`]s. Pure logic, no I/O;
+//! the clock is passed in, so debouncing is tested without sleeping.
+//!
+//! A path that is [`Change::Ready`] or [`Change::Gone`] is dispatched at once
+//! (latency is the point); a path that is [`Change::Writing`] waits until no
+//! write was seen for the debounce period, unless it becomes ready first.
+//! Each dispatch names the local path; the worker looks at the path when it
+//! runs, so however many changes pile up meanwhile, the latest content is what
+//! is sent, once. Coalescing of repeated jobs happens in the worker queue
+//! (`transfer::live`), which dedups everything that arrived while it was busy.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::watch::Change;
+
+/// Which host and mapping a local path belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Index of the host (target).
+    pub host: usize,
+    /// Index of the mapping within that host's mappings.
+    pub mapping: usize,
+    /// The mapping's src, normalised.
+    pub src: PathBuf,
+    /// Whether src is a directory (a tree) or a single file.
+    pub is_dir: bool,
+}
+
+impl Route {
+    /// A route for `src` (trailing slashes and `.` parts removed).
+    pub fn new(host: usize, mapping: usize, src: &Path, is_dir: bool) -> Route {
+        let src: PathBuf = src
+            .components()
+            .filter(|c| !matches!(c, Component::CurDir))
+            .collect();
+        Route {
+            host,
+            mapping,
+            src,
+            is_dir,
+        }
+    }
+
+    /// Whether a change at `path` concerns this route.
+    fn covers(&self, path: &Path) -> bool {
+        if self.is_dir {
+            path.starts_with(&self.src)
+        } else {
+            path == self.src
+        }
+    }
+}
+
+/// Work for one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Job {
+    /// Compare and push every mapping (startup, lost events).
+    Full,
+    /// Push this local path of this mapping (and what is below it).
+    Path { mapping: usize, path: PathBuf },
+}
+
+/// A job for a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatch {
+    /// Index of the host.
+    pub host: usize,
+    /// What to do.
+    pub job: Job,
+}
+
+/// The planner's state.
+pub struct Planner {
+    /// Every (host, mapping) with its src.
+    routes: Vec<Route>,
+    /// Number of hosts, for full reconciles.
+    hosts: usize,
+    /// Quiet period for writes that never close.
+    debounce: Duration,
+    /// Paths being written, with the time they become due.
+    writing: HashMap<PathBuf, Instant>,
+}
+
+impl Planner {
+    /// A planner over `routes` for `hosts` hosts.
+    pub fn new(routes: Vec<Route>, hosts: usize, debounce: Duration) -> Planner {
+        Planner {
+            routes,
+            hosts,
+            debounce,
+            writing: HashMap::new(),
+        }
+    }
+
+    /// Takes one change at time `now`; returns what to dispatch right away.
+    pub fn change(&mut self, change: Change, now: Instant) -> Vec<Dispatch> {
+        match change {
+            Change::Ready(p) | Change::Gone(p) => {
+                self.writing.remove(&p);
+                self.route(p)
+            }
+            Change::Writing(p) => {
+                if self.routes.iter().any(|r| r.covers(&p)) {
+                    self.writing.insert(p, now + self.debounce);
+                } else {
+                    log::trace!("{}: not under any mapping, ignored", p.display());
+                }
+                self.due(now)
+            }
+            Change::Rescan(_) => self.full(),
+            Change::Stop => Vec::new(),
+        }
+    }
+
+    /// Paths whose quiet period ended by `now`.
+    pub fn due(&mut self, now: Instant) -> Vec<Dispatch> {
+        let mut ready: Vec<PathBuf> = self
+            .writing
+            .iter()
+            .filter(|(_, due)| **due <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        ready.sort();
+        let mut out = Vec::new();
+        for p in ready {
+            self.writing.remove(&p);
+            out.extend(self.route(p));
+        }
+        out
+    }
+
+    /// When the next quiet period ends, if any path is being written.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.writing.values().min().copied()
+    }
+
+    /// A full reconcile for every host.
+    pub fn full(&self) -> Vec<Dispatch> {
+        (0..self.hosts)
+            .map(|host| Dispatch {
+                host,
+                job: Job::Full,
+            })
+            .collect()
+    }
+
+    /// One job per (host, mapping) that covers `path`.
+    fn route(&self, path: PathBuf) -> Vec<Dispatch> {
+        let out: Vec<Dispatch> = self
+            .routes
+            .iter()
+            .filter(|r| r.covers(&path))
+            .map(|r| Dispatch {
+                host: r.host,
+                job: Job::Path {
+                    mapping: r.mapping,
+                    path: path.clone(),
+                },
+            })
+            .collect();
+        if out.is_empty() {
+            log::trace!("{}: not under any mapping, ignored", path.display());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planner() -> Planner {
+        Planner::new(
+            vec![
+                Route::new(0, 0, Path::new("/src/site/"), true),
+                Route::new(1, 2, Path::new("/src/site"), true),
+                Route::new(1, 0, Path::new("/etc/app.conf"), false),
+            ],
+            2,
+            Duration::from_millis(50),
+        )
+    }
+
+    fn path_job(host: usize, mapping: usize, p: &str) -> Dispatch {
+        Dispatch {
+            host,
+            job: Job::Path {
+                mapping,
+                path: p.into(),
+            },
+        }
+    }
+
+    #[test]
+    fn ready_routes_to_every_covering_mapping_at_once() {
+        let mut p = planner();
+        let t = Instant::now();
+        let d = p.change(Change::Ready("/src/site/a/b.html".into()), t);
+        assert_eq!(
+            d,
+            [
+                path_job(0, 0, "/src/site/a/b.html"),
+                path_job(1, 2, "/src/site/a/b.html")
+            ]
+        );
+        assert_eq!(
+            p.change(Change::Ready("/etc/app.conf".into()), t),
+            [path_job(1, 0, "/etc/app.conf")]
+        );
+        assert!(p.change(Change::Ready("/etc/other".into()), t).is_empty());
+        assert!(p.change(Change::Ready("/src/sitemap".into()), t).is_empty());
+    }
+
+    #[test]
+    fn writing_waits_for_quiet_period_and_ready_cuts_it_short() {
+        let mut p = planner();
+        let t0 = Instant::now();
+        let f = PathBuf::from("/etc/app.conf");
+        assert!(p.change(Change::Writing(f.clone()), t0).is_empty());
+        // Another write 30 ms later pushes the deadline out.
+        assert!(
+            p.change(Change::Writing(f.clone()), t0 + Duration::from_millis(30))
+                .is_empty()
+        );
+        assert!(p.due(t0 + Duration::from_millis(60)).is_empty());
+        assert_eq!(p.next_due(), Some(t0 + Duration::from_millis(80)));
+        assert_eq!(
+            p.due(t0 + Duration::from_millis(80)),
+            [path_job(1, 0, "/etc/app.conf")]
+        );
+        assert_eq!(p.next_due(), None);
+        // A close during the quiet period dispatches at once, and only once.
+        assert!(p.change(Change::Writing(f.clone()), t0).is_empty());
+        assert_eq!(p.change(Change::Ready(f), t0).len(), 1);
+        assert!(p.due(t0 + Duration::from_secs(1)).is_empty());
+    }
+
+    #[test]
+    fn rescan_means_full_for_every_host_and_unmapped_writes_are_ignored() {
+        let mut p = planner();
+        let t = Instant::now();
+        let full = p.change(Change::Rescan("overflow".into()), t);
+        assert_eq!(full.len(), 2);
+        assert!(full.iter().all(|d| d.job == Job::Full));
+        p.change(Change::Writing("/elsewhere".into()), t);
+        assert_eq!(p.next_due(), None);
+        assert_eq!(p.change(Change::Gone("/src/site/x".into()), t).len(), 2);
+    }
+}

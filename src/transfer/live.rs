@@ -1,0 +1,378 @@
+//! The long-lived connection workers of `watch`.
+//!
+//! At most `number_of_connections` named threads (`xfer-<n>`); host `h` always
+//! goes to worker `h % n`, so the changes of one host and path are handled by
+//! one thread, in order. Each worker keeps at most one SSH session open (to the
+//! host it served last) between changes, so the usual case, hosts ≤ workers,
+//! pays no handshake per change.
+//!
+//! Coalescing: a worker drains its whole queue before each round and keeps, per
+//! host, one pending set of paths (and a "full reconcile" flag). Everything that
+//! arrives while a transfer runs collapses into one follow-up round, which reads
+//! the files as they are then: a burst of 1,000 writes becomes a few transfers
+//! and the last content always arrives.
+//!
+//! A host that cannot be reached keeps its pending set (latest per path) and is
+//! retried with exponential backoff capped at `[sync] retry_max_s`, while the
+//! worker serves its other hosts. It logs one error line when the host goes
+//! down and one info line when it comes back, not one per retry. A session that
+//! died while idle is reopened once right away before the host counts as down.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::config::{SshSettings, Target};
+use crate::plan::{Dispatch, Job};
+use crate::push::{self, Scope};
+use crate::report::HostReport;
+use crate::transfer::ssh::Connection;
+
+/// First retry delay after a host went down; doubles up to `retry_max`.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// The pool of workers.
+pub struct Pool {
+    /// One queue per worker.
+    senders: Vec<Sender<(usize, Job)>>,
+    /// Final reports, one per host, sent by workers when they stop.
+    reports: Receiver<HostReport>,
+    /// Number of hosts, to know when every report is in.
+    hosts: usize,
+}
+
+/// What every worker shares.
+#[derive(Clone)]
+pub struct Shared {
+    /// All targets, indexed by host number.
+    pub targets: Arc<Vec<Target>>,
+    /// SSH settings.
+    pub ssh: SshSettings,
+    /// Cap of the retry backoff.
+    pub retry_max: Duration,
+    /// Set at shutdown: stop between chunks and rounds.
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl Pool {
+    /// Starts `workers` (at least 1, at most one per host) worker threads.
+    pub fn start(shared: Shared, workers: usize) -> Pool {
+        let hosts = shared.targets.len();
+        let n = workers.clamp(1, hosts.max(1));
+        let (report_tx, reports) = crossbeam_channel::unbounded();
+        let mut senders = Vec::new();
+        for w in 0..n {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            senders.push(tx);
+            let mine: Vec<usize> = (0..hosts).filter(|h| h % n == w).collect();
+            let worker = Worker::new(shared.clone(), &mine);
+            let report_tx = report_tx.clone();
+            thread::Builder::new()
+                .name(format!("xfer-{w}"))
+                .spawn(move || {
+                    for r in worker.run(rx) {
+                        let _ = report_tx.send(r);
+                    }
+                })
+                .expect("cannot start a worker thread");
+        }
+        Pool {
+            senders,
+            reports,
+            hosts,
+        }
+    }
+
+    /// Queues a job for its host's worker.
+    pub fn send(&self, d: Dispatch) {
+        let w = d.host % self.senders.len();
+        // A worker only stops after the pool is shut down, so this cannot fail before.
+        let _ = self.senders[w].send((d.host, d.job));
+    }
+
+    /// Stops accepting jobs, lets workers finish (or abort, via the cancel flag) and
+    /// collects the reports that arrive before `deadline`.
+    pub fn shutdown(self, deadline: Instant) -> Vec<HostReport> {
+        drop(self.senders);
+        let mut out = Vec::new();
+        while out.len() < self.hosts {
+            match self.reports.recv_deadline(deadline) {
+                Ok(r) => out.push(r),
+                Err(_) => break,
+            }
+        }
+        out
+    }
+}
+
+/// Why a host is not being served right now.
+struct Down {
+    /// When it went down.
+    since: Instant,
+    /// Current retry delay.
+    backoff: Duration,
+    /// When to try again.
+    next_try: Instant,
+}
+
+/// One host's pending work and history, inside its worker.
+struct HostState {
+    /// Host number.
+    idx: usize,
+    /// A full reconcile is pending.
+    full: bool,
+    /// Pending paths per mapping index.
+    paths: BTreeMap<usize, BTreeSet<PathBuf>>,
+    /// Set while the host is unreachable.
+    down: Option<Down>,
+    /// Everything done for this host since start.
+    total: HostReport,
+}
+
+impl HostState {
+    /// Whether there is anything to do.
+    fn pending(&self) -> bool {
+        self.full || !self.paths.is_empty()
+    }
+
+    /// Whether it may be tried at `now`.
+    fn ready(&self, now: Instant) -> bool {
+        self.pending() && self.down.as_ref().is_none_or(|d| d.next_try <= now)
+    }
+
+    /// Takes the pending work as push scopes, leaving nothing pending.
+    fn take(&mut self, mappings: usize) -> Vec<(usize, Scope)> {
+        if std::mem::take(&mut self.full) {
+            self.paths.clear();
+            return (0..mappings).map(|m| (m, Scope::All)).collect();
+        }
+        std::mem::take(&mut self.paths)
+            .into_iter()
+            .map(|(m, p)| (m, Scope::Paths(p)))
+            .collect()
+    }
+
+    /// Puts work back after a failed round, merged with what arrived meanwhile.
+    fn put_back(&mut self, work: Vec<(usize, Scope)>) {
+        for (m, scope) in work {
+            match scope {
+                Scope::All => self.full = true,
+                Scope::Paths(p) => self.paths.entry(m).or_default().extend(p),
+            }
+        }
+    }
+}
+
+/// One worker thread's state.
+struct Worker {
+    /// What every worker shares.
+    shared: Shared,
+    /// Its hosts by number.
+    hosts: BTreeMap<usize, HostState>,
+    /// The open session, and which host it is to.
+    conn: Option<(usize, Connection)>,
+}
+
+impl Worker {
+    fn new(shared: Shared, hosts: &[usize]) -> Worker {
+        let hosts = hosts
+            .iter()
+            .map(|&h| {
+                let address = &shared.targets[h].host.address;
+                let state = HostState {
+                    idx: h,
+                    full: false,
+                    paths: BTreeMap::new(),
+                    down: None,
+                    total: HostReport::new(address),
+                };
+                (h, state)
+            })
+            .collect();
+        Worker {
+            shared,
+            hosts,
+            conn: None,
+        }
+    }
+
+    /// Serves jobs until the queue closes or shutdown is asked; returns the reports.
+    fn run(mut self, rx: Receiver<(usize, Job)>) -> Vec<HostReport> {
+        loop {
+            let wake = self.next_retry();
+            let first = match wake {
+                Some(t) => match rx.recv_deadline(t) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match rx.recv() {
+                    Ok(m) => Some(m),
+                    Err(_) => break,
+                },
+            };
+            first
+                .into_iter()
+                .chain(rx.try_iter())
+                .for_each(|m| self.add(m));
+            if self.cancelled() {
+                break;
+            }
+            let now = Instant::now();
+            let ready: Vec<usize> = self
+                .hosts
+                .values()
+                .filter(|h| h.ready(now))
+                .map(|h| h.idx)
+                .collect();
+            for h in ready {
+                if self.cancelled() {
+                    break;
+                }
+                self.serve(h);
+            }
+        }
+        self.hosts.into_values().map(|h| h.total).collect()
+    }
+
+    /// Adds one job to its host's pending set.
+    fn add(&mut self, (host, job): (usize, Job)) {
+        let Some(h) = self.hosts.get_mut(&host) else {
+            return;
+        };
+        match job {
+            Job::Full => h.full = true,
+            Job::Path { mapping, path } => {
+                h.paths.entry(mapping).or_default().insert(path);
+            }
+        }
+    }
+
+    /// The earliest retry time of a down host with pending work.
+    fn next_retry(&self) -> Option<Instant> {
+        self.hosts
+            .values()
+            .filter(|h| h.pending())
+            .filter_map(|h| h.down.as_ref().map(|d| d.next_try))
+            .min()
+    }
+
+    fn cancelled(&self) -> bool {
+        self.shared.cancel.load(Ordering::Relaxed)
+    }
+
+    /// One round for host `h`: connect if needed, push its pending work.
+    fn serve(&mut self, h: usize) {
+        let target = &self.shared.targets[h];
+        let state = self.hosts.get_mut(&h).expect("host of this worker");
+        let work = state.take(target.mappings.len());
+        let mut result = Err(anyhow::anyhow!("not tried"));
+        for attempt in 0..2 {
+            let reused = matches!(&self.conn, Some((c, _)) if *c == h);
+            if !reused {
+                self.conn = None; // at most one session per worker
+                match Connection::open(&target.host, &self.shared.ssh) {
+                    Ok(mut c) => {
+                        c.set_cancel(self.shared.cancel.clone());
+                        self.conn = Some((h, c));
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            let (_, conn) = self.conn.as_ref().expect("connected above");
+            let mut round = HostReport::new(&target.host.address);
+            result = push::push_changes(conn, target, &work, &mut round).map(|()| round);
+            if result.is_ok() || !reused || attempt == 1 || self.cancelled() {
+                break;
+            }
+            // The idle session may simply have died: reopen once before calling the host down.
+            self.conn = None;
+        }
+        let state = self.hosts.get_mut(&h).expect("host of this worker");
+        match result {
+            Ok(round) => {
+                if let Some(d) = state.down.take() {
+                    log::info!(
+                        "{}: host is back after {}s; pending changes delivered",
+                        target.host.address,
+                        d.since.elapsed().as_secs()
+                    );
+                }
+                add_up(&mut state.total, &round);
+            }
+            Err(e) => {
+                self.conn = None;
+                let n = work.len();
+                state.put_back(work);
+                if self.shared.cancel.load(Ordering::Relaxed) {
+                    return;
+                }
+                let retry_max = self.shared.retry_max;
+                match &mut state.down {
+                    None => {
+                        log::error!(
+                            "{}: host down: {e:#}; keeping its pending changes ({n} mapping(s)) and retrying with backoff up to {}s",
+                            target.host.address,
+                            retry_max.as_secs()
+                        );
+                        state.down = Some(Down {
+                            since: Instant::now(),
+                            backoff: FIRST_RETRY,
+                            next_try: Instant::now() + FIRST_RETRY,
+                        });
+                    }
+                    Some(d) => {
+                        log::debug!("{}: still down: {e:#}", target.host.address);
+                        d.backoff = (d.backoff * 2).min(retry_max);
+                        d.next_try = Instant::now() + d.backoff;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds one round's counts to the running total.
+fn add_up(total: &mut HostReport, round: &HostReport) {
+    total.sent += round.sent;
+    total.skipped += round.skipped;
+    total.failed += round.failed;
+    total.removed += round.removed;
+    total.bytes += round.bytes;
+    total.errors.extend(round.errors.iter().cloned());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_work_merges_and_full_wins() {
+        let mut h = HostState {
+            idx: 0,
+            full: false,
+            paths: BTreeMap::new(),
+            down: None,
+            total: HostReport::new("h"),
+        };
+        h.paths.entry(1).or_default().insert("/a".into());
+        h.paths.entry(1).or_default().insert("/a".into());
+        let work = h.take(3);
+        assert_eq!(work, [(1, Scope::Paths(["/a".into()].into()))]);
+        assert!(!h.pending());
+        h.paths.entry(1).or_default().insert("/b".into());
+        h.put_back(work);
+        assert_eq!(h.paths[&1].len(), 2);
+        h.full = true;
+        assert_eq!(h.take(2), [(0, Scope::All), (1, Scope::All)]);
+        assert!(!h.pending());
+    }
+}
