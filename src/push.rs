@@ -294,7 +294,10 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
         for (rel, local) in std::mem::take(&mut w.removes) {
             let path = join(root, &rel);
             stale.retain(|s| !is_below(s, &path));
-            commits.push(Commit::Remove { path });
+            commits.push(Commit::Remove {
+                root: root.clone(),
+                rel: rel.clone(),
+            });
             commit_items.push((
                 Item {
                     rel,
@@ -371,7 +374,7 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
     for (i, (item, bytes)) in commit_items.into_iter().enumerate() {
         let remote_path = match &steps[offset + i] {
             Commit::Rename { dest, .. } | Commit::Symlink { dest, .. } => show(dest),
-            Commit::Remove { path } => show(path),
+            Commit::Remove { root, rel } => show(&join(root, rel)),
             Commit::RemoveStale { .. } => unreachable!("stale steps come first"),
         };
         match failed.remove(&(offset + i)) {

@@ -2,7 +2,7 @@
 //! every authentication method and key format, secrets that never leak, the
 //! permission warning, hostile remote paths and symlinks, IPv6 and DNS names,
 //! host key policies (hashed, changed, unknown, off), and a stalled server.
-//! Deletion is covered elsewhere.
+//! Deletion with `"delete": true` never reaches outside dest, through sync or watch.
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -1055,4 +1055,89 @@ fn stalled_server_is_given_up_after_connect_timeout() {
         );
     }
     assert!(proxy.connections_accepted() >= 2);
+}
+
+/// `"delete": true` never removes or writes anything outside dest: remote symlinks
+/// that lead outside are removed as links (sync), never written through, and a
+/// local delete below a remote symlinked directory is refused (watch).
+#[test]
+fn deletion_never_reaches_outside_dest() {
+    let mut env = Env::new("delete-escape");
+    let h = env.sshd();
+    env.add_host(&h, Auth::Key);
+    let r = env.remote("r");
+    let outside = env.remote("outside");
+    std::fs::write(outside.join("precious"), "keep me").unwrap();
+    let dest = r.join("www");
+    std::fs::create_dir_all(&dest).unwrap();
+    // Extraneous remote entries: a link to a directory outside, and one to a file.
+    std::os::unix::fs::symlink(&outside, dest.join("link-dir")).unwrap();
+    std::os::unix::fs::symlink(outside.join("precious"), dest.join("link-file")).unwrap();
+    // Where the local tree has a directory, the remote has a link leading outside.
+    std::os::unix::fs::symlink(&outside, dest.join("sub")).unwrap();
+    env.dir.chown_to_test_user("remote");
+    env.src("site/sub/precious", "overwrite attempt");
+    env.src("site/keep/f", "f");
+    env.map(
+        &h.addr,
+        json!([{"src": "site/", "dest": dest, "delete": true}]),
+    );
+
+    let run = env.run(&["sync"]);
+    run.expect(1);
+    assert!(
+        !dest.join("link-dir").exists() && !dest.join("link-file").exists(),
+        "{}",
+        env.dir.listing()
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.join("precious")).unwrap(),
+        "keep me",
+        "{}",
+        run.dump()
+    );
+    assert!(
+        std::fs::symlink_metadata(dest.join("sub"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        env.error_log().contains("exists and is not a directory"),
+        "{}",
+        run.dump()
+    );
+    assert_eq!(std::fs::read_to_string(dest.join("keep/f")).unwrap(), "f");
+
+    // Watch: the remote `keep` becomes a link to outside; deleting keep/f locally
+    // must not delete outside/f.
+    std::fs::write(outside.join("f"), "outside f").unwrap();
+    std::fs::remove_dir_all(dest.join("keep")).unwrap();
+    std::os::unix::fs::symlink(&outside, dest.join("keep")).unwrap();
+    std::fs::remove_file(env.cfg().join("site/sub/precious")).unwrap();
+    std::fs::remove_dir(env.cfg().join("site/sub")).unwrap();
+    std::fs::remove_file(dest.join("sub")).unwrap();
+    let daemon = env.watch();
+    std::fs::remove_file(env.cfg().join("site/keep/f")).unwrap();
+    std::fs::write(env.cfg().join("site/marker"), "m").unwrap();
+    crate::util::wait_until(
+        Duration::from_secs(15),
+        "marker arrives after the delete",
+        || std::fs::read_to_string(dest.join("marker")).is_ok_and(|m| m == "m"),
+    );
+    crate::util::wait_until(Duration::from_secs(15), "refusal logged", || {
+        daemon
+            .error_log()
+            .contains("not removed: a parent is a symlink")
+    });
+    assert_eq!(
+        std::fs::read_to_string(outside.join("f")).unwrap(),
+        "outside f",
+        "{}",
+        daemon.dump()
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.join("precious")).unwrap(),
+        "keep me"
+    );
 }

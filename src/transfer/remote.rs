@@ -58,7 +58,9 @@ pub struct ListRoot {
     /// `Some(1)` for the parent directory of a file mapping, `None` for a whole tree.
     pub max_depth: Option<u32>,
     /// Only these paths (relative to `dir`, each with what is below it), with a
-    /// content hash of each regular file among them; `None` lists the whole root.
+    /// content hash of each regular file among them, and their parent directories
+    /// (alone), so a parent that is a symlink on the remote is seen and never
+    /// written or deleted through; `None` lists the whole root.
     pub paths: Option<Vec<Vec<u8>>>,
 }
 
@@ -92,6 +94,15 @@ P() {
       fi
     done )
 }
+A() {
+  i=$1; r=$2; shift 2
+  R "$i" "$r" || return 0
+  ( cd -- "$r" || exit 0
+    for p in "$@"; do
+      [ -e "$p" ] || [ -L "$p" ] || continue
+      find "$p" -maxdepth 0 -printf 'F\0%y\0%s\0%T@\0%m\0%p\0%l\0' 2>/dev/null
+    done )
+}
 "#;
 
 /// The listing script. With `create`, missing roots are made (`mkdir -p`);
@@ -110,6 +121,15 @@ pub fn listing_script(roots: &[ListRoot], create: bool) -> Vec<u8> {
                     s.extend_from_slice(b" ");
                     s.extend_from_slice(&quote(&[b"./", p.as_slice()].concat()));
                 }
+                let parents = parents(paths);
+                if !parents.is_empty() {
+                    s.extend_from_slice(format!("\nA {i} ").as_bytes());
+                    s.extend_from_slice(&quote(&root.dir));
+                    for p in parents {
+                        s.extend_from_slice(b" ");
+                        s.extend_from_slice(&quote(&[b"./", p.as_slice()].concat()));
+                    }
+                }
             }
             None => {
                 if let Some(d) = root.max_depth {
@@ -120,6 +140,23 @@ pub fn listing_script(roots: &[ListRoot], create: bool) -> Vec<u8> {
         s.push(b'\n');
     }
     s
+}
+
+/// Every proper parent directory of `paths` (relative, `/`-separated), once, sorted.
+fn parents(paths: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = paths
+        .iter()
+        .flat_map(|p| {
+            p.iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'/')
+                .map(|(i, _)| p[..i].to_vec())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// What the listing found under one root.
@@ -245,8 +282,10 @@ pub enum Commit {
     },
     /// Remove a temporary left by an interrupted earlier run.
     RemoveStale { path: Vec<u8> },
-    /// Remove a file or tree that no longer exists locally (`"delete": true`).
-    Remove { path: Vec<u8> },
+    /// Remove `root/rel`, a file or tree that no longer exists locally (`"delete": true`),
+    /// unless a parent between root and it is a symlink or not a directory, which
+    /// could lead outside root.
+    Remove { root: Vec<u8>, rel: Vec<u8> },
 }
 
 const COMMIT_PRELUDE: &[u8] = br#"f() {
@@ -265,7 +304,14 @@ s() {
   { ln -s -- "$1" "$2" && mv -f -- "$2" "$3"; } || printf 'F\0%s\0%s\0' "$4" "symlink failed"
 }
 d() {
-  rm -rf -- "$1" || printf 'F\0%s\0%s\0' "$2" "remove failed"
+  p=$1; rest=$2
+  while case $rest in */*) true ;; *) false ;; esac; do
+    p=$p/${rest%%/*}; rest=${rest#*/}
+    if [ -L "$p" ] || [ ! -d "$p" ]; then
+      printf 'F\0%s\0%s\0' "$3" "not removed: a parent is a symlink or not a directory on the remote"; return
+    fi
+  done
+  rm -rf -- "$1/$2" || printf 'F\0%s\0%s\0' "$3" "remove failed"
 }
 "#;
 
@@ -289,7 +335,11 @@ while (defined(my $op = <STDIN>)) {
     if (-d $d && !-l $d) { fail($i, "remote path is a directory") }
     else { unlink $d if -l $d && -d $d; (symlink($g, $t) && rename($t, $d)) or fail($i, "symlink failed: $!") }
   } elsif ($op eq "D") {
-    my $p = arg(); system("rm", "-rf", "--", $p) == 0 or fail($i, "remove failed")
+    my ($r, $rel) = (arg(), arg()); my $p = $r; my $safe = 1;
+    my @parts = split m{/}, $rel; pop @parts;
+    for my $c (@parts) { $p .= "/$c"; if (-l $p || !-d $p) { $safe = 0; last } }
+    if (!$safe) { fail($i, "not removed: a parent is a symlink or not a directory on the remote") }
+    else { system("rm", "-rf", "--", "$r/$rel") == 0 or fail($i, "remove failed") }
   } elsif ($op eq "X") {
     my $p = arg(); unlink $p
   }
@@ -309,7 +359,7 @@ pub fn commit_records(steps: &[Commit]) -> Vec<u8> {
         match step {
             Commit::Rename { tmp, dest } => push(&[b"R", tmp, dest]),
             Commit::Symlink { target, tmp, dest } => push(&[b"S", target, tmp, dest]),
-            Commit::Remove { path } => push(&[b"D", path]),
+            Commit::Remove { root, rel } => push(&[b"D", root, rel]),
             Commit::RemoveStale { path } => push(&[b"X", path]),
         }
     }
@@ -329,9 +379,9 @@ pub fn commit_script(steps: &[Commit]) -> Vec<u8> {
                 s.extend_from_slice(b"s ");
                 push_args(&mut s, &[target, tmp, dest]);
             }
-            Commit::Remove { path } => {
+            Commit::Remove { root, rel } => {
                 s.extend_from_slice(b"d ");
-                s.extend_from_slice(&quote(path));
+                push_args(&mut s, &[root, rel]);
             }
             Commit::RemoveStale { path } => {
                 s.extend_from_slice(b"rm -f -- ");
@@ -472,6 +522,10 @@ mod tests {
             std::fs::write(root.join(".hostsync-tmp.9"), "stale").unwrap();
             std::fs::create_dir_all(root.join("dir")).unwrap();
             std::fs::create_dir_all(root.join("-d/sub")).unwrap();
+            // `via` leads outside the root: nothing below it may be removed.
+            std::fs::create_dir_all(d.path().join("outside")).unwrap();
+            std::fs::write(d.path().join("outside/x"), "keep").unwrap();
+            let _ = std::os::unix::fs::symlink(d.path().join("outside"), root.join("via"));
             let p = |s: &str| root.join(s).as_os_str().as_bytes().to_vec();
             let steps = vec![
                 Commit::RemoveStale {
@@ -490,7 +544,14 @@ mod tests {
                     tmp: p(".hostsync-tmp.3"),
                     dest: p("dir"),
                 },
-                Commit::Remove { path: p("-d") },
+                Commit::Remove {
+                    root: root.as_os_str().as_bytes().to_vec(),
+                    rel: b"-d".to_vec(),
+                },
+                Commit::Remove {
+                    root: root.as_os_str().as_bytes().to_vec(),
+                    rel: b"via/x".to_vec(),
+                },
             ];
             let out = if use_perl {
                 let mut child = Command::new("perl")
@@ -513,9 +574,17 @@ mod tests {
             let fails = parse_failures(&out);
             assert_eq!(
                 fails,
-                vec![(3, "remote path is a directory".to_string())],
+                vec![
+                    (3, "remote path is a directory".to_string()),
+                    (
+                        5,
+                        "not removed: a parent is a symlink or not a directory on the remote"
+                            .to_string()
+                    )
+                ],
                 "perl: {use_perl}"
             );
+            assert_eq!(std::fs::read(d.path().join("outside/x")).unwrap(), b"keep");
             assert_eq!(
                 std::fs::read(root.join("a\nb")).unwrap(),
                 format!("new {use_perl}").as_bytes()
