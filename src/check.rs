@@ -8,8 +8,9 @@
 //! directory `sync` would write into (dest itself for a directory src, dest's
 //! parent for a file src) is writable, or could be created because its nearest
 //! existing ancestor is a writable directory. Nothing is created or changed on
-//! the remote. The result is a table, one row per host; each failure is also one
-//! error.log line, as in `sync` (issue 4, "Trust").
+//! the remote. The result is a table, one row per host (or with `--json` one JSON
+//! object per host, issue 5); each failure is also one error.log line, as in
+//! `sync` (issue 4, "Trust").
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -68,15 +69,22 @@ impl HostCheck {
     }
 }
 
-/// Checks every host, prints the table, and says how it ended (0 ready, 1 not).
-pub fn run(targets: &[Target], ssh: &SshSettings, workers: usize) -> ExitCode {
+/// Checks every host, prints the table (or JSON lines), and says how it ended
+/// (0 ready, 1 not).
+pub fn run(targets: &[Target], ssh: &SshSettings, workers: usize, json: bool) -> ExitCode {
     log::info!(
         "check started: {} host(s), {} connection(s) at most",
         targets.len(),
         workers
     );
     let rows = check_all(targets, ssh, workers);
-    print!("{}", table(&rows));
+    if json {
+        for r in &rows {
+            println!("{}", json_row(r));
+        }
+    } else {
+        print!("{}", table(&rows));
+    }
     let failed = rows.iter().filter(|r| !r.ok()).count();
     log::info!("check finished: {failed} of {} host(s) failed", rows.len());
     if failed == 0 {
@@ -350,6 +358,22 @@ pub fn table(rows: &[HostCheck]) -> String {
     out
 }
 
+/// One host as a JSON object (`check --json`); see README, "JSON output".
+pub fn json_row(r: &HostCheck) -> serde_json::Value {
+    serde_json::json!({
+        "type": "check",
+        "host": r.address,
+        "port": r.port,
+        "user": r.user,
+        "auth": (r.auth != "-").then_some(&r.auth),
+        "fingerprint": (r.fingerprint != "-").then_some(&r.fingerprint),
+        "status": if r.ok() { "ok" } else { "failed" },
+        "writable": r.writable,
+        "problems": r.problems,
+        "notes": r.notes,
+    })
+}
+
 /// The REASON column: every problem, or what was verified.
 fn reason(r: &HostCheck) -> String {
     if !r.ok() {
@@ -452,7 +476,7 @@ mod tests {
             problems: vec!["host unreachable: x".into(), "y".into()],
             ..ok.clone()
         };
-        let t = table(&[ok, bad]);
+        let t = table(&[ok.clone(), bad.clone()]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 3, "{t}");
         assert!(
@@ -468,5 +492,10 @@ mod tests {
         assert!(lines[1].ends_with("2 destination dirs writable"), "{t}");
         assert_eq!(cols(lines[2]), "127.0.0.9 2222 deploy - - failed", "{t}");
         assert!(lines[2].ends_with("  host unreachable: x; y"), "{t}");
+        let j = json_row(&bad);
+        assert_eq!(j["status"], "failed");
+        assert_eq!(j["auth"], serde_json::Value::Null);
+        assert_eq!(j["problems"][1], "y");
+        assert_eq!(json_row(&ok)["fingerprint"], "SHA256:abc");
     }
 }

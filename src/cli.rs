@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// Push files and folder trees to many hosts over SSH, with a destination per host.
 #[derive(Debug, Parser)]
@@ -18,7 +18,7 @@ pub struct Cli {
     )]
     pub config: PathBuf,
 
-    /// Also write debug lines to info.log.
+    /// Also write debug lines to info.log; `sync` prints a plain line per file.
     #[arg(short, long, global = true)]
     pub verbose: bool,
 
@@ -31,15 +31,45 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Push every mapping to every host once, then print a summary per host.
-    Sync {
-        /// Only these hosts (as written in connection_info.json); repeatable.
-        #[arg(long = "host", value_name = "IP")]
-        hosts: Vec<String>,
-    },
+    Sync(SyncArgs),
     /// Push everything once, then push every change to the mapped hosts as it
     /// happens, until SIGINT/SIGTERM.
     Watch,
     /// Validate the configuration, then log in to every host and test that each
     /// destination directory is writable, without transferring anything.
-    Check,
+    Check {
+        /// Print one JSON object per host instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script for hostsync on stdout.
+    Completions {
+        /// The shell: bash, zsh or fish (also elvish, powershell).
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// The flags of `hostsync sync`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SyncArgs {
+    /// Only these hosts (as written in connection_info.json); repeatable.
+    #[arg(long = "host", value_name = "IP")]
+    pub hosts: Vec<String>,
+
+    /// Compare local and remote and print one line per difference; change nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    /// With --dry-run: exit 3 when there are differences (0 when there are none).
+    #[arg(long, requires = "dry_run")]
+    pub exit_code: bool,
+
+    /// Print one JSON object per result line (files, errors, post_sync, hosts).
+    #[arg(long)]
+    pub json: bool,
+
+    /// No progress bars: only the summary table and errors.
+    #[arg(short, long)]
+    pub quiet: bool,
 }

@@ -136,10 +136,10 @@ fn routes(targets: &[Target]) -> Vec<Route> {
         .iter()
         .enumerate()
         .flat_map(|(h, t)| {
-            t.mappings
-                .iter()
-                .enumerate()
-                .map(move |(m, mapping)| Route::new(h, m, &mapping.src, !mapping.src.is_file()))
+            t.mappings.iter().enumerate().map(move |(m, mapping)| {
+                Route::new(h, m, &mapping.src, !mapping.src.is_file())
+                    .with_exclude(mapping.exclude.clone())
+            })
         })
         .collect()
 }

@@ -3,12 +3,14 @@
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {
-    /// Everything arrived.
+    /// Everything arrived (or, for `sync --dry-run`, nothing failed).
     Success = 0,
     /// Some host or file failed; the others completed.
     Failure = 1,
     /// Bad usage or configuration; nothing was done.
     Usage = 2,
+    /// `sync --dry-run --exit-code` found differences (and nothing failed).
+    Differences = 3,
 }
 
 impl From<ExitCode> for std::process::ExitCode {

@@ -5,31 +5,50 @@
 //! connection_info.json and the mapping files → [`local`] scans every src once →
 //! [`transfer`] runs a pool of workers, one SSH session per host → [`push`]
 //! compares each host with its sources and uploads the differences over SCP →
-//! [`report`] sums up; [`log`] writes info.log and error.log throughout.
-//! `check` ([`check`]) loads the same config, then logs in to every host and
-//! tests its destinations without sending anything.
+//! [`report`] sums up and [`output`] shows it (progress bars, plain lines or
+//! JSON); [`log`] writes info.log and error.log throughout. Per-mapping options:
+//! [`exclude`], backups (in the commit step of [`transfer::remote`]) and
+//! [`post_sync`]; `sync --dry-run` ([`dry_run`]) compares without changing
+//! anything. `check` ([`check`]) loads the same config, then logs in to every
+//! host and tests its destinations without sending anything.
 
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dry_run;
+pub mod exclude;
 pub mod exit;
 pub mod local;
 pub mod log;
+pub mod output;
 pub mod plan;
+pub mod post_sync;
 pub mod push;
 pub mod report;
 pub mod transfer;
 pub mod watch;
 
-use anyhow::{Result, bail};
+use std::io::IsTerminal as _;
 
-use crate::cli::{Cli, Command};
+use anyhow::{Result, bail};
+use clap::CommandFactory as _;
+
+use crate::cli::{Cli, Command, SyncArgs};
 use crate::config::Config;
 use crate::exit::ExitCode;
+use crate::output::{Output, Style};
 
 /// Runs one command to completion and says how it ended. Errors are printed here.
 pub fn run(cli: Cli) -> ExitCode {
+    if let Command::Completions { shell } = cli.command {
+        // Needs no configuration: it only describes the command line. Generated into
+        // memory first: clap_complete panics on a write error such as `| head`.
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "hostsync", &mut script);
+        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &script);
+        return ExitCode::Success;
+    }
     let config = match config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -38,9 +57,10 @@ pub fn run(cli: Cli) -> ExitCode {
         }
     };
     let result = match &cli.command {
-        Command::Sync { hosts } => sync(&config, hosts, cli.verbose),
-        Command::Check => check(&config, cli.verbose),
+        Command::Sync(args) => sync(&config, args, cli.verbose),
+        Command::Check { json } => check(&config, *json, cli.verbose),
         Command::Watch => daemon::run(&config, cli.verbose),
+        Command::Completions { .. } => unreachable!("handled above"),
     };
     match result {
         Ok(code) => code,
@@ -51,9 +71,11 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// `hostsync sync`: one push of every mapping to every (or every named) host.
-/// An `Err` is a usage or setup problem (exit 2); host failures are in the exit code.
-fn sync(config: &Config, only: &[String], verbose: bool) -> Result<ExitCode> {
+/// `hostsync sync`: one push of every mapping to every (or every named) host, or with
+/// `--dry-run` a comparison that changes nothing. An `Err` is a usage or setup
+/// problem (exit 2); host failures are in the exit code.
+fn sync(config: &Config, args: &SyncArgs, verbose: bool) -> Result<ExitCode> {
+    let only = &args.hosts;
     for name in only {
         if !config.targets.iter().any(|t| &t.host.address == name) {
             bail!(
@@ -77,37 +99,89 @@ fn sync(config: &Config, only: &[String], verbose: bool) -> Result<ExitCode> {
             t.mapping_file.is_some()
         })
         .collect();
+    let what = if args.dry_run { "dry run" } else { "sync" };
     ::log::info!(
-        "sync started: {} host(s), {} connection(s) at most, config {}",
+        "{what} started: {} host(s), {} connection(s) at most, config {}",
         targets.len(),
         config.connections,
         config.path.display()
     );
     let sources = local::scan_all(push::srcs(&config.targets));
-    let reports = transfer::run(&targets, &sources, &config.ssh, config.connections);
-    print!("{}", report::summary(&reports));
-    let ok = reports.iter().all(report::HostReport::ok);
-    ::log::info!(
-        "sync finished: {}",
-        if ok {
-            "all hosts ok"
-        } else {
-            "some hosts or files failed"
-        }
-    );
-    Ok(if ok {
-        ExitCode::Success
+    let tty = std::io::stdout().is_terminal();
+    // A dry run's stdout is its differences: no bars, no per-file lines there.
+    let style = if args.dry_run {
+        Style::choose(args.json, true, false, false)
     } else {
+        Style::choose(args.json, args.quiet, verbose, tty)
+    };
+    let output = Output::new(style, args.dry_run);
+    let observers: Vec<_> = targets
+        .iter()
+        .map(|t| output.observer(&t.host.address))
+        .collect();
+    let job = |conn: &transfer::ssh::Connection, t: &config::Target, r: &mut report::HostReport| {
+        if args.dry_run {
+            push::dry_run_host(conn, t, &sources, r)
+        } else {
+            push::push_host(conn, t, &sources, r)
+        }
+    };
+    let reports = transfer::run(&targets, &config.ssh, config.connections, &observers, &job);
+    print!("{}", output.finish(&reports));
+    let ok = reports.iter().all(report::HostReport::ok);
+    let differences: usize = reports.iter().map(|r| r.diffs.len()).sum();
+    if args.dry_run {
+        let by_host: Vec<(&str, &[dry_run::Diff])> = reports
+            .iter()
+            .map(|r| (r.address.as_str(), r.diffs.as_slice()))
+            .collect();
+        print!("{}", dry_run::render(&by_host, args.json));
+        if !args.json {
+            for r in &reports {
+                if let Some(reason) = &r.fatal {
+                    eprintln!("error: {}: {reason}", r.address);
+                }
+                for e in &r.errors {
+                    eprintln!("error: {}: {e}", r.address);
+                }
+            }
+            let with = reports.iter().filter(|r| !r.diffs.is_empty()).count();
+            eprintln!(
+                "hostsync: dry run: {differences} difference(s) on {with} of {} host(s); nothing was changed",
+                reports.len()
+            );
+        }
+        ::log::info!("dry run finished: {differences} difference(s); nothing was changed");
+    } else {
+        ::log::info!(
+            "sync finished: {}",
+            if ok {
+                "all hosts ok"
+            } else {
+                "some hosts or files failed"
+            }
+        );
+    }
+    Ok(if !ok {
         ExitCode::Failure
+    } else if args.exit_code && differences > 0 {
+        ExitCode::Differences
+    } else {
+        ExitCode::Success
     })
 }
 
 /// `hostsync check`: log in to every host and test its destinations; sends nothing.
 /// An `Err` is a setup problem (exit 2); host failures are in the exit code.
-fn check(config: &Config, verbose: bool) -> Result<ExitCode> {
+fn check(config: &Config, json: bool, verbose: bool) -> Result<ExitCode> {
     let _logs = start_logs(config, verbose)?;
     ::log::info!("config {}", config.path.display());
-    Ok(check::run(&config.targets, &config.ssh, config.connections))
+    Ok(check::run(
+        &config.targets,
+        &config.ssh,
+        config.connections,
+        json,
+    ))
 }
 
 /// Starts info.log and error.log, then records the configuration's warnings

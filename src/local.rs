@@ -4,7 +4,9 @@
 //! directory tree, walked without following symlinks: a symlink inside a tree is
 //! an entry of its own, recreated as a symlink on the remote, so nothing outside
 //! src is ever read through it. Scanning several srcs runs in parallel (rayon),
-//! and each distinct src is scanned once even when many hosts map it.
+//! and each distinct src (with its exclude patterns) is scanned once even when
+//! many hosts map it. Excluded paths ([`Excludes`]) are not entered at all: an
+//! excluded directory is neither listed nor walked, so an unreadable one is no error.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -14,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rayon::prelude::*;
+
+use crate::exclude::Excludes;
 
 /// What kind of thing an entry is, with what the remote copy must match.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,8 +82,8 @@ pub struct Source {
 /// Why a src could not be scanned at all.
 pub type ScanError = String;
 
-/// Scans one src.
-pub fn scan(src: &Path) -> Result<Source, ScanError> {
+/// Scans one src, leaving out what `exclude` names (directory src only).
+pub fn scan(src: &Path, exclude: &Excludes) -> Result<Source, ScanError> {
     let meta = std::fs::metadata(src).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => "src does not exist".to_string(),
         _ => format!("cannot read src: {e}"),
@@ -99,7 +103,7 @@ pub fn scan(src: &Path) -> Result<Source, ScanError> {
     }
     let mut entries = Vec::new();
     let mut errors = Vec::new();
-    walk(src, src, 1, &mut entries, &mut errors);
+    walk(src, src, 1, exclude, &mut entries, &mut errors);
     Ok(Source {
         is_dir: true,
         entries,
@@ -112,31 +116,38 @@ pub fn scan(src: &Path) -> Result<Source, ScanError> {
 pub struct Missing;
 
 /// Scans `src/rel` alone (not following a symlink there) and, for a directory,
-/// everything below it. Entries are relative to `src`.
-pub fn scan_below(src: &Path, rel: &Path) -> Result<Vec<Entry>, Missing> {
+/// everything below it that `exclude` does not name. Entries are relative to `src`.
+pub fn scan_below(src: &Path, rel: &Path, exclude: &Excludes) -> Result<Vec<Entry>, Missing> {
     let start = src.join(rel);
     std::fs::symlink_metadata(&start).map_err(|_| Missing)?;
     let mut entries = Vec::new();
     let mut errors = Vec::new();
-    walk(src, &start, 0, &mut entries, &mut errors);
+    walk(src, &start, 0, exclude, &mut entries, &mut errors);
     if entries.is_empty() && !errors.is_empty() {
         return Err(Missing);
     }
     Ok(entries)
 }
 
-/// Walks `start` (below `src`) without following symlinks, sorted by name.
+/// Walks `start` (below `src`) without following symlinks, sorted by name, skipping
+/// excluded entries and everything below an excluded directory.
 fn walk(
     src: &Path,
     start: &Path,
     min_depth: usize,
+    exclude: &Excludes,
     entries: &mut Vec<Entry>,
     errors: &mut Vec<(PathBuf, String)>,
 ) {
     let walk = walkdir::WalkDir::new(start)
         .min_depth(min_depth)
         .follow_links(false)
-        .sort_by_file_name();
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            let rel = e.path().strip_prefix(src).unwrap_or(e.path());
+            !exclude.is_excluded(rel, e.file_type().is_dir())
+        });
     for item in walk {
         match item {
             Ok(e) => {
@@ -200,16 +211,24 @@ fn entry_kind(e: &walkdir::DirEntry) -> Result<Option<Kind>, String> {
     })
 }
 
-/// Scans every distinct src once, in parallel.
+/// What a scan is keyed by: the src and the exclude patterns applied to it.
+pub type ScanKey = (PathBuf, Vec<String>);
+
+/// Scans every distinct (src, excludes) once, in parallel.
 pub fn scan_all<'a>(
-    srcs: impl IntoIterator<Item = &'a Path>,
-) -> HashMap<PathBuf, Arc<Result<Source, ScanError>>> {
-    let mut unique: Vec<&Path> = srcs.into_iter().collect();
-    unique.sort();
+    srcs: impl IntoIterator<Item = (&'a Path, &'a Excludes)>,
+) -> HashMap<ScanKey, Arc<Result<Source, ScanError>>> {
+    let mut unique: Vec<(&Path, &Excludes)> = srcs.into_iter().collect();
+    unique.sort_by(|a, b| (a.0, a.1.patterns()).cmp(&(b.0, b.1.patterns())));
     unique.dedup();
     unique
         .par_iter()
-        .map(|p| (p.to_path_buf(), Arc::new(scan(p))))
+        .map(|(p, e)| {
+            (
+                (p.to_path_buf(), e.patterns().to_vec()),
+                Arc::new(scan(p, e)),
+            )
+        })
         .collect()
 }
 
@@ -230,7 +249,7 @@ mod tests {
         std::fs::write(root.join("a.txt"), "hello").unwrap();
         std::fs::write(root.join("b/c.txt"), "x").unwrap();
         std::os::unix::fs::symlink("../outside", root.join("link")).unwrap();
-        let s = scan(&root).unwrap();
+        let s = scan(&root, &Excludes::default()).unwrap();
         assert!(s.is_dir);
         let rels: Vec<_> = s.entries.iter().map(|e| e.rel.to_str().unwrap()).collect();
         assert_eq!(rels, ["a.txt", "b", "b/c.txt", "b/empty", "link"]);
@@ -243,11 +262,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("f");
         std::fs::write(&f, "abc").unwrap();
-        let s = scan(&f).unwrap();
+        let s = scan(&f, &Excludes::default()).unwrap();
         assert!(!s.is_dir);
         assert_eq!(s.entries[0].rel, PathBuf::new());
         assert_eq!(
-            scan(&d.path().join("nope")).unwrap_err(),
+            scan(&d.path().join("nope"), &Excludes::default()).unwrap_err(),
             "src does not exist"
         );
     }
@@ -257,10 +276,13 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("a/b")).unwrap();
         std::fs::write(d.path().join("a/b/f"), "12345").unwrap();
-        let e = scan_below(d.path(), Path::new("a")).unwrap();
+        let e = scan_below(d.path(), Path::new("a"), &Excludes::default()).unwrap();
         let rels: Vec<_> = e.iter().map(|e| e.rel.to_str().unwrap()).collect();
         assert_eq!(rels, ["a", "a/b", "a/b/f"]);
-        assert_eq!(scan_below(d.path(), Path::new("nope")), Err(Missing));
+        assert_eq!(
+            scan_below(d.path(), Path::new("nope"), &Excludes::default()),
+            Err(Missing)
+        );
         assert_eq!(
             sha256_hex(&d.path().join("a/b/f")).unwrap(),
             "5994471abb01112afcc18159f6cc74b4f511b99806da59b3caf5a9c173cacfc5"
@@ -272,7 +294,42 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("f");
         std::fs::write(&f, "abc").unwrap();
-        let all = scan_all([f.as_path(), f.as_path()]);
+        let none = Excludes::default();
+        let some = Excludes::new(&["*.x".into()]).unwrap();
+        let all = scan_all([(f.as_path(), &none), (f.as_path(), &none)]);
         assert_eq!(all.len(), 1);
+        let all = scan_all([(f.as_path(), &none), (f.as_path(), &some)]);
+        assert_eq!(all.len(), 2, "different excludes are different scans");
+    }
+
+    /// Excluded entries are left out, and an excluded directory is not entered
+    /// (an unreadable one is therefore no error).
+    #[test]
+    fn excluded_entries_are_not_scanned() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("src");
+        std::fs::create_dir_all(root.join("cache/deep")).unwrap();
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("a.txt"), "a").unwrap();
+        std::fs::write(root.join("a.swp"), "x").unwrap();
+        std::fs::write(root.join("sub/b.swp"), "x").unwrap();
+        std::fs::write(root.join("cache/deep/f"), "x").unwrap();
+        std::fs::set_permissions(root.join("cache"), std::fs::Permissions::from_mode(0o000))
+            .unwrap();
+        let ex = Excludes::new(&["*.swp".into(), "cache/".into()]).unwrap();
+        let s = scan(&root, &ex).unwrap();
+        std::fs::set_permissions(root.join("cache"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let rels: Vec<_> = s.entries.iter().map(|e| e.rel.to_str().unwrap()).collect();
+        assert_eq!(rels, ["a.txt", "sub"]);
+        assert!(s.errors.is_empty(), "{:?}", s.errors);
+        let below = scan_below(&root, Path::new("sub"), &ex).unwrap();
+        assert_eq!(below.len(), 1);
+        assert!(
+            scan_below(&root, Path::new("cache"), &ex)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

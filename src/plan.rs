@@ -8,11 +8,15 @@
 //! runs, so however many changes pile up meanwhile, the latest content is what
 //! is sent, once. Coalescing of repeated jobs happens in the worker queue
 //! (`transfer::live`), which dedups everything that arrived while it was busy.
+//! A change to a path the mapping excludes (`"exclude"`, issue 5) is dropped
+//! here; one that only a directory pattern might exclude (`cache/` when the path
+//! is gone and its kind unknown) goes on, and the worker, which looks, drops it.
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::exclude::Excludes;
 use crate::watch::Change;
 
 /// Which host and mapping a local path belongs to.
@@ -26,6 +30,8 @@ pub struct Route {
     pub src: PathBuf,
     /// Whether src is a directory (a tree) or a single file.
     pub is_dir: bool,
+    /// The mapping's exclude patterns (relative to src).
+    pub exclude: Excludes,
 }
 
 impl Route {
@@ -40,15 +46,24 @@ impl Route {
             mapping,
             src,
             is_dir,
+            exclude: Excludes::default(),
         }
     }
 
-    /// Whether a change at `path` concerns this route.
+    /// The same route with the mapping's exclude patterns.
+    pub fn with_exclude(mut self, exclude: Excludes) -> Route {
+        self.exclude = exclude;
+        self
+    }
+
+    /// Whether a change at `path` concerns this route (and is not excluded).
     fn covers(&self, path: &Path) -> bool {
-        if self.is_dir {
-            path.starts_with(&self.src)
-        } else {
-            path == self.src
+        if !self.is_dir {
+            return path == self.src;
+        }
+        match path.strip_prefix(&self.src) {
+            Ok(rel) => !self.exclude.surely_excluded(rel),
+            Err(_) => false,
         }
     }
 }
@@ -235,6 +250,46 @@ mod tests {
         assert!(p.change(Change::Writing(f.clone()), t0).is_empty());
         assert_eq!(p.change(Change::Ready(f), t0).len(), 1);
         assert!(p.due(t0 + Duration::from_secs(1)).is_empty());
+    }
+
+    /// Issue 5: changes to excluded paths are never dispatched, for any change kind.
+    #[test]
+    fn excluded_paths_are_dropped() {
+        let ex = Excludes::new(&["*.swp".into(), "cache/".into(), "errors/**".into()]).unwrap();
+        let mut p = Planner::new(
+            vec![
+                Route::new(0, 0, Path::new("/src/site"), true).with_exclude(ex),
+                Route::new(1, 0, Path::new("/src/site"), true),
+            ],
+            2,
+            Duration::from_millis(50),
+        );
+        let t = Instant::now();
+        for excluded in [
+            "/src/site/a/.x.swp",
+            "/src/site/cache/f",
+            "/src/site/errors/e",
+        ] {
+            for c in [
+                Change::Ready(excluded.into()),
+                Change::Gone(excluded.into()),
+                Change::Writing(excluded.into()),
+            ] {
+                let d = p.change(c, t);
+                assert!(d.iter().all(|d| d.host == 1), "{excluded}: {d:?}");
+            }
+        }
+        assert!(
+            p.due(t + Duration::from_secs(1))
+                .iter()
+                .all(|d| d.host == 1)
+        );
+        // Not excluded: both hosts. `cache` itself may be a file: left to the worker.
+        assert_eq!(
+            p.change(Change::Ready("/src/site/a.txt".into()), t).len(),
+            2
+        );
+        assert_eq!(p.change(Change::Gone("/src/site/cache".into()), t).len(), 2);
     }
 
     #[test]

@@ -23,6 +23,15 @@
 //! whole seconds, so size and mtime alone cannot tell two quick saves apart).
 //! With `"delete": true`, what is gone locally is removed below dest, never
 //! above it: removal paths always come from below the mapping's root.
+//!
+//! Per-mapping options (issue 5): `exclude` patterns keep paths out of the scan,
+//! out of removals and out of path pushes; `backups` makes the commit step keep
+//! numbered previous versions of a replaced file (and `"delete": true` leaves
+//! those `dest.N` files alone); `post_sync` commands run over the same session
+//! after the commit, once per batch for each mapping under which something
+//! changed ([`crate::post_sync`]). [`dry_run_host`] plans exactly as a push does,
+//! with a listing that creates nothing, and records the differences instead of
+//! acting on them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
@@ -32,17 +41,27 @@ use std::sync::Arc;
 use anyhow::{Result, anyhow};
 
 use crate::config::{Mapping, Target};
+use crate::dry_run::{Change, Diff};
 use crate::local::{self, Entry, Kind, Source};
-use crate::report::HostReport;
+use crate::report::{Event, HostReport};
 use crate::transfer::remote::{self, Commit, ListRoot, RootState};
 use crate::transfer::scp::{Outcome, ScpSink};
 use crate::transfer::ssh::Connection;
+use crate::transfer::tar;
 
 /// How often a file that keeps changing while it is read is tried in one run.
 const MAX_ATTEMPTS: usize = 3;
 
-/// Scanned sources by src path (see [`local::scan_all`]).
-pub type Sources = HashMap<PathBuf, Arc<Result<Source, local::ScanError>>>;
+/// While a progress bar is drawn, a root's uploads go in parts of at most this many
+/// bytes or [`PROGRESS_PART_FILES`] files, so the bar moves during a long upload (one
+/// more remote process per part; without a bar, a root is always one upload).
+const PROGRESS_PART_BYTES: u64 = 8 << 20;
+
+/// See [`PROGRESS_PART_BYTES`].
+const PROGRESS_PART_FILES: usize = 256;
+
+/// Scanned sources by src path and exclude patterns (see [`local::scan_all`]).
+pub type Sources = HashMap<local::ScanKey, Arc<Result<Source, local::ScanError>>>;
 
 /// How much of one mapping to bring up to date.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +93,12 @@ struct Item {
     what: ItemKind,
     /// Local path, for messages and reading.
     local: PathBuf,
+    /// Which unit (mapping of this batch) it belongs to: for backups and post_sync.
+    unit: usize,
+    /// Bytes to upload (files), for progress.
+    size: u64,
+    /// Whether something is at that path on the remote now (a dry run's `[M]` vs `[+]`).
+    exists: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -89,14 +114,39 @@ enum ItemKind {
 }
 
 /// Everything to do below one remote directory.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct RootWork {
     /// Modes of the local directories below the root, for `D` records.
     dir_modes: HashMap<Vec<u8>, u32>,
     /// Items, sorted by `rel` before upload.
     items: Vec<Item>,
-    /// Remote paths to remove (`"delete": true`), with the local path for messages.
-    removes: Vec<(Vec<u8>, PathBuf)>,
+    /// Remote paths to remove (`"delete": true`), with the local path for messages,
+    /// the unit, and whether the remote path is a directory.
+    removes: Vec<Removal>,
+}
+
+/// A remote path to remove because it is gone locally (`"delete": true`).
+#[derive(Debug, Clone)]
+struct Removal {
+    /// Path below the root.
+    rel: Vec<u8>,
+    /// The local path that is gone, for messages.
+    local: PathBuf,
+    /// Which unit asked for it.
+    unit: usize,
+    /// Whether the remote path is a directory (a whole tree goes).
+    is_dir: bool,
+}
+
+/// What [`plan`] decided for one host: the work per root, and the stale
+/// temporaries found by the listing.
+struct Plan {
+    /// Work per remote root directory.
+    work: BTreeMap<Vec<u8>, RootWork>,
+    /// Temporaries left by earlier interrupted runs.
+    stale: HashSet<Vec<u8>>,
+    /// Destination roots that do not exist (listed without creating them: a dry run).
+    missing: BTreeSet<Vec<u8>>,
 }
 
 /// Pushes every mapping of `target` over `conn`, filling `report` (one-shot `sync`).
@@ -106,7 +156,7 @@ pub fn push_host(conn: &Connection, target: &Target, sources: &Sources, report: 
         .iter()
         .map(|m| {
             let source = sources
-                .get(&m.src)
+                .get(&(m.src.clone(), m.exclude.patterns().to_vec()))
                 .cloned()
                 .unwrap_or_else(|| Arc::new(Err("src was not scanned".to_string())));
             whole_unit(m, source)
@@ -114,6 +164,79 @@ pub fn push_host(conn: &Connection, target: &Target, sources: &Sources, report: 
         .collect();
     if let Err(e) = try_push(conn, units, report) {
         report.fail_host(&format!("{e:#}"));
+    }
+}
+
+/// `sync --dry-run` for one host: lists the remote without creating anything,
+/// compares as [`push_host`] would, and records each difference in `report.diffs`.
+/// Nothing on the remote changes: no directory, temporary, backup or removal, and
+/// no post_sync command runs.
+pub fn dry_run_host(
+    conn: &Connection,
+    target: &Target,
+    sources: &Sources,
+    report: &mut HostReport,
+) {
+    let units: Vec<Unit<'_>> = target
+        .mappings
+        .iter()
+        .map(|m| {
+            let source = sources
+                .get(&(m.src.clone(), m.exclude.patterns().to_vec()))
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Err("src was not scanned".to_string())));
+            whole_unit(m, source)
+        })
+        .collect();
+    match plan(conn, &units, report, false) {
+        Ok(Some(plan)) => report.diffs = diffs(&plan),
+        Ok(None) => {}
+        Err(e) => report.fail_host(&format!("{e:#}")),
+    }
+}
+
+/// The differences a plan would make, as absolute remote paths.
+fn diffs(plan: &Plan) -> Vec<Diff> {
+    // A missing root is made (`mkdir -p`) by the real run's listing.
+    let mut out: Vec<Diff> = plan
+        .missing
+        .iter()
+        .map(|root| Diff {
+            path: root.clone(),
+            change: Change::Added,
+            is_dir: true,
+        })
+        .collect();
+    for (root, w) in &plan.work {
+        for item in &w.items {
+            let (change, is_dir) = match item.what {
+                ItemKind::Dir => (added_or_updated(item.exists), true),
+                ItemKind::File | ItemKind::Symlink { .. } => (added_or_updated(item.exists), false),
+                ItemKind::Removed => (Change::Deleted, false),
+            };
+            out.push(Diff {
+                path: join(root, &item.rel),
+                change,
+                is_dir,
+            });
+        }
+        for r in &w.removes {
+            out.push(Diff {
+                path: join(root, &r.rel),
+                change: Change::Deleted,
+                is_dir: r.is_dir,
+            });
+        }
+    }
+    out
+}
+
+/// `[M]` when something is there already, `[+]` when not.
+fn added_or_updated(exists: bool) -> Change {
+    if exists {
+        Change::Updated
+    } else {
+        Change::Added
     }
 }
 
@@ -132,7 +255,7 @@ pub fn push_changes(
         .filter_map(|(i, scope)| {
             let m = target.mappings.get(*i)?;
             Some(match scope {
-                Scope::All => whole_unit(m, Arc::new(local::scan(&m.src))),
+                Scope::All => whole_unit(m, Arc::new(local::scan(&m.src, &m.exclude))),
                 Scope::Paths(paths) => paths_unit(m, paths),
             })
         })
@@ -163,7 +286,7 @@ fn paths_unit<'a>(m: &'a Mapping, paths: &BTreeSet<PathBuf>) -> Unit<'a> {
             // A file mapping: the only path is src itself.
             let (_, name) = split_dest(&m.dest);
             rels.push(name.to_vec());
-            match local::scan(&m.src) {
+            match local::scan(&m.src, &m.exclude) {
                 Ok(s) => entries = s.entries,
                 Err(_) => gone.push(name.to_vec()),
             }
@@ -175,11 +298,21 @@ fn paths_unit<'a>(m: &'a Mapping, paths: &BTreeSet<PathBuf>) -> Unit<'a> {
                 };
                 if rel.as_os_str().is_empty() {
                     // The root itself changed: look at all of it.
-                    return whole_unit(m, Arc::new(local::scan(&m.src)));
+                    return whole_unit(m, Arc::new(local::scan(&m.src, &m.exclude)));
+                }
+                // An excluded path is never pushed (issue 5). One that is gone is
+                // judged by plan_removals, which knows what the remote has there.
+                let is_dir = std::fs::symlink_metadata(p).map(|md| md.is_dir());
+                if match is_dir {
+                    Ok(d) => m.exclude.is_excluded(rel, d),
+                    Err(_) => m.exclude.surely_excluded(rel),
+                } {
+                    log::trace!("{}: excluded, not pushed", p.display());
+                    continue;
                 }
                 let rel_bytes = rel.as_os_str().as_bytes().to_vec();
                 add_ancestors(m, rel, &mut entries);
-                match local::scan_below(&m.src, rel) {
+                match local::scan_below(&m.src, rel, &m.exclude) {
                     Ok(found) => entries.extend(found),
                     Err(local::Missing) => gone.push(rel_bytes.clone()),
                 }
@@ -232,19 +365,209 @@ fn add_ancestors(m: &Mapping, rel: &Path, entries: &mut Vec<Entry>) {
 /// The body of [`push_host`] and [`push_changes`]; an `Err` means the connection or
 /// remote shell failed.
 fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) -> Result<()> {
+    let Some(Plan {
+        work, mut stale, ..
+    }) = plan(conn, &units, report, true)?
+    else {
+        return Ok(());
+    };
+    let planned = work.values().flat_map(|w| &w.items);
+    let (files, bytes) = planned
+        .filter(|i| matches!(i.what, ItemKind::File))
+        .fold((0, 0), |(n, b), i| (n + 1, b + i.size));
+    report.event(Event::Planned { files, bytes });
+
+    // What each unit changed in this batch (files, links, removals, directories).
+    let mut changed = vec![0u64; units.len()];
+    let mut commits = Vec::new();
+    let mut commit_items = Vec::new();
+    let mut work = work;
+    for (root, w) in work.iter_mut() {
+        for r in std::mem::take(&mut w.removes) {
+            let path = join(root, &r.rel);
+            stale.retain(|s| !is_below(s, &path));
+            commits.push(Commit::Remove {
+                root: root.clone(),
+                rel: r.rel.clone(),
+            });
+            commit_items.push((
+                Item {
+                    rel: r.rel,
+                    what: ItemKind::Removed,
+                    local: r.local,
+                    unit: r.unit,
+                    size: 0,
+                    exists: true,
+                },
+                0,
+            ));
+        }
+        for item in w.items.iter().filter(|i| matches!(i.what, ItemKind::Dir)) {
+            // A directory is created (or its mode set) by the upload; counted here,
+            // before the upload, since a refused one fails its contents anyway.
+            changed[item.unit] += 1;
+        }
+    }
+    let mut pending: BTreeMap<Vec<u8>, RootWork> = work;
+    for attempt in 1..=MAX_ATTEMPTS {
+        let mut retry: BTreeMap<Vec<u8>, RootWork> = BTreeMap::new();
+        for (root, mut w) in std::mem::take(&mut pending) {
+            w.items.sort_by(|a, b| a.rel.cmp(&b.rel));
+            // Each part's results are taken in before the next part goes, so
+            // progress moves as the upload does.
+            for part in parts(&w, report.observer.wants_progress()) {
+                for (item, outcome) in upload(conn, &root, &part, report)? {
+                    report.event(Event::Uploaded { bytes: item.size });
+                    match outcome {
+                        Outcome::Stored { meta } => {
+                            let dest = join(&root, &item.rel);
+                            let tmp = tmp_path(&dest);
+                            stale.remove(&tmp);
+                            let backups = units[item.unit].mapping.backups;
+                            commits.push(Commit::Rename { tmp, dest, backups });
+                            commit_items.push((item, meta.size));
+                        }
+                        Outcome::Changed if attempt < MAX_ATTEMPTS => {
+                            log::info!(
+                                "{}: {} changed while it was read; sending it again",
+                                report.address,
+                                item.local.display()
+                            );
+                            let r = retry.entry(root.clone()).or_default();
+                            r.dir_modes.clone_from(&w.dir_modes);
+                            r.items.push(item);
+                        }
+                        Outcome::Changed => report.fail(
+                            &describe(&item, &root),
+                            "the local file kept changing while it was read; it will be sent on the next run",
+                        ),
+                        Outcome::Failed(reason) => report.fail(&describe(&item, &root), &reason),
+                    }
+                }
+            }
+            for item in w
+                .items
+                .iter()
+                .filter(|i| matches!(i.what, ItemKind::Symlink { .. }))
+            {
+                if let ItemKind::Symlink { target } = &item.what {
+                    let dest = join(&root, &item.rel);
+                    let tmp = tmp_path(&dest);
+                    stale.remove(&tmp);
+                    commits.push(Commit::Symlink {
+                        target: target.clone(),
+                        tmp,
+                        dest,
+                        backups: units[item.unit].mapping.backups,
+                    });
+                    commit_items.push((item.clone(), 0));
+                }
+            }
+        }
+        if retry.is_empty() {
+            break;
+        }
+        // Symlinks were already queued; only files are retried.
+        pending = retry;
+    }
+
+    // Stale temporaries go first, so nothing this run commits is removed.
+    let mut steps: Vec<Commit> = stale
+        .into_iter()
+        .map(|path| Commit::RemoveStale { path })
+        .collect();
+    let offset = steps.len();
+    steps.extend(commits);
+    if !steps.is_empty() {
+        let out = commit(conn, &steps)?;
+        let mut failed: HashMap<usize, String> =
+            remote::parse_failures(&out.stdout).into_iter().collect();
+        let stderr = out.stderr.trim();
+        for (i, (item, bytes)) in commit_items.into_iter().enumerate() {
+            let remote_path = match &steps[offset + i] {
+                Commit::Rename { dest, .. } | Commit::Symlink { dest, .. } => show(dest),
+                Commit::Remove { root, rel } => show(&join(root, rel)),
+                Commit::RemoveStale { .. } => unreachable!("stale steps come first"),
+            };
+            let local = item.local.display().to_string();
+            match failed.remove(&(offset + i)) {
+                Some(reason) => {
+                    let detail = if stderr.is_empty() {
+                        reason
+                    } else {
+                        format!("{reason} ({stderr})")
+                    };
+                    report.fail(&format!("{local} -> {remote_path}"), &detail);
+                }
+                None if matches!(item.what, ItemKind::Removed) => {
+                    changed[item.unit] += 1;
+                    report.removed_path(&local, &remote_path);
+                }
+                None => {
+                    changed[item.unit] += 1;
+                    report.sent_file(&local, &remote_path, bytes);
+                }
+            }
+        }
+    }
+    // post_sync: once per batch for each mapping under which something landed.
+    for (unit, n) in units.iter().zip(changed) {
+        if n > 0 && !unit.mapping.post_sync.is_empty() {
+            crate::post_sync::run(conn, unit.mapping, report);
+        }
+    }
+    Ok(())
+}
+
+/// The uploads of one root: the whole root, or with `progress` parts of at most
+/// [`PROGRESS_PART_BYTES`] or [`PROGRESS_PART_FILES`] files, in order (a directory
+/// before what is below it, as in the whole).
+fn parts(w: &RootWork, progress: bool) -> Vec<std::borrow::Cow<'_, RootWork>> {
+    if !progress {
+        return vec![std::borrow::Cow::Borrowed(w)];
+    }
+    let mut out = Vec::new();
+    let (mut start, mut bytes, mut files) = (0, 0, 0);
+    for (i, item) in w.items.iter().enumerate() {
+        if matches!(item.what, ItemKind::File) {
+            bytes += item.size;
+            files += 1;
+        }
+        if bytes >= PROGRESS_PART_BYTES || files >= PROGRESS_PART_FILES || i + 1 == w.items.len() {
+            out.push(std::borrow::Cow::Owned(RootWork {
+                dir_modes: w.dir_modes.clone(),
+                items: w.items[start..=i].to_vec(),
+                removes: Vec::new(),
+            }));
+            (start, bytes, files) = (i + 1, 0, 0);
+        }
+    }
+    out
+}
+
+/// Lists the remote side of every usable unit and compares it with the local side.
+/// `create`: the listing makes missing destination roots (false for a dry run, which
+/// changes nothing). `Ok(None)` when no unit is usable; an `Err` means the
+/// connection or remote shell failed.
+fn plan(
+    conn: &Connection,
+    units: &[Unit<'_>],
+    report: &mut HostReport,
+    create: bool,
+) -> Result<Option<Plan>> {
     // Which mappings can be served.
-    let mut usable: Vec<(&Unit<'_>, &Source)> = Vec::new();
-    for u in &units {
+    let mut usable: Vec<(usize, &Unit<'_>, &Source)> = Vec::new();
+    for (i, u) in units.iter().enumerate() {
         match u.source.as_ref() {
-            Ok(src) => usable.push((u, src)),
+            Ok(src) => usable.push((i, u, src)),
             Err(reason) => report.fail(&u.mapping.src.display().to_string(), reason),
         }
     }
-    let roots: Vec<ListRoot> = usable.iter().map(|(u, _)| u.root.clone()).collect();
+    let roots: Vec<ListRoot> = usable.iter().map(|(_, u, _)| u.root.clone()).collect();
     if roots.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    let listing = conn.run_script(&remote::listing_script(&roots, true))?;
+    let listing = conn.run_script(&remote::listing_script(&roots, create))?;
     let states = remote::parse_listing(&listing.stdout, roots.len()).map_err(|e| {
         anyhow!(
             "cannot read the remote listing: {e}; stderr: {}",
@@ -254,7 +577,8 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
 
     let mut work: BTreeMap<Vec<u8>, RootWork> = BTreeMap::new();
     let mut stale: HashSet<Vec<u8>> = HashSet::new();
-    for (((unit, source), root), state) in usable.iter().zip(&roots).zip(&states) {
+    let mut missing = BTreeSet::new();
+    for (((idx, unit, source), root), state) in usable.iter().zip(&roots).zip(&states) {
         let mapping = unit.mapping;
         if let Some(err) = &state.error {
             report.fail(
@@ -262,6 +586,9 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
                 &format!("cannot use remote directory {}: {err}", show(&root.dir)),
             );
             continue;
+        }
+        if state.missing {
+            missing.insert(root.dir.clone());
         }
         if state.incomplete {
             log::warn!(
@@ -282,133 +609,16 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
             stale.insert(join(&root.dir, rel));
         }
         let w = work.entry(root.dir.clone()).or_default();
-        plan_mapping(mapping, source, &root.dir, state, w, report);
+        plan_mapping(mapping, *idx, source, &root.dir, state, w, report);
         if mapping.delete {
-            plan_removals(unit, source, state, w);
+            plan_removals(unit, *idx, source, state, w);
         }
     }
-
-    let mut commits = Vec::new();
-    let mut commit_items = Vec::new();
-    for (root, w) in work.iter_mut() {
-        for (rel, local) in std::mem::take(&mut w.removes) {
-            let path = join(root, &rel);
-            stale.retain(|s| !is_below(s, &path));
-            commits.push(Commit::Remove {
-                root: root.clone(),
-                rel: rel.clone(),
-            });
-            commit_items.push((
-                Item {
-                    rel,
-                    what: ItemKind::Removed,
-                    local,
-                },
-                0,
-            ));
-        }
-    }
-    let mut pending: BTreeMap<Vec<u8>, RootWork> = work;
-    for attempt in 1..=MAX_ATTEMPTS {
-        let mut retry: BTreeMap<Vec<u8>, RootWork> = BTreeMap::new();
-        for (root, mut w) in std::mem::take(&mut pending) {
-            w.items.sort_by(|a, b| a.rel.cmp(&b.rel));
-            for (item, outcome) in upload(conn, &root, &w, report)? {
-                match outcome {
-                    Outcome::Stored { meta } => {
-                        let dest = join(&root, &item.rel);
-                        let tmp = tmp_path(&dest);
-                        stale.remove(&tmp);
-                        commits.push(Commit::Rename { tmp, dest });
-                        commit_items.push((item, meta.size));
-                    }
-                    Outcome::Changed if attempt < MAX_ATTEMPTS => {
-                        log::info!("{}: {} changed while it was read; sending it again", report.address, item.local.display());
-                        let r = retry.entry(root.clone()).or_default();
-                        r.dir_modes.clone_from(&w.dir_modes);
-                        r.items.push(item);
-                    }
-                    Outcome::Changed => report.fail(&describe(&item, &root), "the local file kept changing while it was read; it will be sent on the next run"),
-                    Outcome::Failed(reason) => report.fail(&describe(&item, &root), &reason),
-                }
-            }
-            for item in w
-                .items
-                .iter()
-                .filter(|i| matches!(i.what, ItemKind::Symlink { .. }))
-            {
-                if let ItemKind::Symlink { target } = &item.what {
-                    let dest = join(&root, &item.rel);
-                    let tmp = tmp_path(&dest);
-                    stale.remove(&tmp);
-                    commits.push(Commit::Symlink {
-                        target: target.clone(),
-                        tmp,
-                        dest,
-                    });
-                    commit_items.push((item.clone(), 0));
-                }
-            }
-        }
-        if retry.is_empty() {
-            break;
-        }
-        // Symlinks were already queued; only files are retried.
-        pending = retry;
-    }
-
-    // Stale temporaries go first, so nothing this run commits is removed.
-    let mut steps: Vec<Commit> = stale
-        .into_iter()
-        .map(|path| Commit::RemoveStale { path })
-        .collect();
-    let offset = steps.len();
-    steps.extend(commits);
-    if steps.is_empty() {
-        return Ok(());
-    }
-    let out = commit(conn, &steps)?;
-    let mut failed: HashMap<usize, String> =
-        remote::parse_failures(&out.stdout).into_iter().collect();
-    let stderr = out.stderr.trim();
-    for (i, (item, bytes)) in commit_items.into_iter().enumerate() {
-        let remote_path = match &steps[offset + i] {
-            Commit::Rename { dest, .. } | Commit::Symlink { dest, .. } => show(dest),
-            Commit::Remove { root, rel } => show(&join(root, rel)),
-            Commit::RemoveStale { .. } => unreachable!("stale steps come first"),
-        };
-        match failed.remove(&(offset + i)) {
-            Some(reason) => {
-                let detail = if stderr.is_empty() {
-                    reason
-                } else {
-                    format!("{reason} ({stderr})")
-                };
-                report.fail(
-                    &format!("{} -> {remote_path}", item.local.display()),
-                    &detail,
-                );
-            }
-            None if matches!(item.what, ItemKind::Removed) => {
-                log::info!(
-                    "{}: removed {remote_path} ({} is gone)",
-                    report.address,
-                    item.local.display()
-                );
-                report.removed += 1;
-            }
-            None => {
-                log::info!(
-                    "{}: sent {} -> {remote_path} ({bytes} bytes)",
-                    report.address,
-                    item.local.display()
-                );
-                report.sent += 1;
-                report.bytes += bytes;
-            }
-        }
-    }
-    Ok(())
+    Ok(Some(Plan {
+        work,
+        stale,
+        missing,
+    }))
 }
 
 /// Runs the commit steps in one remote perl process, or with sh and `mv` where the
@@ -456,6 +666,7 @@ fn split_dest(dest: &str) -> (&[u8], &[u8]) {
 /// Compares one mapping's local entries with the remote state; adds what differs to `w`.
 fn plan_mapping(
     m: &Mapping,
+    unit: usize,
     source: &Source,
     root: &[u8],
     state: &RootState,
@@ -480,10 +691,17 @@ fn plan_mapping(
         } else {
             m.src.join(&entry.rel)
         };
+        let there = state.entries.get(&rel);
         let item = |what| Item {
             rel: rel.clone(),
             what,
             local: local.clone(),
+            unit,
+            size: match &entry.kind {
+                Kind::File(meta) => meta.size,
+                _ => 0,
+            },
+            exists: there.is_some(),
         };
         let remote_path = || format!("{} -> {}", local.display(), show(&join(root, &rel)));
         if let Some((_, why)) = blocked.iter().find(|(b, _)| is_below(&rel, b)) {
@@ -499,7 +717,6 @@ fn plan_mapping(
             );
             continue;
         }
-        let there = state.entries.get(&rel);
         match &entry.kind {
             Kind::Dir { mode } => {
                 w.dir_modes.insert(rel.clone(), *mode);
@@ -552,52 +769,92 @@ fn same_content(state: &RootState, rel: &[u8], local: &Path, same_mtime: bool) -
     }
 }
 
-/// Adds removals for `"delete": true`: paths gone locally (path scope), or remote
-/// entries with no local counterpart (whole scope, directory src). Only the topmost
-/// path of a removed tree is listed; temporaries are left to the stale cleanup.
-fn plan_removals(unit: &Unit<'_>, source: &Source, state: &RootState, w: &mut RootWork) {
-    let local_of = |rel: &[u8]| {
-        if source.is_dir {
-            unit.mapping.src.join(std::ffi::OsStr::from_bytes(rel))
-        } else {
-            unit.mapping.src.clone()
-        }
+/// Adds removals for `"delete": true` (directory src only): paths gone locally (path
+/// scope), or remote entries with no local counterpart (whole scope). Only the
+/// topmost path of a removed tree is listed; temporaries are left to the stale
+/// cleanup. Excluded paths and the numbered backups `"backups"` keeps are never
+/// removed (issue 5).
+fn plan_removals(
+    unit: &Unit<'_>,
+    idx: usize,
+    source: &Source,
+    state: &RootState,
+    w: &mut RootWork,
+) {
+    if !source.is_dir {
+        return; // delete applies to directory mappings only (see config::mapping)
+    }
+    let m = unit.mapping;
+    let keep = |rel: &[u8], is_dir: bool| {
+        m.exclude.is_excluded_bytes(rel, is_dir) || (!is_dir && is_backup_name(rel, m.backups))
+    };
+    let mut remove = |rel: &Vec<u8>, is_dir: bool| {
+        w.removes.push(Removal {
+            rel: rel.clone(),
+            local: m.src.join(std::ffi::OsStr::from_bytes(rel)),
+            unit: idx,
+            is_dir,
+        })
     };
     if unit.root.paths.is_some() {
-        for rel in &unit.gone {
-            if !rel.is_empty()
-                && state
-                    .entries
-                    .get(rel)
-                    .is_some_and(|r| source.is_dir || r.kind != b'd')
-            {
-                w.removes.push((rel.clone(), local_of(rel)));
+        let mut gone: Vec<&Vec<u8>> = unit.gone.iter().collect();
+        gone.sort();
+        let mut last: Option<&Vec<u8>> = None;
+        for rel in gone {
+            // Below a tree removed in this same batch: nothing left to remove.
+            if last.is_some_and(|l| is_below(rel, l)) {
+                continue;
             }
+            let Some(r) = state.entries.get(rel).filter(|_| !rel.is_empty()) else {
+                continue;
+            };
+            if keep(rel, r.kind == b'd') {
+                log::trace!("{}: kept on the remote (excluded or a backup)", show(rel));
+                continue;
+            }
+            remove(rel, r.kind == b'd');
+            last = Some(rel);
         }
         return;
-    }
-    if !source.is_dir {
-        return; // a whole file mapping has nothing extraneous
     }
     let local: HashSet<&[u8]> = source
         .entries
         .iter()
         .map(|e| e.rel.as_os_str().as_bytes())
         .collect();
-    let mut extra: Vec<&Vec<u8>> = state
+    let mut extra: Vec<(&Vec<u8>, bool)> = state
         .entries
-        .keys()
-        .filter(|rel| !local.contains(rel.as_slice()) && !remote::is_tmp_name(basename(rel)))
+        .iter()
+        .filter(|(rel, _)| !local.contains(rel.as_slice()) && !remote::is_tmp_name(basename(rel)))
+        .map(|(rel, r)| (rel, r.kind == b'd'))
+        .filter(|(rel, is_dir)| !keep(rel, *is_dir))
         .collect();
     extra.sort();
     let mut last: Option<&Vec<u8>> = None;
-    for rel in extra {
+    for (rel, is_dir) in extra {
         if last.is_some_and(|l| is_below(rel, l)) {
             continue;
         }
-        w.removes.push((rel.clone(), local_of(rel)));
+        remove(rel, is_dir);
         last = Some(rel);
     }
+}
+
+/// Whether `rel` is named like a backup `"backups": n` keeps: `NAME.k` with k from 1
+/// to n (decimal, no leading zero). Such remote files are never removed by delete.
+fn is_backup_name(rel: &[u8], n: u32) -> bool {
+    let name = basename(rel);
+    let Some(dot) = name.iter().rposition(|&b| b == b'.') else {
+        return false;
+    };
+    let suffix = &name[dot + 1..];
+    dot > 0
+        && !suffix.starts_with(b"0")
+        && std::str::from_utf8(suffix)
+            .ok()
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u32>().ok())
+            .is_some_and(|k| (1..=n).contains(&k))
 }
 
 /// Uploads the directories and files of one root through one SCP sink.
@@ -610,17 +867,65 @@ fn upload(
     w: &RootWork,
     report: &mut HostReport,
 ) -> Result<Vec<(Item, Outcome)>> {
-    upload_all(conn, root, w, report).inspect_err(|_| {
-        let steps: Vec<Commit> = w
-            .items
-            .iter()
-            .filter(|i| matches!(i.what, ItemKind::File))
-            .map(|i| Commit::RemoveStale {
-                path: tmp_path(&join(root, &i.rel)),
-            })
-            .collect();
-        let _ = commit(conn, &steps);
-    })
+    if conn.has_tar() {
+        if let Some(results) = upload_tar(conn, root, w).inspect_err(|_| cleanup(conn, root, w))? {
+            return Ok(results);
+        }
+        log::info!(
+            "{}: the remote tar failed under {}; sending this batch over scp, which says why per file",
+            report.address,
+            show(root)
+        );
+        conn.disable_tar();
+    }
+    upload_all(conn, root, w, report).inspect_err(|_| cleanup(conn, root, w))
+}
+
+/// Removes, best effort, the temporaries an interrupted upload under `root` may have left.
+fn cleanup(conn: &Connection, root: &[u8], w: &RootWork) {
+    let steps: Vec<Commit> = w
+        .items
+        .iter()
+        .filter(|i| matches!(i.what, ItemKind::File))
+        .map(|i| Commit::RemoveStale {
+            path: tmp_path(&join(root, &i.rel)),
+        })
+        .collect();
+    let _ = commit(conn, &steps);
+}
+
+/// Sends the directories and files of one root as one tar stream (see
+/// [`crate::transfer::tar`]). `Ok(None)`: the remote tar failed, nothing to commit.
+fn upload_tar(
+    conn: &Connection,
+    root: &[u8],
+    w: &RootWork,
+) -> Result<Option<Vec<(Item, Outcome)>>> {
+    let mut members = Vec::new();
+    let mut files = Vec::new();
+    for item in &w.items {
+        match item.what {
+            ItemKind::Dir => members.push(tar::Member::Dir {
+                rel: &item.rel,
+                mode: w.dir_modes.get(&item.rel).copied().unwrap_or(0o755),
+            }),
+            ItemKind::File => {
+                members.push(tar::Member::File {
+                    rel: tmp_path(&item.rel),
+                    local: &item.local,
+                });
+                files.push(item.clone());
+            }
+            ItemKind::Symlink { .. } | ItemKind::Removed => {}
+        }
+    }
+    if files.is_empty() && members.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    Ok(
+        tar::upload(conn, root, &members)?
+            .map(|outcomes| files.into_iter().zip(outcomes).collect()),
+    )
 }
 
 /// The body of [`upload`].
@@ -751,11 +1056,11 @@ fn show(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
 
-/// Paths of the local side, for `local::scan_all`.
-pub fn srcs(targets: &[Target]) -> impl Iterator<Item = &Path> {
+/// The local side of every mapping (src and its excludes), for `local::scan_all`.
+pub fn srcs(targets: &[Target]) -> impl Iterator<Item = (&Path, &crate::exclude::Excludes)> {
     targets
         .iter()
-        .flat_map(|t| t.mappings.iter().map(|m| m.src.as_path()))
+        .flat_map(|t| t.mappings.iter().map(|m| (m.src.as_path(), &m.exclude)))
 }
 
 #[cfg(test)]
@@ -776,6 +1081,55 @@ mod tests {
             [&b"/a/"[..], &remote::tmp_name(b"b")].concat()
         );
         assert_eq!(basename(b"a/b/c"), b"c");
+        assert!(is_backup_name(b"etc/app.conf.1", 6) && is_backup_name(b"x.6", 6));
+        for (name, n) in [
+            (&b"x.7"[..], 6),
+            (b"x.0", 6),
+            (b"x.01", 6),
+            (b"x.1", 0),
+            (b".1", 6),
+        ] {
+            assert!(!is_backup_name(name, n), "{}", show(name));
+        }
+        assert!(!is_backup_name(b"x.1a", 6) && !is_backup_name(b"noext", 6));
+    }
+
+    /// With a progress bar, a root's uploads go in bounded parts, in order; without
+    /// one, the root is one upload.
+    #[test]
+    fn uploads_split_into_parts_only_for_progress() {
+        let item = |rel: &str, what: ItemKind, size: u64| Item {
+            rel: rel.as_bytes().to_vec(),
+            what,
+            local: PathBuf::from(rel),
+            unit: 0,
+            size,
+            exists: false,
+        };
+        let mut w = RootWork::default();
+        w.items.push(item("d", ItemKind::Dir, 0));
+        for i in 0..600 {
+            w.items
+                .push(item(&format!("d/f{i:03}"), ItemKind::File, 10));
+        }
+        w.items
+            .push(item("d/g", ItemKind::File, PROGRESS_PART_BYTES * 2));
+        w.items.push(item("d/h", ItemKind::File, 1));
+        assert_eq!(parts(&w, false).len(), 1);
+        let p = parts(&w, true);
+        let sizes: Vec<usize> = p.iter().map(|p| p.items.len()).collect();
+        assert_eq!(
+            sizes,
+            [257, 256, 89, 1],
+            "dir + 256 files, 256, 88 + the big one, 1"
+        );
+        let flat: Vec<&[u8]> = p
+            .iter()
+            .flat_map(|p| &p.items)
+            .map(|i| &i.rel[..])
+            .collect();
+        assert_eq!(flat.len(), w.items.len());
+        assert_eq!(flat[0], b"d");
         assert!(is_below(b"a/b", b"a") && !is_below(b"ab", b"a") && !is_below(b"a", b"a"));
     }
 }

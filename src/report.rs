@@ -2,9 +2,104 @@
 //!
 //! Workers fill one [`HostReport`] per host; failures are logged to error.log as
 //! they happen (one line each, starting with the host) and kept here for the
-//! summary and the exit code.
+//! summary and the exit code. Each thing that happens is also handed, as an
+//! [`Event`], to the report's [`Observer`], which is how `sync` draws progress
+//! bars, prints plain lines or JSON lines while it runs ([`crate::output`]).
 
 use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::dry_run::Diff;
+
+/// Something that happened on a host during a sync, as it happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// The plan: this many files with this many bytes are about to be uploaded.
+    Planned { files: u64, bytes: u64 },
+    /// One file's content went out (it is committed, or fails, later).
+    Uploaded { bytes: u64 },
+    /// A file or symlink arrived at `remote`.
+    Sent {
+        local: &'a str,
+        remote: &'a str,
+        bytes: u64,
+    },
+    /// `remote` was removed because `local` is gone (`"delete": true`).
+    Removed { local: &'a str, remote: &'a str },
+    /// A file or mapping failed.
+    Failed { what: &'a str, reason: &'a str },
+    /// The whole host failed (unreachable, auth, host key).
+    HostFailed { reason: &'a str },
+    /// A post_sync command ran (`status` is `None` when it could not be started).
+    PostSync {
+        mapping: &'a str,
+        command: &'a str,
+        status: Option<i32>,
+    },
+    /// Everything for this host is done; the report is final.
+    Finished { report: &'a HostReport },
+}
+
+/// The callback type an [`Observer`] wraps: host address and event.
+pub type ObserverFn = dyn Fn(&str, &Event<'_>) + Send + Sync;
+
+/// Receives a report's events; the default observes nothing. Reports compare
+/// equal whatever their observers.
+#[derive(Clone, Default)]
+pub struct Observer {
+    /// The callback, if any.
+    f: Option<Arc<ObserverFn>>,
+    /// A progress bar is drawn from the events: uploads should report as they go.
+    progress: bool,
+}
+
+impl Observer {
+    /// An observer calling `f` for every event.
+    pub fn new(f: impl Fn(&str, &Event<'_>) + Send + Sync + 'static) -> Observer {
+        Observer {
+            f: Some(Arc::new(f)),
+            progress: false,
+        }
+    }
+
+    /// The same observer, marked as drawing a progress bar.
+    pub fn with_progress(mut self) -> Observer {
+        self.progress = true;
+        self
+    }
+
+    /// Whether a progress bar is drawn from the events (see [`Observer::with_progress`]).
+    pub fn wants_progress(&self) -> bool {
+        self.progress
+    }
+
+    /// Hands `event` of `host` to the callback, if any.
+    fn emit(&self, host: &str, event: &Event<'_>) {
+        if let Some(f) = &self.f {
+            f(host, event);
+        }
+    }
+}
+
+impl PartialEq for Observer {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Observer {}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.f.is_some() {
+            "Observer(..)"
+        } else {
+            "Observer(none)"
+        })
+    }
+}
 
 /// The outcome of one host's run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,7 +112,7 @@ pub struct HostReport {
     pub skipped: u64,
     /// Remote paths removed because they are gone locally (`"delete": true`).
     pub removed: u64,
-    /// Files or mappings that did not arrive.
+    /// Files or mappings that did not arrive, and post_sync commands that failed.
     pub failed: u64,
     /// Bytes of file content that arrived.
     pub bytes: u64,
@@ -25,6 +120,10 @@ pub struct HostReport {
     pub fatal: Option<String>,
     /// One line per failure, without the host prefix.
     pub errors: Vec<String>,
+    /// `sync --dry-run`: the differences found (nothing was changed).
+    pub diffs: Vec<Diff>,
+    /// Who hears about each event as it happens.
+    pub observer: Observer,
 }
 
 impl HostReport {
@@ -36,17 +135,51 @@ impl HostReport {
         }
     }
 
+    /// An empty report for `address` whose events go to `observer`.
+    pub fn observed(address: &str, observer: Observer) -> HostReport {
+        HostReport {
+            observer,
+            ..HostReport::new(address)
+        }
+    }
+
+    /// Hands an event to the observer (nothing is counted or logged).
+    pub fn event(&self, event: Event<'_>) {
+        self.observer.emit(&self.address, &event);
+    }
+
     /// Records and logs a failure of one file or mapping.
     pub fn fail(&mut self, what: &str, reason: &str) {
         log::error!("{}: {what}: {reason}", self.address);
         self.failed += 1;
         self.errors.push(format!("{what}: {reason}"));
+        self.event(Event::Failed { what, reason });
     }
 
     /// Records and logs that the whole host failed.
     pub fn fail_host(&mut self, reason: &str) {
         log::error!("{}: {reason}", self.address);
         self.fatal = Some(reason.to_string());
+        self.event(Event::HostFailed { reason });
+    }
+
+    /// Records and logs a file or symlink that arrived.
+    pub fn sent_file(&mut self, local: &str, remote: &str, bytes: u64) {
+        log::info!("{}: sent {local} -> {remote} ({bytes} bytes)", self.address);
+        self.sent += 1;
+        self.bytes += bytes;
+        self.event(Event::Sent {
+            local,
+            remote,
+            bytes,
+        });
+    }
+
+    /// Records and logs a remote path removed because it is gone locally.
+    pub fn removed_path(&mut self, local: &str, remote: &str) {
+        log::info!("{}: removed {remote} ({local} is gone)", self.address);
+        self.removed += 1;
+        self.event(Event::Removed { local, remote });
     }
 
     /// True when everything for this host arrived.
@@ -89,6 +222,22 @@ pub fn summary(reports: &[HostReport]) -> String {
     out
 }
 
+/// The host summary as one JSON object (`sync --json`); see README, "JSON output".
+pub fn json_summary(r: &HostReport) -> Value {
+    let status = if r.ok() { "ok" } else { "failed" };
+    json!({
+        "type": "host",
+        "host": r.address,
+        "status": status,
+        "sent": r.sent,
+        "skipped": r.skipped,
+        "removed": r.removed,
+        "failed": r.failed,
+        "bytes": r.bytes,
+        "error": r.fatal,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +265,35 @@ mod tests {
         assert!(
             s.contains("error: 127.0.0.3: /x -> /y: permission denied"),
             "{s}"
+        );
+    }
+
+    #[test]
+    fn events_reach_the_observer_and_json_summary_has_every_count() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let mut r = HostReport::observed(
+            "h",
+            Observer::new(move |host, e| s2.lock().unwrap().push(format!("{host} {e:?}"))),
+        );
+        r.sent_file("/l", "/r", 5);
+        r.removed_path("/l2", "/r2");
+        r.fail("/x", "bad");
+        assert_eq!((r.sent, r.bytes, r.removed, r.failed), (1, 5, 1, 1));
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert!(seen[0].starts_with("h Sent"), "{seen:?}");
+        let j = json_summary(&r);
+        assert_eq!(j["type"], "host");
+        assert_eq!(j["status"], "failed");
+        assert_eq!(j["bytes"], 5);
+        assert_eq!(j["error"], Value::Null);
+        assert_eq!(
+            r,
+            HostReport {
+                observer: Observer::default(),
+                ..r.clone()
+            }
         );
     }
 }

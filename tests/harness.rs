@@ -256,6 +256,20 @@ fn proxy_forwards_and_injects_faults() {
 
     // A stalled connection is accepted but never sees the server's banner.
     proxy.set_fault(Fault::Stall);
+    // The slow connection's copy threads may still be flushing its last bytes:
+    // sample the counter only once it has stopped moving for 200 ms.
+    let mut last = (proxy.bytes_forwarded(), Instant::now());
+    wait_until(
+        Duration::from_secs(10),
+        "earlier connections to go quiet",
+        || {
+            let now = proxy.bytes_forwarded();
+            if now != last.0 {
+                last = (now, Instant::now());
+            }
+            last.1.elapsed() > Duration::from_millis(200)
+        },
+    );
     let forwarded = proxy.bytes_forwarded();
     let mut stalled =
         TcpStream::connect((proxy.addr.as_str(), proxy.port)).expect("connecting to the proxy");

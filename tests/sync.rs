@@ -24,6 +24,16 @@ fn temporaries(dir: &Path) -> Vec<String> {
 /// preserved; a second run sends nothing and no temporary is left.
 #[test]
 fn seed_config_pushes_to_each_hosts_own_destination_and_second_run_skips() {
+    seed_config_case("tar");
+}
+
+/// The same over the SCP transport (`HOSTSYNC_TRANSFER=scp`).
+#[test]
+fn seed_config_pushes_to_each_hosts_own_destination_and_second_run_skips_over_scp() {
+    seed_config_case("scp");
+}
+
+fn seed_config_case(transport: &str) {
     if !is_root() && std::env::var("CI").as_deref() != Ok("true") {
         eprintln!("SKIPPED: password login needs root (CI runs as root)");
         return;
@@ -57,7 +67,7 @@ fn seed_config_pushes_to_each_hosts_own_destination_and_second_run_skips() {
         ]),
     );
 
-    let run = env.run(&["sync"]);
+    let run = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", transport)]);
     run.expect(0);
     assert_eq!(run.row(&h1.addr).0, 4, "{}", run.dump());
     assert_eq!(run.row(&h2.addr).0, 4, "{}", run.dump());
@@ -90,6 +100,11 @@ fn seed_config_pushes_to_each_hosts_own_destination_and_second_run_skips() {
         );
     }
     let info = env.info_log();
+    assert_eq!(
+        info.contains("tar stream of"),
+        transport == "tar",
+        "transport {transport} not used\n{info}"
+    );
     assert!(
         info.contains(&format!(
             "{}: sent {} -> {}",
@@ -101,7 +116,7 @@ fn seed_config_pushes_to_each_hosts_own_destination_and_second_run_skips() {
     );
     assert!(env.error_log().is_empty(), "{}", run.dump());
 
-    let again = env.run(&["sync"]);
+    let again = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", transport)]);
     again.expect(0);
     assert_eq!(again.row(&h1.addr), (0, 4, 0, 0), "{}", again.dump());
     assert_eq!(again.row(&h2.addr), (0, 4, 0, 0), "{}", again.dump());
@@ -226,6 +241,16 @@ fn unwritable_destination_is_reported_and_others_arrive() {
 /// and non-UTF-8 bytes arrive byte-exact, and no remote command runs.
 #[test]
 fn hostile_names_arrive_byte_exact_and_run_nothing() {
+    hostile_names_case("tar");
+}
+
+/// The same over the SCP transport (`HOSTSYNC_TRANSFER=scp`).
+#[test]
+fn hostile_names_arrive_byte_exact_and_run_nothing_over_scp() {
+    hostile_names_case("scp");
+}
+
+fn hostile_names_case(transport: &str) {
     let mut env = Env::new("names");
     let h = env.sshd();
     env.add_host(&h, Auth::Key);
@@ -254,7 +279,7 @@ fn hostile_names_arrive_byte_exact_and_run_nothing() {
     let r = env.remote("r");
     let dest = r.join(format!("dest $(touch {m}) 'q' `x`"));
     env.map(&h.addr, json!([{"src": "tree/", "dest": dest}]));
-    let run = env.run(&["sync"]);
+    let run = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", transport)]);
     run.expect(0);
     for (i, n) in names.iter().enumerate() {
         let p = dest.join(std::ffi::OsStr::from_bytes(n));
@@ -274,6 +299,16 @@ fn hostile_names_arrive_byte_exact_and_run_nothing() {
 /// the next run completes and leaves no temporary.
 #[test]
 fn connection_cut_mid_transfer_keeps_old_content_then_next_run_completes() {
+    connection_cut_case("tar");
+}
+
+/// The same over the SCP transport (`HOSTSYNC_TRANSFER=scp`).
+#[test]
+fn connection_cut_mid_transfer_keeps_old_content_then_next_run_completes_over_scp() {
+    connection_cut_case("scp");
+}
+
+fn connection_cut_case(transport: &str) {
     let mut env = Env::new("cut");
     let h = env.sshd();
     let proxy = Proxy::start(&h.addr, h.port, Fault::CutAfter(4 * 1024 * 1024));
@@ -288,7 +323,7 @@ fn connection_cut_mid_transfer_keeps_old_content_then_next_run_completes() {
         &proxy.addr,
         json!([{"src": "big.bin", "dest": r.join("big.bin")}]),
     );
-    let run = env.run(&["sync"]);
+    let run = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", transport)]);
     run.expect(1);
     assert_eq!(
         std::fs::read(r.join("big.bin")).unwrap(),
@@ -299,7 +334,7 @@ fn connection_cut_mid_transfer_keeps_old_content_then_next_run_completes() {
     assert!(env.error_log().contains(&proxy.addr), "{}", run.dump());
 
     proxy.set_fault(Fault::None);
-    let again = env.run(&["sync"]);
+    let again = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", transport)]);
     again.expect(0);
     assert!(
         std::fs::read(r.join("big.bin")).unwrap() == big,

@@ -8,6 +8,9 @@ mod util;
 mod config_errors;
 /// Self-tests of the harness: sshd, keys, proxy, polling.
 mod harness;
+/// Issue 5 (everything the older sync tools do): excludes, delete, numbered
+/// backups, post_sync, `--dry-run`/`--exit-code`, `--json`, progress bars, completions.
+mod parity;
 /// `hostsync sync` against real sshd: destinations, skips, failures, atomicity.
 mod sync;
 /// Issue 4 (Trust): `check`, auth methods and key formats, no secret leaks,

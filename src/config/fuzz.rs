@@ -135,7 +135,7 @@ const HOST_FIELDS: &[&str] = &[
     "passphrase",
     "passphrase_env",
 ];
-const MAPPING_FIELDS: &[&str] = &["src", "dest", "delete"];
+const MAPPING_FIELDS: &[&str] = &["src", "dest", "delete", "exclude", "backups", "post_sync"];
 
 proptest! {
     #[test]

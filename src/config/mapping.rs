@@ -4,6 +4,12 @@
 //! directory, `~` expanded) to an absolute remote `dest`. Whether src is a file or
 //! a directory is decided when the transfer runs, not here, so a src that is
 //! missing today is an error for that mapping only, not for the whole run.
+//!
+//! Optional per-mapping fields (issue 5): `exclude` (gitignore-like patterns,
+//! see [`crate::exclude`]), `delete`, `backups` (0-99) and `post_sync` (remote
+//! commands). `exclude` and `delete` only make sense for a directory src: when
+//! src is a file already at load time they are refused with a message that says
+//! so; a src that only later turns out to be a file ignores them.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +18,10 @@ use serde::Deserialize;
 
 use super::ini::resolve;
 use super::source::{self, Problems};
+use crate::exclude::Excludes;
+
+/// The most numbered backups a mapping may keep (`dest.1` .. `dest.99`).
+pub const MAX_BACKUPS: u32 = 99;
 
 /// One validated mapping.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,8 +30,16 @@ pub struct Mapping {
     pub src: PathBuf,
     /// Remote destination: absolute, normalised (no trailing `/`, no `.` or `..`), never `/`.
     pub dest: String,
-    /// `"delete": true`: what disappears locally is removed below dest (never outside it).
+    /// `"delete": true`: what disappears locally is removed below dest (never outside
+    /// it); directory src only.
     pub delete: bool,
+    /// `"exclude"`: paths below a directory src that are never sent, deleted or watched.
+    pub exclude: Excludes,
+    /// `"backups": N`: a replaced remote file is kept as `dest.1` .. `dest.N` (0 = none).
+    pub backups: u32,
+    /// `"post_sync"`: remote shell commands run, in order, after a batch under this
+    /// mapping landed on the host; the first failure stops the rest.
+    pub post_sync: Vec<String>,
 }
 
 /// The JSON shape of one entry.
@@ -32,6 +50,12 @@ struct RawMapping {
     dest: String,
     #[serde(default)]
     delete: bool,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    backups: i64,
+    #[serde(default)]
+    post_sync: Vec<String>,
 }
 
 /// Reads one mapping file. `base` is config.ini's directory.
@@ -60,17 +84,73 @@ pub fn parse(path: &Path, base: &Path, text: &str) -> Result<Vec<Mapping>> {
             ));
             continue;
         }
-        match normalize_dest(&r.dest) {
-            Ok(dest) => out.push(Mapping {
-                src: resolve(base, &r.src),
+        let dest = match normalize_dest(&r.dest) {
+            Ok(dest) => dest,
+            Err(msg) => {
+                problems.push(format!("{at}: dest {:?}: {msg}", r.dest));
+                continue;
+            }
+        };
+        let src = resolve(base, &r.src);
+        match options(&r, &src) {
+            Ok((exclude, backups)) => out.push(Mapping {
+                src,
                 dest,
                 delete: r.delete,
+                exclude,
+                backups,
+                post_sync: r.post_sync,
             }),
-            Err(msg) => problems.push(format!("{at}: dest {:?}: {msg}", r.dest)),
+            Err(msg) => problems.push(format!("{at}: {msg}")),
         }
     }
     problems.into_result()?;
     Ok(out)
+}
+
+/// Validates the optional fields of one entry; returns the compiled excludes and the
+/// backup count. The message names the field and the fix.
+fn options(r: &RawMapping, src: &Path) -> Result<(Excludes, u32), String> {
+    let backups = u32::try_from(r.backups)
+        .ok()
+        .filter(|n| *n <= MAX_BACKUPS)
+        .ok_or_else(|| {
+            format!(
+                "backups {}: must be a whole number from 0 to {MAX_BACKUPS} (how many previous versions to keep as dest.1, dest.2, ...)",
+                r.backups
+            )
+        })?;
+    let exclude = Excludes::new(&r.exclude)?;
+    for (i, cmd) in r.post_sync.iter().enumerate() {
+        if cmd.trim().is_empty() {
+            return Err(format!(
+                "post_sync #{}: the command is empty; remove it or write a shell command",
+                i + 1
+            ));
+        }
+        if cmd.contains('\0') {
+            return Err(format!(
+                "post_sync #{}: contains a NUL character, which a remote command cannot carry; remove it",
+                i + 1
+            ));
+        }
+    }
+    // Only a src that is a file today can be judged here; see the module docs.
+    if std::fs::metadata(src).is_ok_and(|m| m.is_file()) {
+        if r.delete {
+            return Err(format!(
+                "delete: src {} is a file, and delete applies to a directory src only (it removes remote files that are gone from the tree); remove \"delete\" from this mapping",
+                src.display()
+            ));
+        }
+        if !exclude.is_empty() {
+            return Err(format!(
+                "exclude: src {} is a file, and exclude patterns are relative to a directory src; remove \"exclude\" from this mapping",
+                src.display()
+            ));
+        }
+    }
+    Ok((exclude, backups))
 }
 
 /// Checks a remote destination and returns it without trailing slashes or `.` parts.
@@ -117,6 +197,75 @@ mod tests {
         let m = p(r#"[{"src": "a", "dest": "/b", "delete": true}]"#).unwrap();
         assert!(m[0].delete);
         assert!(p(r#"[{"src": "a", "dest": "/b", "delete": "yes"}]"#).is_err());
+    }
+
+    /// Issue 5: the optional per-mapping fields, and their errors naming file,
+    /// mapping, field and fix.
+    #[test]
+    fn options_parse_and_validate() {
+        let m = p(
+            r#"[{"src": "site/", "dest": "/srv/www", "exclude": ["*.swp", "cache/"],
+            "delete": true, "backups": 6, "post_sync": ["systemctl reload haproxy", "true"]}]"#,
+        )
+        .unwrap();
+        assert_eq!(m[0].exclude.patterns(), ["*.swp", "cache/"]);
+        assert!(m[0].exclude.is_excluded(Path::new("a/x.swp"), false));
+        assert_eq!(m[0].backups, 6);
+        assert_eq!(m[0].post_sync, ["systemctl reload haproxy", "true"]);
+        let plain = p(r#"[{"src": "a", "dest": "/b"}]"#).unwrap();
+        assert!(plain[0].exclude.is_empty() && plain[0].backups == 0);
+        assert!(plain[0].post_sync.is_empty() && !plain[0].delete);
+        for (text, needle) in [
+            (
+                r#""backups": 100"#,
+                "backups 100: must be a whole number from 0 to 99",
+            ),
+            (
+                r#""backups": -1"#,
+                "backups -1: must be a whole number from 0 to 99",
+            ),
+            (r#""backups": "6""#, "entry #1 field `backups`"),
+            (
+                r#""exclude": ["ok", "a["]"#,
+                "exclude #2 \"a[\": not a valid glob",
+            ),
+            (r#""exclude": "*.swp""#, "field `exclude`"),
+            (
+                r#""post_sync": ["ok", " "]"#,
+                "post_sync #2: the command is empty",
+            ),
+            (r#""post_sync": "cmd""#, "field `post_sync`"),
+        ] {
+            let e = p(&format!(r#"[{{"src": "a", "dest": "/b", {text}}}]"#))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+            assert!(e.starts_with("m.json:"), "{text}: {e}");
+            let from_ours = !needle.starts_with("entry") && !needle.starts_with("field");
+            assert!(!from_ours || e.starts_with("m.json: mapping #1: "), "{e}");
+        }
+    }
+
+    /// `delete` and `exclude` on a src that is a file are refused at load.
+    #[test]
+    fn delete_and_exclude_need_a_directory_src() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), "x").unwrap();
+        let q = |text: &str| parse(Path::new("m.json"), d.path(), text);
+        let e = q(r#"[{"src": "f", "dest": "/b", "delete": true}]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("mapping #1: delete: src") && e.contains("directory src only"),
+            "{e}"
+        );
+        let e = q(r#"[{"src": "f", "dest": "/b", "exclude": ["x"]}]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mapping #1: exclude: src"), "{e}");
+        // A missing src is judged when the transfer runs, as before.
+        assert!(q(r#"[{"src": "nope", "dest": "/b", "delete": true}]"#).is_ok());
+        assert!(q(r#"[{"src": "f", "dest": "/b", "backups": 3, "post_sync": ["x"]}]"#).is_ok());
     }
 
     #[test]

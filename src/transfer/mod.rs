@@ -5,25 +5,34 @@
 //! every mapping of that host over it (no handshake per file). A slow or dead
 //! host occupies one worker for at most the connect timeout; the others carry
 //! on. Shutdown is by dropping the sender: workers end when the channel is empty.
+//! What a worker does with a host once connected is the caller's `job`: a push
+//! ([`push::push_host`]) or a dry run ([`push::dry_run_host`]).
 
 pub mod live;
 pub mod remote;
 pub mod scp;
 pub mod ssh;
+pub mod tar;
 
 use std::thread;
 
 use crate::config::{SshSettings, Target};
-use crate::push::{self, Sources};
-use crate::report::HostReport;
+#[cfg(doc)]
+use crate::push;
+use crate::report::{Event, HostReport, Observer};
 
-/// Pushes to every target with at most `workers` sessions at once. Reports come back
-/// in the order of `targets`.
+/// What a worker does with a connected host: fill the report.
+pub type Job<'a> = dyn Fn(&ssh::Connection, &Target, &mut HostReport) + Sync + 'a;
+
+/// Runs `job` on every target with at most `workers` sessions at once; each host's
+/// events go to its observer (`observers[i]` for `targets[i]`, none if missing).
+/// Reports come back in the order of `targets`.
 pub fn run(
     targets: &[&Target],
-    sources: &Sources,
     ssh: &SshSettings,
     workers: usize,
+    observers: &[Observer],
+    job: &Job<'_>,
 ) -> Vec<HostReport> {
     let (job_tx, job_rx) = crossbeam_channel::unbounded::<usize>();
     for i in 0..targets.len() {
@@ -39,7 +48,8 @@ pub fn run(
                 .name(format!("xfer-{n}"))
                 .spawn_scoped(scope, move || {
                     for i in job_rx {
-                        let report = serve(targets[i], sources, ssh);
+                        let observer = observers.get(i).cloned().unwrap_or_default();
+                        let report = serve(targets[i], ssh, observer, job);
                         if done_tx.send((i, report)).is_err() {
                             break;
                         }
@@ -54,10 +64,10 @@ pub fn run(
     reports.into_iter().map(|(_, r)| r).collect()
 }
 
-/// Connects to one host and pushes everything to it.
-fn serve(target: &Target, sources: &Sources, ssh: &SshSettings) -> HostReport {
+/// Connects to one host and runs `job` on it.
+fn serve(target: &Target, ssh: &SshSettings, observer: Observer, job: &Job<'_>) -> HostReport {
     let host = &target.host;
-    let mut report = HostReport::new(&host.address);
+    let mut report = HostReport::observed(&host.address, observer);
     let started = std::time::Instant::now();
     match ssh::Connection::open(host, ssh) {
         Ok(conn) => {
@@ -69,7 +79,7 @@ fn serve(target: &Target, sources: &Sources, ssh: &SshSettings) -> HostReport {
                 conn.auth_method,
                 conn.fingerprint
             );
-            push::push_host(&conn, target, sources, &mut report);
+            job(&conn, target, &mut report);
         }
         Err(e) => report.fail_host(&format!("{e:#}")),
     }
@@ -82,5 +92,6 @@ fn serve(target: &Target, sources: &Sources, ssh: &SshSettings) -> HostReport {
         report.failed,
         report.bytes
     );
+    report.event(Event::Finished { report: &report });
     report
 }

@@ -7,7 +7,11 @@
 //!   each one (GNU `find -printf`, NUL-separated, so any byte in a name is safe):
 //!   one round trip for the whole host, not one stat per file;
 //! - the *commit* renames every uploaded temporary file over its destination and
-//!   removes temporaries that earlier interrupted runs left behind.
+//!   removes temporaries that earlier interrupted runs left behind. With
+//!   `"backups": N` it first rotates the numbered backups of a destination that
+//!   is a regular file (`dest.(N-1)` → `dest.N` … `dest.1` → `dest.2`, oldest
+//!   dropped) and keeps the current version as `dest.1` by a hard link, so the
+//!   destination never disappears: the rename that follows swaps it atomically.
 //!
 //! Every path is single-quoted byte by byte ([`quote`]); nothing the user or the
 //! local file system supplies is ever interpreted by the remote shell.
@@ -164,6 +168,8 @@ fn parents(paths: &[Vec<u8>]) -> Vec<Vec<u8>> {
 pub struct RootState {
     /// The root could not be used: the reason (mkdir failed, not a directory).
     pub error: Option<String>,
+    /// The root does not exist and was not created (a listing without `create`).
+    pub missing: bool,
     /// The listing is partial (find reported errors); entries below may be missing.
     pub incomplete: bool,
     /// Entries by path relative to the root.
@@ -204,7 +210,7 @@ pub fn parse_listing(out: &[u8], roots: usize) -> Result<Vec<RootState>, String>
             b"" => continue, // the empty field after the final NUL
             b"M" => current = Some(root_index(fields.next())?),
             b"N" => {
-                root_index(fields.next())?;
+                states[root_index(fields.next())?].missing = true;
                 current = None;
             }
             b"E" => {
@@ -272,13 +278,20 @@ fn parse_entry(f: [&[u8]; 6]) -> Result<(Vec<u8>, RemoteEntry), String> {
 /// One step of the commit script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Commit {
-    /// Rename an uploaded temporary over its final path.
-    Rename { tmp: Vec<u8>, dest: Vec<u8> },
-    /// Make a symlink (through a temporary, so the swap is atomic).
+    /// Rename an uploaded temporary over its final path, first keeping up to
+    /// `backups` previous versions of a regular file there (`dest.1` newest).
+    Rename {
+        tmp: Vec<u8>,
+        dest: Vec<u8>,
+        backups: u32,
+    },
+    /// Make a symlink (through a temporary, so the swap is atomic); a regular file
+    /// it replaces is kept as a backup like [`Commit::Rename`] does.
     Symlink {
         target: Vec<u8>,
         tmp: Vec<u8>,
         dest: Vec<u8>,
+        backups: u32,
     },
     /// Remove a temporary left by an interrupted earlier run.
     RemoveStale { path: Vec<u8> },
@@ -288,25 +301,46 @@ pub enum Commit {
     Remove { root: Vec<u8>, rel: Vec<u8> },
 }
 
-const COMMIT_PRELUDE: &[u8] = br#"f() {
+const COMMIT_PRELUDE: &[u8] = br#"b() {
+  [ "$2" -gt 0 ] && [ -f "$1" ] && [ ! -L "$1" ] || return 0
+  k=$(($2 - 1))
+  while [ "$k" -ge 1 ]; do
+    if [ -e "$1.$k" ] || [ -L "$1.$k" ]; then
+      mv -f -T -- "$1.$k" "$1.$((k + 1))" 2>/dev/null || { e="cannot rotate $1.$k to $1.$((k + 1))"; return 1; }
+    fi
+    k=$((k - 1))
+  done
+  if [ -e "$1.1" ] || [ -L "$1.1" ]; then
+    rm -f -- "$1.1" 2>/dev/null || { e="cannot drop the oldest backup $1.1"; return 1; }
+  fi
+  ln -- "$1" "$1.1" 2>/dev/null || mv -f -T -- "$1" "$1.1" 2>/dev/null || { e="cannot keep the previous version as $1.1"; return 1; }
+}
+f() {
   if [ -d "$2" ] && [ ! -L "$2" ]; then
-    rm -f -- "$1"; printf 'F\0%s\0%s\0' "$3" "remote path is a directory"; return
+    rm -f -- "$1"; printf 'F\0%s\0%s\0' "$4" "remote path is a directory"; return
+  fi
+  if ! b "$2" "$3"; then
+    rm -f -- "$1"; printf 'F\0%s\0%s\0' "$4" "not replaced: $e"; return
   fi
   [ -L "$2" ] && [ -d "$2" ] && rm -f -- "$2"
-  mv -f -- "$1" "$2" || printf 'F\0%s\0%s\0' "$3" "rename into place failed"
+  mv -f -- "$1" "$2" || printf 'F\0%s\0%s\0' "$4" "rename into place failed"
 }
 s() {
   rm -f -- "$2"
   if [ -d "$3" ] && [ ! -L "$3" ]; then
-    printf 'F\0%s\0%s\0' "$4" "remote path is a directory"; return
+    printf 'F\0%s\0%s\0' "$5" "remote path is a directory"; return
+  fi
+  if ! b "$3" "$4"; then
+    printf 'F\0%s\0%s\0' "$5" "not replaced: $e"; return
   fi
   [ -L "$3" ] && [ -d "$3" ] && rm -f -- "$3"
-  { ln -s -- "$1" "$2" && mv -f -- "$2" "$3"; } || printf 'F\0%s\0%s\0' "$4" "symlink failed"
+  { ln -s -- "$1" "$2" && mv -f -- "$2" "$3"; } || printf 'F\0%s\0%s\0' "$5" "symlink failed"
 }
 d() {
   p=$1; rest=$2
   while case $rest in */*) true ;; *) false ;; esac; do
     p=$p/${rest%%/*}; rest=${rest#*/}
+    [ -e "$p" ] || [ -L "$p" ] || return 0
     if [ -L "$p" ] || [ ! -d "$p" ]; then
       printf 'F\0%s\0%s\0' "$3" "not removed: a parent is a symlink or not a directory on the remote"; return
     fi
@@ -323,22 +357,41 @@ d() {
 pub const COMMIT_PERL: &str = r#"$/ = "\0"; my $i = 0;
 sub fail { print "F\0$_[0]\0$_[1]\0" }
 sub arg { my $x = <STDIN>; chomp $x; $x }
+sub backup {
+  my ($d, $n) = @_;
+  return "" unless $n > 0 && -f $d && !-l $d;
+  for (my $k = $n - 1; $k >= 1; $k--) {
+    my ($from, $to) = ("$d.$k", "$d." . ($k + 1));
+    next unless -e $from || -l $from;
+    rename($from, $to) or return "cannot rotate $from to $to: $!";
+  }
+  if (-e "$d.1" || -l "$d.1") { unlink("$d.1") or return "cannot drop the oldest backup $d.1: $!" }
+  link($d, "$d.1") or rename($d, "$d.1") or return "cannot keep the previous version as $d.1: $!";
+  return "";
+}
 while (defined(my $op = <STDIN>)) {
   chomp $op;
   if ($op eq "R") {
-    my ($t, $d) = (arg(), arg());
+    my ($t, $d, $n) = (arg(), arg(), arg());
     if (-d $d && !-l $d) { unlink $t; fail($i, "remote path is a directory") }
+    elsif ((my $e = backup($d, $n)) ne "") { unlink $t; fail($i, "not replaced: $e") }
     else { unlink $d if -l $d && -d $d; rename($t, $d) or fail($i, "rename into place failed: $!") }
   } elsif ($op eq "S") {
-    my ($g, $t, $d) = (arg(), arg(), arg());
+    my ($g, $t, $d, $n) = (arg(), arg(), arg(), arg());
     unlink $t;
     if (-d $d && !-l $d) { fail($i, "remote path is a directory") }
+    elsif ((my $e = backup($d, $n)) ne "") { fail($i, "not replaced: $e") }
     else { unlink $d if -l $d && -d $d; (symlink($g, $t) && rename($t, $d)) or fail($i, "symlink failed: $!") }
   } elsif ($op eq "D") {
     my ($r, $rel) = (arg(), arg()); my $p = $r; my $safe = 1;
     my @parts = split m{/}, $rel; pop @parts;
-    for my $c (@parts) { $p .= "/$c"; if (-l $p || !-d $p) { $safe = 0; last } }
-    if (!$safe) { fail($i, "not removed: a parent is a symlink or not a directory on the remote") }
+    for my $c (@parts) {
+      $p .= "/$c";
+      if (!-e $p && !-l $p) { $safe = 2; last }
+      if (-l $p || !-d $p) { $safe = 0; last }
+    }
+    if ($safe == 2) { }
+    elsif (!$safe) { fail($i, "not removed: a parent is a symlink or not a directory on the remote") }
     else { system("rm", "-rf", "--", "$r/$rel") == 0 or fail($i, "remove failed") }
   } elsif ($op eq "X") {
     my $p = arg(); unlink $p
@@ -357,8 +410,15 @@ pub fn commit_records(steps: &[Commit]) -> Vec<u8> {
     };
     for step in steps {
         match step {
-            Commit::Rename { tmp, dest } => push(&[b"R", tmp, dest]),
-            Commit::Symlink { target, tmp, dest } => push(&[b"S", target, tmp, dest]),
+            Commit::Rename { tmp, dest, backups } => {
+                push(&[b"R", tmp, dest, backups.to_string().as_bytes()])
+            }
+            Commit::Symlink {
+                target,
+                tmp,
+                dest,
+                backups,
+            } => push(&[b"S", target, tmp, dest, backups.to_string().as_bytes()]),
             Commit::Remove { root, rel } => push(&[b"D", root, rel]),
             Commit::RemoveStale { path } => push(&[b"X", path]),
         }
@@ -371,13 +431,20 @@ pub fn commit_script(steps: &[Commit]) -> Vec<u8> {
     let mut s = COMMIT_PRELUDE.to_vec();
     for (i, step) in steps.iter().enumerate() {
         match step {
-            Commit::Rename { tmp, dest } => {
+            Commit::Rename { tmp, dest, backups } => {
                 s.extend_from_slice(b"f ");
                 push_args(&mut s, &[tmp, dest]);
+                s.extend_from_slice(format!(" {backups}").as_bytes());
             }
-            Commit::Symlink { target, tmp, dest } => {
+            Commit::Symlink {
+                target,
+                tmp,
+                dest,
+                backups,
+            } => {
                 s.extend_from_slice(b"s ");
                 push_args(&mut s, &[target, tmp, dest]);
+                s.extend_from_slice(format!(" {backups}").as_bytes());
             }
             Commit::Remove { root, rel } => {
                 s.extend_from_slice(b"d ");
@@ -482,6 +549,7 @@ mod tests {
         // Dry listing creates nothing.
         let st = parse_listing(&run(listing_script(&roots, false)), 2).unwrap();
         assert!(st[0].entries.is_empty() && st[0].error.is_none());
+        assert!(st[0].missing && st[1].missing);
         assert!(!root.exists());
         // Real listing creates the root, then sees a file in it.
         run(listing_script(&roots, true));
@@ -534,15 +602,18 @@ mod tests {
                 Commit::Rename {
                     tmp: p(".hostsync-tmp.1"),
                     dest: p("a\nb"),
+                    backups: 0,
                 },
                 Commit::Symlink {
                     target: b"../t".to_vec(),
                     tmp: p(".hostsync-tmp.2"),
                     dest: p("ln"),
+                    backups: 0,
                 },
                 Commit::Rename {
                     tmp: p(".hostsync-tmp.3"),
                     dest: p("dir"),
+                    backups: 0,
                 },
                 Commit::Remove {
                     root: root.as_os_str().as_bytes().to_vec(),
@@ -551,6 +622,11 @@ mod tests {
                 Commit::Remove {
                     root: root.as_os_str().as_bytes().to_vec(),
                     rel: b"via/x".to_vec(),
+                },
+                // Its parent is already gone (removed earlier in the batch): nothing to do.
+                Commit::Remove {
+                    root: root.as_os_str().as_bytes().to_vec(),
+                    rel: b"gone-parent/x".to_vec(),
                 },
             ];
             let out = if use_perl {
@@ -595,6 +671,109 @@ mod tests {
             );
             assert!(!tmp.exists() && !root.join(".hostsync-tmp.9").exists());
             assert!(!root.join("-d").exists() && root.join("dir").is_dir());
+        }
+    }
+
+    /// Issue 5: `backups` rotates to exactly N numbered versions, newest in `.1`,
+    /// with perl and with sh; a symlink or missing dest makes no backup; a
+    /// backup that cannot be kept leaves dest as it was.
+    #[test]
+    fn commit_rotates_numbered_backups() {
+        let commit = |use_perl: bool, steps: &[Commit]| {
+            let (prog, input) = if use_perl {
+                (vec!["perl", "-e", COMMIT_PERL], commit_records(steps))
+            } else {
+                (vec!["sh", "-s"], commit_script(steps))
+            };
+            let mut child = Command::new(prog[0])
+                .args(&prog[1..])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(&input).unwrap();
+            parse_failures(&child.wait_with_output().unwrap().stdout)
+        };
+        for use_perl in [false, true] {
+            let d = tempfile::tempdir().unwrap();
+            let b = |s: &str| d.path().join(s).as_os_str().as_bytes().to_vec();
+            let read = |s: &str| std::fs::read_to_string(d.path().join(s)).ok();
+            let put = |v: &str, n: u32| {
+                std::fs::write(d.path().join(".hostsync-tmp.1"), v).unwrap();
+                let step = Commit::Rename {
+                    tmp: b(".hostsync-tmp.1"),
+                    dest: b("app.conf"),
+                    backups: n,
+                };
+                commit(use_perl, &[step])
+            };
+            // No dest yet: nothing to keep.
+            assert!(put("v0", 3).is_empty());
+            assert_eq!(read("app.conf.1"), None);
+            for v in 1..=5 {
+                assert!(put(&format!("v{v}"), 3).is_empty(), "perl {use_perl}");
+            }
+            let got: Vec<_> = [
+                "app.conf",
+                "app.conf.1",
+                "app.conf.2",
+                "app.conf.3",
+                "app.conf.4",
+            ]
+            .map(read)
+            .to_vec();
+            let want = ["v5", "v4", "v3", "v2"].map(|v| Some(v.to_string()));
+            assert_eq!(got[..4], want, "perl {use_perl}");
+            assert_eq!(got[4], None, "exactly N, perl {use_perl}");
+            // N = 1 replaces the one backup; 0 keeps none and leaves old ones alone.
+            assert!(put("v6", 1).is_empty());
+            assert_eq!(
+                (read("app.conf.1"), read("app.conf.2")),
+                (Some("v5".into()), Some("v3".into()))
+            );
+            assert!(put("v7", 0).is_empty());
+            assert_eq!(read("app.conf.1").as_deref(), Some("v5"));
+            // A symlink dest is replaced without a backup (only regular files are kept).
+            std::os::unix::fs::symlink("app.conf", d.path().join("ln")).unwrap();
+            std::fs::write(d.path().join(".hostsync-tmp.2"), "file").unwrap();
+            let step = Commit::Rename {
+                tmp: b(".hostsync-tmp.2"),
+                dest: b("ln"),
+                backups: 2,
+            };
+            assert!(commit(use_perl, &[step]).is_empty());
+            assert_eq!(read("ln").as_deref(), Some("file"));
+            assert!(std::fs::symlink_metadata(d.path().join("ln.1")).is_err());
+            // A symlink replacing a regular file keeps the file.
+            let step = Commit::Symlink {
+                target: b"app.conf".to_vec(),
+                tmp: b(".hostsync-tmp.3"),
+                dest: b("ln"),
+                backups: 2,
+            };
+            assert!(commit(use_perl, &[step]).is_empty());
+            assert_eq!(read("ln.1").as_deref(), Some("file"));
+            // A backup slot that is a directory: the step fails, dest is untouched.
+            std::fs::create_dir(d.path().join("x.1")).unwrap();
+            std::fs::write(d.path().join("x.1/keep"), "k").unwrap();
+            std::fs::write(d.path().join("x"), "old").unwrap();
+            std::fs::write(d.path().join(".hostsync-tmp.4"), "new").unwrap();
+            let step = Commit::Rename {
+                tmp: b(".hostsync-tmp.4"),
+                dest: b("x"),
+                backups: 1,
+            };
+            let fails = commit(use_perl, &[step]);
+            assert_eq!(fails.len(), 1, "perl {use_perl}");
+            assert!(
+                fails[0]
+                    .1
+                    .starts_with("not replaced: cannot drop the oldest backup"),
+                "{fails:?}"
+            );
+            assert_eq!(read("x").as_deref(), Some("old"));
+            assert!(!d.path().join(".hostsync-tmp.4").exists());
         }
     }
 }

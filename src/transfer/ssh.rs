@@ -31,6 +31,8 @@ pub struct Connection {
     pub fingerprint: String,
     /// Set from outside (shutdown) to abort a file transfer between two chunks.
     cancel: Arc<AtomicBool>,
+    /// Whether the remote has GNU tar or bsdtar (the fast path), probed on first use.
+    tar: std::cell::Cell<Option<bool>>,
 }
 
 /// What a remote script printed, and how it exited.
@@ -53,6 +55,13 @@ impl Connection {
         session
             .handshake()
             .map_err(|e| handshake_error(&e, ssh.connect_timeout))?;
+        log::debug!(
+            "{}: negotiated kex {}, cipher {}, mac {}",
+            host.address,
+            session.methods(ssh2::MethodType::Kex).unwrap_or("?"),
+            session.methods(ssh2::MethodType::CryptCs).unwrap_or("?"),
+            session.methods(ssh2::MethodType::MacCs).unwrap_or("?")
+        );
         let fingerprint = verify_host_key(&session, host, ssh)?;
         let auth_method = authenticate(&session, host)?;
         session.set_timeout(millis(ssh.io_timeout));
@@ -61,7 +70,31 @@ impl Connection {
             auth_method,
             fingerprint,
             cancel: Arc::new(AtomicBool::new(false)),
+            tar: std::cell::Cell::new(None),
         })
+    }
+
+    /// Whether batches may go as a tar stream: the remote has GNU tar or bsdtar and
+    /// no tar stream failed on this connection. Asks the remote once.
+    pub fn has_tar(&self) -> bool {
+        if let Some(known) = self.tar.get() {
+            return known;
+        }
+        if std::env::var("HOSTSYNC_TRANSFER").is_ok_and(|t| t == "scp") {
+            self.tar.set(Some(false));
+            return false;
+        }
+        let found = self.run_command("tar --version", b"").is_ok_and(|out| {
+            let first = String::from_utf8_lossy(&out.stdout);
+            out.status == 0 && (first.contains("GNU tar") || first.contains("bsdtar"))
+        });
+        self.tar.set(Some(found));
+        found
+    }
+
+    /// Stops using the tar fast path on this connection (after a tar stream failed).
+    pub fn disable_tar(&self) {
+        self.tar.set(Some(false));
     }
 
     /// Makes transfers on this connection stop early once `flag` is set.

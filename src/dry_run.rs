@@ -1,0 +1,176 @@
+//! `hostsync sync --dry-run`: what a sync would change, without changing anything.
+//!
+//! The dry run lists every destination with the listing script's no-create mode
+//! (a missing remote directory is reported as missing, never made), compares it
+//! with the local side exactly as `sync` does (size, mtime and mode; excludes;
+//! `"delete": true`) and turns what `sync` would upload, link or remove into
+//! [`Diff`]s. Nothing is uploaded, renamed, rotated or removed, and no post_sync
+//! command runs. The differences are printed grouped by host, in the style of
+//! gosyncd (issue 5):
+//!
+//! ```text
+//! [+] 10.0.0.12 /srv/www/site/new.html added
+//! [M] 10.0.0.12 /etc/app/app.conf updated
+//! [-] 10.0.0.12 /srv/www/site/old.html deleted
+//! ```
+//!
+//! A directory's path ends in `/` (a new empty directory, or a changed mode is a
+//! difference too). `[-]` only appears for mappings with `"delete": true`.
+
+use serde_json::{Value, json};
+
+/// What a sync would do to one remote path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Change {
+    /// It does not exist on the remote and would be created.
+    Added,
+    /// It exists and would be replaced (content, mode or mtime differ, or another kind).
+    Updated,
+    /// It exists only on the remote and would be removed (`"delete": true`).
+    Deleted,
+}
+
+impl Change {
+    /// The tag at the start of a line.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Change::Added => "[+]",
+            Change::Updated => "[M]",
+            Change::Deleted => "[-]",
+        }
+    }
+
+    /// The word at the end of a line, and the `change` field of a JSON line.
+    pub fn word(self) -> &'static str {
+        match self {
+            Change::Added => "added",
+            Change::Updated => "updated",
+            Change::Deleted => "deleted",
+        }
+    }
+}
+
+/// One difference on one host.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Diff {
+    /// The absolute remote path (bytes: remote names need not be UTF-8).
+    pub path: Vec<u8>,
+    /// What a sync would do there.
+    pub change: Change,
+    /// Whether the path is (or would be) a directory.
+    pub is_dir: bool,
+}
+
+impl Diff {
+    /// The path for display: lossy UTF-8, with a trailing `/` for a directory.
+    fn shown(&self) -> String {
+        let mut p = String::from_utf8_lossy(&self.path).into_owned();
+        if self.is_dir {
+            p.push('/');
+        }
+        p
+    }
+}
+
+/// One text line: `[+] HOST PATH added`.
+pub fn line(host: &str, d: &Diff) -> String {
+    format!(
+        "{} {host} {} {}",
+        d.change.tag(),
+        d.shown(),
+        d.change.word()
+    )
+}
+
+/// One JSON object: `{"type":"diff","host":..,"path":..,"change":"added","dir":false}`.
+pub fn json_line(host: &str, d: &Diff) -> Value {
+    json!({
+        "type": "diff",
+        "host": host,
+        "path": String::from_utf8_lossy(&d.path),
+        "change": d.change.word(),
+        "dir": d.is_dir,
+    })
+}
+
+/// Every host's differences, grouped by host in the order given and sorted by
+/// path within a host, as text lines or JSON lines.
+pub fn render(hosts: &[(&str, &[Diff])], as_json: bool) -> String {
+    let mut out = String::new();
+    for (host, diffs) in hosts {
+        let mut sorted: Vec<&Diff> = diffs.iter().collect();
+        sorted.sort();
+        for d in sorted {
+            if as_json {
+                out.push_str(&json_line(host, d).to_string());
+            } else {
+                out.push_str(&line(host, d));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn diff(p: &str, change: Change, is_dir: bool) -> Diff {
+        Diff {
+            path: p.as_bytes().to_vec(),
+            change,
+            is_dir,
+        }
+    }
+
+    #[test]
+    fn lines_look_like_gosyncd() {
+        assert_eq!(
+            line(
+                "10.0.0.12",
+                &diff("/srv/www/site/new.html", Change::Added, false)
+            ),
+            "[+] 10.0.0.12 /srv/www/site/new.html added"
+        );
+        assert_eq!(
+            line(
+                "10.0.0.12",
+                &diff("/etc/app/app.conf", Change::Updated, false)
+            ),
+            "[M] 10.0.0.12 /etc/app/app.conf updated"
+        );
+        assert_eq!(
+            line("::1", &diff("/srv/old", Change::Deleted, true)),
+            "[-] ::1 /srv/old/ deleted"
+        );
+        let lossy = Diff {
+            path: b"/x/\xff".to_vec(),
+            change: Change::Added,
+            is_dir: false,
+        };
+        assert_eq!(line("h", &lossy), "[+] h /x/\u{fffd} added");
+    }
+
+    #[test]
+    fn render_groups_by_host_and_sorts_by_path() {
+        let a = [
+            diff("/b", Change::Added, false),
+            diff("/a", Change::Deleted, false),
+        ];
+        let b = [diff("/c", Change::Updated, false)];
+        let text = render(&[("h2", &b), ("h1", &a)], false);
+        assert_eq!(
+            text,
+            "[M] h2 /c updated\n[-] h1 /a deleted\n[+] h1 /b added\n"
+        );
+        let json = render(&[("h1", &a)], true);
+        let first: Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+        assert_eq!(first["type"], "diff");
+        assert_eq!(first["host"], "h1");
+        assert_eq!(first["path"], "/a");
+        assert_eq!(first["change"], "deleted");
+        assert_eq!(first["dir"], false);
+        assert!(render(&[("h", &[])], false).is_empty());
+    }
+}
