@@ -94,5 +94,5 @@ echo "== what arrived under $work/remote"
 echo "== logs/info.log"
 cat "$work/cfg/logs/info.log"
 echo "== logs/error.log (warnings and errors only)"
-cat "$work/cfg/logs/error.log"
+if [ -s "$work/cfg/logs/error.log" ]; then cat "$work/cfg/logs/error.log"; else echo "(empty: nothing failed)"; fi
 echo "== done; sshd stopped and $work removed"

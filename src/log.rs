@@ -32,6 +32,14 @@ pub struct Logs {
 pub fn start(dir: &Path, verbose: bool) -> Result<Logs> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("{}: cannot create the log folder (log_path)", dir.display()))?;
+    // Both files exist from the start, so an empty error.log plainly means no failures.
+    for name in ["info.log", "error.log"] {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+            .with_context(|| format!("{}: cannot create {name}", dir.display()))?;
+    }
     let writer = SplitWriter {
         info: file_writer(dir, "info", ROTATE_BYTES)?,
         error: file_writer(dir, "error", ROTATE_BYTES)?,
