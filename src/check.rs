@@ -147,14 +147,6 @@ fn check_host(target: &Target, ssh: &SshSettings) -> HostCheck {
     };
     row.auth = conn.auth_method.to_string();
     row.fingerprint.clone_from(&conn.fingerprint);
-    log::info!(
-        "{}: connected as {} on port {} ({}, host key {})",
-        host.address,
-        host.user,
-        host.port,
-        conn.auth_method,
-        conn.fingerprint
-    );
     let probes = probes(&target.mappings, &mut row);
     if !probes.is_empty() {
         test_dirs(&conn, &probes, &mut row);

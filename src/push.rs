@@ -151,7 +151,14 @@ struct Plan {
 
 /// Pushes every mapping of `target` over `conn`, filling `report` (one-shot `sync`).
 pub fn push_host(conn: &Connection, target: &Target, sources: &Sources, report: &mut HostReport) {
-    let units = target
+    if let Err(e) = try_push(conn, whole_units(target, sources), report) {
+        report.fail_host(&format!("{e:#}"));
+    }
+}
+
+/// One whole unit per mapping of `target`, from the sources scanned before the run.
+fn whole_units<'a>(target: &'a Target, sources: &Sources) -> Vec<Unit<'a>> {
+    target
         .mappings
         .iter()
         .map(|m| {
@@ -161,10 +168,7 @@ pub fn push_host(conn: &Connection, target: &Target, sources: &Sources, report: 
                 .unwrap_or_else(|| Arc::new(Err("src was not scanned".to_string())));
             whole_unit(m, source)
         })
-        .collect();
-    if let Err(e) = try_push(conn, units, report) {
-        report.fail_host(&format!("{e:#}"));
-    }
+        .collect()
 }
 
 /// `sync --dry-run` for one host: lists the remote without creating anything,
@@ -177,17 +181,7 @@ pub fn dry_run_host(
     sources: &Sources,
     report: &mut HostReport,
 ) {
-    let units: Vec<Unit<'_>> = target
-        .mappings
-        .iter()
-        .map(|m| {
-            let source = sources
-                .get(&(m.src.clone(), m.exclude.patterns().to_vec()))
-                .cloned()
-                .unwrap_or_else(|| Arc::new(Err("src was not scanned".to_string())));
-            whole_unit(m, source)
-        })
-        .collect();
+    let units = whole_units(target, sources);
     match plan(conn, &units, report, false) {
         Ok(Some(plan)) => report.diffs = diffs(&plan),
         Ok(None) => {}

@@ -71,14 +71,6 @@ fn serve(target: &Target, ssh: &SshSettings, observer: Observer, job: &Job<'_>) 
     let started = std::time::Instant::now();
     match ssh::Connection::open(host, ssh) {
         Ok(conn) => {
-            log::info!(
-                "{}: connected as {} on port {} ({}, host key {})",
-                host.address,
-                host.user,
-                host.port,
-                conn.auth_method,
-                conn.fingerprint
-            );
             job(&conn, target, &mut report);
         }
         Err(e) => report.fail_host(&format!("{e:#}")),

@@ -65,6 +65,12 @@ impl Connection {
         let fingerprint = verify_host_key(&session, host, ssh)?;
         let auth_method = authenticate(&session, host)?;
         session.set_timeout(millis(ssh.io_timeout));
+        log::info!(
+            "{}: connected as {} on port {} ({auth_method}, host key {fingerprint})",
+            host.address,
+            host.user,
+            host.port
+        );
         Ok(Connection {
             session,
             auth_method,
