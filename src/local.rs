@@ -111,22 +111,33 @@ pub fn scan(src: &Path, exclude: &Excludes) -> Result<Source, ScanError> {
     })
 }
 
-/// A path that does not exist (any more).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Missing;
+/// Why [`scan_below`] found nothing to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Below {
+    /// The path does not exist (any more): it was deleted or renamed away.
+    Missing,
+    /// The path exists but cannot be read (permission denied, I/O error). This is
+    /// never taken as a deletion: a read error must not remove remote data.
+    Unreadable(String),
+}
 
 /// Scans `src/rel` alone (not following a symlink there) and, for a directory,
 /// everything below it that `exclude` does not name. Entries are relative to `src`.
-pub fn scan_below(src: &Path, rel: &Path, exclude: &Excludes) -> Result<Vec<Entry>, Missing> {
+pub fn scan_below(src: &Path, rel: &Path, exclude: &Excludes) -> Result<Vec<Entry>, Below> {
     let start = src.join(rel);
-    std::fs::symlink_metadata(&start).map_err(|_| Missing)?;
+    match std::fs::symlink_metadata(&start) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Below::Missing),
+        Err(e) => return Err(Below::Unreadable(e.to_string())),
+    }
     let mut entries = Vec::new();
     let mut errors = Vec::new();
     walk(src, &start, 0, exclude, &mut entries, &mut errors);
-    if entries.is_empty() && !errors.is_empty() {
-        return Err(Missing);
+    match errors.into_iter().next() {
+        // Whatever could not be read may not be taken for gone (no deletion below it).
+        Some((path, msg)) => Err(Below::Unreadable(format!("{}: {msg}", path.display()))),
+        None => Ok(entries),
     }
-    Ok(entries)
 }
 
 /// Walks `start` (below `src`) without following symlinks, sorted by name, skipping
@@ -280,9 +291,16 @@ mod tests {
         let rels: Vec<_> = e.iter().map(|e| e.rel.to_str().unwrap()).collect();
         assert_eq!(rels, ["a", "a/b", "a/b/f"]);
         assert_eq!(
-            scan_below(d.path(), Path::new("nope"), &Excludes::default()),
-            Err(Missing)
+            scan_below(d.path(), Path::new("nope"), &Excludes::default()).map(|_| ()),
+            Err(Below::Missing)
         );
+        // An error other than "not found" (here ENAMETOOLONG; root ignores permissions)
+        // is unreadable, never gone: it must not lead to a remote deletion.
+        let long = "x".repeat(300);
+        assert!(matches!(
+            scan_below(d.path(), Path::new(&long), &Excludes::default()),
+            Err(Below::Unreadable(_))
+        ));
         assert_eq!(
             sha256_hex(&d.path().join("a/b/f")).unwrap(),
             "5994471abb01112afcc18159f6cc74b4f511b99806da59b3caf5a9c173cacfc5"

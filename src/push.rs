@@ -308,7 +308,8 @@ fn paths_unit<'a>(m: &'a Mapping, paths: &BTreeSet<PathBuf>) -> Unit<'a> {
                 add_ancestors(m, rel, &mut entries);
                 match local::scan_below(&m.src, rel, &m.exclude) {
                     Ok(found) => entries.extend(found),
-                    Err(local::Missing) => gone.push(rel_bytes.clone()),
+                    Err(local::Below::Missing) => gone.push(rel_bytes.clone()),
+                    Err(local::Below::Unreadable(msg)) => errors.push((p.clone(), msg)),
                 }
                 rels.push(rel_bytes);
             }
@@ -604,7 +605,16 @@ fn plan(
         }
         let w = work.entry(root.dir.clone()).or_default();
         plan_mapping(mapping, *idx, source, &root.dir, state, w, report);
-        if mapping.delete {
+        if mapping.delete && !source.errors.is_empty() {
+            // rsync's rule: after a local read error, delete nothing, since what could
+            // not be read would look like it is gone.
+            log::warn!(
+                "{}: {} -> {}: local read errors, so nothing is deleted on the remote this time",
+                report.address,
+                mapping.src.display(),
+                mapping.dest
+            );
+        } else if mapping.delete {
             plan_removals(unit, *idx, source, state, w);
         }
     }
