@@ -565,7 +565,7 @@ fn plan(
     let listing = conn.run_script(&remote::listing_script(&roots, create))?;
     let states = remote::parse_listing(&listing.stdout, roots.len()).map_err(|e| {
         anyhow!(
-            "cannot read the remote listing: {e}; stderr: {}",
+            "cannot read the remote listing: {e} (does the remote login shell print text, e.g. from ~/.bashrc? it must not, as for rsync; does the remote have GNU find?); stderr: {}",
             listing.stderr.trim()
         )
     })?;
