@@ -383,24 +383,11 @@ fn reason(r: &HostCheck) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::{Command, Stdio};
 
     /// Runs the probe script with the local sh, as the remote would.
     fn run_local(probes: &[Probe]) -> Vec<(usize, String, String)> {
-        use std::io::Write;
-        let mut child = Command::new("sh")
-            .arg("-s")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(&probe_script(probes))
-            .unwrap();
-        parse_answers(&child.wait_with_output().unwrap().stdout)
+        let out = crate::transfer::remote::run_local("sh", &["-s"], &probe_script(probes));
+        parse_answers(&out)
     }
 
     fn probe(dir: &Path, file: Option<&Path>) -> Probe {

@@ -490,6 +490,22 @@ pub fn parse_failures(out: &[u8]) -> Vec<(usize, String)> {
     failures
 }
 
+/// Runs `program args` locally with `input` on stdin and returns its stdout: how the
+/// unit tests run the remote scripts and programs on this machine, as a remote would.
+#[cfg(test)]
+pub(crate) fn run_local(program: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap().stdout
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,17 +551,7 @@ mod tests {
                 paths: None,
             },
         ];
-        let run = |script: Vec<u8>| {
-            let mut child = Command::new("sh")
-                .arg("-s")
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(&script).unwrap();
-            child.wait_with_output().unwrap().stdout
-        };
+        let run = |script: Vec<u8>| run_local("sh", &["-s"], &script);
         // Dry listing creates nothing.
         let st = parse_listing(&run(listing_script(&roots, false)), 2).unwrap();
         assert!(st[0].entries.is_empty() && st[0].error.is_none());
@@ -630,20 +636,7 @@ mod tests {
                 },
             ];
             let out = if use_perl {
-                let mut child = Command::new("perl")
-                    .args(["-e", COMMIT_PERL])
-                    .stdin(std::process::Stdio::piped())
-                    .stdout(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                use std::io::Write;
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(&commit_records(&steps))
-                    .unwrap();
-                child.wait_with_output().unwrap().stdout
+                run_local("perl", &["-e", COMMIT_PERL], &commit_records(&steps))
             } else {
                 run(commit_script(&steps))
             };
