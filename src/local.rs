@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -241,11 +240,6 @@ pub fn scan_all<'a>(
             )
         })
         .collect()
-}
-
-/// A path's bytes (Unix paths are bytes, not necessarily UTF-8).
-pub fn bytes(p: &Path) -> &[u8] {
-    p.as_os_str().as_bytes()
 }
 
 #[cfg(test)]
