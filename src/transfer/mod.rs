@@ -9,6 +9,7 @@
 //! ([`push::push_host`]) or a dry run ([`push::dry_run_host`]).
 
 pub mod live;
+mod quickack;
 pub mod remote;
 pub mod scp;
 pub mod ssh;

@@ -6,7 +6,9 @@
 //! ACK); the connect timeout bounds TCP connect, handshake and auth, and the I/O
 //! timeout bounds every later blocking call, so a silent peer becomes an error
 //! instead of a hang; host keys are checked with `check_port`, which understands
-//! `[host]:port` entries. A session lives on the one worker thread that made it.
+//! `[host]:port` entries; delayed ACKs are turned off after every receive
+//! (`transfer::quickack`: 40 ms less for the first channel of each session). A
+//! session lives on the one worker thread that made it.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -50,6 +52,7 @@ impl Connection {
     pub fn open(host: &Host, ssh: &SshSettings) -> Result<Connection> {
         let tcp = connect_tcp(host, ssh.connect_timeout)?;
         let mut session = Session::new().context("cannot create an ssh session")?;
+        super::quickack::install(&session);
         session.set_tcp_stream(tcp);
         session.set_timeout(millis(ssh.connect_timeout));
         session
@@ -120,6 +123,7 @@ impl Connection {
 
     /// Runs `command` with `input` on its stdin and collects its output.
     pub fn run_command(&self, command: &str, input: &[u8]) -> Result<ScriptOutput> {
+        let started = std::time::Instant::now();
         let mut ch = self
             .session
             .channel_session()
@@ -143,6 +147,10 @@ impl Connection {
         ch.wait_close()
             .context("closing the remote shell channel")?;
         let status = ch.exit_status().context("reading the remote exit status")?;
+        log::debug!(
+            "remote `{command:.20}`: exit {status} after {} ms",
+            started.elapsed().as_millis()
+        );
         Ok(ScriptOutput {
             stdout,
             stderr,

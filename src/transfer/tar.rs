@@ -66,6 +66,7 @@ pub fn upload(
         members.len(),
         String::from_utf8_lossy(root.as_bytes())
     );
+    let started = std::time::Instant::now();
     let channel = conn.exec(&command)?;
     let cancel = conn.cancel_flag();
     let mut builder = tar::Builder::new(BufWriter::with_capacity(BUFFER, channel));
@@ -100,6 +101,11 @@ pub fn upload(
         .read_to_string(&mut out)
         .context("reading the remote tar's status")?;
     channel.wait_close().context("closing the tar channel")?;
+    log::debug!(
+        "tar stream: {} ms, remote said {:?}",
+        started.elapsed().as_millis(),
+        out.trim()
+    );
     match out.trim().strip_prefix("tar-exit:") {
         Some("0") => Ok(Some(outcomes)),
         Some(code) => {
