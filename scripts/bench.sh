@@ -21,11 +21,14 @@
 # print "skipped". hyperfine is not used: it runs one command's runs back to
 # back and cannot alternate tools, which is what makes ratios trustworthy here.
 #
-# Usage: scripts/bench.sh [--runs N] [--smoke] [--only LIST] [--hostsync BIN]
+# Usage: scripts/bench.sh [--runs N] [--smoke] [--only LIST] [--hostsync BIN] [--remote-dir DIR]
 #   --only      run only these scenarios, comma-separated: 1,2,3,4,5,6,latency
 #   --smoke     every available scenario once with tiny sizes (under a minute; for CI);
 #               its timings mean nothing
 #   --hostsync  use this binary instead of building target/release/hostsync
+#   --remote-dir  put the hosts' destination folders in a new folder under DIR
+#               (default: the suite's folder in /tmp); e.g. /dev/shm to take the
+#               file system out of the comparison (see BENCHMARKS.md)
 #
 # Needs: OpenSSH sshd, ssh, scp, ssh-keygen; for the peers rsync, pssh
 # (parallel-scp), lsyncd; python3 for the delay proxy when tc netem is missing.
@@ -47,8 +50,10 @@ RUNS=5
 SMOKE=0
 ONLY=""
 HOSTSYNC=""
+REMOTE_DIR=""
+R="" # where the hosts' destination folders live
 
-usage() { sed -n '/^# Usage:/,/^#   --hostsync/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '/^# Usage:/,/^#               file system out/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 parse_args() {
   while [ $# -gt 0 ]; do
@@ -57,6 +62,7 @@ parse_args() {
       --smoke) SMOKE=1; shift ;;
       --only) ONLY=${2:?--only needs a scenario}; shift 2 ;;
       --hostsync) HOSTSYNC=${2:?--hostsync needs a path}; shift 2 ;;
+      --remote-dir) REMOTE_DIR=${2:?--remote-dir needs a folder}; shift 2 ;;
       -h | --help) usage; exit 0 ;;
       *) echo "bench: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -165,6 +171,7 @@ cleanup() {
     wait "$pid" 2>/dev/null || true
   done
   [ -z "$NETNS" ] || ip netns del "$NETNS" 2>/dev/null || true
+  [ -z "$R" ] || rm -rf "$R"
   [ -z "$W" ] || rm -rf "$W"
 }
 
@@ -249,11 +256,11 @@ EOF
 start_host() {
   local i=$1 addr="127.0.0.$((100 + $1))" dir="$W/hosts/h$1" _ port pid
   mkdir -p "$dir"
-  fresh_dir "$W/r/h$i"
-  fresh_dir "$W/r/h$i/s4-pscp"
+  fresh_dir "$R/h$i"
+  fresh_dir "$R/h$i/s4-pscp"
   for _ in 1 2 3 4 5; do
     port=$((20000 + RANDOM % 40000))
-    sshd_config "$dir" "$addr" "$port" "$W/r/h$i/s4-pscp"
+    sshd_config "$dir" "$addr" "$port" "$R/h$i/s4-pscp"
     : >"$dir/sshd.log"
     "$SSHD" -D -f "$dir/sshd_config" -E "$dir/sshd.log" &
     pid=$!
@@ -401,27 +408,27 @@ tree_stat() { find "$1" -type f -printf '%s\n' 2>/dev/null | awk '{ n++; s += $1
 
 # ---------------------------------------------------------------- scenario 1
 
-s1_prep() { fresh_dir "$W/r/h1/s1/$1"; }
+s1_prep() { fresh_dir "$R/h1/s1/$1"; }
 s1_run() {
-  local a=${HOST_ADDR[1]} p=${HOST_PORT[1]} d=$W/r/h1/s1/$1
+  local a=${HOST_ADDR[1]} p=${HOST_PORT[1]} d=$R/h1/s1/$1
   case $1 in
     hostsync) "$HOSTSYNC" -c "$W/cfg/s1/config.ini" sync ;;
     scp) scp -O "${SSH_OPTS[@]}" -P "$p" "$W/data/big.bin" "$LOGIN@$a:$d/big.bin" ;;
     rsync) rsync -a --whole-file -e "ssh ${SSH_OPTS[*]} -p $p" "$W/data/big.bin" "$LOGIN@$a:$d/big.bin" ;;
   esac
 }
-s1_check() { [ "$(stat -c %s "$W/r/h1/s1/$1/big.bin")" = "$S1_BYTES" ]; }
+s1_check() { [ "$(stat -c %s "$R/h1/s1/$1/big.bin")" = "$S1_BYTES" ]; }
 
 scenario_1() {
   say "== 1: one $(size "$S1_BYTES") file, one host, remote cleared before each run, runs: $RUNS"
   head -c "$S1_BYTES" /dev/urandom >"$W/data/big.bin"
   hs_config "$W/cfg/s1" 4 "${HOST_ADDR[1]}:${HOST_PORT[1]}"
-  hs_map "$W/cfg/s1" "${HOST_ADDR[1]}" "$W/data/big.bin" "$W/r/h1/s1/hostsync/big.bin"
+  hs_map "$W/cfg/s1" "${HOST_ADDR[1]}" "$W/data/big.bin" "$R/h1/s1/hostsync/big.bin"
   LABEL[scp]="scp -O" LABEL[rsync]="rsync -a --whole-file"
   local tools=(hostsync scp)
   [ "$HAVE_RSYNC" = 1 ] && tools+=(rsync)
   rounds s1 "${tools[@]}"
-  cmp "$W/data/big.bin" "$W/r/h1/s1/hostsync/big.bin" || die "scenario 1: hostsync's copy differs"
+  cmp "$W/data/big.bin" "$R/h1/s1/hostsync/big.bin" || die "scenario 1: hostsync's copy differs"
   local peers=(scp:1.0)
   [ "$HAVE_RSYNC" = 1 ] && peers+=(rsync:-)
   report s1 "1: $(size "$S1_BYTES"), 1 host" "${peers[@]}"
@@ -431,40 +438,40 @@ scenario_1() {
     say "  throughput $t: $(awk -v b="$S1_BYTES" -v us="$(median ${TIMES[s1/$t]})" 'BEGIN { printf "%.0f", b / us }') MB/s"
   done
   rm -f "$W/data/big.bin"
-  rm -rf "$W/r/h1/s1"
+  rm -rf "$R/h1/s1"
 }
 
 # ---------------------------------------------------------------- scenarios 2 and 3
 
-s2_prep() { rm -rf "$W/r/h1/s2/$1"; fresh_dir "$W/r/h1/s2/$1"; }
+s2_prep() { rm -rf "$R/h1/s2/$1"; fresh_dir "$R/h1/s2/$1"; }
 s2_run() {
-  local a=${HOST_ADDR[1]} p=${HOST_PORT[1]} d=$W/r/h1/s2/$1/tree
+  local a=${HOST_ADDR[1]} p=${HOST_PORT[1]} d=$R/h1/s2/$1/tree
   case $1 in
     hostsync) "$HOSTSYNC" -c "$W/cfg/s2/config.ini" sync ;;
     scp) scp -r -O "${SSH_OPTS[@]}" -P "$p" "$W/data/tree" "$LOGIN@$a:$d" ;;
     rsync) rsync -a -e "ssh ${SSH_OPTS[*]} -p $p" "$W/data/tree/" "$LOGIN@$a:$d/" ;;
   esac
 }
-s2_check() { [ "$(tree_stat "$W/r/h1/s2/$1/tree")" = "$S2_FILES $((S2_FILES * 4096))" ]; }
+s2_check() { [ "$(tree_stat "$R/h1/s2/$1/tree")" = "$S2_FILES $((S2_FILES * 4096))" ]; }
 
 scenario_2() {
   say "== 2: $S2_FILES x 4 KiB files in $S2_DIRS nested dirs, one host, remote empty, runs: $RUNS"
   make_tree
   hs_config "$W/cfg/s2" 4 "${HOST_ADDR[1]}:${HOST_PORT[1]}"
-  hs_map "$W/cfg/s2" "${HOST_ADDR[1]}" "$W/data/tree/" "$W/r/h1/s2/hostsync/tree"
+  hs_map "$W/cfg/s2" "${HOST_ADDR[1]}" "$W/data/tree/" "$R/h1/s2/hostsync/tree"
   LABEL[scp]="scp -r -O" LABEL[rsync]="rsync -a"
   local tools=(hostsync scp) peers=(scp:0.4)
   [ "$HAVE_RSYNC" = 1 ] && tools+=(rsync) && peers=(rsync:0.7 scp:0.4)
   rounds s2 "${tools[@]}"
-  diff -r "$W/data/tree" "$W/r/h1/s2/hostsync/tree" >/dev/null || die "scenario 2: hostsync's tree differs"
+  diff -r "$W/data/tree" "$R/h1/s2/hostsync/tree" >/dev/null || die "scenario 2: hostsync's tree differs"
   report s2 "2: $S2_FILES x 4 KiB, 1 host" "${peers[@]}"
-  rm -rf "$W/r/h1/s2"
+  rm -rf "$R/h1/s2"
 }
 
 # Nothing is cleared: each tool keeps its own up-to-date copy, filled once untimed.
 s3_prep() { :; }
 s3_run() {
-  local a=${HOST_ADDR[1]} p=${HOST_PORT[1]} d=$W/r/h1/s3/$1/tree
+  local a=${HOST_ADDR[1]} p=${HOST_PORT[1]} d=$R/h1/s3/$1/tree
   case $1 in
     hostsync) "$HOSTSYNC" -c "$W/cfg/s3/config.ini" sync ;;
     rsync) rsync -a -e "ssh ${SSH_OPTS[*]} -p $p" "$W/data/tree/" "$LOGIN@$a:$d/" ;;
@@ -472,7 +479,7 @@ s3_run() {
 }
 # The copy is intact, and hostsync's summary row for the host says it sent 0 files.
 s3_check() {
-  [ "$(tree_stat "$W/r/h1/s3/$1/tree")" = "$S2_FILES $((S2_FILES * 4096))" ] || return 1
+  [ "$(tree_stat "$R/h1/s3/$1/tree")" = "$S2_FILES $((S2_FILES * 4096))" ] || return 1
   [ "$1" != hostsync ] || awk -v h="${HOST_ADDR[1]}" '$1 == h { found = 1; sent = $2 } END { exit !(found && sent == 0) }' "$W/last.log"
 }
 
@@ -481,16 +488,16 @@ scenario_3() {
   if [ "$HAVE_RSYNC" != 1 ]; then say "  skipped: needs rsync"; return; fi
   make_tree
   hs_config "$W/cfg/s3" 4 "${HOST_ADDR[1]}:${HOST_PORT[1]}"
-  hs_map "$W/cfg/s3" "${HOST_ADDR[1]}" "$W/data/tree/" "$W/r/h1/s3/hostsync/tree"
+  hs_map "$W/cfg/s3" "${HOST_ADDR[1]}" "$W/data/tree/" "$R/h1/s3/hostsync/tree"
   LABEL[rsync]="rsync -a"
   local t
   for t in hostsync rsync; do
-    fresh_dir "$W/r/h1/s3/$t"
+    fresh_dir "$R/h1/s3/$t"
     s3_run "$t" >"$W/last.log" 2>&1 || { cat "$W/last.log" >&2; die "scenario 3: filling the copy with $t failed"; }
   done
   rounds s3 hostsync rsync
   report s3 "3: no-op, $S2_FILES files" rsync:1.0
-  rm -rf "$W/r/h1/s3"
+  rm -rf "$R/h1/s3"
 }
 
 # ---------------------------------------------------------------- scenario 4
@@ -498,7 +505,7 @@ scenario_3() {
 S4_HOSTS=8
 s4_prep() {
   local i
-  for ((i = 1; i <= S4_HOSTS; i++)); do fresh_dir "$W/r/h$i/s4-$1"; done
+  for ((i = 1; i <= S4_HOSTS; i++)); do fresh_dir "$R/h$i/s4-$1"; done
 }
 s4_run() {
   local i
@@ -511,14 +518,14 @@ s4_run() {
     scploop)
       for ((i = 1; i <= S4_HOSTS; i++)); do
         scp "${SSH_OPTS[@]}" -P "${HOST_PORT[i]}" "$W/data/b16.bin" \
-          "$LOGIN@${HOST_ADDR[i]}:$W/r/h$i/s4-scploop/b16.bin" || return 1
+          "$LOGIN@${HOST_ADDR[i]}:$R/h$i/s4-scploop/b16.bin" || return 1
       done ;;
   esac
 }
 s4_check() {
   local i
   for ((i = 1; i <= S4_HOSTS; i++)); do
-    [ "$(stat -c %s "$W/r/h$i/s4-$1/b16.bin" 2>/dev/null)" = "$S4_BYTES" ] || return 1
+    [ "$(stat -c %s "$R/h$i/s4-$1/b16.bin" 2>/dev/null)" = "$S4_BYTES" ] || return 1
   done
 }
 
@@ -530,7 +537,7 @@ scenario_4() {
   # As many connections as parallel-scp's -p 8.
   hs_config "$W/cfg/s4" 8 "${hps[@]}"
   for ((i = 1; i <= S4_HOSTS; i++)); do
-    hs_map "$W/cfg/s4" "${HOST_ADDR[i]}" "$W/data/b16.bin" "$W/r/h$i/s4-hostsync/b16.bin"
+    hs_map "$W/cfg/s4" "${HOST_ADDR[i]}" "$W/data/b16.bin" "$R/h$i/s4-hostsync/b16.bin"
     echo "$LOGIN@${HOST_ADDR[i]}:${HOST_PORT[i]}" >>"$W/cfg/s4/pssh_hosts"
   done
   LABEL[pscp]="parallel-scp -p 8" LABEL[scploop]="scp loop"
@@ -578,7 +585,7 @@ setup_delay() {
 start_ns_sshd() {
   local dir=$W/hosts/ns pid
   mkdir -p "$dir"
-  sshd_config "$dir" 127.0.0.1 2222 "$W/r/h1"
+  sshd_config "$dir" 127.0.0.1 2222 "$R/h1"
   ip netns exec "$NETNS" "$SSHD" -D -f "$dir/sshd_config" -E "$dir/sshd.log" &
   pid=$!
   wait_for 10 grep -q "Server listening" "$dir/sshd.log" || { kill "$pid"; return 1; }
@@ -588,15 +595,15 @@ start_ns_sshd() {
   echo "[$S6_ADDR]:$S6_PORT $(cut -d' ' -f1,2 "$W/host_key.pub")" >>"$W/known_hosts"
 }
 
-s6_prep() { fresh_dir "$W/r/h1/s6/$1"; }
+s6_prep() { fresh_dir "$R/h1/s6/$1"; }
 s6_run() {
-  local d=$W/r/h1/s6/$1/tree
+  local d=$R/h1/s6/$1/tree
   case $1 in
     hostsync) "${S6_PREFIX[@]}" "$HOSTSYNC" -c "$W/cfg/s6/config.ini" sync ;;
     rsync) "${S6_PREFIX[@]}" rsync -a -e "ssh ${SSH_OPTS[*]} -p $S6_PORT" "$W/data/tree/" "$LOGIN@$S6_ADDR:$d/" ;;
   esac
 }
-s6_check() { [ "$(tree_stat "$W/r/h1/s6/$1/tree")" = "$S2_FILES $((S2_FILES * 4096))" ]; }
+s6_check() { [ "$(tree_stat "$R/h1/s6/$1/tree")" = "$S2_FILES $((S2_FILES * 4096))" ]; }
 
 scenario_6() {
   say "== 6: scenario 2 at 20 ms round trip, runs: $RUNS"
@@ -605,11 +612,11 @@ scenario_6() {
   setup_delay || return 0
   say "  link: $S6_HOW"
   hs_config "$W/cfg/s6" 4 "$S6_ADDR:$S6_PORT"
-  hs_map "$W/cfg/s6" "$S6_ADDR" "$W/data/tree/" "$W/r/h1/s6/hostsync/tree"
+  hs_map "$W/cfg/s6" "$S6_ADDR" "$W/data/tree/" "$R/h1/s6/hostsync/tree"
   LABEL[rsync]="rsync -a"
   rounds s6 hostsync rsync
   report s6 "6: $S2_FILES files at 20 ms RTT" rsync:0.7
-  rm -rf "$W/r/h1/s6"
+  rm -rf "$R/h1/s6"
 }
 
 # ---------------------------------------------------------------- scenario 5 (watch)
@@ -631,7 +638,7 @@ scenario_5() {
     for ((f = 0; f < S5_PER_DIR; f++)); do printf '%d %d\n' "$d" "$f" >"$tree/d$((d / 100))/d$d/f$f"; done
   done
   hs_config "$W/cfg/s5" 4 "${HOST_ADDR[1]}:${HOST_PORT[1]}"
-  hs_map "$W/cfg/s5" "${HOST_ADDR[1]}" "$tree/" "$W/r/h1/s5/many"
+  hs_map "$W/cfg/s5" "${HOST_ADDR[1]}" "$tree/" "$R/h1/s5/many"
   # Fill the remote first, so the daemon's start-up reconcile is a no-op and the
   # figure is the cost of watching, not of the first upload.
   "$HOSTSYNC" -c "$W/cfg/s5/config.ini" sync >"$W/last.log" 2>&1 || { cat "$W/last.log" >&2; die "scenario 5: initial sync failed"; }
@@ -676,7 +683,7 @@ scenario_5() {
   say "  RSS: idle $((peak / 1024)) MiB, peak since start (VmHWM) $((hwm / 1024)) MiB (target < 64 MiB)"
   say "  idle CPU over ${S5_IDLE}s: ${cpu}s (target: none)"
   WATCH_SUMMARY+=("| 5: watch $((S5_DIRS * S5_PER_DIR)) files in $S5_DIRS dirs | ready after $(secs $((t1 - t0))) s (reconcile done at $(secs $((t2 - t0))) s); RSS idle $((peak / 1024)) MiB, peak $((hwm / 1024)) MiB; CPU $cpu s in ${S5_IDLE} s idle | ready < 5 s, RSS < 64 MiB, no idle CPU |")
-  rm -rf "$tree" "$W/r/h1/s5"
+  rm -rf "$tree" "$R/h1/s5"
 }
 
 # ---------------------------------------------------------------- latency (watch)
@@ -733,8 +740,8 @@ latency_run() {
   mkdir -p "$src"
   echo init >"$src/watched.txt"
   for ((i = 1; i <= n; i++)); do
-    fresh_dir "$W/r/h$i/lat-$tool-$n"
-    dests+=("$W/r/h$i/lat-$tool-$n/watched.txt")
+    fresh_dir "$R/h$i/lat-$tool-$n"
+    dests+=("$R/h$i/lat-$tool-$n/watched.txt")
   done
   if [ "$tool" = hostsync ]; then
     local hps=()
@@ -749,7 +756,7 @@ latency_run() {
       echo "settings { logfile = \"$W/lat/$tool-$n.log\", insist = true }"
       for ((i = 1; i <= n; i++)); do
         cat <<EOF
-sync { default.rsync, source = "$src/", target = "$LOGIN@${HOST_ADDR[i]}:$W/r/h$i/lat-$tool-$n/", delay = 0,
+sync { default.rsync, source = "$src/", target = "$LOGIN@${HOST_ADDR[i]}:$R/h$i/lat-$tool-$n/", delay = 0,
   rsync = { archive = true, rsh = "/usr/bin/ssh ${SSH_OPTS[*]} -p ${HOST_PORT[i]}" } }
 EOF
       done
@@ -803,7 +810,14 @@ main() {
   chmod 755 "$W"
   mkfifo "$W/nap.fifo"
   exec {NAP_FD}<>"$W/nap.fifo"
-  mkdir -p "$W/data" "$W/cfg" "$W/r" "$W/hosts"
+  if [ -n "$REMOTE_DIR" ]; then
+    [ -d "$REMOTE_DIR" ] || die "--remote-dir $REMOTE_DIR is not a folder"
+    R=$(mktemp -d "$REMOTE_DIR/hostsync-bench-r.XXXXXX")
+    chmod 755 "$R"
+  else
+    R=$W/r
+  fi
+  mkdir -p "$W/data" "$W/cfg" "$R" "$W/hosts"
   setup_user
   setup_keys
   local i
@@ -812,6 +826,7 @@ main() {
   say "hostsync benchmarks: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
   say "hostsync: $HOSTSYNC ($("$HOSTSYNC" --version)); login: $LOGIN; runs: $RUNS$([ "$SMOKE" = 1 ] && echo ', smoke sizes')"
   say "hosts: ${HOST_ADDR[*]} (sshd $("$SSHD" -V 2>&1 | head -n1 | cut -d, -f1))"
+  say "remote folders: $R ($(stat -f -c %T "$R"))"
 
   wanted 1 && scenario_1
   wanted 2 && scenario_2
