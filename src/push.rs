@@ -562,13 +562,18 @@ fn plan(
     if roots.is_empty() {
         return Ok(None);
     }
-    let listing = conn.run_script(&remote::listing_script(&roots, create))?;
-    let states = remote::parse_listing(&listing.stdout, roots.len()).map_err(|e| {
+    let probe_tar = conn.tar_unknown();
+    let listing = conn.run_script(&remote::listing_script(&roots, create, probe_tar))?;
+    let parsed = remote::parse_listing(&listing.stdout, roots.len()).map_err(|e| {
         anyhow!(
             "cannot read the remote listing: {e} (does the remote login shell print text, e.g. from ~/.bashrc? it must not, as for rsync; does the remote have GNU find?); stderr: {}",
             listing.stderr.trim()
         )
     })?;
+    if let Some(found) = parsed.tar {
+        conn.set_tar_probed(found);
+    }
+    let states = parsed.states;
 
     let mut work: BTreeMap<Vec<u8>, RootWork> = BTreeMap::new();
     let mut stale: HashSet<Vec<u8>> = HashSet::new();

@@ -109,9 +109,19 @@ A() {
 }
 "#;
 
+/// Appended to a listing when the connection does not know yet whether the remote
+/// has GNU tar or bsdtar: one `T` record, `1` or `0`, instead of an exec of its own
+/// (one round trip less per connection).
+const TAR_PROBE: &[u8] = br#"case "$(tar --version 2>/dev/null)" in
+  *"GNU tar"* | *bsdtar*) printf 'T\000%s\000' 1 ;;
+  *) printf 'T\000%s\000' 0 ;;
+esac
+"#;
+
 /// The listing script. With `create`, missing roots are made (`mkdir -p`);
-/// without it (dry run) nothing on the remote changes.
-pub fn listing_script(roots: &[ListRoot], create: bool) -> Vec<u8> {
+/// without it (dry run) nothing on the remote changes. With `probe_tar`, it also
+/// says whether the remote has GNU tar or bsdtar ([`Listing::tar`]).
+pub fn listing_script(roots: &[ListRoot], create: bool, probe_tar: bool) -> Vec<u8> {
     let mut s = LIST_PRELUDE.to_vec();
     s.extend_from_slice(if create { b"MK=1\n" } else { b"MK=0\n" });
     for (i, root) in roots.iter().enumerate() {
@@ -142,6 +152,9 @@ pub fn listing_script(roots: &[ListRoot], create: bool) -> Vec<u8> {
             }
         }
         s.push(b'\n');
+    }
+    if probe_tar {
+        s.extend_from_slice(TAR_PROBE);
     }
     s
 }
@@ -193,9 +206,19 @@ pub struct RemoteEntry {
     pub target: Vec<u8>,
 }
 
+/// What one listing said.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// One state per root, in the order of the roots.
+    pub states: Vec<RootState>,
+    /// Whether the remote has GNU tar or bsdtar, when the listing probed for it.
+    pub tar: Option<bool>,
+}
+
 /// Parses the listing's NUL-separated records into one state per root.
-pub fn parse_listing(out: &[u8], roots: usize) -> Result<Vec<RootState>, String> {
+pub fn parse_listing(out: &[u8], roots: usize) -> Result<Listing, String> {
     let mut states = vec![RootState::default(); roots];
+    let mut tar = None;
     let mut fields = out.split(|&b| b == 0);
     let mut current: Option<usize> = None;
     let root_index = |f: Option<&[u8]>| -> Result<usize, String> {
@@ -220,6 +243,7 @@ pub fn parse_listing(out: &[u8], roots: usize) -> Result<Vec<RootState>, String>
                 current = None;
             }
             b"X" => states[root_index(fields.next())?].incomplete = true,
+            b"T" => tar = Some(fields.next() == Some(b"1")),
             b"F" => {
                 let mut f = [&b""[..]; 6];
                 for slot in &mut f {
@@ -243,7 +267,7 @@ pub fn parse_listing(out: &[u8], roots: usize) -> Result<Vec<RootState>, String>
             }
         }
     }
-    Ok(states)
+    Ok(Listing { states, tar })
 }
 
 /// Drops the `./` that path listings put before each path.
@@ -533,6 +557,18 @@ mod tests {
         assert!(tmp_name(&[b'a'; 255]).len() < 40);
     }
 
+    /// The listing's tar probe answers with one `T` record, run by the local sh:
+    /// GNU tar here (Debian has it), none with an empty PATH; none asked, no record.
+    #[test]
+    fn listing_probes_for_tar_only_when_asked() {
+        let run = |script: Vec<u8>| parse_listing(&run_local("sh", &["-s"], &script), 0).unwrap();
+        assert_eq!(run(listing_script(&[], false, true)).tar, Some(true));
+        assert_eq!(run(listing_script(&[], false, false)).tar, None);
+        let mut no_tar = b"PATH=/nonexistent-hostsync-test\n".to_vec();
+        no_tar.extend(listing_script(&[], false, true));
+        assert_eq!(run(no_tar).tar, Some(false));
+    }
+
     /// Runs the real scripts with the local sh and find: listing, then commit.
     #[test]
     fn listing_and_commit_scripts_run_locally() {
@@ -553,14 +589,18 @@ mod tests {
         ];
         let run = |script: Vec<u8>| run_local("sh", &["-s"], &script);
         // Dry listing creates nothing.
-        let st = parse_listing(&run(listing_script(&roots, false)), 2).unwrap();
+        let st = parse_listing(&run(listing_script(&roots, false, false)), 2)
+            .unwrap()
+            .states;
         assert!(st[0].entries.is_empty() && st[0].error.is_none());
         assert!(st[0].missing && st[1].missing);
         assert!(!root.exists());
         // Real listing creates the root, then sees a file in it.
-        run(listing_script(&roots, true));
+        run(listing_script(&roots, true, false));
         std::fs::write(root.join("a\nb"), "12345").unwrap();
-        let st = parse_listing(&run(listing_script(&roots, true)), 2).unwrap();
+        let st = parse_listing(&run(listing_script(&roots, true, false)), 2)
+            .unwrap()
+            .states;
         let e = &st[0].entries[&b"a\nb".to_vec()];
         assert_eq!((e.kind, e.size), (b'f', 5));
         // A path listing sees only the named paths, with hashes of files.
@@ -571,7 +611,9 @@ mod tests {
             max_depth: None,
             paths: Some(vec![b"a\nb".to_vec(), b"-d".to_vec(), b"gone".to_vec()]),
         }];
-        let st = parse_listing(&run(listing_script(&only, false)), 1).unwrap();
+        let st = parse_listing(&run(listing_script(&only, false, false)), 1)
+            .unwrap()
+            .states;
         let mut rels: Vec<_> = st[0].entries.keys().cloned().collect();
         rels.sort();
         assert_eq!(

@@ -101,6 +101,19 @@ impl Connection {
         found
     }
 
+    /// Whether nobody has asked the remote about tar yet (a listing may ask for
+    /// [`Connection::has_tar`], saving it an exec of its own).
+    pub fn tar_unknown(&self) -> bool {
+        self.tar.get().is_none() && !std::env::var("HOSTSYNC_TRANSFER").is_ok_and(|t| t == "scp")
+    }
+
+    /// Records what a listing found out about the remote's tar (first answer wins).
+    pub fn set_tar_probed(&self, found: bool) {
+        if self.tar.get().is_none() {
+            self.tar.set(Some(found));
+        }
+    }
+
     /// Stops using the tar fast path on this connection (after a tar stream failed).
     pub fn disable_tar(&self) {
         self.tar.set(Some(false));
