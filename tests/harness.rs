@@ -301,6 +301,30 @@ fn proxy_forwards_and_injects_faults() {
 }
 
 #[test]
+fn loopback_addresses_do_not_repeat_within_a_round() {
+    // Two hosts of one test on one address made a watch test flaky (the
+    // config check rejects a repeated ip_address). Tests on other threads
+    // draw too, but 100 draws here stay within one round of 253 unless more
+    // than 153 other servers start meanwhile.
+    let drawn: Vec<String> = (0..100)
+        .map(|_| crate::util::sshd::next_loopback_addr())
+        .collect();
+    let distinct: std::collections::HashSet<&String> = drawn.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        drawn.len(),
+        "repeated loopback address in {drawn:?}"
+    );
+    for addr in &drawn {
+        crate::util::sshd::assert_loopback(addr);
+        assert!(
+            addr != "127.0.0.1" && addr != "127.0.0.255",
+            "{addr} is out of range"
+        );
+    }
+}
+
+#[test]
 fn dir_helpers() {
     let dir = Dir::new("dir-helpers");
     let file = dir.write("a/b/c.txt", "hello");

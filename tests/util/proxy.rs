@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::sshd::{assert_loopback, random_loopback_addr};
+use super::sshd::{assert_loopback, next_loopback_addr};
 
 /// How the proxy treats a connection. Chosen when the connection is accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,7 +103,7 @@ impl Proxy {
         let target = SocketAddr::from((assert_loopback(target_addr), target_port));
         let listener = (0..20)
             .find_map(|_| {
-                let ip = assert_loopback(&random_loopback_addr());
+                let ip = assert_loopback(&next_loopback_addr());
                 TcpListener::bind((ip, 0)).ok()
             })
             .expect("could not bind the proxy on any loopback address");

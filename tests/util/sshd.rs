@@ -1,6 +1,6 @@
 //! A real OpenSSH server per test.
 //!
-//! [`Sshd::start`] runs `/usr/sbin/sshd -D` on a random loopback address
+//! [`Sshd::start`] runs `/usr/sbin/sshd -D` on its own loopback address
 //! (127.0.0.2–127.0.0.254) and a random port, with its own generated host key,
 //! its own `authorized_keys` file and its own log, all inside the test's
 //! scratch directory. Several servers can run at once (one per simulated
@@ -231,9 +231,16 @@ pub fn random_u64() -> u64 {
     ))
 }
 
-/// A random loopback address in 127.0.0.2–127.0.0.254, as a string.
-pub fn random_loopback_addr() -> String {
-    format!("127.0.0.{}", 2 + random_u64() % 253)
+/// The next loopback address in 127.0.0.2–127.0.0.254, as a string.
+///
+/// The first one is random (so runs differ); after that they go round the
+/// range in order, so no two of the last 253 handed out in this process are
+/// the same. Two hosts of one test must never share an address: hostsync
+/// rightly rejects a config that lists an `ip_address` twice.
+pub fn next_loopback_addr() -> String {
+    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
+    let next = NEXT.get_or_init(|| AtomicU64::new(random_u64() % 253));
+    format!("127.0.0.{}", 2 + next.fetch_add(1, Ordering::Relaxed) % 253)
 }
 
 /// Panics unless `addr` is an IPv4 loopback address: the tests must never
@@ -497,7 +504,7 @@ impl Sshd {
         let program = sshd_program();
         let addr = match addr {
             Some(addr) => addr.to_owned(),
-            None => random_loopback_addr(),
+            None => next_loopback_addr(),
         };
         loopback_ip(&addr);
 
