@@ -89,7 +89,7 @@ impl Connection {
         if let Some(known) = self.tar.get() {
             return known;
         }
-        if std::env::var("HOSTSYNC_TRANSFER").is_ok_and(|t| t == "scp") {
+        if scp_forced() {
             self.tar.set(Some(false));
             return false;
         }
@@ -104,7 +104,7 @@ impl Connection {
     /// Whether nobody has asked the remote about tar yet (a listing may ask for
     /// [`Connection::has_tar`], saving it an exec of its own).
     pub fn tar_unknown(&self) -> bool {
-        self.tar.get().is_none() && !std::env::var("HOSTSYNC_TRANSFER").is_ok_and(|t| t == "scp")
+        self.tar.get().is_none() && !scp_forced()
     }
 
     /// Records what a listing found out about the remote's tar (first answer wins).
@@ -185,6 +185,11 @@ impl Connection {
 
 /// libssh2's `LIBSSH2_ERROR_TIMEOUT`: a blocking call passed `Session::set_timeout`.
 const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
+
+/// True when the environment says `HOSTSYNC_TRANSFER=scp`: SCP only, no tar fast path.
+fn scp_forced() -> bool {
+    std::env::var("HOSTSYNC_TRANSFER").is_ok_and(|t| t == "scp")
+}
 
 /// Words a failed handshake; a timeout means TCP was accepted but SSH never answered
 /// (a stalled server or network path), which deserves more than libssh2's wording.
