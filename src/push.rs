@@ -9,7 +9,8 @@
 //!    file under a temporary name in its own destination directory
 //!    ([`scp::ScpSink`]); a file that changed while it was read is sent again;
 //! 4. one commit script renames each complete temporary over its destination
-//!    and removes temporaries left by interrupted runs.
+//!    and removes temporaries left by interrupted runs; on the tar path it runs in
+//!    the stream's own exec, right after the extraction ([`tar::upload`]).
 //!
 //! A remote reader therefore sees either the old or the new file, never part of
 //! one, whatever happens to the connection.
@@ -360,10 +361,7 @@ fn add_ancestors(m: &Mapping, rel: &Path, entries: &mut Vec<Entry>) {
 /// The body of [`push_host`] and [`push_changes`]; an `Err` means the connection or
 /// remote shell failed.
 fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) -> Result<()> {
-    let Some(Plan {
-        work, mut stale, ..
-    }) = plan(conn, &units, report, true)?
-    else {
+    let Some(Plan { work, stale, .. }) = plan(conn, &units, report, true)? else {
         return Ok(());
     };
     let planned = work.values().flat_map(|w| &w.items);
@@ -374,28 +372,32 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
 
     // What each unit changed in this batch (files, links, removals, directories).
     let mut changed = vec![0u64; units.len()];
-    let mut commits = Vec::new();
-    let mut commit_items = Vec::new();
+    // Stale temporaries, until a commit has removed them.
+    let mut stale = Some(stale);
+    // Commit steps not run yet, in order.
+    let mut pending = Steps::default();
     let mut work = work;
     for (root, w) in work.iter_mut() {
         for r in std::mem::take(&mut w.removes) {
             let path = join(root, &r.rel);
-            stale.retain(|s| !is_below(s, &path));
-            commits.push(Commit::Remove {
-                root: root.clone(),
+            if let Some(stale) = &mut stale {
+                stale.retain(|s| !is_below(s, &path));
+            }
+            let item = Item {
                 rel: r.rel.clone(),
-            });
-            commit_items.push((
-                Item {
+                what: ItemKind::Removed,
+                local: r.local,
+                unit: r.unit,
+                size: 0,
+                exists: true,
+            };
+            pending.push(
+                Commit::Remove {
+                    root: root.clone(),
                     rel: r.rel,
-                    what: ItemKind::Removed,
-                    local: r.local,
-                    unit: r.unit,
-                    size: 0,
-                    exists: true,
                 },
-                0,
-            ));
+                Some((item, 0)),
+            );
         }
         for item in w.items.iter().filter(|i| matches!(i.what, ItemKind::Dir)) {
             // A directory is created (or its mode set) by the upload; counted here,
@@ -403,24 +405,47 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
             changed[item.unit] += 1;
         }
     }
-    let mut pending: BTreeMap<Vec<u8>, RootWork> = work;
+    let mut to_send: BTreeMap<Vec<u8>, RootWork> = work;
     for attempt in 1..=MAX_ATTEMPTS {
         let mut retry: BTreeMap<Vec<u8>, RootWork> = BTreeMap::new();
-        for (root, mut w) in std::mem::take(&mut pending) {
+        for (root, mut w) in std::mem::take(&mut to_send) {
             w.items.sort_by(|a, b| a.rel.cmp(&b.rel));
             // Each part's results are taken in before the next part goes, so
             // progress moves as the upload does.
-            for part in parts(&w, report.observer.wants_progress()) {
-                for (item, outcome) in upload(conn, &root, &part, report)? {
+            let parts = parts(&w, report.observer.wants_progress());
+            let last = parts.len().saturating_sub(1);
+            for (k, part) in parts.iter().enumerate() {
+                // The root's symlinks are committed with its last part.
+                let links = if k == last {
+                    symlink_steps(&root, &w, &units)
+                } else {
+                    Steps::default()
+                };
+                let written: HashSet<Vec<u8>> = part
+                    .items
+                    .iter()
+                    .filter(|i| matches!(i.what, ItemKind::File))
+                    .map(|i| tmp_path(&join(&root, &i.rel)))
+                    .collect();
+                // What the stream may commit in the same exec: exactly the steps
+                // this function queues below once it has the results.
+                let commit_with = |results: &[(Item, Outcome)]| {
+                    let mut all = stale_steps(stale.as_ref(), &written);
+                    all.extend(pending.clone());
+                    all.extend(rename_steps(&root, results, &units));
+                    all.extend(links.clone());
+                    remote::commit_records(&all.steps)
+                };
+                let uploaded = upload(conn, &root, part, report, &commit_with)?;
+                pending.extend(rename_steps(&root, &uploaded.results, &units));
+                pending.extend(links);
+                for (item, outcome) in uploaded.results {
                     report.event(Event::Uploaded { bytes: item.size });
                     match outcome {
-                        Outcome::Stored { meta } => {
-                            let dest = join(&root, &item.rel);
-                            let tmp = tmp_path(&dest);
-                            stale.remove(&tmp);
-                            let backups = units[item.unit].mapping.backups;
-                            commits.push(Commit::Rename { tmp, dest, backups });
-                            commit_items.push((item, meta.size));
+                        Outcome::Stored { .. } => {
+                            if let Some(stale) = &mut stale {
+                                stale.remove(&tmp_path(&join(&root, &item.rel)));
+                            }
                         }
                         Outcome::Changed if attempt < MAX_ATTEMPTS => {
                             log::info!(
@@ -439,23 +464,10 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
                         Outcome::Failed(reason) => report.fail(&describe(&item, &root), &reason),
                     }
                 }
-            }
-            for item in w
-                .items
-                .iter()
-                .filter(|i| matches!(i.what, ItemKind::Symlink { .. }))
-            {
-                if let ItemKind::Symlink { target } = &item.what {
-                    let dest = join(&root, &item.rel);
-                    let tmp = tmp_path(&dest);
-                    stale.remove(&tmp);
-                    commits.push(Commit::Symlink {
-                        target: target.clone(),
-                        tmp,
-                        dest,
-                        backups: units[item.unit].mapping.backups,
-                    });
-                    commit_items.push((item.clone(), 0));
+                if let Some(out) = uploaded.committed {
+                    let mut all = stale_steps(stale.take().as_ref(), &written);
+                    all.extend(std::mem::take(&mut pending));
+                    settle(&all, &out, report, &mut changed);
                 }
             }
         }
@@ -463,47 +475,16 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
             break;
         }
         // Symlinks were already queued; only files are retried.
-        pending = retry;
+        to_send = retry;
     }
 
-    // Stale temporaries go first, so nothing this run commits is removed.
-    let mut steps: Vec<Commit> = stale
-        .into_iter()
-        .map(|path| Commit::RemoveStale { path })
-        .collect();
-    let offset = steps.len();
-    steps.extend(commits);
-    if !steps.is_empty() {
-        let out = commit(conn, &steps)?;
-        let mut failed: HashMap<usize, String> =
-            remote::parse_failures(&out.stdout).into_iter().collect();
-        let stderr = out.stderr.trim();
-        for (i, (item, bytes)) in commit_items.into_iter().enumerate() {
-            let remote_path = match &steps[offset + i] {
-                Commit::Rename { dest, .. } | Commit::Symlink { dest, .. } => show(dest),
-                Commit::Remove { root, rel } => show(&join(root, rel)),
-                Commit::RemoveStale { .. } => unreachable!("stale steps come first"),
-            };
-            let local = item.local.display().to_string();
-            match failed.remove(&(offset + i)) {
-                Some(reason) => {
-                    let detail = if stderr.is_empty() {
-                        reason
-                    } else {
-                        format!("{reason} ({stderr})")
-                    };
-                    report.fail(&format!("{local} -> {remote_path}"), &detail);
-                }
-                None if matches!(item.what, ItemKind::Removed) => {
-                    changed[item.unit] += 1;
-                    report.removed_path(&local, &remote_path);
-                }
-                None => {
-                    changed[item.unit] += 1;
-                    report.sent_file(&local, &remote_path, bytes);
-                }
-            }
-        }
+    // What no stream committed: stale temporaries first, so nothing this run commits
+    // is removed.
+    let mut all = stale_steps(stale.as_ref(), &HashSet::new());
+    all.extend(pending);
+    if !all.steps.is_empty() {
+        let out = commit(conn, &all.steps)?;
+        settle(&all, &out, report, &mut changed);
     }
     // post_sync: once per batch for each mapping under which something landed.
     for (unit, n) in units.iter().zip(changed) {
@@ -512,6 +493,119 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
         }
     }
     Ok(())
+}
+
+/// Commit steps in order, each with the item it reports on and its size (`None`
+/// for the removal of a stale temporary, which reports nothing).
+#[derive(Default, Clone)]
+struct Steps {
+    /// The steps, as the commit runs them.
+    steps: Vec<Commit>,
+    /// One per step.
+    items: Vec<Option<(Item, u64)>>,
+}
+
+impl Steps {
+    fn push(&mut self, step: Commit, item: Option<(Item, u64)>) {
+        self.steps.push(step);
+        self.items.push(item);
+    }
+
+    fn extend(&mut self, other: Steps) {
+        self.steps.extend(other.steps);
+        self.items.extend(other.items);
+    }
+}
+
+/// Removals of the stale temporaries, except those in `written` (being rewritten now).
+fn stale_steps(stale: Option<&HashSet<Vec<u8>>>, written: &HashSet<Vec<u8>>) -> Steps {
+    let mut out = Steps::default();
+    let mut paths: Vec<&Vec<u8>> = stale
+        .into_iter()
+        .flatten()
+        .filter(|p| !written.contains(*p))
+        .collect();
+    paths.sort();
+    for path in paths {
+        out.push(Commit::RemoveStale { path: path.clone() }, None);
+    }
+    out
+}
+
+/// A rename into place for every file of `results` that arrived whole.
+fn rename_steps(root: &[u8], results: &[(Item, Outcome)], units: &[Unit<'_>]) -> Steps {
+    let mut out = Steps::default();
+    for (item, outcome) in results {
+        if let Outcome::Stored { meta } = outcome {
+            let dest = join(root, &item.rel);
+            let tmp = tmp_path(&dest);
+            let backups = units[item.unit].mapping.backups;
+            out.push(
+                Commit::Rename { tmp, dest, backups },
+                Some((item.clone(), meta.size)),
+            );
+        }
+    }
+    out
+}
+
+/// The symlinks to make below `root`.
+fn symlink_steps(root: &[u8], w: &RootWork, units: &[Unit<'_>]) -> Steps {
+    let mut out = Steps::default();
+    for item in &w.items {
+        if let ItemKind::Symlink { target } = &item.what {
+            let dest = join(root, &item.rel);
+            out.push(
+                Commit::Symlink {
+                    target: target.clone(),
+                    tmp: tmp_path(&dest),
+                    dest,
+                    backups: units[item.unit].mapping.backups,
+                },
+                Some((item.clone(), 0)),
+            );
+        }
+    }
+    out
+}
+
+/// Reports what a commit of `all` did, per item; counts what changed per unit.
+fn settle(
+    all: &Steps,
+    out: &crate::transfer::ssh::ScriptOutput,
+    report: &mut HostReport,
+    changed: &mut [u64],
+) {
+    let mut failed: HashMap<usize, String> =
+        remote::parse_failures(&out.stdout).into_iter().collect();
+    let stderr = out.stderr.trim();
+    for (i, (step, item)) in all.steps.iter().zip(&all.items).enumerate() {
+        let Some((item, bytes)) = item else { continue };
+        let remote_path = match step {
+            Commit::Rename { dest, .. } | Commit::Symlink { dest, .. } => show(dest),
+            Commit::Remove { root, rel } => show(&join(root, rel)),
+            Commit::RemoveStale { path } => show(path),
+        };
+        let local = item.local.display().to_string();
+        match failed.remove(&i) {
+            Some(reason) => {
+                let detail = if stderr.is_empty() {
+                    reason
+                } else {
+                    format!("{reason} ({stderr})")
+                };
+                report.fail(&format!("{local} -> {remote_path}"), &detail);
+            }
+            None if matches!(item.what, ItemKind::Removed) => {
+                changed[item.unit] += 1;
+                report.removed_path(&local, &remote_path);
+            }
+            None => {
+                changed[item.unit] += 1;
+                report.sent_file(&local, &remote_path, *bytes);
+            }
+        }
+    }
 }
 
 /// The uploads of one root: the whole root, or with `progress` parts of at most
@@ -866,8 +960,21 @@ fn is_backup_name(rel: &[u8], n: u32) -> bool {
             .is_some_and(|k| (1..=n).contains(&k))
 }
 
-/// Uploads the directories and files of one root through one SCP sink.
-/// Returns each file item with its outcome; refused directories fail their contents.
+/// Given an upload's results, the commit records its own exec may run (see [`upload`]).
+type CommitWith<'a> = dyn Fn(&[(Item, Outcome)]) -> Vec<u8> + 'a;
+
+/// What one upload did.
+struct Uploaded {
+    /// Each file item with its outcome; refused directories fail their contents.
+    results: Vec<(Item, Outcome)>,
+    /// The output of the commit that ran in the upload's own exec (tar path, remote
+    /// with perl); `None`: the steps offered to it still have to be committed.
+    committed: Option<crate::transfer::ssh::ScriptOutput>,
+}
+
+/// Uploads the directories and files of one root: one tar stream where the remote
+/// has tar, which also runs `commit_with(results)`'s records when it can; otherwise
+/// (or when the remote tar fails) one SCP sink, which commits nothing.
 /// When the upload breaks off (connection lost, shutdown), the temporaries it may have
 /// written are removed, best effort, before the error is returned.
 fn upload(
@@ -875,10 +982,13 @@ fn upload(
     root: &[u8],
     w: &RootWork,
     report: &mut HostReport,
-) -> Result<Vec<(Item, Outcome)>> {
+    commit_with: &CommitWith<'_>,
+) -> Result<Uploaded> {
     if conn.has_tar() {
-        if let Some(results) = upload_tar(conn, root, w).inspect_err(|_| cleanup(conn, root, w))? {
-            return Ok(results);
+        if let Some(uploaded) =
+            upload_tar(conn, root, w, commit_with).inspect_err(|_| cleanup(conn, root, w))?
+        {
+            return Ok(uploaded);
         }
         log::info!(
             "{}: the remote tar failed under {}; sending this batch over scp, which says why per file",
@@ -887,7 +997,11 @@ fn upload(
         );
         conn.disable_tar();
     }
-    upload_all(conn, root, w, report).inspect_err(|_| cleanup(conn, root, w))
+    let results = upload_all(conn, root, w, report).inspect_err(|_| cleanup(conn, root, w))?;
+    Ok(Uploaded {
+        results,
+        committed: None,
+    })
 }
 
 /// Removes, best effort, the temporaries an interrupted upload under `root` may have left.
@@ -904,12 +1018,13 @@ fn cleanup(conn: &Connection, root: &[u8], w: &RootWork) {
 }
 
 /// Sends the directories and files of one root as one tar stream (see
-/// [`crate::transfer::tar`]). `Ok(None)`: the remote tar failed, nothing to commit.
+/// [`crate::transfer::tar`]). `Ok(None)`: the remote tar failed, nothing was committed.
 fn upload_tar(
     conn: &Connection,
     root: &[u8],
     w: &RootWork,
-) -> Result<Option<Vec<(Item, Outcome)>>> {
+    commit_with: &CommitWith<'_>,
+) -> Result<Option<Uploaded>> {
     let mut members = Vec::new();
     let mut files = Vec::new();
     for item in &w.items {
@@ -928,13 +1043,24 @@ fn upload_tar(
             ItemKind::Symlink { .. } | ItemKind::Removed => {}
         }
     }
-    if files.is_empty() && members.is_empty() {
-        return Ok(Some(Vec::new()));
+    let zip = |outcomes: &[Outcome]| -> Vec<(Item, Outcome)> {
+        files
+            .iter()
+            .cloned()
+            .zip(outcomes.iter().cloned())
+            .collect()
+    };
+    if members.is_empty() {
+        return Ok(Some(Uploaded {
+            results: Vec::new(),
+            committed: None,
+        }));
     }
-    Ok(
-        tar::upload(conn, root, &members)?
-            .map(|outcomes| files.into_iter().zip(outcomes).collect()),
-    )
+    let streamed = tar::upload(conn, root, &members, |outcomes| commit_with(&zip(outcomes)))?;
+    Ok(streamed.map(|s| Uploaded {
+        results: zip(&s.outcomes),
+        committed: s.commit,
+    }))
 }
 
 /// The body of [`upload`].
