@@ -474,6 +474,31 @@ fn agent_logs_in() {
         .expect_output("no method to try");
 }
 
+/// A key from identity_file is signed and sent at once: the server never gets the
+/// "would you accept this key?" query first (our patch to the vendored libssh2, one
+/// round trip less per login). Without the patch the same login shows two requests.
+#[test]
+fn identity_file_login_skips_the_key_query() {
+    // sshd logs every publickey request at DEBUG1, the query as well as the
+    // signed one, and each successful login at VERBOSE.
+    let count = |log: &str| {
+        let requests = log.matches("method publickey").count();
+        let logins = log.matches("Accepted publickey").count();
+        (requests, logins)
+    };
+    let mut env = Env::new("noquery");
+    let mut h = env.sshd();
+    h.restart_with_log_level("DEBUG1");
+    env.add_host(&h, Auth::Key);
+    let dest = map_one_file(&env, &h.addr, "r");
+    env.run(&["sync"]).expect(0);
+    assert_eq!(std::fs::read(&dest).unwrap(), b"hello\n");
+    let log = h.log();
+    let (requests, logins) = count(&log);
+    assert!(logins >= 1, "no key login in the log:\n{log}");
+    assert_eq!(requests, logins, "the key was queried first:\n{log}");
+}
+
 /// A wrong identity_file and an agent with a wrong key fall through to the password.
 #[test]
 fn wrong_key_and_agent_fall_through_to_password() {

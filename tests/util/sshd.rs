@@ -612,6 +612,17 @@ impl Sshd {
         }
     }
 
+    /// Restarts the server with `LogLevel level` instead of VERBOSE, e.g. `DEBUG1`
+    /// to see each authentication request in the log.
+    pub fn restart_with_log_level(&mut self, level: &str) {
+        let config = read_lossy(&self.config_path)
+            .replace("LogLevel VERBOSE\n", &format!("LogLevel {level}\n"));
+        assert!(config.contains(&format!("LogLevel {level}\n")), "{config}");
+        fs::write(&self.config_path, config)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", self.config_path.display()));
+        self.restart();
+    }
+
     fn write_config(&self, host_key: &Path, authorized_keys: &Path) {
         let sftp_server = Path::new("/usr/lib/openssh/sftp-server");
         let sftp = if sftp_server.is_file() {

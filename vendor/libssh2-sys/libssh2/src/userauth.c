@@ -1497,7 +1497,16 @@ retry_auth:
         ssh2_deb((session, LIBSSH2_TRACE_AUTH,
                   "Attempting publickey authentication"));
 
-        session->userauth_pblc_state = ssh2_NB_state_created;
+        /* hostsync: a key we hold ourselves (from a file or memory) is signed
+           and sent at once, without first asking whether the server would
+           accept it: one round trip less per login. An agent's keys keep the
+           query, so a key that needs confirmation is not used for nothing. */
+        if(sign_callback == userauth_sign) {
+            *session->userauth_pblc_b = 0x01;
+            session->userauth_pblc_state = ssh2_NB_state_sent1;
+        }
+        else
+            session->userauth_pblc_state = ssh2_NB_state_created;
     }
 
     if(session->userauth_pblc_state == ssh2_NB_state_created) {
@@ -1711,6 +1720,11 @@ retry_auth:
     /* This public key is not allowed for this user on this server */
     SSH2_SAFEFREE(session, session->userauth_pblc_data);
     session->userauth_pblc_state = ssh2_NB_state_idle;
+    if(sign_callback == userauth_sign)
+        /* hostsync: no query was made (see above), so this is the answer
+           the query would have had; say it the same way. */
+        return ssh2_err(session, LIBSSH2_ERROR_AUTHENTICATION_FAILED,
+                        "Username/PublicKey combination invalid");
     return ssh2_err(session, LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED,
                     "Invalid signature for supplied public key, or bad "
                     "username/public key combination");
