@@ -2,7 +2,9 @@
 //!
 //! For one host and all its mappings, over one connection:
 //! 1. one listing script creates missing destination roots and lists what is
-//!    there ([`remote::listing_script`]);
+//!    there ([`remote::listing_script`]); where a tar stream may follow, its
+//!    channel then waits to become the first stream ([`tar::Reserved`]), so a
+//!    batch that fits one stream is one remote command in all;
 //! 2. each local entry is compared with the remote one: a file with the same
 //!    size, mtime (seconds) and mode is skipped;
 //! 3. what differs is uploaded through one SCP sink per destination root, every
@@ -148,6 +150,8 @@ struct Plan {
     stale: HashSet<Vec<u8>>,
     /// Destination roots that do not exist (listed without creating them: a dry run).
     missing: BTreeSet<Vec<u8>>,
+    /// The listing's channel, waiting to become the first tar stream (see [`list`]).
+    reserved: Option<tar::Reserved>,
 }
 
 /// Pushes every mapping of `target` over `conn`, filling `report` (one-shot `sync`).
@@ -361,7 +365,13 @@ fn add_ancestors(m: &Mapping, rel: &Path, entries: &mut Vec<Entry>) {
 /// The body of [`push_host`] and [`push_changes`]; an `Err` means the connection or
 /// remote shell failed.
 fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) -> Result<()> {
-    let Some(Plan { work, stale, .. }) = plan(conn, &units, report, true)? else {
+    let Some(Plan {
+        work,
+        stale,
+        mut reserved,
+        ..
+    }) = plan(conn, &units, report, true)?
+    else {
         return Ok(());
     };
     let planned = work.values().flat_map(|w| &w.items);
@@ -436,7 +446,7 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
                     all.extend(links.clone());
                     remote::commit_records(&all.steps)
                 };
-                let uploaded = upload(conn, &root, part, report, &commit_with)?;
+                let uploaded = upload(conn, &root, part, report, &commit_with, &mut reserved)?;
                 pending.extend(rename_steps(&root, &uploaded.results, &units));
                 pending.extend(links);
                 for (item, outcome) in uploaded.results {
@@ -478,6 +488,9 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
         to_send = retry;
     }
 
+    if let Some(r) = reserved.take() {
+        r.release();
+    }
     // What no stream committed: stale temporaries first, so nothing this run commits
     // is removed.
     let mut all = stale_steps(stale.as_ref(), &HashSet::new());
@@ -657,7 +670,7 @@ fn plan(
         return Ok(None);
     }
     let probe_tar = conn.tar_unknown();
-    let listing = conn.run_script(&remote::listing_script(&roots, create, probe_tar))?;
+    let (listing, mut reserved) = list(conn, &roots, create, probe_tar)?;
     let parsed = remote::parse_listing(&listing.stdout, roots.len()).map_err(|e| {
         anyhow!(
             "cannot read the remote listing: {e} (does the remote login shell print text, e.g. from ~/.bashrc? it must not, as for rsync; does the remote have GNU find?); stderr: {}",
@@ -666,6 +679,11 @@ fn plan(
     })?;
     if let Some(found) = parsed.tar {
         conn.set_tar_probed(found);
+    }
+    if !conn.tar_maybe()
+        && let Some(r) = reserved.take()
+    {
+        r.release();
     }
     let states = parsed.states;
 
@@ -721,7 +739,52 @@ fn plan(
         work,
         stale,
         missing,
+        reserved,
     }))
+}
+
+/// The longest listing command that goes inline (`sh -c SCRIPT`, one argument, which
+/// Linux caps at 128 KiB); a longer one is fed on stdin and keeps no channel.
+const MAX_INLINE_COMMAND: usize = 96 * 1024;
+
+/// Runs the listing. Where a tar stream may follow (a real run, tar not known to be
+/// missing) and the script is short enough to go inline, the listing keeps its
+/// channel for the batch's first stream ([`tar::Reserved`]): two round trips less.
+fn list(
+    conn: &Connection,
+    roots: &[ListRoot],
+    create: bool,
+    probe_tar: bool,
+) -> Result<(crate::transfer::ssh::ScriptOutput, Option<tar::Reserved>)> {
+    if create && conn.tar_maybe() {
+        let token = token();
+        let script = remote::listing_then_tar(
+            roots,
+            probe_tar,
+            tar::REMOTE,
+            remote::COMMIT_PERL.as_bytes(),
+        );
+        let command = format!(
+            "sh -c {} {token}",
+            String::from_utf8_lossy(&remote::quote(&script))
+        );
+        if command.len() <= MAX_INLINE_COMMAND {
+            let (channel, out) = conn.run_until(&command, &remote::listing_end(&token))?;
+            let roots = roots.iter().map(|r| r.dir.clone()).collect();
+            return Ok((out, Some(tar::Reserved { channel, roots })));
+        }
+    }
+    let out = conn.run_script(&remote::listing_script(roots, create, probe_tar))?;
+    Ok((out, None))
+}
+
+/// A fresh token that no listing record can match by chance (16 hex digits).
+fn token() -> String {
+    use std::hash::BuildHasher;
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seed = std::collections::hash_map::RandomState::new().hash_one((n, std::process::id()));
+    format!("{seed:016x}")
 }
 
 /// Runs the commit steps in one remote perl process, or with sh and `mv` where the
@@ -983,10 +1046,11 @@ fn upload(
     w: &RootWork,
     report: &mut HostReport,
     commit_with: &CommitWith<'_>,
+    reserved: &mut Option<tar::Reserved>,
 ) -> Result<Uploaded> {
     if conn.has_tar() {
-        if let Some(uploaded) =
-            upload_tar(conn, root, w, commit_with).inspect_err(|_| cleanup(conn, root, w))?
+        if let Some(uploaded) = upload_tar(conn, root, w, commit_with, reserved)
+            .inspect_err(|_| cleanup(conn, root, w))?
         {
             return Ok(uploaded);
         }
@@ -1024,6 +1088,7 @@ fn upload_tar(
     root: &[u8],
     w: &RootWork,
     commit_with: &CommitWith<'_>,
+    reserved: &mut Option<tar::Reserved>,
 ) -> Result<Option<Uploaded>> {
     let mut members = Vec::new();
     let mut files = Vec::new();
@@ -1056,7 +1121,13 @@ fn upload_tar(
             committed: None,
         }));
     }
-    let streamed = tar::upload(conn, root, &members, |outcomes| commit_with(&zip(outcomes)))?;
+    let streamed = tar::upload(
+        conn,
+        root,
+        &members,
+        |outcomes| commit_with(&zip(outcomes)),
+        reserved,
+    )?;
     Ok(streamed.map(|s| Uploaded {
         results: zip(&s.outcomes),
         committed: s.commit,

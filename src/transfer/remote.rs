@@ -124,6 +124,51 @@ esac
 pub fn listing_script(roots: &[ListRoot], create: bool, probe_tar: bool) -> Vec<u8> {
     let mut s = LIST_PRELUDE.to_vec();
     s.extend_from_slice(if create { b"MK=1\n" } else { b"MK=0\n" });
+    s.extend_from_slice(&listing_calls(roots, probe_tar));
+    s
+}
+
+/// The end of a [`listing_then_tar`] listing: `Z\0TOKEN\0`, then its stderr and a NUL.
+pub fn listing_end(token: &str) -> Vec<u8> {
+    format!("Z\0{token}\0").into_bytes()
+}
+
+/// A listing (creating missing roots) that keeps its channel: run as
+/// `sh -c SCRIPT TOKEN`, it prints the listing, then [`listing_end`] with the
+/// listing's stderr, then waits for one line on stdin. `tar I NAME` runs `tail`
+/// (see [`crate::transfer::tar::REMOTE`]) with root `I` of `roots` as `$1`, NAME as
+/// `$2` and `then_arg` as `$3`; anything else, or EOF, ends it. Reading that line
+/// with sh's `read` takes nothing more from stdin, so what follows is tar's.
+pub fn listing_then_tar(
+    roots: &[ListRoot],
+    probe_tar: bool,
+    tail: &str,
+    then_arg: &[u8],
+) -> Vec<u8> {
+    let mut s = LIST_PRELUDE.to_vec();
+    s.extend_from_slice(b"MK=1\nexec 3>&1\ne=$( {\n");
+    s.extend_from_slice(&listing_calls(roots, probe_tar));
+    s.extend_from_slice(b"} 2>&1 >&3 )\nexec 3>&-\n");
+    s.extend_from_slice(b"printf 'Z\\000%s\\000%s\\000' \"$0\" \"$e\"\n");
+    s.extend_from_slice(
+        b"IFS=' ' read -r go i n || exit 0\n[ \"$go\" = tar ] || exit 0\ncase $i in\n",
+    );
+    for (i, root) in roots.iter().enumerate() {
+        s.extend_from_slice(format!("{i}) r=").as_bytes());
+        s.extend_from_slice(&quote(&root.dir));
+        s.extend_from_slice(b" ;;\n");
+    }
+    s.extend_from_slice(b"*) exit 0 ;;\nesac\nset -- \"$r\" \"$n\" ");
+    s.extend_from_slice(&quote(then_arg));
+    s.push(b'\n');
+    s.extend_from_slice(tail.as_bytes());
+    s.push(b'\n');
+    s
+}
+
+/// One listing call per root, then the tar probe if asked for.
+fn listing_calls(roots: &[ListRoot], probe_tar: bool) -> Vec<u8> {
+    let mut s = Vec::new();
     for (i, root) in roots.iter().enumerate() {
         let f = if root.paths.is_some() { 'P' } else { 'L' };
         s.extend_from_slice(format!("{f} {i} ").as_bytes());

@@ -101,6 +101,11 @@ impl Connection {
         found
     }
 
+    /// Whether a tar stream may be used: not forced off, and not known to be missing.
+    pub fn tar_maybe(&self) -> bool {
+        self.tar.get() != Some(false) && !scp_forced()
+    }
+
     /// Whether nobody has asked the remote about tar yet (a listing may ask for
     /// [`Connection::has_tar`], saving it an exec of its own).
     pub fn tar_unknown(&self) -> bool {
@@ -132,6 +137,62 @@ impl Connection {
     /// Runs a POSIX sh script fed on stdin (`sh -s`) and collects its output.
     pub fn run_script(&self, script: &[u8]) -> Result<ScriptOutput> {
         self.run_command("sh -s", script)
+    }
+
+    /// Runs `command` and reads its stdout up to `end` followed by a NUL-terminated
+    /// text (see [`super::remote::listing_then_tar`]), leaving the channel open for
+    /// what comes next. Returns the channel, the output before `end`, and the text.
+    /// If the output ends first, the error shows what came, the stderr and the status.
+    pub fn run_until(&self, command: &str, end: &[u8]) -> Result<(ssh2::Channel, ScriptOutput)> {
+        let started = std::time::Instant::now();
+        let mut ch = self.exec(command)?;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        // Where the search for `end` resumes: only new bytes are looked at.
+        let mut from = 0;
+        let mut found = None;
+        loop {
+            if found.is_none() {
+                found = find_end(&out, end, from);
+                from = out.len().saturating_sub(end.len());
+            }
+            if let Some(at) = found {
+                let rest = &out[at + end.len()..];
+                if let Some(nul) = rest.iter().position(|&b| b == 0) {
+                    let stderr = String::from_utf8_lossy(&rest[..nul]).into_owned();
+                    if nul + 1 != rest.len() {
+                        bail!("the remote listing went on after its end");
+                    }
+                    out.truncate(at);
+                    log::debug!(
+                        "remote listing: {} bytes after {} ms",
+                        out.len(),
+                        started.elapsed().as_millis()
+                    );
+                    let output = ScriptOutput {
+                        stdout: out,
+                        stderr,
+                        status: 0,
+                    };
+                    return Ok((ch, output));
+                }
+            }
+            let n = ch
+                .read(&mut buf)
+                .context("reading the remote shell's output")?;
+            if n == 0 {
+                let mut stderr = String::new();
+                let _ = ch.stderr().read_to_string(&mut stderr);
+                let _ = ch.wait_close();
+                let status = ch.exit_status().unwrap_or(-1);
+                bail!(
+                    "the remote listing ended early (exit status {status}, output {:?}); stderr: {}",
+                    String::from_utf8_lossy(&out[..out.len().min(200)]),
+                    stderr.trim()
+                );
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
     }
 
     /// Runs `command` with `input` on its stdin and collects its output.
@@ -181,6 +242,18 @@ impl Connection {
             .map_err(|e| anyhow!("cannot start `{command}` on the remote: {}", e.message()))?;
         Ok(ch)
     }
+}
+
+/// Where `end` starts in `out` at or after `from`, at a record boundary (the start,
+/// or after a NUL).
+fn find_end(out: &[u8], end: &[u8], from: usize) -> Option<usize> {
+    let from = from.min(out.len());
+    out[from..]
+        .windows(end.len())
+        .enumerate()
+        .map(|(i, w)| (from + i, w))
+        .find(|&(i, w)| w == end && (i == 0 || out[i - 1] == 0))
+        .map(|(i, _)| i)
 }
 
 /// libssh2's `LIBSSH2_ERROR_TIMEOUT`: a blocking call passed `Session::set_timeout`.
@@ -423,5 +496,25 @@ impl ssh2::KeyboardInteractivePrompt for PasswordPrompt<'_> {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listing_end_counts_only_at_a_record_boundary() {
+        let end = b"Z\0tok\0";
+        assert_eq!(find_end(b"Z\0tok\0", end, 0), Some(0));
+        assert_eq!(find_end(b"F\0a\0Z\0tok\0err\0", end, 0), Some(4));
+        // Inside a field (no NUL before it) it is data, not the end.
+        assert_eq!(find_end(b"F\0aZ\0tok\0", end, 0), None);
+        // A later, real one is still found.
+        assert_eq!(find_end(b"F\0aZ\0tok\0\0Z\0tok\0", end, 0), Some(10));
+        // The search resumes where it left off (at most `end.len()` back).
+        assert_eq!(find_end(b"F\0a\0Z\0tok\0", end, 3), Some(4));
+        assert_eq!(find_end(b"F\0a\0Z\0tok\0", end, 5), None);
+        assert_eq!(find_end(b"F\0", end, 9), None);
     }
 }
