@@ -30,6 +30,7 @@ pub mod transfer;
 pub mod watch;
 
 use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::CommandFactory as _;
@@ -71,6 +72,44 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// The local scan of every src ([`local::scan_all`]) on a thread of its own; the first
+/// [`Scanning::get`] waits for it, later ones share its result.
+struct Scanning {
+    /// The scan, until someone waits for it.
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<push::Sources>>>,
+    /// Its result.
+    done: std::sync::OnceLock<push::Sources>,
+}
+
+impl Scanning {
+    fn start<'a>(srcs: impl Iterator<Item = (&'a Path, &'a exclude::Excludes)>) -> Scanning {
+        let owned: Vec<(PathBuf, exclude::Excludes)> =
+            srcs.map(|(p, e)| (p.to_path_buf(), e.clone())).collect();
+        let thread = std::thread::spawn(move || {
+            local::scan_all(owned.iter().map(|(p, e)| (p.as_path(), e)))
+        });
+        Scanning {
+            thread: std::sync::Mutex::new(Some(thread)),
+            done: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The scanned sources, waiting for the scan if it is still running.
+    fn get(&self) -> &push::Sources {
+        self.done.get_or_init(|| {
+            let thread = self
+                .thread
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+                .expect("the scan is joined once");
+            thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+}
+
 /// `hostsync sync`: one push of every mapping to every (or every named) host, or with
 /// `--dry-run` a comparison that changes nothing. An `Err` is a usage or setup
 /// problem (exit 2); host failures are in the exit code.
@@ -106,7 +145,9 @@ fn sync(config: &Config, args: &SyncArgs, verbose: bool) -> Result<ExitCode> {
         config.connections,
         config.path.display()
     );
-    let sources = local::scan_all(push::srcs(&config.targets));
+    // The local scan runs while the workers connect and log in (several round trips
+    // per host), and each worker waits for it only once it has a session.
+    let sources = Scanning::start(push::srcs(&config.targets));
     let tty = std::io::stdout().is_terminal();
     // A dry run's stdout is its differences: no bars, no per-file lines there.
     let style = if args.dry_run {
@@ -120,10 +161,11 @@ fn sync(config: &Config, args: &SyncArgs, verbose: bool) -> Result<ExitCode> {
         .map(|t| output.observer(&t.host.address))
         .collect();
     let job = |conn: &transfer::ssh::Connection, t: &config::Target, r: &mut report::HostReport| {
+        let sources = sources.get();
         if args.dry_run {
-            push::dry_run_host(conn, t, &sources, r)
+            push::dry_run_host(conn, t, sources, r)
         } else {
-            push::push_host(conn, t, &sources, r)
+            push::push_host(conn, t, sources, r)
         }
     };
     let reports = transfer::run(&targets, &config.ssh, config.connections, &observers, &job);
