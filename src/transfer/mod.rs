@@ -9,6 +9,7 @@
 //! ([`push::push_host`]) or a dry run ([`push::dry_run_host`]).
 
 pub mod live;
+pub mod pace;
 mod quickack;
 pub mod remote;
 pub mod scp;

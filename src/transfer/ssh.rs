@@ -35,6 +35,8 @@ pub struct Connection {
     cancel: Arc<AtomicBool>,
     /// Whether the remote has GNU tar or bsdtar (the fast path), probed on first use.
     tar: std::cell::Cell<Option<bool>>,
+    /// The quickest channel open seen: an estimate of the round trip.
+    rtt: std::cell::Cell<Option<Duration>>,
 }
 
 /// What a remote script printed, and how it exited.
@@ -80,6 +82,7 @@ impl Connection {
             fingerprint,
             cancel: Arc::new(AtomicBool::new(false)),
             tar: std::cell::Cell::new(None),
+            rtt: std::cell::Cell::new(None),
         })
     }
 
@@ -122,6 +125,52 @@ impl Connection {
     /// Stops using the tar fast path on this connection (after a tar stream failed).
     pub fn disable_tar(&self) {
         self.tar.set(Some(false));
+    }
+
+    /// The round trip to the host, as far as channel opens tell (`None` before the first).
+    pub fn rtt(&self) -> Option<Duration> {
+        self.rtt.get()
+    }
+
+    /// Lets libssh2 take in whatever the server has sent (window adjusts included)
+    /// without blocking; data for `channel` is appended to `early`.
+    pub fn take_input(&self, channel: &mut ssh2::Channel, early: &mut Vec<u8>) -> Result<()> {
+        self.session.set_blocking(false);
+        let mut buf = [0u8; 16 * 1024];
+        let result = loop {
+            match channel.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => early.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        self.session.set_blocking(true);
+        result.context("reading from the server")
+    }
+
+    /// Waits up to `timeout` for bytes from the server; false if none came.
+    pub fn wait_input(&self, timeout: Duration) -> Result<bool> {
+        use std::os::fd::AsRawFd;
+        let mut fds = libc::pollfd {
+            fd: self.session.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: `fds` is one valid pollfd and the count is 1.
+        match unsafe { libc::poll(&mut fds, 1, ms) } {
+            n if n > 0 => Ok(true),
+            0 => Ok(false),
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    Ok(true)
+                } else {
+                    Err(e).context("waiting for the server")
+                }
+            }
+        }
     }
 
     /// Makes transfers on this connection stop early once `flag` is set.
@@ -234,10 +283,15 @@ impl Connection {
 
     /// Opens a channel running `command` (the SCP sink), for `transfer::scp`.
     pub fn exec(&self, command: &str) -> Result<ssh2::Channel> {
+        let opening = std::time::Instant::now();
         let mut ch = self
             .session
             .channel_session()
             .map_err(|e| anyhow!("cannot open a channel: {}", e.message()))?;
+        let took = opening.elapsed();
+        if self.rtt.get().is_none_or(|r| took < r) {
+            self.rtt.set(Some(took));
+        }
         ch.exec(command)
             .map_err(|e| anyhow!("cannot start `{command}` on the remote: {}", e.message()))?;
         Ok(ch)

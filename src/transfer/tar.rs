@@ -38,6 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use super::pace::Paced;
 use super::remote::{COMMIT_PERL, quote, tmp_name};
 use super::scp::Outcome;
 use super::ssh::{Connection, ScriptOutput};
@@ -137,7 +138,8 @@ pub fn upload(
         }
     };
     let cancel = conn.cancel_flag();
-    let mut builder = tar::Builder::new(BufWriter::with_capacity(BUFFER, channel));
+    let mut builder =
+        tar::Builder::new(BufWriter::with_capacity(BUFFER, Paced::new(conn, channel)));
     let mut outcomes = Vec::new();
     for m in members {
         if cancel.load(Ordering::Relaxed) {
@@ -163,12 +165,12 @@ pub fn upload(
     if !records.is_empty() {
         append_records(&mut builder, &records_name, &records)?;
     }
-    let mut channel = builder
+    let (mut channel, mut out, waits) = builder
         .into_inner()
         .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
-        .context("sending to the remote tar")?;
+        .context("sending to the remote tar")?
+        .into_parts();
     channel.send_eof().context("closing the tar stream")?;
-    let mut out = Vec::new();
     channel
         .read_to_end(&mut out)
         .context("reading the remote tar's status")?;
@@ -178,7 +180,7 @@ pub fn upload(
     channel.wait_close().context("closing the tar channel")?;
     let (tar_status, commit) = parse_output(&out, stderr)?;
     log::debug!(
-        "tar stream: {} ms, tar exit {tar_status}, {}",
+        "tar stream: {} ms, {waits} wait(s) for the remote, tar exit {tar_status}, {}",
         started.elapsed().as_millis(),
         match &commit {
             Some(c) => format!("commit exit {}", c.status),
