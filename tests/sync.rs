@@ -127,6 +127,49 @@ fn seed_config_case(transport: &str) {
     );
 }
 
+/// A remote without perl (minimal images): the tar stream cannot commit in its own
+/// exec, so the commit runs afterwards with sh and `mv`; files arrive, nothing is
+/// left behind, and a second run sends nothing.
+#[test]
+fn remote_without_perl_commits_with_sh() {
+    let mut env = Env::new("noperl");
+    let mut h = env.sshd();
+    // A PATH with everything in /usr/bin and /bin except perl.
+    let bin = env.dir.mkdir("noperl-bin");
+    for dir in ["/usr/bin", "/bin"] {
+        for entry in std::fs::read_dir(dir).unwrap().filter_map(Result::ok) {
+            let name = entry.file_name();
+            let link = bin.join(&name);
+            if !name.as_bytes().starts_with(b"perl") && !link.exists() {
+                std::os::unix::fs::symlink(entry.path(), link).unwrap();
+            }
+        }
+    }
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    h.restart_with_config(&format!("SetEnv PATH={}", bin.display()));
+    env.add_host(&h, Auth::Key);
+    env.src("site/index.html", "<h1>hi</h1>\n");
+    env.src("site/a/deep.txt", "deep\n");
+    let r = env.remote("h");
+    env.map(&h.addr, json!([{"src": "site/", "dest": r.join("www")}]));
+
+    let run = env.run(&["-v", "sync"]);
+    run.expect(0);
+    assert_eq!(run.row(&h.addr).0, 2, "{}", run.dump());
+    assert_eq!(std::fs::read(r.join("www/a/deep.txt")).unwrap(), b"deep\n");
+    let info = env.info_log();
+    assert!(info.contains("tar stream of"), "tar not used\n{info}");
+    assert!(info.contains("commit not run"), "{info}");
+    assert!(
+        info.contains("no perl on the remote; committing with sh and mv"),
+        "{info}"
+    );
+    assert!(temporaries(&r).is_empty(), "{}", env.dir.listing());
+    let again = env.run(&["sync"]);
+    again.expect(0);
+    assert_eq!(again.row(&h.addr), (0, 2, 0, 0), "{}", again.dump());
+}
+
 /// A host whose sshd is down: the others complete, exit 1, one error.log line.
 #[test]
 fn one_host_down_others_complete_and_exit_1() {

@@ -612,6 +612,19 @@ impl Sshd {
         }
     }
 
+    /// Restarts the server with `lines` added to its config (e.g. `SetEnv PATH=...`
+    /// to give remote commands a different PATH).
+    pub fn restart_with_config(&mut self, lines: &str) {
+        let mut config = read_lossy(&self.config_path);
+        config.push_str(lines);
+        if !lines.ends_with('\n') {
+            config.push('\n');
+        }
+        fs::write(&self.config_path, config)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", self.config_path.display()));
+        self.restart();
+    }
+
     /// Restarts the server with `LogLevel level` instead of VERBOSE, e.g. `DEBUG1`
     /// to see each authentication request in the log.
     pub fn restart_with_log_level(&mut self, level: &str) {
