@@ -127,6 +127,54 @@ fn seed_config_case(transport: &str) {
     );
 }
 
+/// Restarts `h` so that remote commands get a PATH with everything in /usr/bin and
+/// /bin except the commands whose names start with `prefix`.
+fn without_commands(env: &Env, h: &mut crate::util::Sshd, prefix: &str) {
+    let bin = env.dir.mkdir(format!("no-{prefix}-bin"));
+    for dir in ["/usr/bin", "/bin"] {
+        for entry in std::fs::read_dir(dir).unwrap().filter_map(Result::ok) {
+            let name = entry.file_name();
+            let link = bin.join(&name);
+            if !name.as_bytes().starts_with(prefix.as_bytes()) && !link.exists() {
+                std::os::unix::fs::symlink(entry.path(), link).unwrap();
+            }
+        }
+    }
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    h.restart_with_config(&format!("SetEnv PATH={}", bin.display()));
+}
+
+/// A remote without tar: the listing finds out, gives back the channel it kept for
+/// a stream, and the files go over SCP; a second run sends nothing.
+#[test]
+fn remote_without_tar_sends_over_scp() {
+    let mut env = Env::new("notar");
+    let mut h = env.sshd();
+    without_commands(&env, &mut h, "tar");
+    env.add_host(&h, Auth::Key);
+    env.src("site/index.html", "<h1>hi</h1>\n");
+    env.src("site/a/deep.txt", "deep\n");
+    let r = env.remote("h");
+    env.map(&h.addr, json!([{"src": "site/", "dest": r.join("www")}]));
+
+    let run = env.run(&["-v", "sync"]);
+    run.expect(0);
+    assert_eq!(run.row(&h.addr).0, 2, "{}", run.dump());
+    assert_eq!(
+        std::fs::read(r.join("www/index.html")).unwrap(),
+        b"<h1>hi</h1>\n"
+    );
+    let info = env.info_log();
+    assert!(
+        !info.contains("tar stream of"),
+        "tar used without tar?\n{info}"
+    );
+    assert!(temporaries(&r).is_empty(), "{}", env.dir.listing());
+    let again = env.run(&["sync"]);
+    again.expect(0);
+    assert_eq!(again.row(&h.addr), (0, 2, 0, 0), "{}", again.dump());
+}
+
 /// A remote without perl (minimal images): the tar stream cannot commit in its own
 /// exec, so the commit runs afterwards with sh and `mv`; files arrive, nothing is
 /// left behind, and a second run sends nothing.
@@ -134,19 +182,7 @@ fn seed_config_case(transport: &str) {
 fn remote_without_perl_commits_with_sh() {
     let mut env = Env::new("noperl");
     let mut h = env.sshd();
-    // A PATH with everything in /usr/bin and /bin except perl.
-    let bin = env.dir.mkdir("noperl-bin");
-    for dir in ["/usr/bin", "/bin"] {
-        for entry in std::fs::read_dir(dir).unwrap().filter_map(Result::ok) {
-            let name = entry.file_name();
-            let link = bin.join(&name);
-            if !name.as_bytes().starts_with(b"perl") && !link.exists() {
-                std::os::unix::fs::symlink(entry.path(), link).unwrap();
-            }
-        }
-    }
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    h.restart_with_config(&format!("SetEnv PATH={}", bin.display()));
+    without_commands(&env, &mut h, "perl");
     env.add_host(&h, Auth::Key);
     env.src("site/index.html", "<h1>hi</h1>\n");
     env.src("site/a/deep.txt", "deep\n");
