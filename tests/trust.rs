@@ -1143,6 +1143,18 @@ fn deletion_never_reaches_outside_dest() {
     std::fs::remove_dir(env.cfg().join("site/sub")).unwrap();
     std::fs::remove_file(dest.join("sub")).unwrap();
     let daemon = env.watch();
+    // The start-up reconcile first (it reports the remote `keep` link as "not a
+    // directory"); a delete it scanned after would never become a path event.
+    crate::util::wait_until(
+        Duration::from_secs(15),
+        "start-up reconcile seen keep",
+        || {
+            let log = daemon.info_log();
+            log.rsplit_once("] watching ").is_some_and(|(_, after)| {
+                after.contains("site/keep -> ") && after.contains("exists and is not a directory")
+            })
+        },
+    );
     std::fs::remove_file(env.cfg().join("site/keep/f")).unwrap();
     std::fs::write(env.cfg().join("site/marker"), "m").unwrap();
     crate::util::wait_until(
