@@ -10,7 +10,8 @@
 //! host, one pending set of paths (and a "full reconcile" flag). Everything that
 //! arrives while a transfer runs collapses into one follow-up round, which reads
 //! the files as they are then: a burst of 1,000 writes becomes a few transfers
-//! and the last content always arrives.
+//! and the last content always arrives. A pending full reconcile runs first and
+//! the pending paths follow in their own round, compared by content.
 //!
 //! A host that cannot be reached keeps its pending set (latest per path) and is
 //! retried with exponential backoff capped at `[sync] retry_max_s`, while the
@@ -145,10 +146,12 @@ impl HostState {
         self.pending() && self.down.as_ref().is_none_or(|d| d.next_try <= now)
     }
 
-    /// Takes the pending work as push scopes, leaving nothing pending.
+    /// Takes the pending work as push scopes. A pending full reconcile goes first and
+    /// leaves the pending paths for the next round: the full pass compares by size and
+    /// mtime (whole seconds), which cannot tell a same-size change within the same
+    /// second, so those paths go again, compared by content (as any path push is).
     fn take(&mut self, mappings: usize) -> Vec<(usize, Scope)> {
         if std::mem::take(&mut self.full) {
-            self.paths.clear();
             return (0..mappings).map(|m| (m, Scope::All)).collect();
         }
         std::mem::take(&mut self.paths)
@@ -355,7 +358,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pending_work_merges_and_full_wins() {
+    fn pending_work_merges_and_full_goes_first() {
         let mut h = HostState {
             idx: 0,
             full: false,
@@ -373,6 +376,12 @@ mod tests {
         assert_eq!(h.paths[&1].len(), 2);
         h.full = true;
         assert_eq!(h.take(2), [(0, Scope::All), (1, Scope::All)]);
+        // The paths stay for a content-checked round after the full one.
+        assert!(h.pending());
+        assert_eq!(
+            h.take(2),
+            [(1, Scope::Paths(["/a".into(), "/b".into()].into()))]
+        );
         assert!(!h.pending());
     }
 }
