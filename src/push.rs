@@ -55,14 +55,6 @@ use crate::transfer::tar;
 /// How often a file that keeps changing while it is read is tried in one run.
 const MAX_ATTEMPTS: usize = 3;
 
-/// While a progress bar is drawn, a root's uploads go in parts of at most this many
-/// bytes or [`PROGRESS_PART_FILES`] files, so the bar moves during a long upload (one
-/// more remote process per part; without a bar, a root is always one upload).
-const PROGRESS_PART_BYTES: u64 = 8 << 20;
-
-/// See [`PROGRESS_PART_BYTES`].
-const PROGRESS_PART_FILES: usize = 256;
-
 /// Scanned sources by src path and exclude patterns (see [`local::scan_all`]).
 pub type Sources = HashMap<local::ScanKey, Arc<Result<Source, local::ScanError>>>;
 
@@ -420,65 +412,53 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
         let mut retry: BTreeMap<Vec<u8>, RootWork> = BTreeMap::new();
         for (root, mut w) in std::mem::take(&mut to_send) {
             w.items.sort_by(|a, b| a.rel.cmp(&b.rel));
-            // Each part's results are taken in before the next part goes, so
-            // progress moves as the upload does.
-            let parts = parts(&w, report.observer.wants_progress());
-            let last = parts.len().saturating_sub(1);
-            for (k, part) in parts.iter().enumerate() {
-                // The root's symlinks are committed with its last part.
-                let links = if k == last {
-                    symlink_steps(&root, &w, &units)
-                } else {
-                    Steps::default()
-                };
-                let written: HashSet<Vec<u8>> = part
-                    .items
-                    .iter()
-                    .filter(|i| matches!(i.what, ItemKind::File))
-                    .map(|i| tmp_path(&join(&root, &i.rel)))
-                    .collect();
-                // What the stream may commit in the same exec: exactly the steps
-                // this function queues below once it has the results.
-                let commit_with = |results: &[(Item, Outcome)]| {
-                    let mut all = stale_steps(stale.as_ref(), &written);
-                    all.extend(pending.clone());
-                    all.extend(rename_steps(&root, results, &units));
-                    all.extend(links.clone());
-                    remote::commit_records(&all.steps)
-                };
-                let uploaded = upload(conn, &root, part, report, &commit_with, &mut reserved)?;
-                pending.extend(rename_steps(&root, &uploaded.results, &units));
-                pending.extend(links);
-                for (item, outcome) in uploaded.results {
-                    report.event(Event::Uploaded { bytes: item.size });
-                    match outcome {
-                        Outcome::Stored { .. } => {
-                            if let Some(stale) = &mut stale {
-                                stale.remove(&tmp_path(&join(&root, &item.rel)));
-                            }
+            let links = symlink_steps(&root, &w, &units);
+            let written: HashSet<Vec<u8>> = w
+                .items
+                .iter()
+                .filter(|i| matches!(i.what, ItemKind::File))
+                .map(|i| tmp_path(&join(&root, &i.rel)))
+                .collect();
+            // What the stream may commit in the same exec: exactly the steps
+            // this function queues below once it has the results.
+            let commit_with = |results: &[(Item, Outcome)]| {
+                let mut all = stale_steps(stale.as_ref(), &written);
+                all.extend(pending.clone());
+                all.extend(rename_steps(&root, results, &units));
+                all.extend(links.clone());
+                remote::commit_records(&all.steps)
+            };
+            let uploaded = upload(conn, &root, &w, report, &commit_with, &mut reserved)?;
+            pending.extend(rename_steps(&root, &uploaded.results, &units));
+            pending.extend(links);
+            for (item, outcome) in uploaded.results {
+                match outcome {
+                    Outcome::Stored { .. } => {
+                        if let Some(stale) = &mut stale {
+                            stale.remove(&tmp_path(&join(&root, &item.rel)));
                         }
-                        Outcome::Changed if attempt < MAX_ATTEMPTS => {
-                            log::info!(
-                                "{}: {} changed while it was read; sending it again",
-                                report.address,
-                                item.local.display()
-                            );
-                            let r = retry.entry(root.clone()).or_default();
-                            r.dir_modes.clone_from(&w.dir_modes);
-                            r.items.push(item);
-                        }
-                        Outcome::Changed => report.fail(
-                            &describe(&item, &root),
-                            "the local file kept changing while it was read; it will be sent on the next run",
-                        ),
-                        Outcome::Failed(reason) => report.fail(&describe(&item, &root), &reason),
                     }
+                    Outcome::Changed if attempt < MAX_ATTEMPTS => {
+                        log::info!(
+                            "{}: {} changed while it was read; sending it again",
+                            report.address,
+                            item.local.display()
+                        );
+                        let r = retry.entry(root.clone()).or_default();
+                        r.dir_modes.clone_from(&w.dir_modes);
+                        r.items.push(item);
+                    }
+                    Outcome::Changed => report.fail(
+                        &describe(&item, &root),
+                        "the local file kept changing while it was read; it will be sent on the next run",
+                    ),
+                    Outcome::Failed(reason) => report.fail(&describe(&item, &root), &reason),
                 }
-                if let Some(out) = uploaded.committed {
-                    let mut all = stale_steps(stale.take().as_ref(), &written);
-                    all.extend(std::mem::take(&mut pending));
-                    settle(&all, &out, report, &mut changed);
-                }
+            }
+            if let Some(out) = uploaded.committed {
+                let mut all = stale_steps(stale.take().as_ref(), &written);
+                all.extend(std::mem::take(&mut pending));
+                settle(&all, &out, report, &mut changed);
             }
         }
         if retry.is_empty() {
@@ -619,32 +599,6 @@ fn settle(
             }
         }
     }
-}
-
-/// The uploads of one root: the whole root, or with `progress` parts of at most
-/// [`PROGRESS_PART_BYTES`] or [`PROGRESS_PART_FILES`] files, in order (a directory
-/// before what is below it, as in the whole).
-fn parts(w: &RootWork, progress: bool) -> Vec<std::borrow::Cow<'_, RootWork>> {
-    if !progress {
-        return vec![std::borrow::Cow::Borrowed(w)];
-    }
-    let mut out = Vec::new();
-    let (mut start, mut bytes, mut files) = (0, 0, 0);
-    for (i, item) in w.items.iter().enumerate() {
-        if matches!(item.what, ItemKind::File) {
-            bytes += item.size;
-            files += 1;
-        }
-        if bytes >= PROGRESS_PART_BYTES || files >= PROGRESS_PART_FILES || i + 1 == w.items.len() {
-            out.push(std::borrow::Cow::Owned(RootWork {
-                dir_modes: w.dir_modes.clone(),
-                items: w.items[start..=i].to_vec(),
-                removes: Vec::new(),
-            }));
-            (start, bytes, files) = (i + 1, 0, 0);
-        }
-    }
-    out
 }
 
 /// Lists the remote side of every usable unit and compares it with the local side.
@@ -1049,7 +1003,8 @@ fn upload(
     reserved: &mut Option<tar::Reserved>,
 ) -> Result<Uploaded> {
     if conn.has_tar() {
-        if let Some(uploaded) = upload_tar(conn, root, w, commit_with, reserved)
+        let tick = |bytes| report.event(Event::Uploaded { bytes });
+        if let Some(uploaded) = upload_tar(conn, root, w, commit_with, reserved, &tick)
             .inspect_err(|_| cleanup(conn, root, w))?
         {
             return Ok(uploaded);
@@ -1089,6 +1044,7 @@ fn upload_tar(
     w: &RootWork,
     commit_with: &CommitWith<'_>,
     reserved: &mut Option<tar::Reserved>,
+    tick: &dyn Fn(u64),
 ) -> Result<Option<Uploaded>> {
     let mut members = Vec::new();
     let mut files = Vec::new();
@@ -1127,6 +1083,7 @@ fn upload_tar(
         &members,
         |outcomes| commit_with(&zip(outcomes)),
         reserved,
+        &|k| tick(files[k].size),
     )?;
     Ok(streamed.map(|s| Uploaded {
         results: zip(&s.outcomes),
@@ -1164,6 +1121,9 @@ fn upload_all(
             .iter()
             .find(|(p, _)| is_below(&item.rel, p) || item.rel == *p)
         {
+            if matches!(item.what, ItemKind::File) {
+                report.event(Event::Uploaded { bytes: item.size });
+            }
             if !matches!(item.what, ItemKind::Dir) {
                 results.push((item.clone(), Outcome::Failed(why.clone())));
             }
@@ -1196,6 +1156,9 @@ fn upload_all(
                     report.fail(&describe(item, root), &why);
                 }
                 refused.push((path, why.clone()));
+                if matches!(item.what, ItemKind::File) {
+                    report.event(Event::Uploaded { bytes: item.size });
+                }
                 if !matches!(item.what, ItemKind::Dir) {
                     results.push((item.clone(), Outcome::Failed(why)));
                 }
@@ -1206,6 +1169,7 @@ fn upload_all(
         }
         if let (true, Some(name)) = (ok, name) {
             let id = sink.send(&remote::tmp_name(name), &item.local)?;
+            report.event(Event::Uploaded { bytes: item.size });
             sent.push((item.clone(), id));
         }
     }
@@ -1298,44 +1262,5 @@ mod tests {
             assert!(!is_backup_name(name, n), "{}", show(name));
         }
         assert!(!is_backup_name(b"x.1a", 6) && !is_backup_name(b"noext", 6));
-    }
-
-    /// With a progress bar, a root's uploads go in bounded parts, in order; without
-    /// one, the root is one upload.
-    #[test]
-    fn uploads_split_into_parts_only_for_progress() {
-        let item = |rel: &str, what: ItemKind, size: u64| Item {
-            rel: rel.as_bytes().to_vec(),
-            what,
-            local: PathBuf::from(rel),
-            unit: 0,
-            size,
-            exists: false,
-        };
-        let mut w = RootWork::default();
-        w.items.push(item("d", ItemKind::Dir, 0));
-        for i in 0..600 {
-            w.items
-                .push(item(&format!("d/f{i:03}"), ItemKind::File, 10));
-        }
-        w.items
-            .push(item("d/g", ItemKind::File, PROGRESS_PART_BYTES * 2));
-        w.items.push(item("d/h", ItemKind::File, 1));
-        assert_eq!(parts(&w, false).len(), 1);
-        let p = parts(&w, true);
-        let sizes: Vec<usize> = p.iter().map(|p| p.items.len()).collect();
-        assert_eq!(
-            sizes,
-            [257, 256, 89, 1],
-            "dir + 256 files, 256, 88 + the big one, 1"
-        );
-        let flat: Vec<&[u8]> = p
-            .iter()
-            .flat_map(|p| &p.items)
-            .map(|i| &i.rel[..])
-            .collect();
-        assert_eq!(flat.len(), w.items.len());
-        assert_eq!(flat[0], b"d");
-        assert!(is_below(b"a/b", b"a") && !is_below(b"ab", b"a") && !is_below(b"a", b"a"));
     }
 }

@@ -127,6 +127,39 @@ fn seed_config_case(transport: &str) {
     );
 }
 
+/// On a terminal (a progress bar is drawn) a batch is still one remote command:
+/// the bar moves as files go into the stream, not by splitting the upload into
+/// parts that each cost a channel and a process. Run under `script` for a pty.
+#[test]
+fn progress_bar_keeps_one_stream() {
+    let mut env = Env::new("bar");
+    let h = env.sshd();
+    env.add_host(&h, Auth::Key);
+    for i in 0..600 {
+        env.src(&format!("site/d{}/f{i}", i % 7), format!("file {i}\n"));
+    }
+    let r = env.remote("r");
+    env.map(&h.addr, json!([{"src": "site/", "dest": r.join("www")}]));
+    env.write_config();
+    let exe = env!("CARGO_BIN_EXE_hostsync");
+    let out = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &format!("{exe} sync"), "/dev/null"])
+        .current_dir(env.cfg())
+        .env("HOME", env.dir.path())
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .expect("cannot run script(1) (util-linux/bsdutils)");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}\n{}", env.dir.listing());
+    assert_eq!(std::fs::read(r.join("www/d4/f599")).unwrap(), b"file 599\n");
+    assert!(
+        shown.contains("600 sent") || shown.contains(" 600 "),
+        "{shown}"
+    );
+    let sessions = h.log().matches("Starting session:").count();
+    assert_eq!(sessions, 1, "one exec expected for the batch\n{}", h.log());
+}
+
 /// Restarts `h` so that remote commands get a PATH with everything in /usr/bin and
 /// /bin except the commands whose names start with `prefix`.
 fn without_commands(env: &Env, h: &mut crate::util::Sshd, prefix: &str) {

@@ -99,7 +99,8 @@ impl Reserved {
     }
 }
 
-/// Streams `members` into `tar -x` below `root`. Once every member is written,
+/// Streams `members` into `tar -x` below `root`, calling `sent(k)` as the `k`th file
+/// member has gone into the stream (for progress). Once every member is written,
 /// `commit` gets their outcomes and returns the commit records to run right after
 /// the extraction, in the same exec (empty: none); they travel as the archive's last
 /// member, so a batch costs one channel instead of two (two round trips and a
@@ -111,6 +112,7 @@ pub fn upload(
     members: &[Member<'_>],
     commit: impl FnOnce(&[Outcome]) -> Vec<u8>,
     reserved: &mut Option<Reserved>,
+    sent: &dyn Fn(usize),
 ) -> Result<Option<Streamed>> {
     let records_name = commit_file_name();
     log::debug!(
@@ -158,6 +160,7 @@ pub fn upload(
             }
             Member::File { rel, local } => {
                 outcomes.push(send_file(&mut builder, rel, local, &cancel)?);
+                sent(outcomes.len() - 1);
             }
         }
     }
