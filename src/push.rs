@@ -711,7 +711,8 @@ fn list(
     probe_tar: bool,
 ) -> Result<(crate::transfer::ssh::ScriptOutput, Option<tar::Reserved>)> {
     if create && conn.tar_maybe() {
-        let token = token();
+        // No listing record can match a fresh token by chance.
+        let token = remote::fresh_hex();
         let script = remote::listing_then_tar(
             roots,
             probe_tar,
@@ -730,15 +731,6 @@ fn list(
     }
     let out = conn.run_script(&remote::listing_script(roots, create, probe_tar))?;
     Ok((out, None))
-}
-
-/// A fresh token that no listing record can match by chance (16 hex digits).
-fn token() -> String {
-    use std::hash::BuildHasher;
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let seed = std::collections::hash_map::RandomState::new().hash_one((n, std::process::id()));
-    format!("{seed:016x}")
 }
 
 /// Runs the commit steps in one remote perl process, or with sh and `mv` where the

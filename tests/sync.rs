@@ -177,18 +177,25 @@ fn without_commands(env: &Env, h: &mut crate::util::Sshd, prefix: &str) {
     h.restart_with_config(&format!("SetEnv PATH={}", bin.display()));
 }
 
-/// A remote without tar: the listing finds out, gives back the channel it kept for
-/// a stream, and the files go over SCP; a second run sends nothing.
-#[test]
-fn remote_without_tar_sends_over_scp() {
-    let mut env = Env::new("notar");
+/// One host whose remote commands lack `command` (see [`without_commands`]), mapped
+/// a two-file site to `www` under the returned remote folder.
+fn site_without(command: &str) -> (Env, crate::util::Sshd, std::path::PathBuf) {
+    let mut env = Env::new(&format!("no{command}"));
     let mut h = env.sshd();
-    without_commands(&env, &mut h, "tar");
+    without_commands(&env, &mut h, command);
     env.add_host(&h, Auth::Key);
     env.src("site/index.html", "<h1>hi</h1>\n");
     env.src("site/a/deep.txt", "deep\n");
     let r = env.remote("h");
     env.map(&h.addr, json!([{"src": "site/", "dest": r.join("www")}]));
+    (env, h, r)
+}
+
+/// A remote without tar: the listing finds out, gives back the channel it kept for
+/// a stream, and the files go over SCP; a second run sends nothing.
+#[test]
+fn remote_without_tar_sends_over_scp() {
+    let (env, h, r) = site_without("tar");
 
     let run = env.run(&["-v", "sync"]);
     run.expect(0);
@@ -213,14 +220,7 @@ fn remote_without_tar_sends_over_scp() {
 /// left behind, and a second run sends nothing.
 #[test]
 fn remote_without_perl_commits_with_sh() {
-    let mut env = Env::new("noperl");
-    let mut h = env.sshd();
-    without_commands(&env, &mut h, "perl");
-    env.add_host(&h, Auth::Key);
-    env.src("site/index.html", "<h1>hi</h1>\n");
-    env.src("site/a/deep.txt", "deep\n");
-    let r = env.remote("h");
-    env.map(&h.addr, json!([{"src": "site/", "dest": r.join("www")}]));
+    let (env, h, r) = site_without("perl");
 
     let run = env.run(&["-v", "sync"]);
     run.expect(0);

@@ -49,6 +49,17 @@ pub fn tmp_name(name: &[u8]) -> Vec<u8> {
     format!("{TMP_PREFIX}{h:016x}").into_bytes()
 }
 
+/// 16 hex digits no other call in any process is likely to return (a per-process
+/// random hash of a counter): listing end tokens and commit-record names.
+pub fn fresh_hex() -> String {
+    use std::hash::BuildHasher;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let seed = std::collections::hash_map::RandomState::new().hash_one((n, std::process::id()));
+    format!("{seed:016x}")
+}
+
 /// True for names hostsync uses for temporaries.
 pub fn is_tmp_name(name: &[u8]) -> bool {
     name.starts_with(TMP_PREFIX.as_bytes())

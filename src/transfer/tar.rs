@@ -34,12 +34,12 @@
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result, anyhow, bail};
 
 use super::pace::Paced;
-use super::remote::{COMMIT_PERL, quote, tmp_name};
+use super::remote::{COMMIT_PERL, TMP_PREFIX, fresh_hex, quote};
 use super::scp::Outcome;
 use super::ssh::{Connection, ScriptOutput};
 use crate::local::FileMeta;
@@ -210,18 +210,9 @@ fn remote_command(quoted_root: &str, records_name: &[u8]) -> String {
     )
 }
 
-/// A fresh temporary name (see [`tmp_name`]) for one stream's commit records.
+/// A fresh temporary name (see [`super::remote::is_tmp_name`]) for one stream's commit records.
 fn commit_file_name() -> Vec<u8> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let seed = format!(
-        "commit {} {nanos} {}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    tmp_name(seed.as_bytes())
+    format!("{TMP_PREFIX}{}", fresh_hex()).into_bytes()
 }
 
 /// Appends the commit records as the archive's last member (owner-only).
@@ -462,21 +453,14 @@ mod tests {
         b.into_inner().unwrap()
     }
 
-    /// Runs [`REMOTE`] locally under `sh -c`, as sshd would, with `path` as PATH.
-    fn run_remote(
-        root: &Path,
-        name: &[u8],
-        input: &[u8],
-        path: &str,
-    ) -> (i32, Option<ScriptOutput>) {
+    /// Runs `sh -c SCRIPT ARGS...` locally, as sshd would, with `path` as PATH and
+    /// `input` on stdin.
+    fn sh_c(script: &[u8], args: &[&[u8]], path: &str, input: &[u8]) -> std::process::Output {
         use std::io::Write as _;
         let mut child = Command::new("/bin/sh")
             .arg("-c")
-            .arg(REMOTE)
-            .arg("sh")
-            .arg(root)
-            .arg(std::ffi::OsStr::from_bytes(name))
-            .arg(COMMIT_PERL)
+            .arg(std::ffi::OsStr::from_bytes(script))
+            .args(args.iter().map(|a| std::ffi::OsStr::from_bytes(a)))
             .env("PATH", path)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -484,7 +468,23 @@ mod tests {
             .spawn()
             .unwrap();
         child.stdin.take().unwrap().write_all(input).unwrap();
-        let out = child.wait_with_output().unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs [`REMOTE`] locally and reads its output as [`upload`] does.
+    fn run_remote(
+        root: &Path,
+        name: &[u8],
+        input: &[u8],
+        path: &str,
+    ) -> (i32, Option<ScriptOutput>) {
+        let args: [&[u8]; 4] = [
+            b"sh",
+            root.as_os_str().as_bytes(),
+            name,
+            COMMIT_PERL.as_bytes(),
+        ];
+        let out = sh_c(REMOTE.as_bytes(), &args, path, input);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         parse_output(&out.stdout, stderr).unwrap()
     }
@@ -590,7 +590,6 @@ mod tests {
         use super::super::remote::{
             Commit, ListRoot, commit_records, listing_end, listing_then_tar, parse_listing,
         };
-        use std::io::Write as _;
         let d = tempfile::tempdir().unwrap();
         let a = d.path().join("a root");
         let b = d.path().join("b's root");
@@ -605,18 +604,7 @@ mod tests {
         let script = listing_then_tar(&roots, true, REMOTE, COMMIT_PERL.as_bytes());
         let token = "0123456789abcdef";
         let run_with_path = |input: &[u8], path: &str| {
-            let mut child = Command::new("/bin/sh")
-                .arg("-c")
-                .arg(std::ffi::OsStr::from_bytes(&script))
-                .arg(token)
-                .env("PATH", path)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            child.stdin.take().unwrap().write_all(input).unwrap();
-            let out = child.wait_with_output().unwrap();
+            let out = sh_c(&script, &[token.as_bytes()], path, input);
             assert!(out.status.success(), "{out:?}");
             out.stdout
         };
