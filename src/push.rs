@@ -634,6 +634,9 @@ fn plan(
     if let Some(found) = parsed.tar {
         conn.set_tar_probed(found);
     }
+    if let Some(found) = parsed.split {
+        conn.set_split_probed(found);
+    }
     if !conn.tar_maybe()
         && let Some(r) = reserved.take()
     {
@@ -718,6 +721,7 @@ fn list(
             probe_tar,
             tar::REMOTE,
             remote::COMMIT_PERL.as_bytes(),
+            tar::SPLIT_PERL.as_bytes(),
         );
         let command = format!(
             "sh -c {} {token}",
@@ -1050,6 +1054,7 @@ fn upload_tar(
                 members.push(tar::Member::File {
                     rel: tmp_path(&item.rel),
                     local: &item.local,
+                    size: item.size,
                 });
                 files.push(item.clone());
             }
@@ -1076,6 +1081,7 @@ fn upload_tar(
         |outcomes| commit_with(&zip(outcomes)),
         reserved,
         &|k| tick(files[k].size),
+        conn.can_split(),
     )?;
     Ok(streamed.map(|s| Uploaded {
         results: zip(&s.outcomes),

@@ -160,6 +160,63 @@ fn progress_bar_keeps_one_stream() {
     assert_eq!(sessions, 1, "one exec expected for the batch\n{}", h.log());
 }
 
+/// A batch with enough work goes as one stream split over two remote tars (perl
+/// demultiplexes it): one exec, every file whole with its mode, directory modes
+/// kept, one commit, nothing left behind; a second run sends nothing.
+#[test]
+fn big_batch_splits_over_two_tars_in_one_exec() {
+    let mut env = Env::new("split");
+    let h = env.sshd();
+    env.add_host(&h, Auth::Key);
+    let mut private = None;
+    for i in 0..300 {
+        let f = env.src(
+            &format!("site/d{}/s{}/f{i}", i % 3, i % 5),
+            format!("{i}\n").repeat(i),
+        );
+        if i % 7 == 0 {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        if i == 1 {
+            private = f.parent().map(Path::to_path_buf);
+        }
+    }
+    let private = private.expect("site/d1/s1");
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let r = env.remote("r");
+    env.map(&h.addr, json!([{"src": "site/", "dest": r.join("www")}]));
+
+    let run = env.run(&["-v", "sync"]);
+    run.expect(0);
+    assert_eq!(run.row(&h.addr).0, 300, "{}", run.dump());
+    let info = env.info_log();
+    assert!(info.contains("2 tar(s)"), "not split\n{info}");
+    assert!(info.contains("commit exit 0"), "{info}");
+    let sessions = h.log().matches("Starting session:").count();
+    assert_eq!(sessions, 1, "one exec expected for the batch\n{}", h.log());
+    for i in 0..300 {
+        let rel = format!("d{}/s{}/f{i}", i % 3, i % 5);
+        let got = r.join("www").join(&rel);
+        assert_eq!(
+            std::fs::read(&got).unwrap(),
+            format!("{i}\n").repeat(i).as_bytes(),
+            "{rel}"
+        );
+        let mode = std::fs::metadata(&got).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode == 0o600, i % 7 == 0, "{rel}: {mode:o}");
+    }
+    let mode = std::fs::metadata(r.join("www/d1/s1"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o750);
+    assert!(temporaries(&r).is_empty(), "{}", env.dir.listing());
+    let again = env.run(&["sync"]);
+    again.expect(0);
+    assert_eq!(again.row(&h.addr), (0, 300, 0, 0), "{}", again.dump());
+}
+
 /// Restarts `h` so that remote commands get a PATH with everything in /usr/bin and
 /// /bin except the commands whose names start with `prefix`.
 fn without_commands(env: &Env, h: &mut crate::util::Sshd, prefix: &str) {
@@ -221,14 +278,26 @@ fn remote_without_tar_sends_over_scp() {
 #[test]
 fn remote_without_perl_commits_with_sh() {
     let (env, h, r) = site_without("perl");
+    // Enough work to split a stream, which needs perl: it must not be tried.
+    for i in 0..200 {
+        env.src(&format!("site/many/f{i}"), vec![b'x'; 4096]);
+    }
 
     let run = env.run(&["-v", "sync"]);
     run.expect(0);
-    assert_eq!(run.row(&h.addr).0, 2, "{}", run.dump());
+    assert_eq!(run.row(&h.addr).0, 202, "{}", run.dump());
+    assert_eq!(
+        std::fs::read(r.join("www/many/f199")).unwrap(),
+        vec![b'x'; 4096]
+    );
     assert_eq!(std::fs::read(r.join("www/a/deep.txt")).unwrap(), b"deep\n");
     let info = env.info_log();
     assert!(info.contains("tar stream of"), "tar not used\n{info}");
     assert!(info.contains("commit not run"), "{info}");
+    assert!(
+        info.contains("1 tar(s)") && !info.contains("2 tar(s)"),
+        "{info}"
+    );
     assert!(
         info.contains("no perl on the remote; committing with sh and mv"),
         "{info}"
@@ -236,7 +305,7 @@ fn remote_without_perl_commits_with_sh() {
     assert!(temporaries(&r).is_empty(), "{}", env.dir.listing());
     let again = env.run(&["sync"]);
     again.expect(0);
-    assert_eq!(again.row(&h.addr), (0, 2, 0, 0), "{}", again.dump());
+    assert_eq!(again.row(&h.addr), (0, 202, 0, 0), "{}", again.dump());
 }
 
 /// A host whose sshd is down: the others complete, exit 1, one error.log line.

@@ -122,11 +122,13 @@ A() {
 
 /// Appended to a listing when the connection does not know yet whether the remote
 /// has GNU tar or bsdtar: one `T` record, `1` or `0`, instead of an exec of its own
-/// (one round trip less per connection).
+/// (one round trip less per connection); and one `S` record, `1` where perl is there
+/// to split a stream over two tars ([`crate::transfer::tar::SPLIT_PERL`]).
 const TAR_PROBE: &[u8] = br#"case "$(tar --version 2>/dev/null)" in
   *"GNU tar"* | *bsdtar*) printf 'T\000%s\000' 1 ;;
   *) printf 'T\000%s\000' 0 ;;
 esac
+if command -v perl >/dev/null 2>&1; then printf 'S\000%s\000' 1; else printf 'S\000%s\000' 0; fi
 "#;
 
 /// The listing script. With `create`, missing roots are made (`mkdir -p`);
@@ -146,15 +148,17 @@ pub fn listing_end(token: &str) -> Vec<u8> {
 
 /// A listing (creating missing roots) that keeps its channel: run as
 /// `sh -c SCRIPT TOKEN`, it prints the listing, then [`listing_end`] with the
-/// listing's stderr, then waits for one line on stdin. `tar I NAME` runs `tail`
+/// listing's stderr, then waits for one line on stdin. `tar I NAME LANES` runs `tail`
 /// (see [`crate::transfer::tar::REMOTE`]) with root `I` of `roots` as `$1`, NAME as
-/// `$2` and `then_arg` as `$3`; anything else, or EOF, ends it. Reading that line
-/// with sh's `read` takes nothing more from stdin, so what follows is tar's.
+/// `$2`, `commit_arg` as `$3`, LANES as `$4` and `split_arg` as `$5`; anything else,
+/// or EOF, ends it. Reading that line with sh's `read` takes nothing more from
+/// stdin, so what follows is tar's.
 pub fn listing_then_tar(
     roots: &[ListRoot],
     probe_tar: bool,
     tail: &str,
-    then_arg: &[u8],
+    commit_arg: &[u8],
+    split_arg: &[u8],
 ) -> Vec<u8> {
     let mut s = LIST_PRELUDE.to_vec();
     s.extend_from_slice(b"MK=1\nexec 3>&1\ne=$( {\n");
@@ -162,7 +166,7 @@ pub fn listing_then_tar(
     s.extend_from_slice(b"} 2>&1 >&3 )\nexec 3>&-\n");
     s.extend_from_slice(b"printf 'Z\\000%s\\000%s\\000' \"$0\" \"$e\"\n");
     s.extend_from_slice(
-        b"IFS=' ' read -r go i n || exit 0\n[ \"$go\" = tar ] || exit 0\ncase $i in\n",
+        b"IFS=' ' read -r go i n l || exit 0\n[ \"$go\" = tar ] || exit 0\ncase $i in\n",
     );
     for (i, root) in roots.iter().enumerate() {
         s.extend_from_slice(format!("{i}) r=").as_bytes());
@@ -170,7 +174,9 @@ pub fn listing_then_tar(
         s.extend_from_slice(b" ;;\n");
     }
     s.extend_from_slice(b"*) exit 0 ;;\nesac\nset -- \"$r\" \"$n\" ");
-    s.extend_from_slice(&quote(then_arg));
+    s.extend_from_slice(&quote(commit_arg));
+    s.extend_from_slice(b" \"$l\" ");
+    s.extend_from_slice(&quote(split_arg));
     s.push(b'\n');
     s.extend_from_slice(tail.as_bytes());
     s.push(b'\n');
@@ -269,12 +275,15 @@ pub struct Listing {
     pub states: Vec<RootState>,
     /// Whether the remote has GNU tar or bsdtar, when the listing probed for it.
     pub tar: Option<bool>,
+    /// Whether the remote has perl to split a stream, when the listing probed for tar.
+    pub split: Option<bool>,
 }
 
 /// Parses the listing's NUL-separated records into one state per root.
 pub fn parse_listing(out: &[u8], roots: usize) -> Result<Listing, String> {
     let mut states = vec![RootState::default(); roots];
     let mut tar = None;
+    let mut split = None;
     let mut fields = out.split(|&b| b == 0);
     let mut current: Option<usize> = None;
     let root_index = |f: Option<&[u8]>| -> Result<usize, String> {
@@ -300,6 +309,7 @@ pub fn parse_listing(out: &[u8], roots: usize) -> Result<Listing, String> {
             }
             b"X" => states[root_index(fields.next())?].incomplete = true,
             b"T" => tar = Some(fields.next() == Some(b"1")),
+            b"S" => split = Some(fields.next() == Some(b"1")),
             b"F" => {
                 let mut f = [&b""[..]; 6];
                 for slot in &mut f {
@@ -323,7 +333,7 @@ pub fn parse_listing(out: &[u8], roots: usize) -> Result<Listing, String> {
             }
         }
     }
-    Ok(Listing { states, tar })
+    Ok(Listing { states, tar, split })
 }
 
 /// Drops the `./` that path listings put before each path.

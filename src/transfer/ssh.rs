@@ -37,6 +37,9 @@ pub struct Connection {
     tar: std::cell::Cell<Option<bool>>,
     /// The quickest channel open seen: an estimate of the round trip.
     rtt: std::cell::Cell<Option<Duration>>,
+    /// Whether the remote has perl to split a tar stream over two tars, once a
+    /// listing said so.
+    split: std::cell::Cell<Option<bool>>,
 }
 
 /// What a remote script printed, and how it exited.
@@ -83,6 +86,7 @@ impl Connection {
             cancel: Arc::new(AtomicBool::new(false)),
             tar: std::cell::Cell::new(None),
             rtt: std::cell::Cell::new(None),
+            split: std::cell::Cell::new(None),
         })
     }
 
@@ -120,6 +124,17 @@ impl Connection {
         if self.tar.get().is_none() {
             self.tar.set(Some(found));
         }
+    }
+
+    /// Whether a tar stream may be split over two tars (see
+    /// [`crate::transfer::tar::SPLIT_PERL`]): a listing found perl on the remote.
+    pub fn can_split(&self) -> bool {
+        self.split.get() == Some(true)
+    }
+
+    /// Records what a listing found out about the remote's perl.
+    pub fn set_split_probed(&self, found: bool) {
+        self.split.set(Some(found));
     }
 
     /// Stops using the tar fast path on this connection (after a tar stream failed).

@@ -31,10 +31,12 @@
 //! Used only when the remote has GNU tar or bsdtar (probed once per connection),
 //! and not when the environment says `HOSTSYNC_TRANSFER=scp`.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, anyhow, bail};
 
@@ -51,8 +53,13 @@ const BUFFER: usize = 256 * 1024;
 pub enum Member<'a> {
     /// A directory (created, or its mode set), relative to the root.
     Dir { rel: &'a [u8], mode: u32 },
-    /// A local file, stored at `rel` (a temporary name) below the root.
-    File { rel: Vec<u8>, local: &'a Path },
+    /// A local file, stored at `rel` (a temporary name) below the root; `size` is
+    /// what the scan saw, for sharing a split stream's work out evenly.
+    File {
+        rel: Vec<u8>,
+        local: &'a Path,
+        size: u64,
+    },
 }
 
 /// What the remote did with one stream.
@@ -65,18 +72,65 @@ pub struct Streamed {
     pub commit: Option<ScriptOutput>,
 }
 
-/// The remote side of a stream: `tar -x` into `$1`, its status on a line, then, when
+/// The remote side of a stream: `tar -x` into `$1` (with `$4` = `2`, two of them
+/// behind the demultiplexer `$5`, [`SPLIT_PERL`]), its status on a line, then, when
 /// tar succeeded and the archive ended with the commit records `$2`, those records
 /// fed to the perl commit `$3`, and its status. The records file is always removed.
 /// Its name is a temporary name, so one left by a broken connection is stale next run.
 /// Also the tail of the listing that hands its channel on ([`Reserved`]).
-pub const REMOTE: &str = r#"tar -x -p --no-same-owner -f - -C "$1" 2>/dev/null; s=$?; echo "tar-exit:$s"
+pub const REMOTE: &str = r#"if [ "$4" = 2 ]; then perl -e "$5" "$1"; else tar -x -p --no-same-owner -f - -C "$1"; fi 2>/dev/null
+s=$?; echo "tar-exit:$s"
 [ -n "$2" ] || exit 0
 c=$1/$2
 if [ "$s" = 0 ] && [ -f "$c" ] && command -v perl >/dev/null 2>&1; then
   perl -e "$3" <"$c"; echo "commit-exit:$?"
 fi
 rm -f -- "$c""#;
+
+/// The remote side of a split stream (`$4` = `2` in [`REMOTE`]): two `tar -x` into
+/// the root `$1`, fed from one stdin of frames (one byte: which tar, four bytes:
+/// length, big-endian, then the bytes; see [`Framer`]). Exits non-zero when a frame
+/// is cut short, a frame names no tar, or either tar fails, so nothing is committed.
+/// The pipes to the tars get 1 MiB where Linux allows it, so one busy tar does not
+/// keep the other waiting for its next frame.
+pub const SPLIT_PERL: &str = r#"use strict; my $root = shift; $SIG{PIPE} = "IGNORE"; my @t;
+for my $i (0, 1) {
+  open($t[$i], "|-", "tar", "-x", "-p", "--no-same-owner", "-f", "-", "-C", $root) or exit 126;
+  fcntl($t[$i], 1031, 1 << 20) if $^O eq "linux";
+}
+binmode STDIN;
+sub rd { my ($n) = @_; my $b = "";
+  while (length($b) < $n) {
+    my $r = sysread(STDIN, $b, $n - length($b), length($b));
+    return length($b) ? undef : "" if !$r;
+  }
+  return $b;
+}
+my $bad = 0;
+while (1) {
+  my $h = rd(5);
+  if (!defined $h) { $bad = 1; last }
+  last if $h eq "";
+  my ($l, $n) = unpack("CN", $h);
+  my $d = rd($n);
+  if ($l > 1 || !defined $d || length($d) != $n) { $bad = 1; last }
+  my $o = 0;
+  while ($o < $n) {
+    my $w = syswrite($t[$l], $d, $n - $o, $o);
+    if (!defined $w) { $bad = 1; last }
+    $o += $w;
+  }
+  last if $bad;
+}
+my $s = $bad;
+for my $f (@t) { close($f); $s = 1 if $?; }
+exit $s;"#;
+
+/// A split stream ends its frames at about this size (see [`Framer`]).
+const FRAME: usize = 64 * 1024;
+
+/// How many tar processes a split stream feeds.
+pub const SPLIT_LANES: usize = 2;
 
 /// A channel whose remote side already ran the listing and now waits, in `read`, for
 /// one line: `tar INDEX NAME` to run [`REMOTE`] on root number INDEX of the listing
@@ -104,7 +158,9 @@ impl Reserved {
 /// `commit` gets their outcomes and returns the commit records to run right after
 /// the extraction, in the same exec (empty: none); they travel as the archive's last
 /// member, so a batch costs one channel instead of two (two round trips and a
-/// process start less). Returns `Ok(None)` when the remote tar failed (nothing was
+/// process start less). With `split` (the remote has perl), the members are shared
+/// out over [`SPLIT_LANES`] archives in one stream, each extracted by a tar of its
+/// own (see [`Framer`]). Returns `Ok(None)` when the remote tar failed (nothing was
 /// committed; send the batch another way). `Err` means the connection broke.
 pub fn upload(
     conn: &Connection,
@@ -113,10 +169,16 @@ pub fn upload(
     commit: impl FnOnce(&[Outcome]) -> Vec<u8>,
     reserved: &mut Option<Reserved>,
     sent: &dyn Fn(usize),
+    split: bool,
 ) -> Result<Option<Streamed>> {
     let records_name = commit_file_name();
+    let lanes = if split && worth_splitting(members) {
+        SPLIT_LANES
+    } else {
+        1
+    };
     log::debug!(
-        "tar stream of {} member(s) into {}",
+        "tar stream of {} member(s) into {}, {lanes} tar(s)",
         members.len(),
         String::from_utf8_lossy(&quote(root))
     );
@@ -126,7 +188,10 @@ pub fn upload(
         .and_then(|r| r.roots.iter().position(|d| d.as_slice() == root));
     let channel = match (index, reserved.take()) {
         (Some(i), Some(Reserved { mut channel, .. })) => {
-            let go = format!("tar {i} {}\n", String::from_utf8_lossy(&records_name));
+            let go = format!(
+                "tar {i} {} {lanes}\n",
+                String::from_utf8_lossy(&records_name)
+            );
             channel
                 .write_all(go.as_bytes())
                 .context("starting the remote tar")?;
@@ -136,41 +201,19 @@ pub fn upload(
             *reserved = other;
             let root = String::from_utf8(quote(root))
                 .map_err(|_| anyhow!("remote path is not valid UTF-8"))?;
-            conn.exec(&remote_command(&root, &records_name))?
+            conn.exec(&remote_command(&root, &records_name, lanes))?
         }
     };
     let cancel = conn.cancel_flag();
-    let mut builder =
-        tar::Builder::new(BufWriter::with_capacity(BUFFER, Paced::new(conn, channel)));
-    let mut outcomes = Vec::new();
-    for m in members {
-        if cancel.load(Ordering::Relaxed) {
-            bail!("transfer cancelled by shutdown");
-        }
-        match m {
-            Member::Dir { rel, mode } => {
-                let mut h = tar::Header::new_gnu();
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(*mode);
-                h.set_size(0);
-                h.set_mtime(now());
-                builder
-                    .append_data(&mut h, bytes_path(rel), std::io::empty())
-                    .context("sending to the remote tar")?;
-            }
-            Member::File { rel, local } => {
-                outcomes.push(send_file(&mut builder, rel, local, &cancel)?);
-                sent(outcomes.len() - 1);
-            }
-        }
-    }
-    let records = commit(&outcomes);
-    if !records.is_empty() {
-        append_records(&mut builder, &records_name, &records)?;
-    }
-    let (mut channel, mut out, waits) = builder
+    let writer = BufWriter::with_capacity(BUFFER, Paced::new(conn, channel));
+    let (writer, outcomes, records) = if lanes > 1 {
+        stream_split(writer, members, commit, sent, &cancel, &records_name)?
+    } else {
+        stream_one(writer, members, commit, sent, &cancel, &records_name)?
+    };
+    let (mut channel, mut out, waits) = writer
         .into_inner()
-        .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+        .map_err(|e| e.into_error())
         .context("sending to the remote tar")?
         .into_parts();
     channel.send_eof().context("closing the tar stream")?;
@@ -198,15 +241,246 @@ pub fn upload(
     Ok(Some(Streamed { outcomes, commit }))
 }
 
+/// Whether a batch is big enough for two tars: at least [`SPLIT_MIN_COST`] of work
+/// in at least two files, and every directory it makes stays writable for its owner
+/// (one tar sets a directory's mode when it is done, while the other may still be
+/// writing into it). `HOSTSYNC_SPLIT=0` never splits, for measuring.
+fn worth_splitting(members: &[Member<'_>]) -> bool {
+    if std::env::var("HOSTSYNC_SPLIT").is_ok_and(|v| v == "0") {
+        return false;
+    }
+    let mut files = 0;
+    let mut work = 0;
+    for m in members {
+        match m {
+            Member::Dir { mode, .. } if mode & 0o300 != 0o300 => return false,
+            Member::Dir { .. } => {}
+            Member::File { .. } => {
+                files += 1;
+                work += cost(m);
+            }
+        }
+    }
+    files >= 2 && work >= SPLIT_MIN_COST
+}
+
+/// The least work ([`cost`]) a stream is split for: about 160 small files. Below,
+/// starting perl and a second tar costs more than the second tar saves.
+pub const SPLIT_MIN_COST: u64 = 2 << 20;
+
+/// What a stream wrote: the writer back, one outcome per file, the commit records.
+type Written<W> = (W, Vec<Outcome>, Vec<u8>);
+
+/// Writes `members` as one archive, the commit records last.
+fn stream_one<W: Write>(
+    writer: W,
+    members: &[Member<'_>],
+    commit: impl FnOnce(&[Outcome]) -> Vec<u8>,
+    sent: &dyn Fn(usize),
+    cancel: &AtomicBool,
+    records_name: &[u8],
+) -> Result<Written<W>> {
+    let mut builder = tar::Builder::new(writer);
+    let mut outcomes = Vec::new();
+    for m in members {
+        if let Some(o) = append(&mut builder, m, cancel)? {
+            outcomes.push(o);
+            sent(outcomes.len() - 1);
+        }
+    }
+    let records = commit(&outcomes);
+    if !records.is_empty() {
+        append_records(&mut builder, records_name, &records)?;
+    }
+    let writer = builder.into_inner().context("sending to the remote tar")?;
+    Ok((writer, outcomes, records))
+}
+
+/// Writes `members` as [`SPLIT_LANES`] archives in one framed stream (see
+/// [`share_out`] for who gets what); the first archive ends with the commit records,
+/// which the remote runs once both tars succeeded.
+fn stream_split<W: Write>(
+    writer: W,
+    members: &[Member<'_>],
+    commit: impl FnOnce(&[Outcome]) -> Vec<u8>,
+    sent: &dyn Fn(usize),
+    cancel: &AtomicBool,
+    records_name: &[u8],
+) -> Result<Written<W>> {
+    let out = Rc::new(RefCell::new(writer));
+    let mut builders: Vec<tar::Builder<Framer<W>>> = (0..SPLIT_LANES)
+        .map(|lane| tar::Builder::new(Framer::new(out.clone(), lane as u8)))
+        .collect();
+    let mut file_index = Vec::with_capacity(members.len());
+    let mut files = 0;
+    for m in members {
+        file_index.push(files);
+        files += usize::from(matches!(m, Member::File { .. }));
+    }
+    let mut outcomes: Vec<Option<Outcome>> = (0..files).map(|_| None).collect();
+    let lanes = share_out(members);
+    let mut next = [0usize; SPLIT_LANES];
+    let mut done = [0u64; SPLIT_LANES];
+    // Whichever archive is behind gets the next member, so both tars stay busy.
+    while let Some(lane) = (0..SPLIT_LANES)
+        .filter(|&l| next[l] < lanes[l].len())
+        .min_by_key(|&l| done[l])
+    {
+        let m = lanes[lane][next[lane]];
+        next[lane] += 1;
+        done[lane] += cost(&members[m]);
+        if let Some(o) = append(&mut builders[lane], &members[m], cancel)? {
+            outcomes[file_index[m]] = Some(o);
+            sent(file_index[m]);
+        }
+    }
+    let outcomes: Vec<Outcome> = outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Outcome::Failed("not sent".into())))
+        .collect();
+    let records = commit(&outcomes);
+    let mut rest = builders.split_off(1);
+    let mut first = builders.pop().expect("one builder per lane");
+    for b in rest.drain(..) {
+        b.into_inner()?.flush()?;
+    }
+    if !records.is_empty() {
+        append_records(&mut first, records_name, &records)?;
+    }
+    first
+        .into_inner()
+        .and_then(|mut f| f.flush())
+        .context("sending to the remote tar")?;
+    let writer = Rc::try_unwrap(out)
+        .map_err(|_| anyhow!("a split stream's writer is still shared"))?
+        .into_inner();
+    Ok((writer, outcomes, records))
+}
+
+/// Which members each archive of a split stream carries, in order: every directory
+/// goes first into archive 0 (tar makes a missing parent itself if a file in the
+/// other archive comes first, and archive 0 then sets its mode), the files go in two
+/// runs of about equal [`cost`], so each tar works in its own directories.
+fn share_out(members: &[Member<'_>]) -> [Vec<usize>; SPLIT_LANES] {
+    let mut lanes: [Vec<usize>; SPLIT_LANES] = Default::default();
+    let total: u64 = members
+        .iter()
+        .filter(|m| matches!(m, Member::File { .. }))
+        .map(cost)
+        .sum();
+    let mut so_far = 0;
+    for (i, m) in members.iter().enumerate() {
+        if let Member::Dir { .. } = m {
+            lanes[0].push(i);
+        }
+    }
+    for (i, m) in members.iter().enumerate() {
+        if let Member::File { .. } = m {
+            let lane = usize::from(so_far > 0 && so_far * 2 >= total);
+            so_far += cost(m);
+            lanes[lane].push(i);
+        }
+    }
+    lanes
+}
+
+/// About what a member costs the remote: its bytes plus a fixed price per file
+/// (creating a file costs about as much as writing 8 KiB into one).
+fn cost(m: &Member<'_>) -> u64 {
+    match m {
+        Member::Dir { .. } => 512,
+        Member::File { size, .. } => 512 + size.div_ceil(512) * 512 + 8192,
+    }
+}
+
+/// Appends one member; a file gives its outcome.
+fn append<W: Write>(
+    builder: &mut tar::Builder<W>,
+    m: &Member<'_>,
+    cancel: &AtomicBool,
+) -> Result<Option<Outcome>> {
+    if cancel.load(Ordering::Relaxed) {
+        bail!("transfer cancelled by shutdown");
+    }
+    match m {
+        Member::Dir { rel, mode } => {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(*mode);
+            h.set_size(0);
+            h.set_mtime(now());
+            builder
+                .append_data(&mut h, bytes_path(rel), std::io::empty())
+                .context("sending to the remote tar")?;
+            Ok(None)
+        }
+        Member::File { rel, local, .. } => Ok(Some(send_file(builder, rel, local, cancel)?)),
+    }
+}
+
+/// One archive of a split stream: what its tar builder writes goes out in frames of
+/// about [`FRAME`] bytes, each a byte naming the archive, four bytes of length
+/// (big-endian) and the bytes, which [`SPLIT_PERL`] hands to that archive's tar.
+struct Framer<W: Write> {
+    /// The one stream all archives share.
+    out: Rc<RefCell<W>>,
+    /// Which archive this is.
+    lane: u8,
+    /// Bytes not yet framed.
+    buf: Vec<u8>,
+}
+
+impl<W: Write> Framer<W> {
+    fn new(out: Rc<RefCell<W>>, lane: u8) -> Framer<W> {
+        Framer {
+            out,
+            lane,
+            buf: Vec::with_capacity(FRAME + 16 * 1024),
+        }
+    }
+
+    /// Sends what is buffered as one frame.
+    fn emit(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let len = u32::try_from(self.buf.len()).map_err(std::io::Error::other)?;
+        let mut out = self.out.borrow_mut();
+        out.write_all(&[self.lane])?;
+        out.write_all(&len.to_be_bytes())?;
+        out.write_all(&self.buf)?;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for Framer<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= FRAME {
+            self.emit()?;
+        }
+        Ok(b.len())
+    }
+
+    /// Frames what is buffered; the shared stream is flushed by its owner.
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.emit()
+    }
+}
+
 /// The exec command: [`REMOTE`] under `sh -c` (whatever the login shell is), with the
-/// root (already quoted), the records' name and the perl commit as `$1 $2 $3`.
-fn remote_command(quoted_root: &str, records_name: &[u8]) -> String {
+/// root (already quoted), the records' name, the perl commit, the number of tars
+/// and, for two, the demultiplexer as `$1` to `$5`.
+fn remote_command(quoted_root: &str, records_name: &[u8], lanes: usize) -> String {
     let q = |b: &[u8]| String::from_utf8(quote(b)).expect("ASCII");
+    let split = if lanes > 1 { SPLIT_PERL } else { "" };
     format!(
-        "sh -c {} sh {quoted_root} {} {}",
+        "sh -c {} sh {quoted_root} {} {} {lanes} {}",
         q(REMOTE.as_bytes()),
         q(records_name),
-        q(COMMIT_PERL.as_bytes())
+        q(COMMIT_PERL.as_bytes()),
+        q(split.as_bytes())
     )
 }
 
@@ -467,7 +741,11 @@ mod tests {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
+        // The script may stop reading early (a broken stream), as a remote may.
+        match child.stdin.take().unwrap().write_all(input) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            other => other.unwrap(),
+        }
         child.wait_with_output().unwrap()
     }
 
@@ -601,7 +879,13 @@ mod tests {
             paths: None,
         };
         let roots = [root(&a), root(&b)];
-        let script = listing_then_tar(&roots, true, REMOTE, COMMIT_PERL.as_bytes());
+        let script = listing_then_tar(
+            &roots,
+            true,
+            REMOTE,
+            COMMIT_PERL.as_bytes(),
+            SPLIT_PERL.as_bytes(),
+        );
         let token = "0123456789abcdef";
         let run_with_path = |input: &[u8], path: &str| {
             let out = sh_c(&script, &[token.as_bytes()], path, input);
@@ -630,6 +914,7 @@ mod tests {
         assert!(a.is_dir(), "the listing makes missing roots");
         assert!(parsed.states[1].entries.contains_key(b"old".as_slice()));
         assert_eq!(parsed.tar, Some(true));
+        assert_eq!(parsed.split, Some(true), "perl is there");
         assert!(stderr.is_empty(), "{}", String::from_utf8_lossy(&stderr));
         assert!(after.is_empty(), "{}", String::from_utf8_lossy(&after));
 
@@ -679,5 +964,201 @@ mod tests {
                 .entries
                 .contains_key(b"old".as_slice())
         );
+    }
+
+    /// `n` local files under `src` (sizes from empty to several frames) and the
+    /// members that send them below `a/` and `b/` under temporary names, as push does.
+    fn split_members(src: &Path, n: usize) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+        (0..n)
+            .map(|i| {
+                let dir = if i < n / 2 { "a" } else { "b" };
+                let body: Vec<u8> = (0..(i * 7919) % (3 * FRAME))
+                    .map(|k| (k % 251) as u8)
+                    .collect();
+                let local = src.join(format!("f{i}"));
+                std::fs::write(&local, &body).unwrap();
+                (
+                    format!("{dir}/.hostsync-tmp.f{i}").into_bytes(),
+                    format!("{dir}/f{i}").into_bytes(),
+                    body,
+                )
+            })
+            .collect()
+    }
+
+    /// A split stream, run through [`REMOTE`] with [`SPLIT_PERL`] as the remote runs
+    /// it: both archives are extracted (directory modes from archive 0), and the
+    /// commit runs once, after both tars. A stream cut short, or a frame that names
+    /// no tar, commits nothing.
+    #[test]
+    fn split_stream_extracts_with_two_tars_and_commits_once() {
+        use super::super::remote::{Commit, commit_records};
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let files = split_members(&src, 40);
+        let locals: Vec<std::path::PathBuf> = (0..files.len())
+            .map(|i| src.join(format!("f{i}")))
+            .collect();
+        let mut members = vec![
+            Member::Dir {
+                rel: b"a",
+                mode: 0o750,
+            },
+            Member::Dir {
+                rel: b"b",
+                mode: 0o755,
+            },
+        ];
+        for ((tmp, _, body), local) in files.iter().zip(&locals) {
+            members.push(Member::File {
+                rel: tmp.clone(),
+                local,
+                size: body.len() as u64,
+            });
+        }
+        assert!(worth_splitting(&members) || std::env::var("HOSTSYNC_SPLIT").is_ok());
+        let lanes = share_out(&members);
+        assert!(lanes.iter().all(|l| !l.is_empty()), "{lanes:?}");
+
+        let stream = |root: &Path, name: &[u8]| -> Vec<u8> {
+            let seen = std::cell::RefCell::new(Vec::new());
+            let never = AtomicBool::new(false);
+            let (out, outcomes, records) = stream_split(
+                Vec::new(),
+                &members,
+                |outcomes| {
+                    let steps: Vec<Commit> = files
+                        .iter()
+                        .zip(outcomes)
+                        .filter(|(_, o)| matches!(o, Outcome::Stored { .. }))
+                        .map(|((tmp, dest, _), _)| Commit::Rename {
+                            tmp: [root.as_os_str().as_bytes(), b"/", tmp].concat(),
+                            dest: [root.as_os_str().as_bytes(), b"/", dest].concat(),
+                            backups: 0,
+                        })
+                        .collect();
+                    commit_records(&steps)
+                },
+                &|k| seen.borrow_mut().push(k),
+                &never,
+                name,
+            )
+            .unwrap();
+            assert!(!records.is_empty());
+            assert!(outcomes.iter().all(|o| matches!(o, Outcome::Stored { .. })));
+            let mut seen = seen.into_inner();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..files.len()).collect::<Vec<_>>(), "each file once");
+            out
+        };
+        let run = |root: &Path, name: &[u8], input: &[u8]| {
+            let args: [&[u8]; 6] = [
+                b"sh",
+                root.as_os_str().as_bytes(),
+                name,
+                COMMIT_PERL.as_bytes(),
+                b"2",
+                SPLIT_PERL.as_bytes(),
+            ];
+            let out = sh_c(
+                REMOTE.as_bytes(),
+                &args,
+                &std::env::var("PATH").unwrap(),
+                input,
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            parse_output(&out.stdout, stderr).unwrap()
+        };
+        let name = commit_file_name();
+
+        let good = d.path().join("good");
+        std::fs::create_dir_all(&good).unwrap();
+        let (tar_status, commit) = run(&good, &name, &stream(&good, &name));
+        assert_eq!(tar_status, 0);
+        assert_eq!(commit.expect("the commit ran").status, 0);
+        for (_, dest, body) in &files {
+            let got = good.join(std::ffi::OsStr::from_bytes(dest));
+            assert_eq!(&std::fs::read(&got).unwrap(), body, "{}", got.display());
+        }
+        let left: Vec<_> = ["", "a", "b"]
+            .iter()
+            .flat_map(|dir| std::fs::read_dir(good.join(dir)).unwrap())
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.as_bytes().starts_with(TMP_PREFIX.as_bytes()))
+            .collect();
+        assert!(left.is_empty(), "temporaries left: {left:?}");
+        let mode = |p: &str| {
+            std::fs::metadata(good.join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!((mode("a"), mode("b")), (0o750, 0o755));
+
+        for (why, broken) in [
+            ("cut short", {
+                let mut s = stream(&good, &name);
+                s.truncate(s.len() - 1000);
+                s
+            }),
+            ("a frame for a third tar", {
+                let mut s = stream(&good, &name);
+                s.splice(0..0, [2u8, 0, 0, 0, 1, 0]);
+                s
+            }),
+        ] {
+            let root = d.path().join(why);
+            std::fs::create_dir_all(&root).unwrap();
+            let (tar_status, commit) = run(&root, &name, &broken);
+            assert_ne!(tar_status, 0, "{why}");
+            assert!(commit.is_none(), "{why}");
+            for (_, dest, _) in &files {
+                assert!(
+                    !root.join(std::ffi::OsStr::from_bytes(dest)).exists(),
+                    "{why}"
+                );
+            }
+        }
+    }
+
+    /// Directories first, in archive 0; files in two runs of about equal cost; a
+    /// small batch or one with a directory its owner cannot write is not split.
+    #[test]
+    fn split_shares_work_evenly_and_only_when_it_pays() {
+        let local = Path::new("/nonexistent");
+        let file = |size| Member::File {
+            rel: b"x".to_vec(),
+            local,
+            size,
+        };
+        let mut members = vec![Member::Dir {
+            rel: b"a",
+            mode: 0o755,
+        }];
+        members.extend((0..200).map(|_| file(4096)));
+        members.insert(
+            101,
+            Member::Dir {
+                rel: b"b",
+                mode: 0o700,
+            },
+        );
+        let lanes = share_out(&members);
+        assert_eq!(lanes[0][..2], [0, 101], "directories first");
+        assert_eq!((lanes[0].len(), lanes[1].len()), (102, 100));
+        assert!(worth_splitting(&members));
+        assert!(!worth_splitting(&members[..50]), "too little work");
+        members.push(Member::Dir {
+            rel: b"c",
+            mode: 0o500,
+        });
+        assert!(!worth_splitting(&members), "a read-only directory");
+        // One big file and many small ones: the big one is half the work alone.
+        let mut members = vec![file(64 << 20)];
+        members.extend((0..100).map(|_| file(10)));
+        let lanes = share_out(&members);
+        assert_eq!((lanes[0].len(), lanes[1].len()), (1, 100));
     }
 }
