@@ -264,7 +264,7 @@ start_host() {
     : >"$dir/sshd.log"
     "$SSHD" -D -f "$dir/sshd_config" -E "$dir/sshd.log" &
     pid=$!
-    if wait_for 5 grep -q "Server listening" "$dir/sshd.log" && kill -0 "$pid" 2>/dev/null; then
+    if wait_for 5 grep -qs "Server listening" "$dir/sshd.log" && kill -0 "$pid" 2>/dev/null; then
       PIDS+=("$pid")
       HOST_ADDR[i]=$addr
       HOST_PORT[i]=$port
@@ -573,7 +573,7 @@ setup_delay() {
   "$PYTHON" "$here/scripts/delay-proxy.py" --listen-host 127.0.0.120 --target-host "${HOST_ADDR[1]}" \
     --target-port "${HOST_PORT[1]}" --delay-ms 10 --lifetime 7200 >"$out" 2>&1 &
   PIDS+=("$!")
-  wait_for 10 grep -q '^listening ' "$out" || { cat "$out" >&2; die "the delay proxy did not start"; }
+  wait_for 10 grep -qs '^listening ' "$out" || { cat "$out" >&2; die "the delay proxy did not start"; }
   S6_ADDR=127.0.0.120
   S6_PORT=$(awk '/^listening / { print $3 }' "$out")
   S6_HOW="userspace delay proxy (scripts/delay-proxy.py), 10 ms each way"
@@ -588,7 +588,7 @@ start_ns_sshd() {
   sshd_config "$dir" 127.0.0.1 2222 "$R/h1"
   ip netns exec "$NETNS" "$SSHD" -D -f "$dir/sshd_config" -E "$dir/sshd.log" &
   pid=$!
-  wait_for 10 grep -q "Server listening" "$dir/sshd.log" || { kill "$pid"; return 1; }
+  wait_for 10 grep -qs "Server listening" "$dir/sshd.log" || { kill "$pid"; return 1; }
   PIDS+=("$pid")
   S6_ADDR=127.0.0.1 S6_PORT=2222 S6_PREFIX=(ip netns exec "$NETNS")
   S6_HOW="tc netem delay 10ms on the loopback of network namespace $NETNS"
