@@ -489,6 +489,52 @@ fn connection_cut_mid_transfer_keeps_old_content_then_next_run_completes_over_sc
     connection_cut_case("scp");
 }
 
+/// The same for a batch split over two remote tars: a cut mid-stream commits none
+/// of its files, whichever tar had them; the next run completes.
+#[test]
+fn connection_cut_mid_split_stream_keeps_old_content_then_next_run_completes() {
+    let mut env = Env::new("cutsplit");
+    let h = env.sshd();
+    let proxy = Proxy::start(&h.addr, h.port, Fault::CutAfter(4 * 1024 * 1024));
+    env.add_host_raw(json!({"ip_address": proxy.addr, "port": proxy.port, "user": crate::util::test_user(), "identity_file": env.key.private}));
+    env.trust(h.known_hosts_line_as(&proxy.addr, proxy.port));
+    let r = env.remote("r");
+    let body = |i: usize| -> Vec<u8> { (0..32 * 1024).map(|k| ((i + k) % 251) as u8).collect() };
+    let rel = |i: usize| format!("d{}/f{i}", i % 4);
+    for i in 0..400 {
+        env.src(&format!("tree/{}", rel(i)), body(i));
+        let old = r.join("www").join(rel(i));
+        std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+        std::fs::write(&old, b"old content").unwrap();
+    }
+    env.dir.chown_to_test_user("remote/r");
+    env.map(
+        &proxy.addr,
+        json!([{"src": "tree/", "dest": r.join("www")}]),
+    );
+
+    let run = env.run(&["-v", "sync"]);
+    run.expect(1);
+    assert!(
+        env.info_log().contains("2 tar(s)"),
+        "not split\n{}",
+        run.dump()
+    );
+    for i in 0..400 {
+        let got = std::fs::read(r.join("www").join(rel(i))).unwrap();
+        assert_eq!(got, b"old content", "{}\n{}", rel(i), run.dump());
+    }
+
+    proxy.set_fault(Fault::None);
+    let again = env.run(&["-v", "sync"]);
+    again.expect(0);
+    for i in 0..400 {
+        let got = std::fs::read(r.join("www").join(rel(i))).unwrap();
+        assert!(got == body(i), "{} differs after the second run", rel(i));
+    }
+    assert!(temporaries(&r).is_empty(), "{}", env.dir.listing());
+}
+
 fn connection_cut_case(transport: &str) {
     let mut env = Env::new("cut");
     let h = env.sshd();
