@@ -489,6 +489,61 @@ fn connection_cut_mid_transfer_keeps_old_content_then_next_run_completes_over_sc
     connection_cut_case("scp");
 }
 
+/// A split stream where one of the two remote tars fails (a directory the remote
+/// user cannot write): nothing from the stream is committed, the batch goes again
+/// over SCP, which delivers the rest and names the refused files.
+#[test]
+fn split_stream_with_a_failing_tar_falls_back_to_scp() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to make a folder the ssh test user cannot write");
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI must run as root"
+        );
+        return;
+    }
+    let mut env = Env::new("splitfail");
+    let h = env.sshd();
+    env.add_host(&h, Auth::Key);
+    let rel = |i: usize| format!("d{}/f{i}", i / 100);
+    for i in 0..400 {
+        env.src(
+            &format!("tree/{}", rel(i)),
+            vec![b'a' + (i % 26) as u8; 4096],
+        );
+    }
+    let r = env.remote("r");
+    for d in 0..4 {
+        std::fs::create_dir_all(r.join(format!("www/d{d}"))).unwrap();
+    }
+    env.dir.chown_to_test_user("remote/r");
+    // Owned by root, 0755: the test user can list it but not write into it. Its
+    // files are the last of the batch, so the second tar is the one that fails.
+    let locked = r.join("www/d3");
+    std::os::unix::fs::chown(&locked, Some(0), Some(0)).unwrap();
+    env.map(&h.addr, json!([{"src": "tree/", "dest": r.join("www")}]));
+
+    let run = env.run(&["-v", "sync"]);
+    run.expect(1);
+    let info = env.info_log();
+    assert!(info.contains("2 tar(s)"), "not split\n{info}");
+    assert!(info.contains("sending this batch over scp"), "{info}");
+    assert_eq!(run.row(&h.addr).0, 300, "{}", run.dump());
+    assert_eq!(run.row(&h.addr).2, 100, "{}", run.dump());
+    for i in 0..300 {
+        let got = std::fs::read(r.join("www").join(rel(i))).unwrap();
+        assert_eq!(got, vec![b'a' + (i % 26) as u8; 4096], "{}", rel(i));
+    }
+    assert!(!locked.join("f300").exists());
+    assert!(
+        env.error_log().to_lowercase().contains("permission denied"),
+        "{}",
+        run.dump()
+    );
+    assert!(temporaries(&r).is_empty(), "{}", env.dir.listing());
+}
+
 /// The same for a batch split over two remote tars: a cut mid-stream commits none
 /// of its files, whichever tar had them; the next run completes.
 #[test]
