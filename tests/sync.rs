@@ -217,6 +217,52 @@ fn big_batch_splits_over_two_tars_in_one_exec() {
     assert_eq!(again.row(&h.addr), (0, 300, 0, 0), "{}", again.dump());
 }
 
+/// Two big roots: the first stream takes the listing's channel, the second its own
+/// exec (the split demultiplexer then travels as an argument); both split, both
+/// commit, every file arrives.
+#[test]
+fn second_big_root_splits_in_its_own_exec() {
+    let mut env = Env::new("split2");
+    let h = env.sshd();
+    env.add_host(&h, Auth::Key);
+    for root in ["one", "two"] {
+        for i in 0..200 {
+            env.src(
+                &format!("{root}/d{}/f{i}", i % 4),
+                format!("{root} {i}\n").repeat(500),
+            );
+        }
+    }
+    let r = env.remote("r");
+    env.map(
+        &h.addr,
+        json!([
+            {"src": "one/", "dest": r.join("one")},
+            {"src": "two/", "dest": r.join("two")},
+        ]),
+    );
+
+    let run = env.run(&["-v", "sync"]);
+    run.expect(0);
+    assert_eq!(run.row(&h.addr).0, 400, "{}", run.dump());
+    let info = env.info_log();
+    assert_eq!(info.matches("2 tar(s)").count(), 2, "{info}");
+    assert_eq!(info.matches("commit exit 0").count(), 2, "{info}");
+    let sessions = h.log().matches("Starting session:").count();
+    assert_eq!(sessions, 2, "one exec per root expected\n{}", h.log());
+    for root in ["one", "two"] {
+        for i in 0..200 {
+            let rel = format!("{root}/d{}/f{i}", i % 4);
+            let got = std::fs::read(r.join(&rel)).unwrap();
+            assert!(
+                got == format!("{root} {i}\n").repeat(500).as_bytes(),
+                "{rel}"
+            );
+        }
+    }
+    assert!(temporaries(&r).is_empty(), "{}", env.dir.listing());
+}
+
 /// Restarts `h` so that remote commands get a PATH with everything in /usr/bin and
 /// /bin except the commands whose names start with `prefix`.
 fn without_commands(env: &Env, h: &mut crate::util::Sshd, prefix: &str) {
