@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::util::hostsync::{Auth, Env, PASSWORD};
-use crate::util::{Fault, Proxy, is_root};
+use crate::util::{Fault, Proxy, is_root, root_or_skip};
 
 /// Names of hostsync temporaries anywhere below `dir`.
 fn temporaries(dir: &Path) -> Vec<String> {
@@ -420,13 +420,7 @@ fn wrong_password_fails_that_host_and_never_prints_the_password() {
 /// for that mapping only.
 #[test]
 fn unwritable_destination_is_reported_and_others_arrive() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to make a folder the ssh test user cannot write");
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "CI must run as root"
-        );
+    if !root_or_skip("make a folder the ssh test user cannot write") {
         return;
     }
     let mut env = Env::new("unwritable");
@@ -540,13 +534,7 @@ fn connection_cut_mid_transfer_keeps_old_content_then_next_run_completes_over_sc
 /// over SCP, which delivers the rest and names the refused files.
 #[test]
 fn split_stream_with_a_failing_tar_falls_back_to_scp() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root to make a folder the ssh test user cannot write");
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "CI must run as root"
-        );
+    if !root_or_skip("make a folder the ssh test user cannot write") {
         return;
     }
     let mut env = Env::new("splitfail");

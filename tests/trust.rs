@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::util::hostsync::{Auth, Env, PASSWORD, Run, run_in, run_in_env};
-use crate::util::{Agent, ClientKey, Fault, Proxy, Sshd, is_root, test_user};
+use crate::util::{Agent, ClientKey, Fault, Proxy, Sshd, is_root, root_or_skip, test_user};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -22,16 +22,7 @@ use crate::util::{Agent, ClientKey, Fault, Proxy, Sshd, is_root, test_user};
 /// Password logins need the root-created test user. Off CI a non-root run skips
 /// with a message; under CI (which runs as root) a non-root run fails.
 fn password_tests_possible() -> bool {
-    if is_root() {
-        return true;
-    }
-    assert_ne!(
-        std::env::var("CI").as_deref(),
-        Ok("true"),
-        "CI must run the tests as root (password logins need the test user)"
-    );
-    eprintln!("SKIPPED: password login needs root (CI runs as root)");
-    false
+    root_or_skip("log in with a password (the test user is created by root)")
 }
 
 /// Generates a client key with ssh-keygen; `pem` writes the old PEM format (`-m PEM`).

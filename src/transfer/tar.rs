@@ -346,10 +346,12 @@ fn stream_split<W: Write>(
         .map(|o| o.unwrap_or_else(|| Outcome::Failed("not sent".into())))
         .collect();
     let records = commit(&outcomes);
-    let mut rest = builders.split_off(1);
-    let mut first = builders.pop().expect("one builder per lane");
-    for b in rest.drain(..) {
-        b.into_inner()?.flush()?;
+    let mut builders = builders.into_iter();
+    let mut first = builders.next().expect("one builder per lane");
+    for b in builders {
+        b.into_inner()
+            .and_then(|mut f| f.flush())
+            .context("sending to the remote tar")?;
     }
     if !records.is_empty() {
         append_records(&mut first, records_name, &records)?;

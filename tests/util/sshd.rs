@@ -57,6 +57,22 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// For a test that needs root (`why` says what for): true as root; otherwise it
+/// prints that it skips and returns false, except under CI (which runs as root),
+/// where it fails.
+pub fn root_or_skip(why: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert_ne!(
+        std::env::var("CI").as_deref(),
+        Ok("true"),
+        "CI must run as root"
+    );
+    eprintln!("SKIPPED: needs root to {why}");
+    false
+}
+
 /// Makes sure the ssh test user exists and `/run/sshd` is there.
 ///
 /// As root: creates the local user [`TEST_USER`] (shell `/bin/sh`, an empty
