@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dry_run;
+pub mod escape;
 pub mod exclude;
 pub mod exit;
 pub mod local;

@@ -1000,15 +1000,16 @@ fn upload(
 ) -> Result<Uploaded> {
     if conn.has_tar() {
         let tick = |bytes| report.event(Event::Uploaded { bytes });
-        if let Some(uploaded) = upload_tar(conn, root, w, commit_with, reserved, &tick)
+        let why = match upload_tar(conn, root, w, commit_with, reserved, &tick)
             .inspect_err(|_| cleanup(conn, root, w))?
         {
-            return Ok(uploaded);
-        }
+            Ok(uploaded) => return Ok(uploaded),
+            Err(why) => why,
+        };
         log::info!(
-            "{}: the remote tar failed under {}; sending this batch over scp, which says why per file",
+            "{}: the remote tar failed under {} ({why}); sending this batch over scp",
             report.address,
-            show(root)
+            crate::escape::escape(root)
         );
         conn.disable_tar();
     }
@@ -1033,7 +1034,8 @@ fn cleanup(conn: &Connection, root: &[u8], w: &RootWork) {
 }
 
 /// Sends the directories and files of one root as one tar stream (see
-/// [`crate::transfer::tar`]). `Ok(None)`: the remote tar failed, nothing was committed.
+/// [`crate::transfer::tar`]). `Ok(Err(why))`: the remote tar failed, nothing was
+/// committed.
 fn upload_tar(
     conn: &Connection,
     root: &[u8],
@@ -1041,7 +1043,7 @@ fn upload_tar(
     commit_with: &CommitWith<'_>,
     reserved: &mut Option<tar::Reserved>,
     tick: &dyn Fn(u64),
-) -> Result<Option<Uploaded>> {
+) -> Result<Result<Uploaded, tar::TarFailed>> {
     let mut members = Vec::new();
     let mut files = Vec::new();
     for item in &w.items {
@@ -1069,7 +1071,7 @@ fn upload_tar(
             .collect()
     };
     if members.is_empty() {
-        return Ok(Some(Uploaded {
+        return Ok(Ok(Uploaded {
             results: Vec::new(),
             committed: None,
         }));

@@ -263,6 +263,63 @@ fn second_big_root_splits_in_its_own_exec() {
     assert!(temporaries(&r).is_empty(), "{}", env.dir.listing());
 }
 
+/// Issue 12: 200 split batches in a row against one sshd, each making the same new
+/// directories from both remote tars, beside two busy threads: every batch goes in
+/// its one exec (no fallback to SCP) and every file arrives. Before the fix, two
+/// tars racing to make a directory failed about one batch in ten.
+#[test]
+fn split_stream_never_fails_over_200_batches_under_load() {
+    // Enough work to split (tar::SPLIT_MIN_COST, about 160 small files).
+    const FILES: usize = 200;
+    let mut env = Env::new("split200");
+    let h = env.sshd();
+    env.add_host(&h, Auth::Key);
+    let rel = |i: usize| format!("d{}/s{}/f{i}", i % 4, i % 3);
+    for i in 0..FILES {
+        env.src(&format!("tree/{}", rel(i)), format!("{i}\n").repeat(1000));
+    }
+    let r = env.remote("r");
+    env.map(&h.addr, json!([{"src": "tree/", "dest": r.join("www")}]));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hogs: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                }
+                x
+            })
+        })
+        .collect();
+    let rounds = 200;
+    let mut failed = Vec::new();
+    for round in 0..rounds {
+        let _ = std::fs::remove_dir_all(r.join("www"));
+        let sessions = h.log().matches("Starting session:").count();
+        let run = env.run(&["-v", "sync"]);
+        let one_exec = h.log().matches("Starting session:").count() == sessions + 1;
+        if run.code != 0 || run.row(&h.addr).0 != FILES as u64 || !one_exec {
+            failed.push(format!("round {round}:\n{}", run.dump()));
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for hog in hogs {
+        hog.join().unwrap();
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    let info = env.info_log();
+    assert_eq!(info.matches("2 tar(s)").count(), rounds, "not split");
+    assert!(!info.contains("the remote tar failed"), "{info}");
+    for i in 0..FILES {
+        let got = std::fs::read(r.join("www").join(rel(i))).unwrap();
+        assert_eq!(got, format!("{i}\n").repeat(1000).as_bytes(), "{}", rel(i));
+    }
+    assert!(temporaries(&r).is_empty(), "{}", env.dir.listing());
+}
+
 /// Restarts `h` so that remote commands get a PATH with everything in /usr/bin and
 /// /bin except the commands whose names start with `prefix`.
 fn without_commands(env: &Env, h: &mut crate::util::Sshd, prefix: &str) {
@@ -562,7 +619,16 @@ fn split_stream_with_a_failing_tar_falls_back_to_scp() {
     run.expect(1);
     let info = env.info_log();
     assert!(info.contains("2 tar(s)"), "not split\n{info}");
-    assert!(info.contains("sending this batch over scp"), "{info}");
+    // Issue 12: the line says why the tar failed, with its status and first line.
+    let why = info
+        .lines()
+        .find(|l| l.contains("the remote tar failed under"))
+        .unwrap_or_else(|| panic!("no tar failure line\n{info}"));
+    assert!(
+        why.contains("(tar exit 2: d3/.hostsync-tmp.")
+            && why.contains("Permission denied); sending this batch over scp"),
+        "{why}"
+    );
     assert_eq!(run.row(&h.addr).0, 300, "{}", run.dump());
     assert_eq!(run.row(&h.addr).2, 100, "{}", run.dump());
     for i in 0..300 {

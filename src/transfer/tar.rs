@@ -35,6 +35,15 @@
 //! small files took 1,440 ms with one tar and 803 ms with two; on tmpfs it makes no
 //! difference. The commit still runs once, after both tars succeeded.
 //!
+//! Every archive of a split stream carries every directory of the batch, ahead of
+//! its files. Issue 12 found why: when only one archive made the directories, the
+//! other tar could find a file's parent missing, make it itself while the first tar
+//! made it too, and GNU tar 1.34 then gives up on that file ("Cannot open: No such
+//! file or directory", exit 2), so about one split batch in ten fell back to SCP
+//! ([`share_out`]). A stream ends with an end frame, so one cut at a frame boundary
+//! is not taken for whole; and when a remote tar fails, its status and the first
+//! line of its stderr say why ([`TarFailed`]).
+//!
 //! Used only when the remote has GNU tar or bsdtar (probed once per connection),
 //! and not when the environment says `HOSTSYNC_TRANSFER=scp`.
 
@@ -69,6 +78,27 @@ pub enum Member<'a> {
     },
 }
 
+/// Why a remote tar (or the split demultiplexer) refused a stream: its exit status
+/// and the first line of its stderr, e.g. `tar exit 2: Cannot mkdir: File exists`.
+/// Nothing from that stream was committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TarFailed {
+    /// The exit status (the highest of the two tars for a split stream).
+    pub status: i32,
+    /// The first line of tar's stderr, without a leading `tar: `, escaped for humans
+    /// (empty when tar said nothing).
+    pub first_line: String,
+}
+
+impl std::fmt::Display for TarFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.first_line.as_str() {
+            "" => write!(f, "tar exit {}", self.status),
+            line => write!(f, "tar exit {}: {line}", self.status),
+        }
+    }
+}
+
 /// What the remote did with one stream.
 pub struct Streamed {
     /// One outcome per `File` member, in order.
@@ -85,8 +115,16 @@ pub struct Streamed {
 /// fed to the perl commit `$3`, and its status. The records file is always removed.
 /// Its name is a temporary name, so one left by a broken connection is stale next run.
 /// Also the tail of the listing that hands its channel on ([`Reserved`]).
-pub const REMOTE: &str = r#"if [ "$4" = 2 ]; then perl -e "$5" "$1"; else tar -x -p --no-same-owner -f - -C "$1"; fi 2>/dev/null
-s=$?; echo "tar-exit:$s"
+///
+/// tar's stderr (and the demultiplexer's) goes to the channel's stderr, capped at
+/// 4 KiB (the rest is read and dropped, so a tar with many warnings neither blocks
+/// nor dies of SIGPIPE), then one NUL byte, then the commit's stderr: the caller
+/// tells the two apart and names tar's first line when tar fails ([`TarFailed`]).
+pub const REMOTE: &str = r#"exec 4>&1
+s=$( { { if [ "$4" = 2 ]; then perl -e "$5" "$1"; else tar -x -p --no-same-owner -f - -C "$1"; fi 2>&1 >&4 4>&- 5>&-; echo "$?" >&5; } | { head -c 4096 >&2; cat >/dev/null; }; } 5>&1 )
+exec 4>&-
+printf '\000' >&2
+echo "tar-exit:$s"
 [ -n "$2" ] || exit 0
 c=$1/$2
 if [ "$s" = 0 ] && [ -f "$c" ] && command -v perl >/dev/null 2>&1; then
@@ -96,42 +134,55 @@ rm -f -- "$c""#;
 
 /// The remote side of a split stream (`$4` = `2` in [`REMOTE`]): two `tar -x` into
 /// the root `$1`, fed from one stdin of frames (one byte: which tar, four bytes:
-/// length, big-endian, then the bytes; see [`Framer`]). Exits non-zero when a frame
-/// is cut short, a frame names no tar, or either tar fails, so nothing is committed.
+/// length, big-endian, then the bytes; see [`Framer`]), ended by a frame for tar
+/// [`END_LANE`] of length 0. Exits non-zero when the stream ends without that frame,
+/// a frame names no tar, or either tar fails (then with the highest tar status), so
+/// nothing is committed; its own reason goes to stderr as one `split stream:` line.
 /// The pipes to the tars get 1 MiB where Linux allows it, so one busy tar does not
 /// keep the other waiting for its next frame.
 pub const SPLIT_PERL: &str = r#"use strict; my $root = shift; $SIG{PIPE} = "IGNORE"; my @t;
 for my $i (0, 1) {
-  open($t[$i], "|-", "tar", "-x", "-p", "--no-same-owner", "-f", "-", "-C", $root) or exit 126;
+  open($t[$i], "|-", "tar", "-x", "-p", "--no-same-owner", "-f", "-", "-C", $root)
+    or do { print STDERR "split stream: cannot start tar: $!\n"; exit 126 };
   fcntl($t[$i], 1031, 1 << 20) if $^O eq "linux";
 }
 binmode STDIN;
 sub rd { my ($n) = @_; my $b = "";
   while (length($b) < $n) {
     my $r = sysread(STDIN, $b, $n - length($b), length($b));
-    return length($b) ? undef : "" if !$r;
+    return undef if !$r;
   }
   return $b;
 }
-my $bad = 0;
+my $bad = "";
 while (1) {
   my $h = rd(5);
-  if (!defined $h) { $bad = 1; last }
-  last if $h eq "";
+  if (!defined $h) { $bad = "the stream ended before its end frame"; last }
   my ($l, $n) = unpack("CN", $h);
+  last if $l == 255 && $n == 0;
+  if ($l > 1) { $bad = "a frame names no tar ($l)"; last }
   my $d = rd($n);
-  if ($l > 1 || !defined $d || length($d) != $n) { $bad = 1; last }
+  if (!defined $d) { $bad = "the stream ended inside a frame"; last }
   my $o = 0;
   while ($o < $n) {
     my $w = syswrite($t[$l], $d, $n - $o, $o);
-    if (!defined $w) { $bad = 1; last }
+    if (!defined $w) { $bad = "tar $l stopped reading: $!"; last }
     $o += $w;
   }
-  last if $bad;
+  last if $bad ne "";
 }
-my $s = $bad;
-for my $f (@t) { close($f); $s = 1 if $?; }
+print STDERR "split stream: $bad\n" if $bad ne "";
+my $s = $bad ne "" ? 2 : 0;
+for my $f (@t) {
+  close($f);
+  my $c = ($? & 127) ? 128 + ($? & 127) : $? >> 8;
+  $s = $c if $c > $s;
+}
 exit $s;"#;
+
+/// The lane byte of the frame that ends a split stream (with length 0): a stream
+/// cut at a frame boundary must not look complete.
+const END_LANE: u8 = 255;
 
 /// A split stream ends its frames at about this size (see [`Framer`]).
 const FRAME: usize = 64 * 1024;
@@ -167,8 +218,8 @@ impl Reserved {
 /// member, so a batch costs one channel instead of two (two round trips and a
 /// process start less). With `split` (the remote has perl), the members are shared
 /// out over [`SPLIT_LANES`] archives in one stream, each extracted by a tar of its
-/// own (see [`Framer`]). Returns `Ok(None)` when the remote tar failed (nothing was
-/// committed; send the batch another way). `Err` means the connection broke.
+/// own (see [`Framer`]). Returns `Ok(Err(why))` when the remote tar failed (nothing
+/// was committed; send the batch another way). `Err` means the connection broke.
 pub fn upload(
     conn: &Connection,
     root: &[u8],
@@ -177,7 +228,7 @@ pub fn upload(
     reserved: &mut Option<Reserved>,
     sent: &dyn Fn(usize),
     split: bool,
-) -> Result<Option<Streamed>> {
+) -> Result<Result<Streamed, TarFailed>> {
     let records_name = commit_file_name();
     let lanes = if split && worth_splitting(members) {
         SPLIT_LANES
@@ -227,11 +278,12 @@ pub fn upload(
     channel
         .read_to_end(&mut out)
         .context("reading the remote tar's status")?;
-    let mut stderr = String::new();
-    // Only perl writes there (tar's is dropped); unreadable stderr must not hide the result.
-    let _ = channel.stderr().read_to_string(&mut stderr);
+    // At most 4 KiB of tar's and what the commit printed (see [`REMOTE`]); an
+    // unreadable stderr must not hide the result.
+    let mut stderr = Vec::new();
+    let _ = channel.stderr().take(MAX_STDERR).read_to_end(&mut stderr);
     channel.wait_close().context("closing the tar channel")?;
-    let (tar_status, commit) = parse_output(&out, stderr)?;
+    let (tar_status, tar_stderr, commit) = parse_output(&out, &stderr)?;
     log::debug!(
         "tar stream: {} ms, {waits} wait(s) for the remote, tar exit {tar_status}, {}",
         started.elapsed().as_millis(),
@@ -242,10 +294,12 @@ pub fn upload(
         }
     );
     if tar_status != 0 {
-        log::debug!("remote tar exited with {tar_status}; falling back to scp for this batch");
-        return Ok(None);
+        return Ok(Err(TarFailed {
+            status: tar_status,
+            first_line: first_line(&tar_stderr),
+        }));
     }
-    Ok(Some(Streamed { outcomes, commit }))
+    Ok(Ok(Streamed { outcomes, commit }))
 }
 
 /// Whether a batch is big enough for two tars: at least [`SPLIT_MIN_COST`] of work
@@ -360,16 +414,27 @@ fn stream_split<W: Write>(
         .into_inner()
         .and_then(|mut f| f.flush())
         .context("sending to the remote tar")?;
-    let writer = Rc::try_unwrap(out)
+    let mut writer = Rc::try_unwrap(out)
         .map_err(|_| anyhow!("a split stream's writer is still shared"))?
         .into_inner();
+    writer
+        .write_all(&[END_LANE, 0, 0, 0, 0])
+        .context("sending to the remote tar")?;
     Ok((writer, outcomes, records))
 }
 
 /// Which members each archive of a split stream carries, in order: every directory
-/// goes first into archive 0 (tar makes a missing parent itself if a file in the
-/// other archive comes first, and archive 0 then sets its mode), the files go in two
-/// runs of about equal [`cost`], so each tar works in its own directories.
+/// goes first into every archive, then the files in two runs of about equal
+/// [`cost`], so each tar works in its own directories.
+///
+/// Why every archive carries every directory: a tar that finds a file's parent
+/// missing makes it itself, and when the other tar creates that parent in the same
+/// moment, GNU tar 1.34's `mkdir` fails with EEXIST and it gives up on the file
+/// ("Cannot open: No such file or directory", tar exit 2; seen in about 1 run in
+/// 10 of two concurrent tars sharing new directories, and in 1 `cargo test` run in
+/// 4, issue 12). A directory member of its own is made with `mkdir`, and an existing
+/// directory there is fine, so with its parents ahead of its files in its own
+/// archive no tar ever needs a directory the other one is making.
 fn share_out(members: &[Member<'_>]) -> [Vec<usize>; SPLIT_LANES] {
     let mut lanes: [Vec<usize>; SPLIT_LANES] = Default::default();
     let total: u64 = members
@@ -380,7 +445,9 @@ fn share_out(members: &[Member<'_>]) -> [Vec<usize>; SPLIT_LANES] {
     let mut so_far = 0;
     for (i, m) in members.iter().enumerate() {
         if let Member::Dir { .. } = m {
-            lanes[0].push(i);
+            for lane in &mut lanes {
+                lane.push(i);
+            }
         }
     }
     for (i, m) in members.iter().enumerate() {
@@ -514,10 +581,28 @@ fn append_records<W: Write>(
         .context("sending to the remote tar")
 }
 
+/// The most of a stream's stderr that is read: tar's share is capped at 4 KiB
+/// remotely ([`REMOTE`]), the rest is the commit's.
+const MAX_STDERR: u64 = 64 * 1024;
+
+/// The first line of what tar printed, for [`TarFailed`]: without GNU tar's `tar: `.
+fn first_line(tar_stderr: &[u8]) -> String {
+    let line = crate::escape::first_line(tar_stderr, 200);
+    line.strip_prefix("tar: ")
+        .map(str::to_string)
+        .unwrap_or(line)
+}
+
 /// Splits what [`REMOTE`] printed: `tar-exit:N` on the first line, then the commit's
-/// records and `commit-exit:N` if the commit ran.
-fn parse_output(out: &[u8], stderr: String) -> Result<(i32, Option<ScriptOutput>)> {
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+/// records and `commit-exit:N` if the commit ran; and its stderr at the first NUL,
+/// tar's before, the commit's after. Returns tar's status, tar's stderr and the
+/// commit's output.
+fn parse_output(out: &[u8], stderr: &[u8]) -> Result<(i32, Vec<u8>, Option<ScriptOutput>)> {
+    let text = |b: &[u8]| crate::escape::escape(b);
+    let (tar_stderr, commit_stderr) = match stderr.iter().position(|&b| b == 0) {
+        Some(i) => (&stderr[..i], &stderr[i + 1..]),
+        None => (stderr, &b""[..]),
+    };
     let newline = out.iter().position(|&b| b == b'\n');
     let (first, rest) = match newline {
         Some(i) => (&out[..i], &out[i + 1..]),
@@ -527,7 +612,13 @@ fn parse_output(out: &[u8], stderr: String) -> Result<(i32, Option<ScriptOutput>
         .ok()
         .and_then(|l| l.strip_prefix("tar-exit:"))
         .and_then(|c| c.trim().parse::<i32>().ok())
-        .ok_or_else(|| anyhow!("the remote tar gave no status (output {:?})", text(out)))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "the remote tar gave no status (output \"{}\", stderr \"{}\")",
+                crate::escape::cut(&text(out), 200),
+                crate::escape::first_line(stderr, 200)
+            )
+        })?;
     let body = rest.strip_suffix(b"\n").unwrap_or(rest);
     const MARK: &[u8] = b"commit-exit:";
     let commit = match body.windows(MARK.len()).rposition(|w| w == MARK) {
@@ -537,23 +628,23 @@ fn parse_output(out: &[u8], stderr: String) -> Result<(i32, Option<ScriptOutput>
                 .and_then(|c| c.trim().parse::<i32>().ok())
                 .ok_or_else(|| {
                     anyhow!(
-                        "the remote commit gave a bad status (output {:?})",
-                        text(out)
+                        "the remote commit gave a bad status (output \"{}\")",
+                        crate::escape::cut(&text(out), 200)
                     )
                 })?;
             Some(ScriptOutput {
                 stdout: body[..at].to_vec(),
-                stderr,
+                stderr: String::from_utf8_lossy(commit_stderr).into_owned(),
                 status,
             })
         }
         None if body.is_empty() => None,
         None => bail!(
-            "unexpected output after the remote tar (output {:?})",
-            text(out)
+            "unexpected output after the remote tar (output \"{}\")",
+            crate::escape::cut(&text(out), 200)
         ),
     };
-    Ok((tar_status, commit))
+    Ok((tar_status, tar_stderr.to_vec(), commit))
 }
 
 /// Appends one file; a file that cannot be read is a failed outcome, not an error.
@@ -772,8 +863,8 @@ mod tests {
             COMMIT_PERL.as_bytes(),
         ];
         let out = sh_c(REMOTE.as_bytes(), &args, path, input);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        parse_output(&out.stdout, stderr).unwrap()
+        let (status, _, commit) = parse_output(&out.stdout, &out.stderr).unwrap();
+        (status, commit)
     }
 
     /// The stream's own exec commits what the records say, only after tar succeeded
@@ -823,7 +914,7 @@ mod tests {
 
         // No perl on the remote: extracted, not committed; the caller commits with sh.
         let nobin = tempfile::tempdir().unwrap();
-        for tool in ["tar", "rm"] {
+        for tool in ["tar", "rm", "head", "cat"] {
             let found = Command::new("/bin/sh")
                 .args(["-c", &format!("command -v {tool}")])
                 .output()
@@ -862,11 +953,19 @@ mod tests {
 
     #[test]
     fn output_without_a_tar_status_is_an_error() {
-        assert!(parse_output(b"", String::new()).is_err());
-        assert!(parse_output(b"hello\n", String::new()).is_err());
-        assert!(parse_output(b"tar-exit:0\nstray", String::new()).is_err());
-        let (s, c) = parse_output(b"tar-exit:2\n", String::new()).unwrap();
+        assert!(parse_output(b"", b"").is_err());
+        assert!(parse_output(b"hello\n", b"").is_err());
+        assert!(parse_output(b"tar-exit:0\nstray", b"").is_err());
+        let (s, e, c) = parse_output(b"tar-exit:2\n", b"tar: x: Cannot open\n\0").unwrap();
         assert_eq!((s, c.is_none()), (2, true));
+        assert_eq!(first_line(&e), "x: Cannot open");
+        // The commit's stderr is what follows the NUL, tar's never reaches it.
+        let (s, _, c) = parse_output(
+            b"tar-exit:0\ncommit-exit:0\n",
+            b"tar: a warning\n\0perl said\n",
+        )
+        .unwrap();
+        assert_eq!((s, c.unwrap().stderr.as_str()), (0, "perl said\n"));
     }
 
     /// The listing that keeps its channel, run locally as `sh -c SCRIPT TOKEN`: the
@@ -938,7 +1037,7 @@ mod tests {
         let mut input = format!("tar 1 {}\n", String::from_utf8_lossy(&name)).into_bytes();
         input.extend(archive(tmp, b"new", &name, &records));
         let (_, _, after) = split(&run(&input));
-        let (tar_status, commit) = parse_output(&after, String::new()).unwrap();
+        let (tar_status, _, commit) = parse_output(&after, b"").unwrap();
         assert_eq!(tar_status, 0);
         assert_eq!(commit.expect("the commit ran").status, 0);
         assert_eq!(std::fs::read(b.join("old")).unwrap(), b"new");
@@ -1076,52 +1175,76 @@ mod tests {
                 &std::env::var("PATH").unwrap(),
                 input,
             );
-            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-            parse_output(&out.stdout, stderr).unwrap()
+            let (status, tar_stderr, commit) = parse_output(&out.stdout, &out.stderr).unwrap();
+            (status, first_line(&tar_stderr), commit)
         };
         let name = commit_file_name();
 
-        let good = d.path().join("good");
-        std::fs::create_dir_all(&good).unwrap();
-        let (tar_status, commit) = run(&good, &name, &stream(&good, &name));
-        assert_eq!(tar_status, 0);
-        assert_eq!(commit.expect("the commit ran").status, 0);
-        for (_, dest, body) in &files {
-            let got = good.join(std::ffi::OsStr::from_bytes(dest));
-            assert_eq!(&std::fs::read(&got).unwrap(), body, "{}", got.display());
+        // Both tars make new directories at once, many times over: the race of
+        // issue 12 (see `share_out`) failed about 1 round in 10 before the fix.
+        for round in 0..200 {
+            let good = d.path().join(format!("good{round}"));
+            std::fs::create_dir_all(&good).unwrap();
+            let (tar_status, why, commit) = run(&good, &name, &stream(&good, &name));
+            assert_eq!(tar_status, 0, "round {round}: {why}");
+            assert_eq!(commit.expect("the commit ran").status, 0);
+            for (_, dest, body) in &files {
+                let got = good.join(std::ffi::OsStr::from_bytes(dest));
+                assert_eq!(&std::fs::read(&got).unwrap(), body, "{}", got.display());
+            }
+            let left: Vec<_> = ["", "a", "b"]
+                .iter()
+                .flat_map(|dir| std::fs::read_dir(good.join(dir)).unwrap())
+                .map(|e| e.unwrap().file_name())
+                .filter(|n| n.as_bytes().starts_with(TMP_PREFIX.as_bytes()))
+                .collect();
+            assert!(left.is_empty(), "temporaries left: {left:?}");
+            let mode = |p: &str| {
+                std::fs::metadata(good.join(p))
+                    .unwrap()
+                    .permissions()
+                    .mode()
+                    & 0o777
+            };
+            assert_eq!((mode("a"), mode("b")), (0o750, 0o755));
         }
-        let left: Vec<_> = ["", "a", "b"]
-            .iter()
-            .flat_map(|dir| std::fs::read_dir(good.join(dir)).unwrap())
-            .map(|e| e.unwrap().file_name())
-            .filter(|n| n.as_bytes().starts_with(TMP_PREFIX.as_bytes()))
-            .collect();
-        assert!(left.is_empty(), "temporaries left: {left:?}");
-        let mode = |p: &str| {
-            std::fs::metadata(good.join(p))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777
-        };
-        assert_eq!((mode("a"), mode("b")), (0o750, 0o755));
+        let good = d.path().join("good0");
 
-        for (why, broken) in [
-            ("cut short", {
-                let mut s = stream(&good, &name);
-                s.truncate(s.len() - 1000);
-                s
-            }),
-            ("a frame for a third tar", {
-                let mut s = stream(&good, &name);
-                s.splice(0..0, [2u8, 0, 0, 0, 1, 0]);
-                s
-            }),
+        for (why, said, broken) in [
+            (
+                "cut short",
+                "split stream: the stream ended inside a frame",
+                {
+                    let mut s = stream(&good, &name);
+                    s.truncate(s.len() - 1000);
+                    s
+                },
+            ),
+            // Both archives whole, only the end frame missing: still not complete.
+            (
+                "cut at a frame's end",
+                "split stream: the stream ended before its end frame",
+                {
+                    let mut s = stream(&good, &name);
+                    s.truncate(s.len() - 5);
+                    s
+                },
+            ),
+            (
+                "a frame for a third tar",
+                "split stream: a frame names no tar (2)",
+                {
+                    let mut s = stream(&good, &name);
+                    s.splice(0..0, [2u8, 0, 0, 0, 1, 0]);
+                    s
+                },
+            ),
         ] {
             let root = d.path().join(why);
             std::fs::create_dir_all(&root).unwrap();
-            let (tar_status, commit) = run(&root, &name, &broken);
+            let (tar_status, first, commit) = run(&root, &name, &broken);
             assert_ne!(tar_status, 0, "{why}");
+            assert_eq!(first, said, "{why}");
             assert!(commit.is_none(), "{why}");
             for (_, dest, _) in &files {
                 assert!(
@@ -1132,7 +1255,7 @@ mod tests {
         }
     }
 
-    /// Directories first, in archive 0; files in two runs of about equal cost; a
+    /// Directories first, in every archive; files in two runs of about equal cost; a
     /// small batch or one with a directory its owner cannot write is not split.
     #[test]
     fn split_shares_work_evenly_and_only_when_it_pays() {
@@ -1156,7 +1279,12 @@ mod tests {
         );
         let lanes = share_out(&members);
         assert_eq!(lanes[0][..2], [0, 101], "directories first");
-        assert_eq!((lanes[0].len(), lanes[1].len()), (102, 100));
+        assert_eq!(
+            lanes[1][..2],
+            [0, 101],
+            "every archive makes every directory"
+        );
+        assert_eq!((lanes[0].len(), lanes[1].len()), (102, 102));
         assert!(worth_splitting(&members));
         assert!(!worth_splitting(&members[..50]), "too little work");
         members.push(Member::Dir {

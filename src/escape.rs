@@ -1,0 +1,80 @@
+//! Text from outside (remote names, remote stderr, local file names) made safe for
+//! humans: every control character is escaped C-style (`\r`, `\n`, `\t`, `\x1b`),
+//! a backslash is doubled, and bytes that are not UTF-8 are shown as `\xNN`. So a
+//! name can neither move the cursor, forge a line of its own, nor recolour a
+//! terminal, and every log line stays one line. `--json` does its own escaping.
+
+/// `bytes` escaped for a terminal or a log line (see the module doc).
+pub fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if c.is_control() => {
+                    let n = c as u32;
+                    if n < 0x100 {
+                        out.push_str(&format!("\\x{n:02x}"));
+                    } else {
+                        out.push_str(&format!("\\u{{{n:x}}}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// The first non-empty line of `bytes`, trimmed, escaped, and cut to `max` characters
+/// (with `…` when cut): how a remote program's stderr goes onto one log line.
+pub fn first_line(bytes: &[u8], max: usize) -> String {
+    let line = bytes
+        .split(|&b| b == b'\n')
+        .map(|l| l.trim_ascii())
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
+    cut(&escape(line), max)
+}
+
+/// `text` cut to at most `max` characters, with `…` at the end when it was longer.
+pub fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((at, _)) => format!("{}…", &text[..at]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_and_bad_bytes_are_escaped() {
+        assert_eq!(escape(b"plain name.txt"), "plain name.txt");
+        assert_eq!(
+            escape(b"a\rb\nc\td\x1b[31me\\f\x7f"),
+            "a\\rb\\nc\\td\\x1b[31me\\\\f\\x7f"
+        );
+        assert_eq!(escape(b"caf\xc3\xa9 \xff"), "caf\u{e9} \\xff");
+        assert_eq!(escape("\u{85}".as_bytes()), "\\x85");
+        assert!(!escape(b"x\n[+] forged").contains('\n'));
+    }
+
+    #[test]
+    fn first_line_skips_blank_lines_and_cuts() {
+        assert_eq!(
+            first_line(b"\n  \ntar: x: Cannot open\nmore\n", 80),
+            "tar: x: Cannot open"
+        );
+        assert_eq!(first_line(b"", 80), "");
+        assert_eq!(first_line(b"abcdef", 3), "abc…");
+        assert_eq!(first_line(b"\x1b[2Jclear", 80), "\\x1b[2Jclear");
+    }
+}
