@@ -1,8 +1,8 @@
 //! A real OpenSSH `ssh-agent` for one test.
 //!
 //! [`Agent::start`] runs `ssh-agent -D -a SOCKET` with the socket inside the
-//! test's own folder (never the developer's agent), waits until the socket
-//! exists, and kills the agent on drop. [`Agent::add`] loads a key into it with
+//! test's own folder (never the developer's agent), waits until it accepts a
+//! connection there, and kills the agent on drop. [`Agent::add`] loads a key into it with
 //! `ssh-add`. Pass [`Agent::sock`] as `SSH_AUTH_SOCK` to the run under test.
 
 use std::path::{Path, PathBuf};
@@ -36,9 +36,13 @@ impl Agent {
             });
         let mut agent = Agent { socket, child };
         let sock = agent.socket.clone();
-        wait_until(Duration::from_secs(10), "ssh-agent's socket", || {
-            sock.exists()
-        });
+        // Ready means accepting: ssh-agent binds the socket (the file appears)
+        // before it listens, and a connect in between is refused (seen under load).
+        wait_until(
+            Duration::from_secs(10),
+            "ssh-agent accepting on its socket",
+            || std::os::unix::net::UnixStream::connect(&sock).is_ok(),
+        );
         assert!(
             matches!(agent.child.try_wait(), Ok(None)),
             "ssh-agent exited right after starting"
