@@ -83,11 +83,12 @@ struct Scanning {
 }
 
 impl Scanning {
-    fn start<'a>(srcs: impl Iterator<Item = (&'a Path, &'a exclude::Excludes)>) -> Scanning {
-        let owned: Vec<(PathBuf, exclude::Excludes)> =
-            srcs.map(|(p, e)| (p.to_path_buf(), e.clone())).collect();
+    fn start<'a>(srcs: impl Iterator<Item = (&'a Path, &'a exclude::Excludes, bool)>) -> Scanning {
+        let owned: Vec<(PathBuf, exclude::Excludes, bool)> = srcs
+            .map(|(p, e, f)| (p.to_path_buf(), e.clone(), f))
+            .collect();
         let thread = std::thread::spawn(move || {
-            local::scan_all(owned.iter().map(|(p, e)| (p.as_path(), e)))
+            local::scan_all(owned.iter().map(|(p, e, f)| (p.as_path(), e, *f)))
         });
         Scanning {
             thread: std::sync::Mutex::new(Some(thread)),

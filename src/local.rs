@@ -3,7 +3,11 @@
 //! A src is either one file (followed if it is a symlink, as scp does) or a
 //! directory tree, walked without following symlinks: a symlink inside a tree is
 //! an entry of its own, recreated as a symlink on the remote, so nothing outside
-//! src is ever read through it. Scanning several srcs runs in parallel (rayon),
+//! src is ever read through it (`"follow_symlinks": true` on a mapping follows them
+//! instead). A file is read through [`open_for_send`], which does not follow a
+//! symlink either and checks that the file is still the one the scan saw (same
+//! device and inode): a file another local user swapped for a link to a secret
+//! after the scan is scanned again, never read through (issue 13). Scanning several srcs runs in parallel (rayon),
 //! and each distinct src (with its exclude patterns) is scanned once even when
 //! many hosts map it. Excluded paths ([`Excludes`]) are not entered at all: an
 //! excluded directory is neither listed nor walked, so an unreadable one is no error.
@@ -42,6 +46,10 @@ pub struct FileMeta {
     pub atime: i64,
     /// Permission bits (`0o7777` part of st_mode).
     pub mode: u32,
+    /// Device of the file, to recognise it when it is opened for sending.
+    pub dev: u64,
+    /// Inode of the file, likewise.
+    pub ino: u64,
 }
 
 impl FileMeta {
@@ -53,8 +61,68 @@ impl FileMeta {
             mtime_nsec: m.mtime_nsec(),
             atime: m.atime(),
             mode: m.mode() & 0o7777,
+            dev: m.dev(),
+            ino: m.ino(),
         }
     }
+
+    /// Whether `now` says the file is unchanged since `self` was taken: same size
+    /// and mtime to the nanosecond (a file that changed while it was read).
+    pub fn unchanged(&self, now: &FileMeta) -> bool {
+        self.size == now.size && self.mtime == now.mtime && self.mtime_nsec == now.mtime_nsec
+    }
+}
+
+/// Why a local file is not sent now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unsendable {
+    /// It no longer exists: nothing to send (an editor's temporary renamed away).
+    Vanished,
+    /// It is no longer what the scan saw (another file, a symlink now): scan again.
+    Changed,
+    /// It exists but cannot be read: the reason.
+    Unreadable(String),
+}
+
+/// Opens local file `path` for sending: without following a symlink at `path`
+/// unless `follow`, and, with `expect`, only if it is still the file the scan saw
+/// (same device and inode). Returns the file and its attributes now.
+pub fn open_for_send(
+    path: &Path,
+    expect: Option<&FileMeta>,
+    follow: bool,
+) -> Result<(std::fs::File, FileMeta), Unsendable> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    if !follow {
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    } else {
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = match options.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Unsendable::Vanished),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(Unsendable::Changed),
+        Err(e) => {
+            return Err(Unsendable::Unreadable(format!(
+                "cannot read local file: {e}"
+            )));
+        }
+    };
+    let meta = match file.metadata() {
+        Ok(m) if m.is_file() => FileMeta::of(&m),
+        Ok(_) => return Err(Unsendable::Changed),
+        Err(e) => {
+            return Err(Unsendable::Unreadable(format!(
+                "cannot stat local file: {e}"
+            )));
+        }
+    };
+    if expect.is_some_and(|x| (x.dev, x.ino) != (meta.dev, meta.ino)) {
+        return Err(Unsendable::Changed);
+    }
+    Ok((file, meta))
 }
 
 /// One thing below a src.
@@ -81,8 +149,9 @@ pub struct Source {
 /// Why a src could not be scanned at all.
 pub type ScanError = String;
 
-/// Scans one src, leaving out what `exclude` names (directory src only).
-pub fn scan(src: &Path, exclude: &Excludes) -> Result<Source, ScanError> {
+/// Scans one src, leaving out what `exclude` names (directory src only); with
+/// `follow`, symlinks below a directory src are followed.
+pub fn scan(src: &Path, exclude: &Excludes, follow: bool) -> Result<Source, ScanError> {
     let meta = std::fs::metadata(src).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => "src does not exist".to_string(),
         _ => format!("cannot read src: {e}"),
@@ -102,7 +171,7 @@ pub fn scan(src: &Path, exclude: &Excludes) -> Result<Source, ScanError> {
     }
     let mut entries = Vec::new();
     let mut errors = Vec::new();
-    walk(src, src, 1, exclude, &mut entries, &mut errors);
+    walk(src, src, 1, exclude, follow, &mut entries, &mut errors);
     Ok(Source {
         is_dir: true,
         entries,
@@ -120,9 +189,15 @@ pub enum Below {
     Unreadable(String),
 }
 
-/// Scans `src/rel` alone (not following a symlink there) and, for a directory,
-/// everything below it that `exclude` does not name. Entries are relative to `src`.
-pub fn scan_below(src: &Path, rel: &Path, exclude: &Excludes) -> Result<Vec<Entry>, Below> {
+/// Scans `src/rel` alone (not following a symlink there unless `follow`) and, for a
+/// directory, everything below it that `exclude` does not name. Entries are
+/// relative to `src`.
+pub fn scan_below(
+    src: &Path,
+    rel: &Path,
+    exclude: &Excludes,
+    follow: bool,
+) -> Result<Vec<Entry>, Below> {
     let start = src.join(rel);
     match std::fs::symlink_metadata(&start) {
         Ok(_) => {}
@@ -131,7 +206,7 @@ pub fn scan_below(src: &Path, rel: &Path, exclude: &Excludes) -> Result<Vec<Entr
     }
     let mut entries = Vec::new();
     let mut errors = Vec::new();
-    walk(src, &start, 0, exclude, &mut entries, &mut errors);
+    walk(src, &start, 0, exclude, follow, &mut entries, &mut errors);
     match errors.into_iter().next() {
         // Whatever could not be read may not be taken for gone (no deletion below it).
         Some((path, msg)) => Err(Below::Unreadable(format!("{}: {msg}", path.display()))),
@@ -146,12 +221,13 @@ fn walk(
     start: &Path,
     min_depth: usize,
     exclude: &Excludes,
+    follow: bool,
     entries: &mut Vec<Entry>,
     errors: &mut Vec<(PathBuf, String)>,
 ) {
     let walk = walkdir::WalkDir::new(start)
         .min_depth(min_depth)
-        .follow_links(false)
+        .follow_links(follow)
         .sort_by_file_name()
         .into_iter()
         .filter_entry(|e| {
@@ -221,22 +297,23 @@ fn entry_kind(e: &walkdir::DirEntry) -> Result<Option<Kind>, String> {
     })
 }
 
-/// What a scan is keyed by: the src and the exclude patterns applied to it.
-pub type ScanKey = (PathBuf, Vec<String>);
+/// What a scan is keyed by: the src, the exclude patterns applied to it, and
+/// whether symlinks below it are followed.
+pub type ScanKey = (PathBuf, Vec<String>, bool);
 
-/// Scans every distinct (src, excludes) once, in parallel.
+/// Scans every distinct (src, excludes, follow) once, in parallel.
 pub fn scan_all<'a>(
-    srcs: impl IntoIterator<Item = (&'a Path, &'a Excludes)>,
+    srcs: impl IntoIterator<Item = (&'a Path, &'a Excludes, bool)>,
 ) -> HashMap<ScanKey, Arc<Result<Source, ScanError>>> {
-    let mut unique: Vec<(&Path, &Excludes)> = srcs.into_iter().collect();
-    unique.sort_by(|a, b| (a.0, a.1.patterns()).cmp(&(b.0, b.1.patterns())));
+    let mut unique: Vec<(&Path, &Excludes, bool)> = srcs.into_iter().collect();
+    unique.sort_by(|a, b| (a.0, a.1.patterns(), a.2).cmp(&(b.0, b.1.patterns(), b.2)));
     unique.dedup();
     unique
         .par_iter()
-        .map(|(p, e)| {
+        .map(|(p, e, f)| {
             (
-                (p.to_path_buf(), e.patterns().to_vec()),
-                Arc::new(scan(p, e)),
+                (p.to_path_buf(), e.patterns().to_vec(), *f),
+                Arc::new(scan(p, e, *f)),
             )
         })
         .collect()
@@ -254,7 +331,7 @@ mod tests {
         std::fs::write(root.join("a.txt"), "hello").unwrap();
         std::fs::write(root.join("b/c.txt"), "x").unwrap();
         std::os::unix::fs::symlink("../outside", root.join("link")).unwrap();
-        let s = scan(&root, &Excludes::default()).unwrap();
+        let s = scan(&root, &Excludes::default(), false).unwrap();
         assert!(s.is_dir);
         let rels: Vec<_> = s.entries.iter().map(|e| e.rel.to_str().unwrap()).collect();
         assert_eq!(rels, ["a.txt", "b", "b/c.txt", "b/empty", "link"]);
@@ -267,11 +344,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("f");
         std::fs::write(&f, "abc").unwrap();
-        let s = scan(&f, &Excludes::default()).unwrap();
+        let s = scan(&f, &Excludes::default(), false).unwrap();
         assert!(!s.is_dir);
         assert_eq!(s.entries[0].rel, PathBuf::new());
         assert_eq!(
-            scan(&d.path().join("nope"), &Excludes::default()).unwrap_err(),
+            scan(&d.path().join("nope"), &Excludes::default(), false).unwrap_err(),
             "src does not exist"
         );
     }
@@ -281,18 +358,18 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("a/b")).unwrap();
         std::fs::write(d.path().join("a/b/f"), "12345").unwrap();
-        let e = scan_below(d.path(), Path::new("a"), &Excludes::default()).unwrap();
+        let e = scan_below(d.path(), Path::new("a"), &Excludes::default(), false).unwrap();
         let rels: Vec<_> = e.iter().map(|e| e.rel.to_str().unwrap()).collect();
         assert_eq!(rels, ["a", "a/b", "a/b/f"]);
         assert_eq!(
-            scan_below(d.path(), Path::new("nope"), &Excludes::default()).map(|_| ()),
+            scan_below(d.path(), Path::new("nope"), &Excludes::default(), false).map(|_| ()),
             Err(Below::Missing)
         );
         // An error other than "not found" (here ENAMETOOLONG; root ignores permissions)
         // is unreadable, never gone: it must not lead to a remote deletion.
         let long = "x".repeat(300);
         assert!(matches!(
-            scan_below(d.path(), Path::new(&long), &Excludes::default()),
+            scan_below(d.path(), Path::new(&long), &Excludes::default(), false),
             Err(Below::Unreadable(_))
         ));
         assert_eq!(
@@ -308,9 +385,9 @@ mod tests {
         std::fs::write(&f, "abc").unwrap();
         let none = Excludes::default();
         let some = Excludes::new(&["*.x".into()]).unwrap();
-        let all = scan_all([(f.as_path(), &none), (f.as_path(), &none)]);
+        let all = scan_all([(f.as_path(), &none, false), (f.as_path(), &none, false)]);
         assert_eq!(all.len(), 1);
-        let all = scan_all([(f.as_path(), &none), (f.as_path(), &some)]);
+        let all = scan_all([(f.as_path(), &none, false), (f.as_path(), &some, false)]);
         assert_eq!(all.len(), 2, "different excludes are different scans");
     }
 
@@ -330,16 +407,16 @@ mod tests {
         std::fs::set_permissions(root.join("cache"), std::fs::Permissions::from_mode(0o000))
             .unwrap();
         let ex = Excludes::new(&["*.swp".into(), "cache/".into()]).unwrap();
-        let s = scan(&root, &ex).unwrap();
+        let s = scan(&root, &ex, false).unwrap();
         std::fs::set_permissions(root.join("cache"), std::fs::Permissions::from_mode(0o755))
             .unwrap();
         let rels: Vec<_> = s.entries.iter().map(|e| e.rel.to_str().unwrap()).collect();
         assert_eq!(rels, ["a.txt", "sub"]);
         assert!(s.errors.is_empty(), "{:?}", s.errors);
-        let below = scan_below(&root, Path::new("sub"), &ex).unwrap();
+        let below = scan_below(&root, Path::new("sub"), &ex, false).unwrap();
         assert_eq!(below.len(), 1);
         assert!(
-            scan_below(&root, Path::new("cache"), &ex)
+            scan_below(&root, Path::new("cache"), &ex, false)
                 .unwrap()
                 .is_empty()
         );

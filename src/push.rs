@@ -52,6 +52,8 @@ use crate::transfer::scp::{Outcome, ScpSink};
 use crate::transfer::ssh::Connection;
 use crate::transfer::tar;
 
+mod by_agent;
+
 /// How often a file that keeps changing while it is read is tried in one run.
 const MAX_ATTEMPTS: usize = 3;
 
@@ -94,6 +96,12 @@ struct Item {
     size: u64,
     /// Whether something is at that path on the remote now (a dry run's `[M]` vs `[+]`).
     exists: bool,
+    /// A file's attributes as the scan saw them: the file is sent only if it is
+    /// still that file (same device and inode; see [`local::open_for_send`]).
+    meta: Option<local::FileMeta>,
+    /// Whether a symlink at `local` is followed: a file src itself (as scp does), or
+    /// a mapping with `"follow_symlinks": true`.
+    follow: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +148,8 @@ struct Plan {
     work: BTreeMap<Vec<u8>, RootWork>,
     /// Temporaries left by earlier interrupted runs.
     stale: HashSet<Vec<u8>>,
+    /// The same, as (root, path below it), sorted.
+    stale_at: Vec<(Vec<u8>, Vec<u8>)>,
     /// Destination roots that do not exist (listed without creating them: a dry run).
     missing: BTreeSet<Vec<u8>>,
     /// The listing's channel, waiting to become the first tar stream (see [`list`]).
@@ -160,7 +170,11 @@ fn whole_units<'a>(target: &'a Target, sources: &Sources) -> Vec<Unit<'a>> {
         .iter()
         .map(|m| {
             let source = sources
-                .get(&(m.src.clone(), m.exclude.patterns().to_vec()))
+                .get(&(
+                    m.src.clone(),
+                    m.exclude.patterns().to_vec(),
+                    m.follow_symlinks,
+                ))
                 .cloned()
                 .unwrap_or_else(|| Arc::new(Err("src was not scanned".to_string())));
             whole_unit(m, source)
@@ -179,7 +193,16 @@ pub fn dry_run_host(
     report: &mut HostReport,
 ) {
     let units = whole_units(target, sources);
-    match plan(conn, &units, report, false) {
+    let usable = usable(&units, report);
+    let planned = match by_agent::list(conn, &usable, false) {
+        Ok(Some((agent, listed))) => {
+            let plan = by_agent::compare(&usable, &listed, report);
+            agent.finish().map(|()| Some(plan))
+        }
+        Ok(None) => plan(conn, &usable, report, false),
+        Err(e) => Err(e),
+    };
+    match planned {
         Ok(Some(plan)) => report.diffs = diffs(&plan),
         Ok(None) => {}
         Err(e) => report.fail_host(&format!("{e:#}")),
@@ -246,7 +269,10 @@ pub fn push_changes(
         .filter_map(|(i, scope)| {
             let m = target.mappings.get(*i)?;
             Some(match scope {
-                Scope::All => whole_unit(m, Arc::new(local::scan(&m.src, &m.exclude))),
+                Scope::All => whole_unit(
+                    m,
+                    Arc::new(local::scan(&m.src, &m.exclude, m.follow_symlinks)),
+                ),
                 Scope::Paths(paths) => paths_unit(m, paths),
             })
         })
@@ -277,7 +303,7 @@ fn paths_unit<'a>(m: &'a Mapping, paths: &BTreeSet<PathBuf>) -> Unit<'a> {
             // A file mapping: the only path is src itself.
             let (_, name) = split_dest(&m.dest);
             rels.push(name.to_vec());
-            match local::scan(&m.src, &m.exclude) {
+            match local::scan(&m.src, &m.exclude, m.follow_symlinks) {
                 Ok(s) => entries = s.entries,
                 Err(_) => gone.push(name.to_vec()),
             }
@@ -289,7 +315,10 @@ fn paths_unit<'a>(m: &'a Mapping, paths: &BTreeSet<PathBuf>) -> Unit<'a> {
                 };
                 if rel.as_os_str().is_empty() {
                     // The root itself changed: look at all of it.
-                    return whole_unit(m, Arc::new(local::scan(&m.src, &m.exclude)));
+                    return whole_unit(
+                        m,
+                        Arc::new(local::scan(&m.src, &m.exclude, m.follow_symlinks)),
+                    );
                 }
                 // An excluded path is never pushed (issue 5). One that is gone is
                 // judged by plan_removals, which knows what the remote has there.
@@ -303,7 +332,7 @@ fn paths_unit<'a>(m: &'a Mapping, paths: &BTreeSet<PathBuf>) -> Unit<'a> {
                 }
                 let rel_bytes = rel.as_os_str().as_bytes().to_vec();
                 add_ancestors(m, rel, &mut entries);
-                match local::scan_below(&m.src, rel, &m.exclude) {
+                match local::scan_below(&m.src, rel, &m.exclude, m.follow_symlinks) {
                     Ok(found) => entries.extend(found),
                     Err(local::Below::Missing) => gone.push(rel_bytes.clone()),
                     Err(local::Below::Unreadable(msg)) => errors.push((p.clone(), msg)),
@@ -357,12 +386,17 @@ fn add_ancestors(m: &Mapping, rel: &Path, entries: &mut Vec<Entry>) {
 /// The body of [`push_host`] and [`push_changes`]; an `Err` means the connection or
 /// remote shell failed.
 fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) -> Result<()> {
+    let usable = usable(&units, report);
+    if let Some((agent, listed)) = by_agent::list(conn, &usable, true)? {
+        let plan = by_agent::compare(&usable, &listed, report);
+        return by_agent::apply(conn, agent, plan, &listed, &units, report);
+    }
     let Some(Plan {
         work,
         stale,
         mut reserved,
         ..
-    }) = plan(conn, &units, report, true)?
+    }) = plan(conn, &usable, report, true)?
     else {
         return Ok(());
     };
@@ -392,6 +426,8 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
                 unit: r.unit,
                 size: 0,
                 exists: true,
+                meta: None,
+                follow: false,
             };
             pending.push(
                 Commit::Remove {
@@ -601,24 +637,33 @@ fn settle(
     }
 }
 
-/// Lists the remote side of every usable unit and compares it with the local side.
-/// `create`: the listing makes missing destination roots (false for a dry run, which
-/// changes nothing). `Ok(None)` when no unit is usable; an `Err` means the
-/// connection or remote shell failed.
-fn plan(
-    conn: &Connection,
-    units: &[Unit<'_>],
+/// The units whose local side could be scanned, with their index and source; the
+/// others are reported as failed here, once, whichever way the host is served.
+fn usable<'u, 'm>(
+    units: &'u [Unit<'m>],
     report: &mut HostReport,
-    create: bool,
-) -> Result<Option<Plan>> {
-    // Which mappings can be served.
-    let mut usable: Vec<(usize, &Unit<'_>, &Source)> = Vec::new();
+) -> Vec<(usize, &'u Unit<'m>, &'u Source)> {
+    let mut usable = Vec::new();
     for (i, u) in units.iter().enumerate() {
         match u.source.as_ref() {
             Ok(src) => usable.push((i, u, src)),
             Err(reason) => report.fail(&u.mapping.src.display().to_string(), reason),
         }
     }
+    usable
+}
+
+/// Lists the remote side of every usable unit over the listing script (hosts the
+/// agent cannot serve) and compares it with the local side. `create`: the listing
+/// makes missing destination roots (false for a dry run, which changes nothing).
+/// `Ok(None)` when no unit is usable; an `Err` means the connection or remote shell
+/// failed.
+fn plan(
+    conn: &Connection,
+    usable: &[(usize, &Unit<'_>, &Source)],
+    report: &mut HostReport,
+    create: bool,
+) -> Result<Option<Plan>> {
     let roots: Vec<ListRoot> = usable.iter().map(|(_, u, _)| u.root.clone()).collect();
     if roots.is_empty() {
         return Ok(None);
@@ -628,7 +673,7 @@ fn plan(
     let parsed = remote::parse_listing(&listing.stdout, roots.len()).map_err(|e| {
         anyhow!(
             "cannot read the remote listing: {e} (does the remote login shell print text, e.g. from ~/.bashrc? it must not, as for rsync; does the remote have GNU find?); stderr: {}",
-            listing.stderr.trim()
+            crate::escape::first_line(listing.stderr.as_bytes(), 200)
         )
     })?;
     if let Some(found) = parsed.tar {
@@ -642,17 +687,51 @@ fn plan(
     {
         r.release();
     }
-    let states = parsed.states;
+    let mut plan = compare(
+        usable,
+        &roots,
+        &parsed.states,
+        report,
+        &listing.stderr,
+        false,
+    );
+    plan.reserved = reserved;
+    Ok(Some(plan))
+}
 
+/// Compares every usable unit with what the listing found under its root (pure:
+/// no I/O, apart from hashing local files where the remote sent a hash), and
+/// decides what to send, remove and clean up. `stderr` is the listing's, for the
+/// warning about an incomplete one. `agent`: the host is served by the agent, which
+/// acts relative to checked directories, so a destination others can write is
+/// served; without it such a destination is refused (issue 13).
+fn compare(
+    usable: &[(usize, &Unit<'_>, &Source)],
+    roots: &[ListRoot],
+    states: &[RootState],
+    report: &mut HostReport,
+    stderr: &str,
+    agent: bool,
+) -> Plan {
     let mut work: BTreeMap<Vec<u8>, RootWork> = BTreeMap::new();
     let mut stale: HashSet<Vec<u8>> = HashSet::new();
+    let mut stale_at = Vec::new();
     let mut missing = BTreeSet::new();
-    for (((idx, unit, source), root), state) in usable.iter().zip(&roots).zip(&states) {
+    for (((idx, unit, source), root), state) in usable.iter().zip(roots).zip(states) {
         let mapping = unit.mapping;
         if let Some(err) = &state.error {
             report.fail(
                 &format!("{} -> {}", mapping.src.display(), mapping.dest),
                 &format!("cannot use remote directory {}: {err}", show(&root.dir)),
+            );
+            continue;
+        }
+        if !agent && let Some(why) = &state.open {
+            report.fail(
+                &format!("{} -> {}", mapping.src.display(), mapping.dest),
+                &format!(
+                    "other users can write where this mapping writes ({why}), and this host has no perl for hostsync's agent, which is what writes safely there; install perl on the host, or set [ssh] strict_modes = no"
+                ),
             );
             continue;
         }
@@ -664,7 +743,7 @@ fn plan(
                 "{}: listing of {} was incomplete ({}); unchanged files there may be sent again",
                 report.address,
                 show(&root.dir),
-                listing.stderr.trim()
+                crate::escape::first_line(stderr.as_bytes(), 200)
             );
         }
         for (path, reason) in &source.errors {
@@ -675,7 +754,9 @@ fn plan(
             .iter()
             .filter(|(rel, _)| remote::is_tmp_name(basename(rel)))
         {
-            stale.insert(join(&root.dir, rel));
+            if stale.insert(join(&root.dir, rel)) {
+                stale_at.push((root.dir.clone(), rel.clone()));
+            }
         }
         let w = work.entry(root.dir.clone()).or_default();
         plan_mapping(mapping, *idx, source, &root.dir, state, w, report);
@@ -692,12 +773,14 @@ fn plan(
             plan_removals(unit, *idx, source, state, w);
         }
     }
-    Ok(Some(Plan {
+    stale_at.sort();
+    Plan {
         work,
         stale,
+        stale_at,
         missing,
-        reserved,
-    }))
+        reserved: None,
+    }
 }
 
 /// The longest listing command that goes inline (`sh -c SCRIPT`, one argument, which
@@ -719,6 +802,7 @@ fn list(
         let script = remote::listing_then_tar(
             roots,
             probe_tar,
+            conn.strict_modes(),
             tar::REMOTE,
             remote::COMMIT_PERL.as_bytes(),
             tar::SPLIT_PERL.as_bytes(),
@@ -733,7 +817,12 @@ fn list(
             return Ok((out, Some(tar::Reserved { channel, roots })));
         }
     }
-    let out = conn.run_script(&remote::listing_script(roots, create, probe_tar))?;
+    let out = conn.run_script(&remote::listing_script(
+        roots,
+        create,
+        probe_tar,
+        conn.strict_modes(),
+    ))?;
     Ok((out, None))
 }
 
@@ -818,6 +907,11 @@ fn plan_mapping(
                 _ => 0,
             },
             exists: there.is_some(),
+            meta: match &entry.kind {
+                Kind::File(meta) => Some(*meta),
+                _ => None,
+            },
+            follow: !source.is_dir || m.follow_symlinks,
         };
         let remote_path = || format!("{} -> {}", local.display(), show(&join(root, &rel)));
         if let Some((_, why)) = blocked.iter().find(|(b, _)| is_below(&rel, b)) {
@@ -855,7 +949,7 @@ fn plan_mapping(
                 Some(r)
                     if r.kind == b'f'
                         && r.size == meta.size
-                        && r.mode == meta.mode
+                        && r.mode == m.file_mode(meta.mode)
                         && same_content(state, &rel, &local, r.mtime == meta.mtime) =>
                 {
                     report.skipped += 1;
@@ -1226,11 +1320,14 @@ fn show(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
 
-/// The local side of every mapping (src and its excludes), for `local::scan_all`.
-pub fn srcs(targets: &[Target]) -> impl Iterator<Item = (&Path, &crate::exclude::Excludes)> {
-    targets
-        .iter()
-        .flat_map(|t| t.mappings.iter().map(|m| (m.src.as_path(), &m.exclude)))
+/// The local side of every mapping (src, its excludes, whether links below it are
+/// followed), for `local::scan_all`.
+pub fn srcs(targets: &[Target]) -> impl Iterator<Item = (&Path, &crate::exclude::Excludes, bool)> {
+    targets.iter().flat_map(|t| {
+        t.mappings
+            .iter()
+            .map(|m| (m.src.as_path(), &m.exclude, m.follow_symlinks))
+    })
 }
 
 #[cfg(test)]

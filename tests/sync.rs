@@ -24,6 +24,12 @@ fn temporaries(dir: &Path) -> Vec<String> {
 /// preserved; a second run sends nothing and no temporary is left.
 #[test]
 fn seed_config_pushes_to_each_hosts_own_destination_and_second_run_skips() {
+    seed_config_case("agent");
+}
+
+/// The same the way a host without perl is served, over tar (`HOSTSYNC_TRANSFER=tar`).
+#[test]
+fn seed_config_pushes_to_each_hosts_own_destination_and_second_run_skips_over_tar() {
     seed_config_case("tar");
 }
 
@@ -101,8 +107,11 @@ fn seed_config_case(transport: &str) {
     }
     let info = env.info_log();
     assert_eq!(
-        info.contains("tar stream of"),
-        transport == "tar",
+        (
+            info.contains("served by hostsync's agent"),
+            info.contains("tar stream of")
+        ),
+        (transport == "agent", transport == "tar"),
         "transport {transport} not used\n{info}"
     );
     assert!(
@@ -186,7 +195,7 @@ fn big_batch_splits_over_two_tars_in_one_exec() {
     let r = env.remote("r");
     env.map(&h.addr, json!([{"src": "site/", "dest": r.join("www")}]));
 
-    let run = env.run(&["-v", "sync"]);
+    let run = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", "tar")]);
     run.expect(0);
     assert_eq!(run.row(&h.addr).0, 300, "{}", run.dump());
     let info = env.info_log();
@@ -212,7 +221,7 @@ fn big_batch_splits_over_two_tars_in_one_exec() {
         & 0o777;
     assert_eq!(mode, 0o750);
     assert!(temporaries(&r).is_empty(), "{}", env.dir.listing());
-    let again = env.run(&["sync"]);
+    let again = env.run_env(&["sync"], &[("HOSTSYNC_TRANSFER", "tar")]);
     again.expect(0);
     assert_eq!(again.row(&h.addr), (0, 300, 0, 0), "{}", again.dump());
 }
@@ -242,7 +251,7 @@ fn second_big_root_splits_in_its_own_exec() {
         ]),
     );
 
-    let run = env.run(&["-v", "sync"]);
+    let run = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", "tar")]);
     run.expect(0);
     assert_eq!(run.row(&h.addr).0, 400, "{}", run.dump());
     let info = env.info_log();
@@ -298,7 +307,7 @@ fn split_stream_never_fails_over_200_batches_under_load() {
     for round in 0..rounds {
         let _ = std::fs::remove_dir_all(r.join("www"));
         let sessions = h.log().matches("Starting session:").count();
-        let run = env.run(&["-v", "sync"]);
+        let run = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", "tar")]);
         let one_exec = h.log().matches("Starting session:").count() == sessions + 1;
         if run.code != 0 || run.row(&h.addr).0 != FILES as u64 || !one_exec {
             failed.push(format!("round {round}:\n{}", run.dump()));
@@ -519,6 +528,12 @@ fn unwritable_destination_is_reported_and_others_arrive() {
 /// and non-UTF-8 bytes arrive byte-exact, and no remote command runs.
 #[test]
 fn hostile_names_arrive_byte_exact_and_run_nothing() {
+    hostile_names_case("agent");
+}
+
+/// The same over tar (`HOSTSYNC_TRANSFER=tar`).
+#[test]
+fn hostile_names_arrive_byte_exact_and_run_nothing_over_tar() {
     hostile_names_case("tar");
 }
 
@@ -577,6 +592,12 @@ fn hostile_names_case(transport: &str) {
 /// the next run completes and leaves no temporary.
 #[test]
 fn connection_cut_mid_transfer_keeps_old_content_then_next_run_completes() {
+    connection_cut_case("agent");
+}
+
+/// The same over tar (`HOSTSYNC_TRANSFER=tar`).
+#[test]
+fn connection_cut_mid_transfer_keeps_old_content_then_next_run_completes_over_tar() {
     connection_cut_case("tar");
 }
 
@@ -615,7 +636,7 @@ fn split_stream_with_a_failing_tar_falls_back_to_scp() {
     std::os::unix::fs::chown(&locked, Some(0), Some(0)).unwrap();
     env.map(&h.addr, json!([{"src": "tree/", "dest": r.join("www")}]));
 
-    let run = env.run(&["-v", "sync"]);
+    let run = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", "tar")]);
     run.expect(1);
     let info = env.info_log();
     assert!(info.contains("2 tar(s)"), "not split\n{info}");
@@ -668,7 +689,7 @@ fn connection_cut_mid_split_stream_keeps_old_content_then_next_run_completes() {
         json!([{"src": "tree/", "dest": r.join("www")}]),
     );
 
-    let run = env.run(&["-v", "sync"]);
+    let run = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", "tar")]);
     run.expect(1);
     assert!(
         env.info_log().contains("2 tar(s)"),
@@ -681,7 +702,7 @@ fn connection_cut_mid_split_stream_keeps_old_content_then_next_run_completes() {
     }
 
     proxy.set_fault(Fault::None);
-    let again = env.run(&["-v", "sync"]);
+    let again = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", "tar")]);
     again.expect(0);
     for i in 0..400 {
         let got = std::fs::read(r.join("www").join(rel(i))).unwrap();

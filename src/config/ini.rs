@@ -44,6 +44,9 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// `[ssh] io_timeout`: any single read or write on an established session.
     pub io_timeout: Duration,
+    /// `[ssh] strict_modes`: follow a symlink on the way to dest only in a directory
+    /// nobody but root and the login user can write (OpenSSH's StrictModes).
+    pub strict_modes: bool,
     /// `[sync] debounce_ms`: quiet period for writes that never close (watch).
     pub debounce: Duration,
     /// `[sync] retry_max_s`: cap of the retry backoff for a host that is down (watch).
@@ -61,6 +64,7 @@ impl Default for Settings {
             host_key_policy: HostKeyPolicy::Strict,
             connect_timeout: Duration::from_secs(10),
             io_timeout: Duration::from_secs(30),
+            strict_modes: true,
             debounce: Duration::from_millis(50),
             retry_max: Duration::from_secs(30),
         }
@@ -85,6 +89,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "host_key_policy",
             "connect_timeout",
             "io_timeout",
+            "strict_modes",
         ],
     ),
     ("sync", &["debounce_ms", "retry_max_s"]),
@@ -94,6 +99,15 @@ const KNOWN: &[(&str, &[&str])] = &[
 pub fn load(path: &Path) -> Result<Settings> {
     let text = source::read_text(path, "config.ini")?;
     parse(path, &text)
+}
+
+/// `yes` or `no` (as in OpenSSH's configuration).
+fn yes_no(value: &str) -> Result<bool, String> {
+    match value {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => Err("expected yes or no".into()),
+    }
 }
 
 /// Parses the text of a config.ini; `path` is used only in messages.
@@ -205,6 +219,7 @@ fn apply(s: &mut Settings, section: &str, key: &str, value: &str) -> Result<(), 
         }
         ("ssh", "connect_timeout") => s.connect_timeout = Duration::from_secs(int(value, 1, 3600)?),
         ("ssh", "io_timeout") => s.io_timeout = Duration::from_secs(int(value, 1, 86400)?),
+        ("ssh", "strict_modes") => s.strict_modes = yes_no(value)?,
         ("sync", "debounce_ms") => s.debounce = Duration::from_millis(int(value, 0, 60_000)?),
         ("sync", "retry_max_s") => s.retry_max = Duration::from_secs(int(value, 1, 86400)?),
         _ => unreachable!("key list and apply() disagree on [{section}] {key}"),

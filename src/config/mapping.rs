@@ -7,7 +7,9 @@
 //!
 //! Optional per-mapping fields (issue 5): `exclude` (gitignore-like patterns,
 //! see [`crate::exclude`]), `delete`, `backups` (0-99) and `post_sync` (remote
-//! commands). `exclude` and `delete` only make sense for a directory src: when
+//! commands); issue 13 adds `follow_symlinks` (follow links below a directory
+//! src instead of recreating them) and `keep_special_bits` (keep setuid and
+//! setgid on files, which are dropped otherwise). `exclude` and `delete` only make sense for a directory src: when
 //! src is a file already at load time they are refused with a message that says
 //! so; a src that only later turns out to be a file ignores them.
 
@@ -40,6 +42,24 @@ pub struct Mapping {
     /// `"post_sync"`: remote shell commands run, in order, after a batch under this
     /// mapping landed on the host; the first failure stops the rest.
     pub post_sync: Vec<String>,
+    /// `"follow_symlinks": true`: a symlink below a directory src is followed (its
+    /// target's content is sent), instead of being recreated as a symlink.
+    pub follow_symlinks: bool,
+    /// `"keep_special_bits": true`: setuid and setgid on regular files are kept;
+    /// by default they are dropped, so a local user's setuid file never becomes a
+    /// root-owned setuid file on the remote.
+    pub keep_special_bits: bool,
+}
+
+impl Mapping {
+    /// The mode a remote copy of a regular file with local mode `mode` gets.
+    pub fn file_mode(&self, mode: u32) -> u32 {
+        if self.keep_special_bits {
+            mode & 0o7777
+        } else {
+            mode & 0o1777
+        }
+    }
 }
 
 /// The JSON shape of one entry.
@@ -56,6 +76,10 @@ struct RawMapping {
     backups: i64,
     #[serde(default)]
     post_sync: Vec<String>,
+    #[serde(default)]
+    follow_symlinks: bool,
+    #[serde(default)]
+    keep_special_bits: bool,
 }
 
 /// Reads one mapping file. `base` is config.ini's directory.
@@ -100,6 +124,8 @@ pub fn parse(path: &Path, base: &Path, text: &str) -> Result<Vec<Mapping>> {
                 exclude,
                 backups,
                 post_sync: r.post_sync,
+                follow_symlinks: r.follow_symlinks,
+                keep_special_bits: r.keep_special_bits,
             }),
             Err(msg) => problems.push(format!("{at}: {msg}")),
         }

@@ -34,6 +34,11 @@ pub struct SshSettings {
     pub connect_timeout: Duration,
     /// Limit for any single read or write once connected.
     pub io_timeout: Duration,
+    /// `[ssh] strict_modes`: the ancestor rule for symlinks on the way to dest.
+    pub strict_modes: bool,
+    /// Who this client is, in every remote temporary's name: 8 hex digits of a
+    /// hash of this machine's id and config.ini's path ([`client_id`]).
+    pub client_id: String,
 }
 
 /// A host together with what to push to it.
@@ -82,6 +87,7 @@ pub fn load(config_path: &Path) -> Result<Config> {
     let warnings = hosts::exposure_warning(&hosts_path).into_iter().collect();
     let map_dir = ini::resolve(&base, &settings.address_mapper_path);
     let targets = load_targets(&map_dir, &base, hosts)?;
+    let client_id = client_id(&config_path);
     Ok(Config {
         path: config_path,
         connections: settings.connections,
@@ -91,6 +97,8 @@ pub fn load(config_path: &Path) -> Result<Config> {
             host_key_policy: settings.host_key_policy,
             connect_timeout: settings.connect_timeout,
             io_timeout: settings.io_timeout,
+            strict_modes: settings.strict_modes,
+            client_id,
         },
         debounce: settings.debounce,
         retry_max: settings.retry_max,
@@ -145,6 +153,30 @@ fn load_targets(map_dir: &Path, base: &Path, hosts: Vec<Host>) -> Result<Vec<Tar
     }
     problems.into_result()?;
     Ok(targets)
+}
+
+/// This client's id: 8 hex digits of SHA-256 over the machine's id (systemd's
+/// /etc/machine-id, else the host name) and config.ini's canonical path, so two
+/// fleets on one machine, or one config on two machines, never share temporaries.
+pub fn client_id(config_path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let machine = [
+        "/etc/machine-id",
+        "/var/lib/dbus/machine-id",
+        "/etc/hostname",
+    ]
+    .iter()
+    .find_map(|p| std::fs::read(p).ok().filter(|b| !b.is_empty()))
+    .unwrap_or_default();
+    let canonical = std::fs::canonicalize(config_path).unwrap_or_else(|_| config_path.into());
+    let mut h = Sha256::new();
+    h.update(&machine);
+    h.update([0]);
+    h.update(canonical.as_os_str().as_encoded_bytes());
+    h.finalize()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `p` made absolute against the current directory (without resolving symlinks).

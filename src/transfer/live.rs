@@ -256,12 +256,15 @@ impl Worker {
         }
     }
 
-    /// The earliest retry time of a down host with pending work.
+    /// When a host with pending work is next due: now for a host that is up (a
+    /// full reconcile leaves the pending paths for a round of their own, which must
+    /// not wait for the next change), the retry time for one that is down.
     fn next_retry(&self) -> Option<Instant> {
+        let now = Instant::now();
         self.hosts
             .values()
             .filter(|h| h.pending())
-            .filter_map(|h| h.down.as_ref().map(|d| d.next_try))
+            .map(|h| h.down.as_ref().map_or(now, |d| d.next_try))
             .min()
     }
 

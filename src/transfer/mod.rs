@@ -8,6 +8,8 @@
 //! What a worker does with a host once connected is the caller's `job`: a push
 //! ([`push::push_host`]) or a dry run ([`push::dry_run_host`]).
 
+pub mod agent;
+pub mod bounded;
 pub mod live;
 pub mod pace;
 mod quickack;

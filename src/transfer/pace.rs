@@ -99,6 +99,22 @@ impl<'a> Paced<'a> {
         (self.channel, self.early, self.waits)
     }
 
+    /// Takes in, without blocking, what the remote has sent so far (see
+    /// [`Paced::take_early`]).
+    pub fn pull(&mut self) -> Result<()> {
+        self.conn.take_input(&mut self.channel, &mut self.early)
+    }
+
+    /// What the remote has sent that was taken in while writing, emptied.
+    pub fn take_early(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.early)
+    }
+
+    /// The channel, for blocking reads once everything is written.
+    pub fn channel_mut(&mut self) -> &mut ssh2::Channel {
+        &mut self.channel
+    }
+
     /// How many of `want` bytes may go now; waits for the remote when none may.
     fn room(&mut self, want: usize) -> Result<usize> {
         loop {
@@ -134,8 +150,12 @@ impl Write for Paced<'_> {
         self.channel.write(&buf[..n])
     }
 
+    /// Nothing to do: every write went to libssh2 already. Never `Channel::flush`:
+    /// in libssh2 that *discards* what the remote sent and nobody read yet
+    /// (`libssh2_channel_flush_ex`). It lost the agent's greeting when a
+    /// `BufWriter` above was flushed before the first read (seen under load).
     fn flush(&mut self) -> std::io::Result<()> {
-        self.channel.flush()
+        Ok(())
     }
 }
 

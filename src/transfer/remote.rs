@@ -79,7 +79,45 @@ pub struct ListRoot {
     pub paths: Option<Vec<Vec<u8>>>,
 }
 
-const LIST_PRELUDE: &[u8] = br#"R() {
+const LIST_PRELUDE: &[u8] = br#"ME=$(id -u)
+printf 'U\0%s\0' "$ME"
+T() {
+  [ "$1" = 0 ] || [ "$1" = "$ME" ] || return 1
+  [ $((0$2 & 022)) = 0 ]
+}
+G() {
+  [ "$SM" = 1 ] || return 0
+  p=$1; hops=0
+  while :; do
+    rest=${p#/}; at=""; found=0
+    while [ -n "$rest" ]; do
+      c=${rest%%/*}
+      case $rest in */*) rest=${rest#*/} ;; *) rest="" ;; esac
+      [ -n "$c" ] || continue
+      if [ -L "$at/$c" ]; then
+        o=$(find "${at:-/}" -maxdepth 0 -printf '%U %m' 2>/dev/null)
+        lo=$(find "$at/$c" -maxdepth 0 -printf '%U' 2>/dev/null)
+        if ! T "${o% *}" "${o#* }"; then
+          if [ $((0${o#* } & 01000)) = 0 ] || { [ "$lo" != 0 ] && [ "$lo" != "$ME" ]; }; then
+            g="$at/$c is a symlink and its directory ${at:-/} can be written by others than root and the login user (owner uid ${o% *}, mode ${o#* }), so it is not followed; make that directory writable only by root and the login user, or set [ssh] strict_modes = no"
+            return 1
+          fi
+        fi
+        t=$(readlink -- "$at/$c")
+        case $t in /*) p="$t/$rest" ;; *) p="$at/$t/$rest" ;; esac
+        hops=$((hops + 1))
+        [ "$hops" -le 40 ] || { g="too many symlinks on the way to $1"; return 1; }
+        found=1
+        break
+      fi
+      [ -e "$at/$c" ] || return 0
+      at="$at/$c"
+    done
+    [ "$found" = 1 ] || return 0
+  done
+}
+R() {
+  if ! G "$2"; then printf 'E\0%s\0%s\0' "$1" "$g"; return 1; fi
   if [ ! -e "$2" ] && [ ! -L "$2" ]; then
     if [ "$MK" = 1 ]; then
       e=$(mkdir -p -- "$2" 2>&1) || { printf 'E\0%s\0%s\0' "$1" "$e"; return 1; }
@@ -91,11 +129,12 @@ const LIST_PRELUDE: &[u8] = br#"R() {
     printf 'E\0%s\0%s\0' "$1" "exists and is not a directory"; return 1
   fi
   printf 'M\0%s\0' "$1"
+  find "$2" "$2/.." -maxdepth 0 -printf 'O\0%U\0%m\0%p\0' 2>/dev/null
 }
 L() {
   i=$1; r=$2; shift 2
   R "$i" "$r" || return 0
-  find "$r" -mindepth 1 "$@" -printf 'F\0%y\0%s\0%T@\0%m\0%P\0%l\0' || printf 'X\0%s\0' "$i"
+  find "$r" -mindepth 1 "$@" -printf 'F\0%y\0%s\0%T@\0%m\0%U\0%P\0%l\0' || printf 'X\0%s\0' "$i"
 }
 P() {
   i=$1; r=$2; shift 2
@@ -103,7 +142,7 @@ P() {
   ( cd -- "$r" || exit 0
     for p in "$@"; do
       [ -e "$p" ] || [ -L "$p" ] || continue
-      find "$p" -printf 'F\0%y\0%s\0%T@\0%m\0%p\0%l\0' 2>/dev/null
+      find "$p" -printf 'F\0%y\0%s\0%T@\0%m\0%U\0%p\0%l\0' 2>/dev/null
       if [ -f "$p" ] && [ ! -L "$p" ]; then
         h=$(sha256sum < "$p" 2>/dev/null) && printf 'H\0%s\0%s\0' "$p" "${h%% *}"
       fi
@@ -115,7 +154,7 @@ A() {
   ( cd -- "$r" || exit 0
     for p in "$@"; do
       [ -e "$p" ] || [ -L "$p" ] || continue
-      find "$p" -maxdepth 0 -printf 'F\0%y\0%s\0%T@\0%m\0%p\0%l\0' 2>/dev/null
+      find "$p" -maxdepth 0 -printf 'F\0%y\0%s\0%T@\0%m\0%U\0%p\0%l\0' 2>/dev/null
     done )
 }
 "#;
@@ -134,9 +173,10 @@ if command -v perl >/dev/null 2>&1; then printf 'S\000%s\000' 1; else printf 'S\
 /// The listing script. With `create`, missing roots are made (`mkdir -p`);
 /// without it (dry run) nothing on the remote changes. With `probe_tar`, it also
 /// says whether the remote has GNU tar or bsdtar ([`Listing::tar`]).
-pub fn listing_script(roots: &[ListRoot], create: bool, probe_tar: bool) -> Vec<u8> {
+pub fn listing_script(roots: &[ListRoot], create: bool, probe_tar: bool, strict: bool) -> Vec<u8> {
     let mut s = LIST_PRELUDE.to_vec();
     s.extend_from_slice(if create { b"MK=1\n" } else { b"MK=0\n" });
+    s.extend_from_slice(if strict { b"SM=1\n" } else { b"SM=0\n" });
     s.extend_from_slice(&listing_calls(roots, probe_tar));
     s
 }
@@ -156,11 +196,13 @@ pub fn listing_end(token: &str) -> Vec<u8> {
 pub fn listing_then_tar(
     roots: &[ListRoot],
     probe_tar: bool,
+    strict: bool,
     tail: &str,
     commit_arg: &[u8],
     split_arg: &[u8],
 ) -> Vec<u8> {
     let mut s = LIST_PRELUDE.to_vec();
+    s.extend_from_slice(if strict { b"SM=1\n" } else { b"SM=0\n" });
     s.extend_from_slice(b"MK=1\nexec 3>&1\ne=$( {\n");
     s.extend_from_slice(&listing_calls(roots, probe_tar));
     s.extend_from_slice(b"} 2>&1 >&3 )\nexec 3>&-\n");
@@ -247,6 +289,10 @@ pub struct RootState {
     pub missing: bool,
     /// The listing is partial (find reported errors); entries below may be missing.
     pub incomplete: bool,
+    /// Who besides root and the login user can write where this root's mapping
+    /// writes (the root, its parent, a directory below), when someone can: such a
+    /// destination is served only by the agent (issue 13).
+    pub open: Option<String>,
     /// Entries by path relative to the root.
     pub entries: HashMap<Vec<u8>, RemoteEntry>,
     /// SHA-256 (lowercase hex) of the regular files a path listing asked about.
@@ -262,6 +308,8 @@ pub struct RemoteEntry {
     pub size: u64,
     /// Modification time, whole seconds.
     pub mtime: i64,
+    /// Modification time, nanosecond part (0 where the remote keeps whole seconds).
+    pub mtime_nsec: i64,
     /// Permission bits.
     pub mode: u32,
     /// Symlink target (empty for other kinds).
@@ -286,6 +334,22 @@ pub fn parse_listing(out: &[u8], roots: usize) -> Result<Listing, String> {
     let mut split = None;
     let mut fields = out.split(|&b| b == 0);
     let mut current: Option<usize> = None;
+    let mut me: Option<u32> = None;
+    // Who besides root and the login user can write a directory with this owner
+    // and mode, if anyone can (issue 13).
+    let open = |me: Option<u32>, owner: &[u8], mode: u32, at: &[u8]| -> Option<String> {
+        let owner: u32 = std::str::from_utf8(owner).ok()?.parse().ok()?;
+        let at = crate::escape::escape(at);
+        if owner != 0 && Some(owner) != me {
+            Some(format!("{at} is owned by uid {owner}"))
+        } else if mode & 0o022 != 0 {
+            Some(format!(
+                "{at} is writable by its group or others (mode {mode:04o})"
+            ))
+        } else {
+            None
+        }
+    };
     let root_index = |f: Option<&[u8]>| -> Result<usize, String> {
         let s = std::str::from_utf8(f.unwrap_or_default()).map_err(|_| "bad root index")?;
         match s.parse::<usize>() {
@@ -309,14 +373,37 @@ pub fn parse_listing(out: &[u8], roots: usize) -> Result<Listing, String> {
             }
             b"X" => states[root_index(fields.next())?].incomplete = true,
             b"T" => tar = Some(fields.next() == Some(b"1")),
+            b"U" => {
+                me = fields
+                    .next()
+                    .and_then(|u| std::str::from_utf8(u).ok()?.parse().ok());
+            }
+            b"O" => {
+                let (owner, mode, at) = (fields.next(), fields.next(), fields.next());
+                let i = current.ok_or("owner record outside a root")?;
+                let (Some(owner), Some(mode), Some(at)) = (owner, mode, at) else {
+                    return Err("truncated owner record".into());
+                };
+                let mode = u32::from_str_radix(&String::from_utf8_lossy(mode), 8)
+                    .map_err(|_| "bad mode")?;
+                // The root, then its parent; a sticky parent (such as /tmp) does not count.
+                let parent = at.ends_with(b"/..");
+                if states[i].open.is_none() && !(parent && mode & 0o1000 != 0) {
+                    states[i].open = open(me, owner, mode, at);
+                }
+            }
             b"S" => split = Some(fields.next() == Some(b"1")),
             b"F" => {
-                let mut f = [&b""[..]; 6];
+                let mut f = [&b""[..]; 7];
                 for slot in &mut f {
                     *slot = fields.next().ok_or("truncated entry")?;
                 }
                 let i = current.ok_or("entry outside a root")?;
-                let (rel, entry) = parse_entry(f)?;
+                let owner = f[4];
+                let (rel, entry) = parse_entry([f[0], f[1], f[2], f[3], f[5], f[6]])?;
+                if entry.kind == b'd' && states[i].open.is_none() {
+                    states[i].open = open(me, owner, entry.mode, &rel);
+                }
                 states[i].entries.insert(strip_dot(rel), entry);
             }
             b"H" => {
@@ -350,8 +437,14 @@ fn parse_entry(f: [&[u8]; 6]) -> Result<(Vec<u8>, RemoteEntry), String> {
     let kind = *f[0].first().ok_or("empty type")?;
     let size = text(f[1]).parse::<u64>().map_err(|_| "bad size")?;
     let mtime_text = text(f[2]);
-    let secs = mtime_text.split('.').next().unwrap_or("");
-    let mtime = secs.parse::<i64>().map_err(|_| "bad mtime")?;
+    let mut parts = mtime_text.splitn(2, '.');
+    let mtime = parts
+        .next()
+        .unwrap_or("")
+        .parse::<i64>()
+        .map_err(|_| "bad mtime")?;
+    let frac = parts.next().unwrap_or("");
+    let mtime_nsec = format!("{frac:0<9}")[..9].parse::<i64>().unwrap_or(0);
     let mode = u32::from_str_radix(&text(f[3]), 8).map_err(|_| "bad mode")?;
     Ok((
         f[4].to_vec(),
@@ -359,6 +452,7 @@ fn parse_entry(f: [&[u8]; 6]) -> Result<(Vec<u8>, RemoteEntry), String> {
             kind,
             size,
             mtime,
+            mtime_nsec,
             mode,
             target: f[5].to_vec(),
         },
@@ -628,11 +722,77 @@ mod tests {
     #[test]
     fn listing_probes_for_tar_only_when_asked() {
         let run = |script: Vec<u8>| parse_listing(&run_local("sh", &["-s"], &script), 0).unwrap();
-        assert_eq!(run(listing_script(&[], false, true)).tar, Some(true));
-        assert_eq!(run(listing_script(&[], false, false)).tar, None);
+        assert_eq!(run(listing_script(&[], false, true, true)).tar, Some(true));
+        assert_eq!(run(listing_script(&[], false, false, true)).tar, None);
         let mut no_tar = b"PATH=/nonexistent-hostsync-test\n".to_vec();
-        no_tar.extend(listing_script(&[], false, true));
+        no_tar.extend(listing_script(&[], false, true, true));
         assert_eq!(run(no_tar).tar, Some(false));
+    }
+
+    /// Issue 13 on hosts without perl: a symlink on the way to dest is followed only
+    /// in a directory nobody else can write, and a destination others can write (or
+    /// one with such a directory below it) is reported, so it can be refused.
+    #[test]
+    fn listing_follows_only_trusted_ancestors_and_reports_open_destinations() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("real");
+        std::fs::create_dir_all(real.join("dest/sub")).unwrap();
+        for (name, mode) in [("open", 0o777), ("trusted", 0o755)] {
+            let p = d.path().join(name);
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            std::os::unix::fs::symlink(&real, p.join("l")).unwrap();
+        }
+        let root = |p: &str| ListRoot {
+            dir: d.path().join(p).as_os_str().as_bytes().to_vec(),
+            max_depth: None,
+            paths: None,
+        };
+        let list = |roots: &[ListRoot], strict: bool| {
+            let out = run_local("sh", &["-s"], &listing_script(roots, false, false, strict));
+            parse_listing(&out, roots.len()).unwrap().states
+        };
+        let st = list(&[root("open/l/dest"), root("trusted/l/dest")], true);
+        let refused = st[0].error.as_deref().unwrap_or_default();
+        assert!(
+            refused.contains("/open/l is a symlink and its directory")
+                && refused.contains("strict_modes = no"),
+            "{refused}"
+        );
+        assert!(
+            st[1].error.is_none() && st[1].entries.contains_key(b"sub".as_slice()),
+            "{st:?}"
+        );
+        assert_eq!(st[1].open, None);
+        assert!(
+            list(&[root("open/l/dest")], false)[0].error.is_none(),
+            "strict_modes = no"
+        );
+        // Others can write below dest, then dest itself: reported either way.
+        std::fs::set_permissions(
+            real.join("dest/sub"),
+            std::fs::Permissions::from_mode(0o777),
+        )
+        .unwrap();
+        let st = list(&[root("trusted/l/dest")], true);
+        assert!(
+            st[0]
+                .open
+                .as_deref()
+                .is_some_and(|o| o.contains("sub is writable by its group or others")),
+            "{st:?}"
+        );
+        std::fs::set_permissions(real.join("dest"), std::fs::Permissions::from_mode(0o775))
+            .unwrap();
+        let st = list(&[root("trusted/l/dest")], true);
+        assert!(
+            st[0]
+                .open
+                .as_deref()
+                .is_some_and(|o| o.contains("mode 0775")),
+            "{st:?}"
+        );
     }
 
     /// Runs the real scripts with the local sh and find: listing, then commit.
@@ -655,16 +815,16 @@ mod tests {
         ];
         let run = |script: Vec<u8>| run_local("sh", &["-s"], &script);
         // Dry listing creates nothing.
-        let st = parse_listing(&run(listing_script(&roots, false, false)), 2)
+        let st = parse_listing(&run(listing_script(&roots, false, false, true)), 2)
             .unwrap()
             .states;
         assert!(st[0].entries.is_empty() && st[0].error.is_none());
         assert!(st[0].missing && st[1].missing);
         assert!(!root.exists());
         // Real listing creates the root, then sees a file in it.
-        run(listing_script(&roots, true, false));
+        run(listing_script(&roots, true, false, true));
         std::fs::write(root.join("a\nb"), "12345").unwrap();
-        let st = parse_listing(&run(listing_script(&roots, true, false)), 2)
+        let st = parse_listing(&run(listing_script(&roots, true, false, true)), 2)
             .unwrap()
             .states;
         let e = &st[0].entries[&b"a\nb".to_vec()];
@@ -677,7 +837,7 @@ mod tests {
             max_depth: None,
             paths: Some(vec![b"a\nb".to_vec(), b"-d".to_vec(), b"gone".to_vec()]),
         }];
-        let st = parse_listing(&run(listing_script(&only, false, false)), 1)
+        let st = parse_listing(&run(listing_script(&only, false, false, true)), 1)
             .unwrap()
             .states;
         let mut rels: Vec<_> = st[0].entries.keys().cloned().collect();

@@ -40,6 +40,15 @@ pub struct Connection {
     /// Whether the remote has perl to split a tar stream over two tars, once a
     /// listing said so.
     split: std::cell::Cell<Option<bool>>,
+    /// `[ssh] io_timeout`, for the rate rule of replies ([`super::bounded`]).
+    io_timeout: Duration,
+    /// Whether the remote has perl for hostsync's agent ([`super::agent`]), once a
+    /// start showed it.
+    agent: std::cell::Cell<Option<bool>>,
+    /// This client's id, in the names of its remote temporaries.
+    client_id: String,
+    /// `[ssh] strict_modes`.
+    strict_modes: bool,
 }
 
 /// What a remote script printed, and how it exited.
@@ -87,6 +96,10 @@ impl Connection {
             tar: std::cell::Cell::new(None),
             rtt: std::cell::Cell::new(None),
             split: std::cell::Cell::new(None),
+            io_timeout: ssh.io_timeout,
+            agent: std::cell::Cell::new(None),
+            client_id: ssh.client_id.clone(),
+            strict_modes: ssh.strict_modes,
         })
     }
 
@@ -140,6 +153,39 @@ impl Connection {
     /// Stops using the tar fast path on this connection (after a tar stream failed).
     pub fn disable_tar(&self) {
         self.tar.set(Some(false));
+    }
+
+    /// Whether hostsync's agent may serve this host: not known to lack perl, and
+    /// not forced off (`HOSTSYNC_TRANSFER=tar` or `scp`: the way hosts without perl
+    /// are served, for tests and measurements).
+    pub fn agent_maybe(&self) -> bool {
+        self.agent.get() != Some(false)
+            && !std::env::var("HOSTSYNC_TRANSFER").is_ok_and(|t| t == "scp" || t == "tar")
+    }
+
+    /// Whether no agent start has shown yet whether the remote has perl.
+    pub fn agent_unknown(&self) -> bool {
+        self.agent.get().is_none()
+    }
+
+    /// Records whether the remote has perl for the agent.
+    pub fn set_agent(&self, found: bool) {
+        self.agent.set(Some(found));
+    }
+
+    /// This client's id (see [`crate::config::client_id`]).
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// `[ssh] strict_modes`: the ancestor rule for symlinks on the way to dest.
+    pub fn strict_modes(&self) -> bool {
+        self.strict_modes
+    }
+
+    /// How long any single read or write may block (`[ssh] io_timeout`).
+    pub fn io_timeout(&self) -> Duration {
+        self.io_timeout
     }
 
     /// The round trip to the host, as far as channel opens tell (`None` before the first).

@@ -990,6 +990,7 @@ mod tests {
         let script = listing_then_tar(
             &roots,
             true,
+            true,
             REMOTE,
             COMMIT_PERL.as_bytes(),
             SPLIT_PERL.as_bytes(),

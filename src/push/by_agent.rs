@@ -1,0 +1,488 @@
+//! Bringing one host up to date through the remote agent (issue 13): every remote
+//! step happens relative to a directory the agent checked, and counts only when
+//! the agent confirms it.
+//!
+//! One exec per batch starts the agent; its requests go out pipelined:
+//! 1. per mapping, resolve the destination root (made where missing, except in a
+//!    dry run; a symlink on the way only as the ancestor rule allows) and list it;
+//! 2. the listing is compared with the local side by the same rules as for every
+//!    other host ([`super::compare`]);
+//! 3. stale temporaries are offered for removal (the agent removes one only when
+//!    the run that made it is dead), then removals, directories, files (with their
+//!    data, each renamed into place by the agent as soon as it arrived whole) and
+//!    symlinks, then the final modes of directories their owner cannot write;
+//! 4. each answer is reported as it arrives: a file is "sent" only on the agent's
+//!    confirmation. If the agent stops or the connection breaks, every step not
+//!    confirmed yet is failed, and the error is returned (the host is retried).
+//!
+//! A file that changed while it was read, or that is no longer the file the scan
+//! saw, is looked at again and sent again, up to [`super::MAX_ATTEMPTS`] times. A
+//! file that vanished before it was read has nothing to send: one debug line.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use anyhow::Result;
+
+use super::{
+    Item, ItemKind, MAX_ATTEMPTS, Plan, RootWork, Unit, basename, compare as compare_states,
+    describe, join, show,
+};
+use crate::local::{self, FileMeta, Source, Unsendable};
+use crate::report::{Event, HostReport};
+use crate::transfer::agent::{Agent, Answer, NoAgent, Sent};
+use crate::transfer::remote::{ListRoot, RemoteEntry, RootState};
+use crate::transfer::ssh::Connection;
+
+/// What the listing phase learned: the roots in unit order, their states, and the
+/// agent's id for each root directory.
+pub(super) struct Listed {
+    /// One root per usable unit.
+    roots: Vec<ListRoot>,
+    /// One state per usable unit.
+    states: Vec<RootState>,
+    /// The agent's root id per root directory.
+    ids: HashMap<Vec<u8>, usize>,
+}
+
+/// Starts the agent and lists every usable unit's root through it (`create`: make
+/// missing roots). `Ok(None)` when the agent cannot serve this host (no perl, or
+/// forced off): the caller uses the listing script instead.
+pub(super) fn list<'c>(
+    conn: &'c Connection,
+    usable: &[(usize, &Unit<'_>, &Source)],
+    create: bool,
+) -> Result<Option<(Agent<'c>, Listed)>> {
+    if usable.is_empty() || !conn.agent_maybe() {
+        return Ok(None);
+    }
+    let run = crate::transfer::remote::fresh_hex();
+    let mut agent = Agent::start(conn, conn.client_id(), &run, conn.strict_modes())?;
+    let roots: Vec<ListRoot> = usable.iter().map(|(_, u, _)| u.root.clone()).collect();
+    let mut ids = HashMap::new();
+    for (id, root) in roots.iter().enumerate() {
+        ids.entry(root.dir.clone()).or_insert(id);
+        agent.root(id, &root.dir, create)?;
+        agent.list(id, root.max_depth, root.paths.as_deref())?;
+    }
+    let mut states = Vec::with_capacity(roots.len());
+    for root in &roots {
+        let resolved = match agent.answer() {
+            Err(e) if e.is::<NoAgent>() => {
+                log::debug!("no perl on the remote; using the listing script, tar and scp");
+                conn.set_agent(false);
+                return Ok(None);
+            }
+            other => other?,
+        };
+        if conn.agent_unknown() {
+            let h = agent.hello().cloned();
+            log::debug!(
+                "served by hostsync's agent ({})",
+                h.map_or_else(String::new, |h| format!(
+                    "uid {}, mtimes to the {}, {}",
+                    h.uid,
+                    if h.hires { "nanosecond" } else { "second" },
+                    if h.hashes {
+                        "content hashes"
+                    } else {
+                        "no content hashes"
+                    }
+                ))
+            );
+        }
+        conn.set_agent(true);
+        let listing = agent.answer()?;
+        let uid = agent.hello().map_or(u32::MAX, |h| h.uid);
+        states.push(state(root, resolved, listing, uid));
+    }
+    Ok(Some((agent, Listed { roots, states, ids })))
+}
+
+/// A root's state from the agent's answers to its resolution and its listing.
+fn state(root: &ListRoot, resolved: Answer, listing: Answer, uid: u32) -> RootState {
+    let mut state = RootState::default();
+    match resolved {
+        Answer::Failed(reason) => {
+            state.error = Some(reason);
+            return state;
+        }
+        Answer::Done(f) if f.first().is_some_and(|f| f == b"missing") => {
+            state.missing = true;
+            return state;
+        }
+        Answer::Done(f) => {
+            state.open = f
+                .get(3)
+                .filter(|o| !o.is_empty())
+                .map(|o| String::from_utf8_lossy(o).into_owned());
+        }
+        Answer::Listing(_) => {
+            state.error = Some("the remote agent answered out of order".into());
+            return state;
+        }
+    }
+    match listing {
+        Answer::Listing(l) => {
+            state.incomplete = !l.notes.is_empty();
+            for note in &l.notes {
+                log::debug!("listing of {}: {note}", show(&root.dir));
+            }
+            for e in l.entries {
+                if state.open.is_none() && e.entry.kind == b'd' {
+                    state.open = open_below(&root.dir, &e.rel, &e.entry, e.uid, uid);
+                }
+                state.entries.insert(e.rel, e.entry);
+            }
+            state.hashes = l.hashes.into_iter().collect();
+        }
+        Answer::Failed(reason) => state.error = Some(reason),
+        Answer::Done(_) => state.error = Some("the remote agent sent no listing".into()),
+    }
+    state
+}
+
+/// Why others can write directory `rel` below `root`, if they can.
+fn open_below(root: &[u8], rel: &[u8], e: &RemoteEntry, owner: u32, me: u32) -> Option<String> {
+    let at = show(&join(root, rel));
+    if owner != 0 && owner != me {
+        Some(format!("{at} is owned by uid {owner}"))
+    } else if e.mode & 0o022 != 0 {
+        Some(format!(
+            "{at} is writable by its group or others (mode {:04o})",
+            e.mode
+        ))
+    } else {
+        None
+    }
+}
+
+/// [`super::compare`] for a host the agent serves.
+pub(super) fn compare(
+    usable: &[(usize, &Unit<'_>, &Source)],
+    listed: &Listed,
+    report: &mut HostReport,
+) -> Plan {
+    compare_states(usable, &listed.roots, &listed.states, report, "", true)
+}
+
+/// What one request, once answered, reports.
+enum Step {
+    /// A stale temporary offered for removal.
+    Stale(Vec<u8>),
+    /// A removal for `"delete": true`.
+    Remove(Item, Vec<u8>),
+    /// A directory made (or its mode set).
+    Dir(Item, Vec<u8>),
+    /// A directory's final mode, set after what is below it.
+    Mode(Item, Vec<u8>),
+    /// A file, with how its data went.
+    File(Item, Vec<u8>, Sent),
+    /// A symlink.
+    Link(Item, Vec<u8>),
+}
+
+/// One batch's execution: the agent, the steps it has not answered, the counts.
+struct Run<'a, 'c, 'u> {
+    agent: Agent<'c>,
+    /// Steps sent and not answered yet, in request order.
+    steps: VecDeque<Step>,
+    report: &'a mut HostReport,
+    units: &'a [Unit<'u>],
+    /// What each unit changed (for post_sync).
+    changed: Vec<u64>,
+    /// Files to look at again (they changed while read), per root.
+    again: BTreeMap<Vec<u8>, RootWork>,
+    /// Which round this is (1 to [`MAX_ATTEMPTS`]).
+    attempt: usize,
+}
+
+/// Applies `plan` through `agent` (see the module doc), then runs post_sync.
+pub(super) fn apply(
+    conn: &Connection,
+    agent: Agent<'_>,
+    plan: Plan,
+    listed: &Listed,
+    units: &[Unit<'_>],
+    report: &mut HostReport,
+) -> Result<()> {
+    let (files, bytes) = plan
+        .work
+        .values()
+        .flat_map(|w| &w.items)
+        .filter(|i| matches!(i.what, ItemKind::File))
+        .fold((0, 0), |(n, b), i| (n + 1, b + i.size));
+    report.event(Event::Planned { files, bytes });
+    let mut run = Run {
+        agent,
+        steps: VecDeque::new(),
+        report,
+        units,
+        changed: vec![0; units.len()],
+        again: BTreeMap::new(),
+        attempt: 1,
+    };
+    if let Err(e) = run.all(plan, &listed.ids) {
+        run.unconfirmed(&e);
+        return Err(e);
+    }
+    let Run {
+        agent,
+        changed,
+        report,
+        ..
+    } = run;
+    agent.finish()?;
+    for (unit, n) in units.iter().zip(changed) {
+        if n > 0 && !unit.mapping.post_sync.is_empty() {
+            crate::post_sync::run(conn, unit.mapping, report);
+        }
+    }
+    Ok(())
+}
+
+impl Run<'_, '_, '_> {
+    /// Every step of the plan, round after round for files that changed while read.
+    fn all(&mut self, plan: Plan, ids: &HashMap<Vec<u8>, usize>) -> Result<()> {
+        let id = |root: &[u8]| ids.get(root).copied().unwrap_or(0);
+        // Run locks last: a dead run's temporaries go before its lock does.
+        let mut stale = plan.stale_at;
+        stale.sort_by_key(|(_, rel)| basename(rel).ends_with(b".lock"));
+        for (root, rel) in stale {
+            self.agent.stale(id(&root), &rel)?;
+            self.steps.push_back(Step::Stale(join(&root, &rel)));
+        }
+        let mut work = plan.work;
+        for (root, w) in &mut work {
+            for r in std::mem::take(&mut w.removes) {
+                self.agent.remove(id(root), &r.rel)?;
+                let item = Item {
+                    rel: r.rel.clone(),
+                    what: ItemKind::Removed,
+                    local: r.local,
+                    unit: r.unit,
+                    size: 0,
+                    exists: true,
+                    meta: None,
+                    follow: false,
+                };
+                self.steps.push_back(Step::Remove(item, root.clone()));
+            }
+        }
+        loop {
+            for (root, w) in &mut work {
+                self.root(id(root), root, w)?;
+            }
+            while !self.steps.is_empty() {
+                let answer = self.agent.answer()?;
+                self.settle(answer);
+            }
+            work = std::mem::take(&mut self.again);
+            if work.is_empty() {
+                return Ok(());
+            }
+            self.attempt += 1;
+        }
+    }
+
+    /// The directories, files and symlinks below one root, in path order.
+    fn root(&mut self, id: usize, root: &[u8], w: &mut RootWork) -> Result<()> {
+        w.items.sort_by(|a, b| a.rel.cmp(&b.rel));
+        let mut later = Vec::new();
+        for item in std::mem::take(&mut w.items) {
+            match &item.what {
+                ItemKind::Dir => {
+                    let mode = w.dir_modes.get(&item.rel).copied().unwrap_or(0o755);
+                    // A directory its owner cannot write gets its mode once its
+                    // contents are in.
+                    let first = if mode & 0o700 == 0o700 {
+                        mode
+                    } else {
+                        later.push((item.clone(), mode));
+                        mode | 0o700
+                    };
+                    self.agent.mkdir(id, &item.rel, first)?;
+                    self.steps.push_back(Step::Dir(item, root.to_vec()));
+                }
+                ItemKind::File => self.file(id, root, item, &w.dir_modes)?,
+                ItemKind::Symlink { target } => {
+                    let backups = self.units[item.unit].mapping.backups;
+                    self.agent.link(id, &item.rel, target, backups)?;
+                    self.steps.push_back(Step::Link(item, root.to_vec()));
+                }
+                ItemKind::Removed => {}
+            }
+            self.agent.poll()?;
+            while let Some(answer) = self.agent.try_answer() {
+                self.settle(answer);
+            }
+        }
+        for (item, mode) in later {
+            self.agent.mkdir(id, &item.rel, mode)?;
+            self.steps.push_back(Step::Mode(item, root.to_vec()));
+        }
+        Ok(())
+    }
+
+    /// Sends one file, if it is still the file the scan saw.
+    fn file(
+        &mut self,
+        id: usize,
+        root: &[u8],
+        item: Item,
+        dir_modes: &HashMap<Vec<u8>, u32>,
+    ) -> Result<()> {
+        let mapping = self.units[item.unit].mapping;
+        let expect = if self.attempt == 1 { item.meta } else { None };
+        match local::open_for_send(&item.local, expect.as_ref(), item.follow) {
+            Ok((mut file, now)) => {
+                let mode = mapping.file_mode(now.mode);
+                let sent = self
+                    .agent
+                    .put(id, &item.rel, mode, &mut file, &now, mapping.backups)?;
+                self.report.event(Event::Uploaded { bytes: item.size });
+                self.steps.push_back(Step::File(item, root.to_vec(), sent));
+            }
+            Err(Unsendable::Vanished) => {
+                log::debug!(
+                    "{}: {} is gone; nothing to send",
+                    self.report.address,
+                    item.local.display()
+                );
+                self.report.event(Event::Uploaded { bytes: item.size });
+            }
+            Err(Unsendable::Changed) => {
+                self.report.event(Event::Uploaded { bytes: item.size });
+                self.look_again(root, item, dir_modes);
+            }
+            Err(Unsendable::Unreadable(why)) => {
+                self.report.event(Event::Uploaded { bytes: item.size });
+                self.report.fail(&describe(&item, root), &why);
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a file that changed while it was read (or is another file now) for the
+    /// next round, as what it is now; fails it after the last round.
+    fn look_again(&mut self, root: &[u8], item: Item, dir_modes: &HashMap<Vec<u8>, u32>) {
+        if self.attempt >= MAX_ATTEMPTS {
+            self.report.fail(
+                &describe(&item, root),
+                "the local file kept changing while it was read; it will be sent on the next run",
+            );
+            return;
+        }
+        log::info!(
+            "{}: {} changed while it was read; sending it again",
+            self.report.address,
+            item.local.display()
+        );
+        let Some(now) = rescan(&item) else {
+            log::debug!("{}: {} is gone", self.report.address, item.local.display());
+            return;
+        };
+        let w = self.again.entry(root.to_vec()).or_default();
+        w.dir_modes.clone_from(dir_modes);
+        w.items.push(now);
+    }
+
+    /// Reports one answer for the oldest unanswered step.
+    fn settle(&mut self, answer: Answer) {
+        let Some(step) = self.steps.pop_front() else {
+            return;
+        };
+        let failed = match answer {
+            Answer::Failed(reason) => Some(reason),
+            _ => None,
+        };
+        match (step, failed) {
+            (Step::Stale(path), None) => log::debug!("stale temporary {}: done", show(&path)),
+            (Step::Stale(path), Some(why)) => {
+                log::debug!("stale temporary {}: {why}", show(&path))
+            }
+            (Step::Remove(item, root), None) => {
+                self.changed[item.unit] += 1;
+                let local = item.local.display().to_string();
+                self.report
+                    .removed_path(&local, &show(&join(&root, &item.rel)));
+            }
+            (Step::Dir(item, _) | Step::Mode(item, _), None) => self.changed[item.unit] += 1,
+            (Step::Dir(item, root), Some(why)) => self.report.fail(
+                &describe(&item, &root),
+                &format!(
+                    "cannot create remote directory {}: {why}",
+                    show(&join(&root, &item.rel))
+                ),
+            ),
+            (Step::File(item, root, sent), None) => match sent {
+                Sent::Whole(meta) => {
+                    self.changed[item.unit] += 1;
+                    let local = item.local.display().to_string();
+                    self.report
+                        .sent_file(&local, &show(&join(&root, &item.rel)), meta.size);
+                }
+                Sent::Changed => {
+                    let modes = HashMap::new();
+                    self.look_again(&root, item, &modes);
+                }
+                Sent::Unreadable(why) => self.report.fail(&describe(&item, &root), &why),
+            },
+            (Step::Link(item, root), None) => {
+                self.changed[item.unit] += 1;
+                let local = item.local.display().to_string();
+                self.report
+                    .sent_file(&local, &show(&join(&root, &item.rel)), 0);
+            }
+            (
+                Step::Remove(item, root)
+                | Step::Mode(item, root)
+                | Step::File(item, root, _)
+                | Step::Link(item, root),
+                Some(why),
+            ) => self.report.fail(&describe(&item, &root), &why),
+        }
+    }
+
+    /// The agent stopped or the connection broke: every step not confirmed failed.
+    fn unconfirmed(&mut self, e: &anyhow::Error) {
+        let why = format!("not confirmed by the remote: {e:#}");
+        for step in std::mem::take(&mut self.steps) {
+            match step {
+                Step::Stale(_) => {}
+                Step::Remove(item, root)
+                | Step::Dir(item, root)
+                | Step::Mode(item, root)
+                | Step::File(item, root, _)
+                | Step::Link(item, root) => self.report.fail(&describe(&item, &root), &why),
+            }
+        }
+    }
+}
+
+/// What `item`'s local path is now, as an item to send (a file or a symlink), or
+/// `None` when it is gone or neither.
+fn rescan(item: &Item) -> Option<Item> {
+    let md = if item.follow {
+        std::fs::metadata(&item.local)
+    } else {
+        std::fs::symlink_metadata(&item.local)
+    }
+    .ok()?;
+    let mut now = item.clone();
+    if md.is_file() {
+        let meta = FileMeta::of(&md);
+        now.what = ItemKind::File;
+        now.size = meta.size;
+        now.meta = Some(meta);
+    } else if md.file_type().is_symlink() {
+        let target = std::fs::read_link(&item.local).ok()?;
+        now.what = ItemKind::Symlink {
+            target: std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()).to_vec(),
+        };
+        now.size = 0;
+        now.meta = None;
+    } else {
+        return None;
+    }
+    Some(now)
+}

@@ -1,0 +1,473 @@
+# hostsync's remote agent: every remote step of a batch, relative to checked
+# directories (issue 13). Runs as `perl -e PROGRAM CLIENT RUN STRICT` under the
+# login user, with only core modules that Debian's perl-base has (strict, Fcntl);
+# Time::HiRes and Digest::SHA are used when present.
+#
+# Reads:  frames on stdin, each TAG (1 byte), LEN (4 bytes, big-endian), then LEN
+#         bytes of NUL-separated fields. Requests, with their fields:
+#           R root-id path create      resolve a destination root (mkdir -p if create)
+#           L root-id depth [rel...]   list below a root (all, or only these paths)
+#           D root-id rel mode         make a directory, or set an existing one's mode
+#           P root-id rel mode mtime-s mtime-ns size backups
+#                                      a file; its bytes follow as `d` frames (raw
+#                                      bytes), ended by a `z` frame: "1" keep, "0" drop
+#           S root-id rel target backups   make a symlink
+#           X root-id rel              remove a file or tree
+#           T root-id rel              remove a stale temporary if its run is dead
+#           Q                          end: release the run's locks and exit 0
+# Prints: frames on stdout, the same layout. First `H version uid hires hash`.
+#         No tag means two things, in either direction (src/transfer/agent.rs
+#         names them all).
+#         Then, per request, in order: for L, `e` entries (type size mtime-s
+#         mtime-ns mode uid rel target), `h` hashes (rel sha256) and `x` notes
+#         (a part that could not be listed); then exactly one `K` (done, with
+#         fields) or `F` (failed: reason) that ends the request. Nothing is
+#         reported done that was not done.
+#
+# Safety: a root is resolved from / one component at a time. A component that is
+# a symlink is followed only where the directory holding it can be written by no
+# one but root and the login user (a sticky one counts when the link is theirs),
+# unless STRICT is 0. Below a root no symlink is ever followed: every directory is
+# entered by lstat, chdir and a check that "." is the inode lstat saw, and every
+# step acts on one name inside the directory it is in (rename, unlink, link,
+# symlink, mkdir, O_EXCL|O_NOFOLLOW create, fchmod and futimes on an open file).
+# Temporaries are `.hostsync-tmp.CLIENT.RUN.N`, made with O_EXCL, and each root
+# written to holds `.hostsync-tmp.CLIENT.RUN.lock` with flock while the run lives,
+# so a stale temporary is removed only when its run's lock is free.
+use strict;
+use Fcntl qw(O_RDONLY O_WRONLY O_CREAT O_EXCL O_NOFOLLOW O_DIRECTORY :flock);
+
+my ($CID, $RUN, $STRICT) = @ARGV;
+$STRICT = 1 unless defined $STRICT && $STRICT eq "0";
+my $UID = $<;
+my $PFX = ".hostsync-tmp.";
+my $HIRES = eval { require Time::HiRes; 1 } ? 1 : 0;
+my $SHA = eval { require Digest::SHA; 1 } ? "digest" : (have("sha256sum") ? "sha256sum" : "none");
+$SIG{PIPE} = "IGNORE";
+binmode STDIN; binmode STDOUT;
+
+sub have { my ($c) = @_;
+  for my $d (split /:/, $ENV{PATH} // "") { return 1 if $d ne "" && -x "$d/$c" && !-d "$d/$c" }
+  return 0;
+}
+
+# ---- framing ----
+my $in = ""; my $pos = 0; my $out = "";
+sub flush_out {
+  while (length $out) {
+    my $w = syswrite(STDOUT, $out);
+    if (!defined $w) { next if $!{EINTR}; exit 3 }
+    substr($out, 0, $w) = "";
+  }
+}
+sub ready { my $r = ""; vec($r, 0, 1) = 1; return select($r, undef, undef, 0) > 0 }
+sub fill { my ($n) = @_;
+  while (length($in) - $pos < $n) {
+    if ($pos > 0) { substr($in, 0, $pos) = ""; $pos = 0 }
+    flush_out() if length($out) && !ready();
+    my $r = sysread(STDIN, $in, 1 << 18, length $in);
+    if (!defined $r) { next if $!{EINTR}; return 0 }
+    return 0 if $r == 0;
+  }
+  return 1;
+}
+# The temporary being written (in the current directory), for `bail`.
+my $OPEN_TMP;
+# Ends the agent on broken input: what it was writing goes, its locks are released.
+sub bail { my ($why) = @_;
+  print STDERR "agent: $why\n";
+  unlink $OPEN_TMP if defined $OPEN_TMP;
+  quit();
+  flush_out();
+  exit 2;
+}
+sub frame {
+  return () unless fill(5);
+  my ($t, $n) = unpack("aN", substr($in, $pos, 5));
+  bail("a frame of $n bytes") if $n > (1 << 20) + 64;
+  bail("the input ended inside a frame") unless fill(5 + $n);
+  my $p = substr($in, $pos + 5, $n); $pos += 5 + $n;
+  return ($t, $p);
+}
+sub send_frame { my ($t, @f) = @_;
+  my $p = join("\0", @f);
+  $out .= pack("aN", $t, length $p) . $p;
+  flush_out() if length($out) > 32768;
+}
+sub ok { send_frame("K", @_) }
+sub fail { send_frame("F", @_) }
+
+# ---- trust ----
+sub who { my ($uid) = @_; my $n = getpwuid($uid); return defined $n ? "$n (uid $uid)" : "uid $uid" }
+sub ours { my ($uid) = @_; return $uid == 0 || $uid == $UID }
+# Why others can write the directory of these stat fields, or "".
+sub open_to_others { my ($where, @st) = @_;
+  return "" unless @st;
+  my ($mode, $uid) = ($st[2] & 07777, $st[4]);
+  return sprintf("%s is owned by %s", $where, who($uid)) unless ours($uid);
+  return sprintf("%s is writable by its group or others (mode %04o)", $where, $mode) if $mode & 022;
+  return "";
+}
+
+# ---- the current directory ----
+# Enters `name` (one component, in the current directory) without following a
+# symlink there: lstat, chdir, then "." must be the inode lstat saw.
+my $MISSING = "a parent directory is missing on the remote";
+sub enter { my ($name) = @_;
+  my @l = lstat($name);
+  return $MISSING unless @l;
+  return "a parent is a symlink or not a directory on the remote" if -l _ || !-d _;
+  chdir($name) or return "cannot enter $name: $!";
+  my @s = stat(".");
+  return "a parent was swapped while it was entered" unless @s && $s[0] == $l[0] && $s[1] == $l[1];
+  return "";
+}
+
+my %ROOT;             # id -> { fh, dev, ino, path, lock }
+my ($CUR, $CURREL);   # the root and the directory below it the process is in
+
+# Moves into directory `rel` below root `id` (every component entered as above).
+sub walk { my ($id, $rel) = @_;
+  my $r = $ROOT{$id} or return "unknown root $id";
+  return "" if defined $CUR && $CUR eq $id && $CURREL eq $rel;
+  undef $CUR;
+  chdir($r->{fh}) or return "cannot return to the destination: $!";
+  my @s = stat(".");
+  return "the destination changed while it was used" unless @s && $s[0] == $r->{dev} && $s[1] == $r->{ino};
+  for my $c (split m{/}, $rel) {
+    next if $c eq "";
+    return "bad path" if $c eq "." || $c eq "..";
+    my $e = enter($c);
+    return $e if $e ne "";
+  }
+  ($CUR, $CURREL) = ($id, $rel);
+  return "";
+}
+sub split_rel { my ($rel) = @_;
+  my $i = rindex($rel, "/");
+  return $i < 0 ? ("", $rel) : (substr($rel, 0, $i), substr($rel, $i + 1));
+}
+
+# Resolves absolute `path` from /, creating what is missing when `create`, and
+# following a symlink only where the ancestor rule allows (see the header).
+sub resolve { my ($path, $create) = @_;
+  undef $CUR;
+  chdir("/") or return ("cannot enter /: $!");
+  my @todo = grep { $_ ne "" } split m{/}, $path;
+  my $hops = 0; my $at = "";
+  while (@todo) {
+    my $c = shift @todo;
+    next if $c eq ".";
+    if ($c eq "..") { chdir("..") or return ("cannot enter ..: $!"); $at =~ s{/[^/]*$}{}; next }
+    my @l = lstat($c);
+    if (!@l) {
+      return ("missing") unless $create;
+      if (!mkdir($c, 0755) && !$!{EEXIST}) { return ("cannot create $at/$c: $!") }
+      @l = lstat($c) or return ("cannot create $at/$c: $!");
+    }
+    if (-l _) {
+      return ("too many symlinks in $path") if ++$hops > 40;
+      if ($STRICT) {
+        my @d = stat(".");
+        my $why = open_to_others("its directory " . ($at eq "" ? "/" : $at), @d);
+        $why = "" if $why ne "" && ($d[2] & 01000) && ours($l[4]);
+        return ("$at/$c is a symlink and $why, so it is not followed; make that directory writable only by root and the login user, or set [ssh] strict_modes = no") if $why ne "";
+      }
+      my $t = readlink($c);
+      return ("cannot read the symlink $at/$c: $!") unless defined $t;
+      if ($t =~ m{^/}) { chdir("/") or return ("cannot enter /: $!"); $at = "" }
+      unshift @todo, grep { $_ ne "" } split m{/}, $t;
+      next;
+    }
+    return ("$at/$c exists and is not a directory") unless -d _;
+    my $e = enter($c);
+    return ("$at/$c: $e") if $e ne "";
+    $at .= "/$c";
+  }
+  my @s = stat(".");
+  sysopen(my $fh, ".", O_RDONLY | O_DIRECTORY) or return ("cannot read $path: $!");
+  my @p = stat("..");
+  my $open = join("; ", grep { $_ ne "" } open_to_others("the destination", @s),
+    (@p && !($p[2] & 01000)) ? open_to_others("its parent", @p) : "");
+  return ("", $fh, $s[0], $s[1], $open);
+}
+
+# ---- requests ----
+sub req_root { my ($id, $path, $create) = @_;
+  my ($err, $fh, $dev, $ino, $open) = resolve($path, $create eq "1");
+  if ($err eq "missing") { ok("missing"); return }
+  if ($err ne "") { fail($err); return }
+  $ROOT{$id} = { fh => $fh, dev => $dev, ino => $ino, path => $path };
+  ok("dir", $dev, $ino, $open);
+}
+
+sub mtime_ns { my ($name) = @_;
+  return 0 unless $HIRES;
+  my @s = Time::HiRes::lstat($name);
+  return 0 unless @s;
+  my $f = $s[9] - int($s[9]);
+  $f += 1 if $f < 0;
+  return int($f * 1e9 + 0.5) % 1000000000;
+}
+sub entry { my ($rel, $name, @l) = @_;
+  my $type = -l _ ? "l" : -d _ ? "d" : -f _ ? "f" : "o";
+  my $target = $type eq "l" ? (readlink($name) // "") : "";
+  send_frame("e", $type, $l[7], $l[9], mtime_ns($name), sprintf("%o", $l[2] & 07777), $l[4], $rel, $target);
+  return $type;
+}
+sub hash_here { my ($name) = @_;
+  return undef if $SHA eq "none";
+  sysopen(my $fh, $name, O_RDONLY | O_NOFOLLOW) or return undef;
+  if ($SHA eq "digest") { my $d = Digest::SHA->new(256); $d->addfile($fh); return $d->hexdigest }
+  my $pid = open(my $kid, "-|");
+  return undef unless defined $pid;
+  if ($pid == 0) { open(STDIN, "<&", $fh) or exit 1; exec("sha256sum") or exit 127 }
+  my $line = <$kid>; close $kid;
+  return ($? == 0 && defined $line && $line =~ /^([0-9a-f]{64})/) ? $1 : undef;
+}
+# Lists the current directory (as `prefix`), `depth` more levels (-1: all).
+sub list_here { my ($prefix, $depth) = @_;
+  opendir(my $dh, ".") or do { send_frame("x", "cannot list " . ($prefix eq "" ? "." : $prefix) . ": $!"); return };
+  my $mine = $PFX . "$CID.$RUN.";
+  my @names = sort grep { $_ ne "." && $_ ne ".." && index($_, $mine) != 0 } readdir($dh);
+  closedir $dh;
+  for my $n (@names) {
+    my @l = lstat($n) or next;
+    my $rel = $prefix eq "" ? $n : "$prefix/$n";
+    my $type = entry($rel, $n, @l);
+    next unless $type eq "d" && $depth != 0;
+    sysopen(my $back, ".", O_RDONLY | O_DIRECTORY) or do { send_frame("x", "cannot list $rel: $!"); next };
+    my $e = enter($n);
+    if ($e ne "") { send_frame("x", "cannot list $rel: $e") } else { list_here($rel, $depth - 1) }
+    chdir($back) or do { undef $CUR; die "agent: lost the directory above $rel: $!\n" };
+  }
+}
+sub req_list { my ($id, $depth, @paths) = @_;
+  my $e = walk($id, "");
+  if ($e ne "") { fail($e); return }
+  undef $CUR;
+  $depth = $depth eq "" ? -1 : $depth - 1;
+  if (!@paths) { list_here("", $depth); ok(); return }
+  my $root = $ROOT{$id}{fh};
+  # Each path with its parents (alone), so a parent that is not a directory is seen.
+  for my $p (@paths) {
+    chdir($root) or do { fail("cannot return to the destination: $!"); return };
+    my @c = grep { $_ ne "" } split m{/}, $p;
+    my $rel = ""; my $fine = 1;
+    while (@c > 1) {
+      my $n = shift @c;
+      $rel = $rel eq "" ? $n : "$rel/$n";
+      my @l = lstat($n) or do { $fine = 0; last };
+      my $type = entry($rel, $n, @l);
+      if ($type ne "d" || enter($n) ne "") { $fine = 0; last }
+    }
+    next unless $fine && @c;
+    my $n = $c[0];
+    $rel = $rel eq "" ? $n : "$rel/$n";
+    my @l = lstat($n) or next;
+    my $type = entry($rel, $n, @l);
+    if ($type eq "f") { my $h = hash_here($n); send_frame("h", $rel, $h) if defined $h }
+    elsif ($type eq "d" && enter($n) eq "") { list_here($rel, -1) }
+  }
+  ok();
+}
+
+my $SEQ = 0;
+sub tmp_name { return $PFX . "$CID.$RUN." . $SEQ++ }
+# Holds this run's lock in root `id` (made on the first write there).
+sub lock_root { my ($id) = @_;
+  my $r = $ROOT{$id};
+  return "" if $r->{lock};
+  my $e = walk($id, ""); return $e if $e ne "";
+  my $name = $PFX . "$CID.$RUN.lock";
+  sysopen(my $l, $name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600) or return "cannot create the run's lock: $!";
+  flock($l, LOCK_EX | LOCK_NB) or return "cannot lock the run's lock: $!";
+  $r->{lock} = $l;
+  return "";
+}
+# Keeps up to `n` previous versions of regular file `d` (in the current directory).
+sub backup { my ($d, $n) = @_;
+  return "" unless $n > 0;
+  my @l = lstat($d);
+  return "" unless @l && -f _;
+  for (my $k = $n - 1; $k >= 1; $k--) {
+    my ($from, $to) = ("$d.$k", "$d." . ($k + 1));
+    next unless lstat($from);
+    rename($from, $to) or return "cannot rotate $from to $to: $!";
+  }
+  if (lstat("$d.1")) {
+    return "cannot drop the oldest backup $d.1: it is a directory" if -d _;
+    unlink("$d.1") or return "cannot drop the oldest backup $d.1: $!";
+  }
+  link($d, "$d.1") or return "cannot keep the previous version as $d.1: $!";
+  return "";
+}
+# Puts temporary `tmp` in place as `name` (both in the current directory).
+sub place { my ($tmp, $name, $backups) = @_;
+  if (lstat($name) && -d _) { unlink $tmp; return "remote path is a directory" }
+  my $e = backup($name, $backups);
+  if ($e ne "") { unlink $tmp; return "not replaced: $e" }
+  rename($tmp, $name) or do { my $why = "$!"; unlink $tmp; return "rename into place failed: $why" };
+  return "";
+}
+sub set_mode { my ($fh, $mode) = @_; chmod(oct($mode), $fh) or return "cannot set the mode: $!"; return "" }
+
+sub req_dir { my ($id, $rel, $mode) = @_;
+  my ($dir, $name) = split_rel($rel);
+  my $e = walk($id, $dir);
+  if ($e ne "") { fail("cannot create remote directory: $e"); return }
+  if (!mkdir($name, 0700) && !$!{EEXIST}) { fail("cannot create remote directory: $!"); return }
+  sysopen(my $fh, $name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW) or do {
+    my $why = $!;
+    my @l = lstat($name);
+    if (@l && (-l _ || !-d _)) { fail("the remote path exists and is not a directory") } else { fail("cannot open the remote directory: $why") }
+    return;
+  };
+  $e = set_mode($fh, $mode);
+  if ($e ne "") { fail($e) } else { ok() }
+}
+
+sub set_times { my ($fh, $s, $ns) = @_;
+  my $ok = $HIRES ? Time::HiRes::utime(time(), $s + $ns / 1e9, $fh) : utime(time(), $s, $fh);
+  return $ok ? "" : "cannot set the mtime: $!";
+}
+sub req_put { my ($id, $rel, $mode, $ms, $mns, $size, $backups) = @_;
+  my ($dir, $name) = split_rel($rel);
+  my $e = lock_root($id);
+  $e = walk($id, $dir) if $e eq "";
+  my ($fh, $tmp);
+  if ($e eq "") {
+    $tmp = tmp_name();
+    if (sysopen($fh, $tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600)) { $OPEN_TMP = $tmp }
+    else { $e = "cannot create a temporary: $!"; undef $fh }
+  }
+  my ($got, $verdict) = (0, "");
+  while (1) {
+    my ($t, $p) = frame();
+    bail(defined $t ? "an unexpected frame $t inside a file" : "the input ended inside a file")
+      if !defined $t || ($t ne "d" && $t ne "z");
+    if ($t eq "z") { $verdict = $p; last }
+    next unless $fh;
+    my ($o, $len) = (0, length $p);
+    while ($o < $len) {
+      my $w = syswrite($fh, $p, $len - $o, $o);
+      if (!defined $w) { next if $!{EINTR}; $e = "cannot write: $!"; last }
+      $o += $w;
+    }
+    $got += $o;
+    if ($e ne "") { close $fh; unlink $tmp; undef $fh; undef $OPEN_TMP }
+  }
+  undef $OPEN_TMP;
+  if ($e ne "") { fail($e); return }
+  if ($verdict ne "1") { close $fh; unlink $tmp; ok("dropped"); return }
+  if ($got != $size) { close $fh; unlink $tmp; fail("the file arrived short ($got of $size bytes)"); return }
+  $e = set_mode($fh, $mode);
+  $e = set_times($fh, $ms, $mns) if $e eq "";
+  $e = "cannot write: $!" if !close($fh) && $e eq "";
+  if ($e ne "") { unlink $tmp; fail($e); return }
+  $e = place($tmp, $name, $backups);
+  if ($e ne "") { fail($e) } else { ok("placed") }
+}
+
+sub req_link { my ($id, $rel, $target, $backups) = @_;
+  my ($dir, $name) = split_rel($rel);
+  my $e = lock_root($id);
+  $e = walk($id, $dir) if $e eq "";
+  if ($e ne "") { fail($e); return }
+  my $tmp = tmp_name();
+  symlink($target, $tmp) or do { fail("symlink failed: $!"); return };
+  $e = place($tmp, $name, $backups);
+  if ($e ne "") { fail($e) } else { ok("placed") }
+}
+
+# Removes `name` (in the current directory) and, for a directory, all below it,
+# never following a symlink; returns to the current directory.
+sub rmtree { my ($name) = @_;
+  my @l = lstat($name);
+  return "" unless @l;
+  if (-l _ || !-d _) { return (unlink($name) || $!{ENOENT}) ? "" : "remove failed: $!" }
+  sysopen(my $back, ".", O_RDONLY | O_DIRECTORY) or return "remove failed: $!";
+  my $e = enter($name);
+  return "remove failed: $e" if $e ne "";
+  my $first = "";
+  if (opendir(my $dh, ".")) {
+    my @names = grep { $_ ne "." && $_ ne ".." } readdir($dh);
+    closedir $dh;
+    for my $n (@names) { my $x = rmtree($n); $first = $x if $first eq "" }
+  } else { $first = "remove failed: cannot list $name: $!" }
+  chdir($back) or die "agent: lost a directory while removing: $!\n";
+  return $first if $first ne "";
+  return rmdir($name) ? "" : "remove failed: $!";
+}
+sub req_remove { my ($id, $rel) = @_;
+  my ($dir, $name) = split_rel($rel);
+  my $e = walk($id, $dir);
+  if ($e eq $MISSING) { ok("gone"); return }
+  if ($e ne "") { fail("not removed: $e"); return }
+  $e = rmtree($name);
+  if ($e ne "") { fail($e) } else { ok("removed") }
+}
+
+# Whether the run `r` of client `c` holds its lock in any directory from the root
+# down to `dir` (a nested mapping's run keeps its lock in its own root).
+sub run_live { my ($id, $dir, $c, $r) = @_;
+  return 1 if $r eq $RUN;
+  my $lock = $PFX . "$c.$r.lock";
+  my $at = "";
+  for my $part ("", grep { $_ ne "" } split m{/}, $dir) {
+    $at = $at eq "" ? $part : "$at/$part";
+    last if walk($id, $at) ne "";
+    if (sysopen(my $l, $lock, O_RDONLY | O_NOFOLLOW)) {
+      my $free = flock($l, LOCK_EX | LOCK_NB);
+      close $l;
+      return 1 unless $free;
+    }
+  }
+  return 0;
+}
+sub req_stale { my ($id, $rel) = @_;
+  my ($dir, $name) = split_rel($rel);
+  if (index($name, $PFX) != 0) { ok("kept"); return }
+  my $live;
+  if ($name =~ /^\.hostsync-tmp\.([0-9a-f]{8})\.([0-9a-f]{16})\.(?:\d+|lock)$/) {
+    $live = run_live($id, $dir, $1, $2);
+  } else {
+    # Another client's or an older version's: only once it is a day old.
+    my $e = walk($id, $dir);
+    my @l = $e eq "" ? lstat($name) : ();
+    $live = !(@l && $l[9] < time() - 86400);
+  }
+  if ($live) { ok("kept"); return }
+  my $e = walk($id, $dir);
+  if ($e ne "") { ok("kept"); return }
+  my @l = lstat($name);
+  if (!@l) { ok("gone"); return }
+  if (-d _ && !-l _) { ok("kept"); return }
+  if (unlink($name)) { ok("removed") } else { fail("cannot remove the stale temporary: $!") }
+}
+
+# Releases this run's locks (each lock file is removed while still held).
+sub quit {
+  for my $id (sort keys %ROOT) {
+    my $r = $ROOT{$id};
+    next unless $r->{lock};
+    unlink($PFX . "$CID.$RUN.lock") if walk($id, "") eq "";
+    close $r->{lock};
+  }
+}
+
+send_frame("H", 1, $UID, $HIRES, $SHA);
+flush_out();
+my %REQ = (R => \&req_root, L => \&req_list, D => \&req_dir, P => \&req_put,
+           S => \&req_link, X => \&req_remove, T => \&req_stale);
+while (1) {
+  my ($t, $p) = frame();
+  last unless defined $t;
+  if ($t eq "Q") { quit(); ok(); flush_out(); exit 0 }
+  my $f = $REQ{$t};
+  bail("an unknown request $t") unless $f;
+  $f->(split /\0/, $p, -1);
+}
+quit();
+flush_out();
+exit 0;

@@ -1,0 +1,1126 @@
+//! The client side of the remote agent: one perl process per batch that does every
+//! remote step relative to checked directories (issue 13).
+//!
+//! The agent ([`PROGRAM`], `agent.pl`, whose header gives the grammar) is started
+//! with one exec, `perl -e PROGRAM CLIENT RUN STRICT`, and then speaks framed
+//! records on the channel: a tag byte, a 4-byte big-endian length, NUL-separated
+//! fields. Requests go out pipelined, file data included ([`Agent::put`]); answers
+//! come back in request order, each request ended by exactly one [`tag::DONE`] or
+//! [`tag::FAILED`] record, and hostsync reports a step as done only on its `DONE`.
+//! If the agent dies or the connection breaks, every step still unanswered is
+//! unconfirmed, and the caller reports it as failed.
+//!
+//! What the remote sends back is untrusted: one record is at most [`MAX_RECORD`]
+//! bytes, the whole reply stays within a [`Budget`] that grows with each request
+//! (a listing's allowance grows with the paths it asks for), and while hostsync
+//! waits at least 1 KiB must arrive per `io_timeout` ([`super::bounded`]).
+//!
+//! A host without perl answers the exec with status 127 and no record; that is
+//! [`NoAgent`], and the caller serves the host the old way (listing script, tar or
+//! SCP, sh commit), which it allows only for destinations others cannot write.
+
+use std::collections::VecDeque;
+use std::io::{BufWriter, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Result, anyhow, bail};
+
+use super::bounded::Budget;
+use super::pace::Paced;
+use super::remote::{RemoteEntry, quote};
+use super::ssh::Connection;
+use crate::local::FileMeta;
+
+/// The agent's program, sent with every start (comment lines dropped, see [`program`]).
+pub const PROGRAM: &str = include_str!("agent.pl");
+
+/// The record tags, in both directions; no tag means two things.
+pub mod tag {
+    /// Request: resolve a destination root (`id path create`).
+    pub const ROOT: u8 = b'R';
+    /// Request: list below a root (`id depth [rel...]`).
+    pub const LIST: u8 = b'L';
+    /// Request: make a directory or set its mode (`id rel mode`).
+    pub const DIR: u8 = b'D';
+    /// Request: a file (`id rel mode mtime-s mtime-ns size backups`), then data.
+    pub const PUT: u8 = b'P';
+    /// Request: raw bytes of the file being put.
+    pub const DATA: u8 = b'd';
+    /// Request: the end of a file's data, with the verdict `1` keep or `0` drop.
+    pub const VERDICT: u8 = b'z';
+    /// Request: make a symlink (`id rel target backups`).
+    pub const LINK: u8 = b'S';
+    /// Request: remove a file or tree (`id rel`).
+    pub const REMOVE: u8 = b'X';
+    /// Request: remove a stale temporary if its run is dead (`id rel`).
+    pub const STALE: u8 = b'T';
+    /// Request: end; release the run's locks.
+    pub const QUIT: u8 = b'Q';
+    /// Reply: the agent is up (`version uid hires hash`).
+    pub const HELLO: u8 = b'H';
+    /// Reply: one listed entry (`type size mtime-s mtime-ns mode uid rel target`).
+    pub const ENTRY: u8 = b'e';
+    /// Reply: a listed file's SHA-256 (`rel hex`).
+    pub const HASH: u8 = b'h';
+    /// Reply: part of a listing could not be read (`reason`).
+    pub const NOTE: u8 = b'x';
+    /// Reply: the request is done (fields depend on the request).
+    pub const DONE: u8 = b'K';
+    /// Reply: the request failed (`reason`).
+    pub const FAILED: u8 = b'F';
+}
+
+/// The largest record the agent may send (a path, a link target and a reason).
+pub const MAX_RECORD: usize = 64 * 1024;
+
+/// The largest data frame hostsync sends.
+const CHUNK: usize = 256 * 1024;
+
+/// Bytes buffered before a write to the channel.
+const BUFFER: usize = 256 * 1024;
+
+/// Reply bytes allowed per request that is not a listing.
+const PER_STEP: u64 = 8 * 1024;
+
+/// Reply bytes every listing may use whatever it asked for, and per path asked for.
+const LISTING_BASE: u64 = 64 << 20;
+const LISTING_PER_PATH: u64 = 64 * 1024;
+
+/// The remote has no perl (the exec exited 127 without a record): serve it another way.
+#[derive(Debug)]
+pub struct NoAgent;
+
+impl std::fmt::Display for NoAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the remote has no perl for hostsync's agent")
+    }
+}
+
+impl std::error::Error for NoAgent {}
+
+/// What the agent said about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// The login user's uid.
+    pub uid: u32,
+    /// Whether mtimes are read and set to the nanosecond (Time::HiRes).
+    pub hires: bool,
+    /// Whether listings carry SHA-256 of files (Digest::SHA or sha256sum).
+    pub hashes: bool,
+}
+
+/// One listed entry, with what only the agent reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Path below the root.
+    pub rel: Vec<u8>,
+    /// The entry.
+    pub entry: RemoteEntry,
+    /// Its owner.
+    pub uid: u32,
+}
+
+/// What a listing found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Every entry, parents before children.
+    pub entries: Vec<Listed>,
+    /// SHA-256 of the files a path listing named.
+    pub hashes: Vec<(Vec<u8>, String)>,
+    /// Parts that could not be listed.
+    pub notes: Vec<String>,
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Done, with the request's fields (e.g. `placed`, `dropped`, `missing`).
+    Done(Vec<Vec<u8>>),
+    /// A listing, complete.
+    Listing(Listing),
+    /// Failed: the agent's reason.
+    Failed(String),
+}
+
+/// How a file's data went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// All of it, unchanged while read: the agent keeps it (its answer confirms).
+    Whole(FileMeta),
+    /// It changed while it was read: the agent drops it.
+    Changed,
+    /// It could not be read (the agent drops what came): the reason.
+    Unreadable(String),
+}
+
+/// A request waiting for its answer.
+enum Waiting {
+    /// A listing, collecting its entries.
+    List(Listing),
+    /// Any other request.
+    Step,
+}
+
+/// A running agent on one connection.
+pub struct Agent<'c> {
+    /// The channel, paced, buffered.
+    out: BufWriter<Paced<'c>>,
+    /// Reply bytes received and not parsed yet (from `at` on).
+    input: Vec<u8>,
+    /// Where parsing resumes in `input`.
+    at: usize,
+    /// Requests sent and not answered, oldest first.
+    waiting: VecDeque<Waiting>,
+    /// Answers not taken yet, in request order.
+    answers: VecDeque<Answer>,
+    /// What the replies may still cost.
+    budget: Budget,
+    /// The agent's greeting, once it came.
+    hello: Option<Hello>,
+    /// Shutdown: stop between two chunks.
+    cancel: std::sync::Arc<AtomicBool>,
+    /// A data buffer for files.
+    buf: Vec<u8>,
+}
+
+/// The program without its comment lines and indentation: about half the bytes on
+/// every exec. Only whole-line comments go; no line of the program starts a string.
+pub fn program() -> String {
+    PROGRAM
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl<'c> Agent<'c> {
+    /// Starts the agent on `conn` for client `client` and run `run` (both lowercase
+    /// hex; see agent.pl), following symlinked ancestors only as the ancestor rule
+    /// allows unless `strict` is false. Nothing is read yet: requests may follow at
+    /// once, and the first answer shows whether the remote has perl ([`NoAgent`]).
+    pub fn start(conn: &'c Connection, client: &str, run: &str, strict: bool) -> Result<Agent<'c>> {
+        let command = format!(
+            "perl -e {} {client} {run} {}",
+            String::from_utf8(quote(program().as_bytes())).expect("ASCII program"),
+            u8::from(strict)
+        );
+        let channel = conn.exec(&command)?;
+        Ok(Agent {
+            out: BufWriter::with_capacity(BUFFER, Paced::new(conn, channel)),
+            input: Vec::new(),
+            at: 0,
+            waiting: VecDeque::new(),
+            answers: VecDeque::new(),
+            budget: Budget::new("the remote agent", PER_STEP, conn.io_timeout()),
+            hello: None,
+            cancel: conn.cancel_flag(),
+            buf: vec![0; CHUNK],
+        })
+    }
+
+    /// The agent's greeting, once an answer has been read.
+    pub fn hello(&self) -> Option<&Hello> {
+        self.hello.as_ref()
+    }
+
+    /// Requests remaining to be answered.
+    pub fn unanswered(&self) -> usize {
+        self.waiting.len() + self.answers.len()
+    }
+
+    /// Resolves destination root `id` at absolute `path` (made if `create`).
+    /// Answer: `Done(["dir", dev, ino, open])` (`open` says who else can write
+    /// there, or is empty), `Done(["missing"])`, or `Failed`.
+    pub fn root(&mut self, id: usize, path: &[u8], create: bool) -> Result<()> {
+        let id = id.to_string();
+        self.request(
+            tag::ROOT,
+            &[id.as_bytes(), path, if create { b"1" } else { b"0" }],
+        )
+    }
+
+    /// Lists root `id`, `depth` levels deep (`None`: all), or only `paths` (each
+    /// with its parents, alone, and what is below it, hashing files).
+    pub fn list(&mut self, id: usize, depth: Option<u32>, paths: Option<&[Vec<u8>]>) -> Result<()> {
+        let id = id.to_string();
+        let depth = depth.map(|d| d.to_string()).unwrap_or_default();
+        let mut fields: Vec<&[u8]> = vec![id.as_bytes(), depth.as_bytes()];
+        if let Some(paths) = paths {
+            fields.extend(paths.iter().map(Vec::as_slice));
+        }
+        let asked = paths.map_or(0, <[_]>::len) as u64;
+        self.budget
+            .grow(LISTING_BASE + asked.saturating_mul(LISTING_PER_PATH));
+        self.send(tag::LIST, &fields)?;
+        self.waiting.push_back(Waiting::List(Listing::default()));
+        Ok(())
+    }
+
+    /// Makes directory `rel` below root `id` with `mode`, or sets the mode of the
+    /// directory that is there.
+    pub fn mkdir(&mut self, id: usize, rel: &[u8], mode: u32) -> Result<()> {
+        let (id, mode) = (id.to_string(), format!("{mode:o}"));
+        self.request(tag::DIR, &[id.as_bytes(), rel, mode.as_bytes()])
+    }
+
+    /// Makes symlink `rel` → `target` below root `id`, keeping `backups` of a file there.
+    pub fn link(&mut self, id: usize, rel: &[u8], target: &[u8], backups: u32) -> Result<()> {
+        let (id, n) = (id.to_string(), backups.to_string());
+        self.request(tag::LINK, &[id.as_bytes(), rel, target, n.as_bytes()])
+    }
+
+    /// Removes `rel` (a file or a whole tree) below root `id`.
+    pub fn remove(&mut self, id: usize, rel: &[u8]) -> Result<()> {
+        let id = id.to_string();
+        self.request(tag::REMOVE, &[id.as_bytes(), rel])
+    }
+
+    /// Removes temporary `rel` below root `id` if the run that made it is dead.
+    pub fn stale(&mut self, id: usize, rel: &[u8]) -> Result<()> {
+        let id = id.to_string();
+        self.request(tag::STALE, &[id.as_bytes(), rel])
+    }
+
+    /// Sends local `file` (read from its start, `before` as it was opened) as `rel`
+    /// below root `id`, with `mode` and `before`'s mtime, keeping `backups` of the
+    /// file it replaces. The agent keeps it only when it arrived whole and did not
+    /// change while read; its answer (see [`Agent::answer`]) confirms the step.
+    pub fn put(
+        &mut self,
+        id: usize,
+        rel: &[u8],
+        mode: u32,
+        file: &mut std::fs::File,
+        before: &FileMeta,
+        backups: u32,
+    ) -> Result<Sent> {
+        let id = id.to_string();
+        let fields = [
+            id,
+            format!("{mode:o}"),
+            before.mtime.to_string(),
+            before.mtime_nsec.to_string(),
+            before.size.to_string(),
+            backups.to_string(),
+        ];
+        self.request(
+            tag::PUT,
+            &[
+                fields[0].as_bytes(),
+                rel,
+                fields[1].as_bytes(),
+                fields[2].as_bytes(),
+                fields[3].as_bytes(),
+                fields[4].as_bytes(),
+                fields[5].as_bytes(),
+            ],
+        )?;
+        let mut left = before.size;
+        let mut trouble = None;
+        while left > 0 {
+            if self.cancel.load(Ordering::Relaxed) {
+                bail!("transfer cancelled by shutdown");
+            }
+            let want = left.min(CHUNK as u64) as usize;
+            let n = match file.read(&mut self.buf[..want]) {
+                Ok(0) => {
+                    trouble = Some(Sent::Changed);
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    trouble = Some(Sent::Unreadable(format!("cannot read local file: {e}")));
+                    break;
+                }
+            };
+            let len = (n as u32).to_be_bytes();
+            self.out.write_all(&[tag::DATA])?;
+            self.out.write_all(&len)?;
+            let buf = std::mem::take(&mut self.buf);
+            let written = self.out.write_all(&buf[..n]);
+            self.buf = buf;
+            written?;
+            left -= n as u64;
+        }
+        let sent = match trouble {
+            Some(t) => t,
+            None => match file.metadata() {
+                Ok(m) if before.unchanged(&FileMeta::of(&m)) => Sent::Whole(*before),
+                Ok(_) => Sent::Changed,
+                Err(e) => Sent::Unreadable(format!("cannot stat local file: {e}")),
+            },
+        };
+        let keep: &[u8] = if matches!(sent, Sent::Whole(_)) {
+            b"1"
+        } else {
+            b"0"
+        };
+        self.send(tag::VERDICT, &[keep])?;
+        self.poll()?;
+        Ok(sent)
+    }
+
+    /// Takes in what the agent has answered so far, without waiting.
+    pub fn poll(&mut self) -> Result<()> {
+        let paced = self.out.get_mut();
+        paced.pull()?;
+        let early = paced.take_early();
+        if !early.is_empty() {
+            self.take(&early, false)?;
+        }
+        Ok(())
+    }
+
+    /// The next answer, in request order, waiting for it if need be.
+    pub fn answer(&mut self) -> Result<Answer> {
+        self.budget.wait_starts();
+        loop {
+            if let Some(a) = self.answers.pop_front() {
+                return Ok(a);
+            }
+            if self.waiting.is_empty() {
+                bail!("internal error: waiting for an answer to no request");
+            }
+            self.read_some()?;
+        }
+    }
+
+    /// The next answer if it has arrived already.
+    pub fn try_answer(&mut self) -> Option<Answer> {
+        self.answers.pop_front()
+    }
+
+    /// Ends the agent: it releases its locks and exits 0, which is checked.
+    pub fn finish(mut self) -> Result<()> {
+        self.request(tag::QUIT, &[])?;
+        while !self.waiting.is_empty() || !self.answers.is_empty() {
+            self.answer()?;
+        }
+        self.out.flush()?;
+        let channel = self.out.get_mut().channel_mut();
+        channel.send_eof()?;
+        let mut rest = Vec::new();
+        let _ = channel.take(PER_STEP).read_to_end(&mut rest);
+        channel.wait_close()?;
+        match channel.exit_status()? {
+            0 => Ok(()),
+            status => bail!("the remote agent exited with status {status}"),
+        }
+    }
+
+    /// Sends one request and expects one answer.
+    fn request(&mut self, tag: u8, fields: &[&[u8]]) -> Result<()> {
+        self.budget.grow(PER_STEP);
+        self.send(tag, fields)?;
+        self.waiting.push_back(Waiting::Step);
+        Ok(())
+    }
+
+    /// Writes one record.
+    fn send(&mut self, tag: u8, fields: &[&[u8]]) -> Result<()> {
+        self.out.write_all(&encode(tag, fields)?)?;
+        Ok(())
+    }
+
+    /// Waits for more of the agent's output (everything buffered goes out first).
+    fn read_some(&mut self) -> Result<()> {
+        self.out.flush()?;
+        let early = self.out.get_mut().take_early();
+        if !early.is_empty() {
+            return self.take(&early, true);
+        }
+        let mut buf = [0u8; 32 * 1024];
+        let channel = self.out.get_mut().channel_mut();
+        let n = channel
+            .read(&mut buf)
+            .map_err(|e| anyhow!("reading the remote agent's answers: {e}"))?;
+        if n == 0 {
+            return Err(self.ended());
+        }
+        self.take(&buf[..n], true)
+    }
+
+    /// Why the agent's output ended with requests unanswered.
+    fn ended(&mut self) -> anyhow::Error {
+        let channel = self.out.get_mut().channel_mut();
+        let mut stderr = Vec::new();
+        let _ = channel.stderr().take(4096).read_to_end(&mut stderr);
+        let _ = channel.wait_close();
+        let status = channel.exit_status().unwrap_or(-1);
+        if self.hello.is_none() && status == 127 {
+            return anyhow::Error::new(NoAgent);
+        }
+        let said = crate::escape::first_line(&stderr, 200);
+        let said = if said.is_empty() {
+            String::new()
+        } else {
+            format!(": {said}")
+        };
+        anyhow!("the remote agent stopped before it answered (exit status {status}{said})")
+    }
+
+    /// Accounts for and parses reply bytes; `waiting` applies the rate rule.
+    fn take(&mut self, bytes: &[u8], waiting: bool) -> Result<()> {
+        if waiting {
+            self.budget.got(bytes.len())?;
+        } else {
+            self.budget.took(bytes.len())?;
+        }
+        self.input.extend_from_slice(bytes);
+        while let Some((tag, payload)) = self.frame()? {
+            self.record(tag, &payload)?;
+        }
+        if self.at > 0 {
+            self.input.drain(..self.at);
+            self.at = 0;
+        }
+        Ok(())
+    }
+
+    /// The next complete record in `input`, if there is one.
+    fn frame(&mut self) -> Result<Option<(u8, Vec<u8>)>> {
+        let avail = &self.input[self.at..];
+        if avail.is_empty() {
+            return Ok(None);
+        }
+        if self.hello.is_none() && avail[0] != tag::HELLO {
+            bail!(
+                "the remote printed \"{}\" where hostsync's agent should have started; does the remote login shell print text (e.g. from ~/.bashrc)? it must not, as for rsync",
+                crate::escape::escape(&avail[..avail.len().min(60)])
+            );
+        }
+        if avail.len() < 5 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([avail[1], avail[2], avail[3], avail[4]]) as usize;
+        if len > MAX_RECORD {
+            bail!("the remote agent sent a record of {len} bytes, more than {MAX_RECORD}");
+        }
+        if avail.len() < 5 + len {
+            return Ok(None);
+        }
+        let frame = (avail[0], avail[5..5 + len].to_vec());
+        self.at += 5 + len;
+        Ok(Some(frame))
+    }
+
+    /// Files one record under the request it answers.
+    fn record(&mut self, tag: u8, payload: &[u8]) -> Result<()> {
+        let fields: Vec<&[u8]> = if payload.is_empty() {
+            Vec::new()
+        } else {
+            payload.split(|&b| b == 0).collect()
+        };
+        match tag {
+            tag::HELLO if self.hello.is_none() => {
+                self.hello = Some(parse_hello(&fields)?);
+            }
+            tag::ENTRY | tag::HASH | tag::NOTE => {
+                let Some(Waiting::List(listing)) = self.waiting.front_mut() else {
+                    bail!("the remote agent sent a listing record that nothing asked for");
+                };
+                match tag {
+                    tag::ENTRY => listing.entries.push(parse_entry(&fields)?),
+                    tag::HASH => {
+                        let [rel, hex] = fields[..] else {
+                            bail!("the remote agent sent a bad hash record");
+                        };
+                        listing
+                            .hashes
+                            .push((rel.to_vec(), String::from_utf8_lossy(hex).into_owned()));
+                    }
+                    _ => listing
+                        .notes
+                        .push(String::from_utf8_lossy(payload).into_owned()),
+                }
+            }
+            tag::DONE | tag::FAILED => {
+                let Some(w) = self.waiting.pop_front() else {
+                    bail!("the remote agent answered a request that was not made");
+                };
+                self.answers.push_back(match (tag, w) {
+                    (tag::FAILED, _) => {
+                        Answer::Failed(String::from_utf8_lossy(payload).into_owned())
+                    }
+                    (_, Waiting::List(listing)) => Answer::Listing(listing),
+                    (_, Waiting::Step) => Answer::Done(fields.iter().map(|f| f.to_vec()).collect()),
+                });
+            }
+            other => bail!(
+                "the remote agent sent an unknown record {:?}",
+                char::from(other)
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// One record: the tag, the length (4 bytes, big-endian), the NUL-separated fields.
+pub fn encode(tag: u8, fields: &[&[u8]]) -> Result<Vec<u8>> {
+    let len: usize = fields
+        .iter()
+        .map(|f| f.len() + 1)
+        .sum::<usize>()
+        .saturating_sub(1);
+    let len32 = u32::try_from(len).map_err(|_| anyhow!("a request too large to send"))?;
+    let mut out = Vec::with_capacity(5 + len);
+    out.push(tag);
+    out.extend_from_slice(&len32.to_be_bytes());
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(f);
+    }
+    Ok(out)
+}
+
+/// `version uid hires hash`.
+fn parse_hello(fields: &[&[u8]]) -> Result<Hello> {
+    let text = |i: usize| {
+        fields
+            .get(i)
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+    };
+    let uid = text(1)
+        .and_then(|u| u.parse().ok())
+        .ok_or_else(|| anyhow!("the remote agent sent a bad greeting"))?;
+    Ok(Hello {
+        uid,
+        hires: text(2).as_deref() == Some("1"),
+        hashes: text(3).is_some_and(|h| h != "none"),
+    })
+}
+
+/// `type size mtime-s mtime-ns mode uid rel target`.
+fn parse_entry(fields: &[&[u8]]) -> Result<Listed> {
+    let [kind, size, mtime, nsec, mode, uid, rel, target] = fields[..] else {
+        bail!(
+            "the remote agent sent a bad entry ({} fields)",
+            fields.len()
+        );
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let bad = |what: &str| anyhow!("the remote agent sent a bad {what} in an entry");
+    Ok(Listed {
+        rel: rel.to_vec(),
+        entry: RemoteEntry {
+            kind: *kind.first().ok_or_else(|| bad("type"))?,
+            size: text(size).parse().map_err(|_| bad("size"))?,
+            mtime: text(mtime)
+                .split('.')
+                .next()
+                .unwrap_or("")
+                .parse()
+                .map_err(|_| bad("mtime"))?,
+            mtime_nsec: text(nsec).parse().map_err(|_| bad("mtime"))?,
+            mode: u32::from_str_radix(&text(mode), 8).map_err(|_| bad("mode"))?,
+            target: target.to_vec(),
+        },
+        uid: text(uid).parse().map_err(|_| bad("owner"))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::Path;
+
+    const CID: &str = "0123abcd";
+    const RUN: &str = "00112233445566ff";
+
+    /// One reply record: tag and fields.
+    type Rec = (u8, Vec<Vec<u8>>);
+
+    fn req(tag: u8, fields: &[&[u8]]) -> Vec<u8> {
+        encode(tag, fields).unwrap()
+    }
+
+    /// A whole file put: the request, its data in two frames, the verdict.
+    fn put(
+        rel: &str,
+        mode: &str,
+        mtime: (i64, i64),
+        body: &[u8],
+        backups: u32,
+        keep: bool,
+    ) -> Vec<u8> {
+        let (s, ns) = (mtime.0.to_string(), mtime.1.to_string());
+        let size = body.len().to_string();
+        let n = backups.to_string();
+        let mut out = req(
+            tag::PUT,
+            &[
+                b"0",
+                rel.as_bytes(),
+                mode.as_bytes(),
+                s.as_bytes(),
+                ns.as_bytes(),
+                size.as_bytes(),
+                n.as_bytes(),
+            ],
+        );
+        let half = body.len() / 2;
+        for part in [&body[..half], &body[half..]] {
+            out.push(tag::DATA);
+            out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+        out.extend(req(tag::VERDICT, &[if keep { b"1" } else { b"0" }]));
+        out
+    }
+
+    /// Runs the agent locally, as a remote runs it, on `input`; returns its records
+    /// grouped per request (the greeting first, alone), its exit status and stderr.
+    fn run(input: &[u8], strict: bool) -> (Vec<Vec<Rec>>, i32, String) {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("perl")
+            .args(["-e", &program(), CID, RUN, if strict { "1" } else { "0" }])
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        let mut groups = vec![Vec::new()];
+        let mut at = 0;
+        while at + 5 <= out.stdout.len() {
+            let tag = out.stdout[at];
+            let len = u32::from_be_bytes(out.stdout[at + 1..at + 5].try_into().unwrap()) as usize;
+            let payload = &out.stdout[at + 5..at + 5 + len];
+            at += 5 + len;
+            let fields = payload.split(|&b| b == 0).map(<[u8]>::to_vec).collect();
+            groups.last_mut().unwrap().push((tag, fields));
+            if matches!(tag, tag::HELLO | tag::DONE | tag::FAILED) {
+                groups.push(Vec::new());
+            }
+        }
+        assert_eq!(at, out.stdout.len(), "trailing bytes");
+        groups.pop_if(|g| g.is_empty());
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (groups, out.status.code().unwrap_or(-1), stderr)
+    }
+
+    /// The terminal record of each request after the greeting, as `K field...` or `F reason`.
+    fn verdicts(groups: &[Vec<Rec>]) -> Vec<String> {
+        groups[1..]
+            .iter()
+            .map(|g| {
+                let (tag, fields) = g.last().unwrap();
+                let f: Vec<String> = fields
+                    .iter()
+                    .map(|x| String::from_utf8_lossy(x).into_owned())
+                    .collect();
+                format!("{} {}", char::from(*tag), f.join(" "))
+                    .trim_end()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    fn b(p: &Path) -> &[u8] {
+        p.as_os_str().as_bytes()
+    }
+
+    /// Names of hostsync temporaries (and run locks) anywhere below `dir`.
+    fn temporaries(dir: &Path) -> Vec<String> {
+        walkdir::WalkDir::new(dir)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().as_bytes().starts_with(b".hostsync-tmp."))
+            .map(|e| e.path().display().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn program_without_comments_is_valid_perl() {
+        let out = std::process::Command::new("perl")
+            .args(["-c", "-e", &program()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            program().len() < PROGRAM.len() * 3 / 4,
+            "comments are dropped"
+        );
+    }
+
+    /// The usual batch: a root made, a directory, a file with its mode and mtime, a
+    /// symlink, a listing that sees them, the end; nothing left behind.
+    #[test]
+    fn agent_makes_lists_and_ends_cleanly() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("dest tree's");
+        let mut input = req(tag::ROOT, &[b"0", b(&root), b"1"]);
+        input.extend(req(tag::DIR, &[b"0", b"sub", b"750"]));
+        input.extend(put(
+            "sub/a\nb.txt",
+            "640",
+            (1_600_000_000, 123_456_789),
+            b"hello",
+            0,
+            true,
+        ));
+        input.extend(req(tag::LINK, &[b"0", b"ln", b"../t", b"0"]));
+        input.extend(req(tag::LIST, &[b"0", b""]));
+        input.extend(req(tag::LIST, &[b"0", b"", b"sub/a\nb.txt", b"gone"]));
+        input.extend(req(tag::QUIT, &[]));
+        let (groups, status, stderr) = run(&input, true);
+        assert_eq!(status, 0, "{stderr}");
+        assert_eq!(groups[0][0].0, tag::HELLO);
+        let v = verdicts(&groups);
+        assert!(v[0].starts_with("K dir "), "{v:?}");
+        assert_eq!(v[1..4], ["K", "K placed", "K placed"], "{v:?}");
+        let f = root.join("sub/a\nb.txt");
+        assert_eq!(std::fs::read(&f).unwrap(), b"hello");
+        let m = std::fs::metadata(&f).unwrap();
+        assert_eq!((m.mode() & 0o7777, m.mtime()), (0o640, 1_600_000_000));
+        assert!(
+            (m.mtime_nsec() - 123_456_789).abs() < 1_000,
+            "{}",
+            m.mtime_nsec()
+        );
+        assert_eq!(
+            std::fs::metadata(root.join("sub")).unwrap().mode() & 0o777,
+            0o750
+        );
+        assert_eq!(
+            std::fs::read_link(root.join("ln")).unwrap(),
+            Path::new("../t")
+        );
+        // The whole listing: every entry, parents first.
+        let rels: Vec<(u8, Vec<u8>)> = groups[5]
+            .iter()
+            .filter(|(t, _)| *t == tag::ENTRY)
+            .map(|(_, f)| (f[0][0], f[6].clone()))
+            .collect();
+        assert_eq!(
+            rels,
+            [
+                (b'l', b"ln".to_vec()),
+                (b'd', b"sub".to_vec()),
+                (b'f', b"sub/a\nb.txt".to_vec())
+            ]
+        );
+        // The path listing: the parent alone, the file, its hash; nothing for "gone".
+        let recs = &groups[6];
+        assert_eq!(
+            recs.iter().filter(|(t, _)| *t == tag::ENTRY).count(),
+            2,
+            "{recs:?}"
+        );
+        let hash = recs.iter().find(|(t, _)| *t == tag::HASH).expect("a hash");
+        assert_eq!(
+            String::from_utf8_lossy(&hash.1[1]),
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+        assert!(
+            temporaries(d.path()).is_empty(),
+            "{:?}",
+            temporaries(d.path())
+        );
+        assert_eq!(v.last().unwrap(), "K");
+    }
+
+    /// Issue 13, finding 2: a subdirectory of dest that is a symlink (planted before
+    /// or after the listing) is never written, listed or removed through.
+    #[test]
+    fn a_symlinked_subdirectory_is_never_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("dest");
+        let outside = d.path().join("outside");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("conf.txt"), "root's").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("z")).unwrap();
+        std::fs::create_dir_all(root.join("t")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("t/inner")).unwrap();
+        let mut input = req(tag::ROOT, &[b"0", b(&root), b"1"]);
+        input.extend(put("z/conf.txt", "644", (1, 0), b"pushed", 2, true));
+        input.extend(req(tag::DIR, &[b"0", b"z", b"755"]));
+        input.extend(req(tag::DIR, &[b"0", b"z/new", b"755"]));
+        input.extend(req(tag::REMOVE, &[b"0", b"z/conf.txt"]));
+        input.extend(req(tag::LINK, &[b"0", b"z/l", b"x", b"0"]));
+        input.extend(req(tag::LIST, &[b"0", b"", b"z/conf.txt"]));
+        input.extend(req(tag::REMOVE, &[b"0", b"t"]));
+        input.extend(req(tag::REMOVE, &[b"0", b"z"]));
+        let (groups, status, stderr) = run(&input, true);
+        assert_eq!(status, 0, "{stderr}");
+        let v = verdicts(&groups);
+        let parent = "a parent is a symlink or not a directory on the remote";
+        assert_eq!(v[1], format!("F {parent}"), "{v:?}");
+        assert_eq!(v[2], "F the remote path exists and is not a directory");
+        assert_eq!(v[3], format!("F cannot create remote directory: {parent}"));
+        assert_eq!(v[4], format!("F not removed: {parent}"));
+        assert_eq!(v[5], format!("F {parent}"));
+        // Listed: only `z` itself, as the symlink it is.
+        let listed: Vec<&Rec> = groups[7].iter().filter(|(t, _)| *t == tag::ENTRY).collect();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            (listed[0].1[0][0], listed[0].1[6].as_slice()),
+            (b'l', &b"z"[..])
+        );
+        assert_eq!(v[7..], ["K removed", "K removed"]);
+        assert_eq!(std::fs::read(outside.join("conf.txt")).unwrap(), b"root's");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
+        assert!(!root.join("z").exists() && !root.join("t").exists());
+        assert!(temporaries(d.path()).is_empty());
+    }
+
+    /// Issue 13, finding 4 and "untrusted ancestors": a symlink on the way to dest
+    /// is followed only in a directory nobody but root and the login user can write
+    /// (a sticky one when the link is theirs), unless strict_modes is off.
+    #[test]
+    fn ancestor_symlinks_follow_only_in_trusted_directories() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("real");
+        std::fs::create_dir_all(&real).unwrap();
+        let dir = |name: &str, mode: u32| {
+            let p = d.path().join(name);
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            std::os::unix::fs::symlink(&real, p.join("l")).unwrap();
+            p.join("l/dest")
+        };
+        let open = dir("open", 0o777);
+        let trusted = dir("trusted", 0o755);
+        let sticky = dir("sticky", 0o1777);
+        let root_only = |p: &Path, strict: bool| {
+            let input = req(tag::ROOT, &[b"0", b(p), b"1"]);
+            verdicts(&run(&input, strict).0)[0].clone()
+        };
+        let refused = root_only(&open, true);
+        assert!(
+            refused.starts_with("F ")
+                && refused.contains("/open/l is a symlink and its directory")
+                && refused.contains("writable by its group or others (mode 0777)")
+                && refused.contains("strict_modes = no"),
+            "{refused}"
+        );
+        assert!(!real.join("dest").exists(), "nothing made through it");
+        assert!(root_only(&trusted, true).starts_with("K dir"));
+        assert!(real.join("dest").is_dir());
+        assert!(
+            root_only(&sticky, true).starts_with("K dir"),
+            "a sticky dir and our own link"
+        );
+        assert!(
+            root_only(&open, false).starts_with("K dir"),
+            "strict_modes = no"
+        );
+        if crate::transfer::agent::tests::is_root() {
+            // In a sticky directory, someone else's link is not followed.
+            std::os::unix::fs::lchown(sticky.parent().unwrap(), Some(65534), None).unwrap();
+            let refused = root_only(&sticky, true);
+            assert!(
+                refused.contains("is a symlink and its directory"),
+                "{refused}"
+            );
+            // A directory owned by another user does not hold a followed link either.
+            std::os::unix::fs::chown(
+                trusted.parent().unwrap().parent().unwrap(),
+                Some(65534),
+                None,
+            )
+            .unwrap();
+            let refused = root_only(&trusted, true);
+            assert!(
+                refused.contains("is owned by nobody (uid 65534)"),
+                "{refused}"
+            );
+        }
+    }
+
+    pub(crate) fn is_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    /// A stale temporary goes only when its run is dead: its lock file free or gone,
+    /// in the root or any directory above it; another version's only after a day;
+    /// a directory planted at a temporary name stays.
+    #[test]
+    fn stale_temporaries_go_only_when_their_run_is_dead() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("r");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        let t = |run: &str, n: &str| format!(".hostsync-tmp.0123abcd.{run}.{n}");
+        let dead = "aaaaaaaaaaaaaaaa";
+        let live = "bbbbbbbbbbbbbbbb";
+        let nested = "cccccccccccccccc";
+        for (p, body) in [
+            (t(dead, "0"), "x"),
+            (t(dead, "lock"), ""),
+            (t(live, "0"), "x"),
+            (format!("sub/{}", t(nested, "7")), "x"),
+            (".hostsync-tmp.0123456789abcdef".to_string(), "fresh"),
+            (".hostsync-tmp.fedcba9876543210".to_string(), "old"),
+        ] {
+            std::fs::write(root.join(&p), body).unwrap();
+        }
+        std::fs::create_dir(root.join(t("dddddddddddddddd", "0"))).unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86400);
+        std::fs::File::options()
+            .write(true)
+            .open(root.join(".hostsync-tmp.fedcba9876543210"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let hold = |path: &Path| {
+            use std::os::fd::AsRawFd;
+            let f = std::fs::File::create(path).unwrap();
+            // SAFETY: a valid open fd.
+            assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+            f
+        };
+        let _live_lock = hold(&root.join(t(live, "lock")));
+        let _nested_lock = hold(&root.join(format!("sub/{}", t(nested, "lock"))));
+        let mut input = req(tag::ROOT, &[b"0", b(&root), b"0"]);
+        let names = [
+            t(dead, "0"),
+            t(live, "0"),
+            format!("sub/{}", t(nested, "7")),
+            ".hostsync-tmp.0123456789abcdef".to_string(),
+            ".hostsync-tmp.fedcba9876543210".to_string(),
+            t("dddddddddddddddd", "0"),
+            t(dead, "lock"),
+            "not-a-temporary".to_string(),
+        ];
+        for n in &names {
+            input.extend(req(tag::STALE, &[b"0", n.as_bytes()]));
+        }
+        let (groups, status, stderr) = run(&input, true);
+        assert_eq!(status, 0, "{stderr}");
+        let v = verdicts(&groups);
+        assert_eq!(
+            v[1..],
+            [
+                "K removed",
+                "K kept",
+                "K kept",
+                "K kept",
+                "K removed",
+                "K kept",
+                "K removed",
+                "K kept"
+            ],
+            "{names:?}"
+        );
+        assert!(root.join(t(live, "0")).exists() && root.join(t("dddddddddddddddd", "0")).is_dir());
+    }
+
+    /// `backups` keeps exactly N previous versions, newest in `.1`; a symlink dest
+    /// gets none; a backup slot that is a directory leaves dest as it was.
+    #[test]
+    fn puts_keep_numbered_backups() {
+        let d = tempfile::tempdir().unwrap();
+        let read = |s: &str| std::fs::read_to_string(d.path().join(s)).ok();
+        let push = |v: &str, n: u32| {
+            let mut input = req(tag::ROOT, &[b"0", b(d.path()), b"0"]);
+            input.extend(put("app.conf", "644", (1, 0), v.as_bytes(), n, true));
+            verdicts(&run(&input, true).0)[1].clone()
+        };
+        assert_eq!(push("v0", 3), "K placed");
+        assert_eq!(read("app.conf.1"), None, "nothing to keep yet");
+        for v in 1..=5 {
+            assert_eq!(push(&format!("v{v}"), 3), "K placed");
+        }
+        let got: Vec<_> = [
+            "app.conf",
+            "app.conf.1",
+            "app.conf.2",
+            "app.conf.3",
+            "app.conf.4",
+        ]
+        .map(read)
+        .to_vec();
+        assert_eq!(
+            got[..4],
+            ["v5", "v4", "v3", "v2"].map(|v| Some(v.to_string()))
+        );
+        assert_eq!(got[4], None, "exactly N");
+        std::fs::create_dir(d.path().join("x.1")).unwrap();
+        std::fs::write(d.path().join("x"), "old").unwrap();
+        let mut input = req(tag::ROOT, &[b"0", b(d.path()), b"0"]);
+        input.extend(put("x", "644", (1, 0), b"new", 1, true));
+        let v = verdicts(&run(&input, true).0);
+        assert!(
+            v[1].starts_with("F not replaced: cannot drop the oldest backup"),
+            "{v:?}"
+        );
+        assert_eq!(read("x").as_deref(), Some("old"));
+        assert!(temporaries(d.path()).is_empty());
+    }
+
+    /// A file dropped (changed while read), short, or cut off mid-way leaves no
+    /// temporary and the old content.
+    #[test]
+    fn dropped_short_and_cut_files_leave_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), "old").unwrap();
+        let mut input = req(tag::ROOT, &[b"0", b(d.path()), b"0"]);
+        input.extend(put("f", "644", (1, 0), b"changed", 0, false));
+        let mut short = put("f", "644", (1, 0), b"0123456789", 0, true);
+        // Announce 10 bytes, deliver 5: cut the second data frame out.
+        let cut_at = short.len() - 5 - 5 - 6;
+        short.drain(cut_at..cut_at + 10);
+        input.extend(short);
+        input.extend(put("missing/f", "644", (1, 0), b"x", 0, true));
+        let (groups, status, stderr) = run(&input, true);
+        assert_eq!(status, 0, "{stderr}");
+        let v = verdicts(&groups);
+        assert_eq!(v[1], "K dropped");
+        assert_eq!(v[2], "F the file arrived short (5 of 10 bytes)");
+        assert_eq!(v[3], "F a parent directory is missing on the remote");
+        assert_eq!(std::fs::read(d.path().join("f")).unwrap(), b"old");
+        // The input ends inside a file (a cut connection): no temporary stays.
+        let mut cut = req(tag::ROOT, &[b"0", b(d.path()), b"0"]);
+        let whole = put("f", "644", (1, 0), &[7u8; 1000], 0, true);
+        cut.extend_from_slice(&whole[..whole.len() - 600]);
+        let (_, status, stderr) = run(&cut, true);
+        assert_eq!(status, 2, "{stderr}");
+        assert_eq!(std::fs::read(d.path().join("f")).unwrap(), b"old");
+        assert!(
+            temporaries(d.path()).is_empty(),
+            "{:?}",
+            temporaries(d.path())
+        );
+    }
+
+    /// The greeting and answers parse as the client reads them.
+    #[test]
+    fn hello_and_entries_parse() {
+        let h = parse_hello(&[b"1", b"1000", b"1", b"digest"]).unwrap();
+        assert_eq!(
+            h,
+            Hello {
+                uid: 1000,
+                hires: true,
+                hashes: true
+            }
+        );
+        assert!(parse_hello(&[b"1"]).is_err());
+        let e = parse_entry(&[b"f", b"5", b"1600000000", b"7", b"644", b"0", b"a/b", b""]).unwrap();
+        assert_eq!(
+            (e.entry.kind, e.entry.size, e.entry.mode, e.uid),
+            (b'f', 5, 0o644, 0)
+        );
+        assert!(parse_entry(&[b"f", b"x", b"1", b"0", b"644", b"0", b"a", b""]).is_err());
+        assert!(parse_entry(&[b"f"]).is_err());
+    }
+}
