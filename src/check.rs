@@ -265,7 +265,10 @@ fn parse_answers(out: &[u8]) -> Vec<(usize, String, String)> {
 
 /// Runs the probe script over `conn` and records each verdict in `row`.
 fn test_dirs(conn: &Connection, probes: &[Probe], row: &mut HostCheck) {
-    let out = match conn.run_script(&probe_script(probes)) {
+    let out = match conn.run_script(
+        &probe_script(probes),
+        64 * 1024 + 8 * 1024 * probes.len() as u64,
+    ) {
         Ok(out) => out,
         Err(e) => return row.fail(format!("cannot run the remote check: {e:#}")),
     };

@@ -84,6 +84,31 @@ pub enum Unsendable {
     Unreadable(String),
 }
 
+/// What to read for one upload: the path, the file the scan saw there, whether a
+/// symlink there is followed, and which mode bits the remote copy keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct ToSend<'a> {
+    /// The local path.
+    pub path: &'a Path,
+    /// The file as scanned (`None`: whatever is there now, on a retry).
+    pub expect: Option<&'a FileMeta>,
+    /// Follow a symlink at `path` (a file src, or `"follow_symlinks": true`).
+    pub follow: bool,
+    /// The mode bits kept (`0o1777` drops setuid and setgid; see
+    /// [`crate::config::Mapping::file_mode`]).
+    pub mode_mask: u32,
+}
+
+impl ToSend<'_> {
+    /// Opens it (see [`open_for_send`]); the attributes returned carry the mode the
+    /// remote copy gets.
+    pub fn open(&self) -> Result<(std::fs::File, FileMeta), Unsendable> {
+        let (file, mut meta) = open_for_send(self.path, self.expect, self.follow)?;
+        meta.mode &= self.mode_mask;
+        Ok((file, meta))
+    }
+}
+
 /// Opens local file `path` for sending: without following a symlink at `path`
 /// unless `follow`, and, with `expect`, only if it is still the file the scan saw
 /// (same device and inode). Returns the file and its attributes now.

@@ -18,6 +18,9 @@ use crate::config::Mapping;
 use crate::report::{Event, HostReport};
 use crate::transfer::ssh::Connection;
 
+/// The most output of one command that is read (issue 13, "Bounded"): more fails it.
+pub const MAX_OUTPUT: u64 = 1 << 20;
+
 /// How many lines of a command's output go to info.log.
 pub const LOG_LINES: usize = 5;
 
@@ -36,7 +39,7 @@ pub fn run(conn: &Connection, mapping: &Mapping, report: &mut HostReport) {
             format!("; the {rest} later post_sync command(s) of this mapping were not run")
         };
         let what = format!("post_sync {label}: `{cmd}`");
-        match conn.run_command(cmd, b"") {
+        match conn.run_command(cmd, b"", MAX_OUTPUT) {
             Ok(out) => {
                 log::info!(
                     "{}: {what}: exited with status {}",

@@ -48,6 +48,7 @@ use crate::dry_run::{Change, Diff};
 use crate::local::{self, Entry, Kind, Source};
 use crate::report::{Event, HostReport};
 use crate::transfer::remote::{self, Commit, ListRoot, RootState};
+use crate::transfer::runs::Names;
 use crate::transfer::scp::{Outcome, ScpSink};
 use crate::transfer::ssh::Connection;
 use crate::transfer::tar;
@@ -102,6 +103,21 @@ struct Item {
     /// Whether a symlink at `local` is followed: a file src itself (as scp does), or
     /// a mapping with `"follow_symlinks": true`.
     follow: bool,
+    /// The file mode bits the remote copy keeps (setuid and setgid only with
+    /// `"keep_special_bits": true`).
+    mode_mask: u32,
+}
+
+impl Item {
+    /// What to read to send this file.
+    fn to_send(&self) -> local::ToSend<'_> {
+        local::ToSend {
+            path: &self.local,
+            expect: self.meta.as_ref(),
+            follow: self.follow,
+            mode_mask: self.mode_mask,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -428,6 +444,7 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
                 exists: true,
                 meta: None,
                 follow: false,
+                mode_mask: 0o1777,
             };
             pending.push(
                 Commit::Remove {
@@ -448,30 +465,30 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
         let mut retry: BTreeMap<Vec<u8>, RootWork> = BTreeMap::new();
         for (root, mut w) in std::mem::take(&mut to_send) {
             w.items.sort_by(|a, b| a.rel.cmp(&b.rel));
-            let links = symlink_steps(&root, &w, &units);
+            let links = symlink_steps(conn.names(), &root, &w, &units);
             let written: HashSet<Vec<u8>> = w
                 .items
                 .iter()
                 .filter(|i| matches!(i.what, ItemKind::File))
-                .map(|i| tmp_path(&join(&root, &i.rel)))
+                .map(|i| conn.names().for_path(&join(&root, &i.rel)))
                 .collect();
             // What the stream may commit in the same exec: exactly the steps
             // this function queues below once it has the results.
             let commit_with = |results: &[(Item, Outcome)]| {
                 let mut all = stale_steps(stale.as_ref(), &written);
                 all.extend(pending.clone());
-                all.extend(rename_steps(&root, results, &units));
+                all.extend(rename_steps(conn.names(), &root, results, &units));
                 all.extend(links.clone());
                 remote::commit_records(&all.steps)
             };
             let uploaded = upload(conn, &root, &w, report, &commit_with, &mut reserved)?;
-            pending.extend(rename_steps(&root, &uploaded.results, &units));
+            pending.extend(rename_steps(conn.names(), &root, &uploaded.results, &units));
             pending.extend(links);
             for (item, outcome) in uploaded.results {
                 match outcome {
                     Outcome::Stored { .. } => {
                         if let Some(stale) = &mut stale {
-                            stale.remove(&tmp_path(&join(&root, &item.rel)));
+                            stale.remove(&conn.names().for_path(&join(&root, &item.rel)));
                         }
                     }
                     Outcome::Changed if attempt < MAX_ATTEMPTS => {
@@ -482,13 +499,19 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
                         );
                         let r = retry.entry(root.clone()).or_default();
                         r.dir_modes.clone_from(&w.dir_modes);
-                        r.items.push(item);
+                        // Whatever is there now: it is read without following a link.
+                        r.items.push(Item { meta: None, ..item });
                     }
                     Outcome::Changed => report.fail(
                         &describe(&item, &root),
                         "the local file kept changing while it was read; it will be sent on the next run",
                     ),
                     Outcome::Failed(reason) => report.fail(&describe(&item, &root), &reason),
+                    Outcome::Vanished => log::debug!(
+                        "{}: {} is gone; nothing to send",
+                        report.address,
+                        item.local.display()
+                    ),
                 }
             }
             if let Some(out) = uploaded.committed {
@@ -562,12 +585,17 @@ fn stale_steps(stale: Option<&HashSet<Vec<u8>>>, written: &HashSet<Vec<u8>>) -> 
 }
 
 /// A rename into place for every file of `results` that arrived whole.
-fn rename_steps(root: &[u8], results: &[(Item, Outcome)], units: &[Unit<'_>]) -> Steps {
+fn rename_steps(
+    names: &Names,
+    root: &[u8],
+    results: &[(Item, Outcome)],
+    units: &[Unit<'_>],
+) -> Steps {
     let mut out = Steps::default();
     for (item, outcome) in results {
         if let Outcome::Stored { meta } = outcome {
             let dest = join(root, &item.rel);
-            let tmp = tmp_path(&dest);
+            let tmp = names.for_path(&dest);
             let backups = units[item.unit].mapping.backups;
             out.push(
                 Commit::Rename { tmp, dest, backups },
@@ -579,7 +607,7 @@ fn rename_steps(root: &[u8], results: &[(Item, Outcome)], units: &[Unit<'_>]) ->
 }
 
 /// The symlinks to make below `root`.
-fn symlink_steps(root: &[u8], w: &RootWork, units: &[Unit<'_>]) -> Steps {
+fn symlink_steps(names: &Names, root: &[u8], w: &RootWork, units: &[Unit<'_>]) -> Steps {
     let mut out = Steps::default();
     for item in &w.items {
         if let ItemKind::Symlink { target } = &item.what {
@@ -587,7 +615,7 @@ fn symlink_steps(root: &[u8], w: &RootWork, units: &[Unit<'_>]) -> Steps {
             out.push(
                 Commit::Symlink {
                     target: target.clone(),
-                    tmp: tmp_path(&dest),
+                    tmp: names.for_path(&dest),
                     dest,
                     backups: units[item.unit].mapping.backups,
                 },
@@ -598,16 +626,18 @@ fn symlink_steps(root: &[u8], w: &RootWork, units: &[Unit<'_>]) -> Steps {
     out
 }
 
-/// Reports what a commit of `all` did, per item; counts what changed per unit.
+/// Reports what a commit of `all` did, per item; counts what changed per unit. A
+/// step is done only where the commit confirmed it; one it neither confirmed nor
+/// refused did not happen (the commit died: issue 13, finding 6).
 fn settle(
     all: &Steps,
     out: &crate::transfer::ssh::ScriptOutput,
     report: &mut HostReport,
     changed: &mut [u64],
 ) {
-    let mut failed: HashMap<usize, String> =
-        remote::parse_failures(&out.stdout).into_iter().collect();
-    let stderr = out.stderr.trim();
+    let (failures, done) = remote::parse_commit(&out.stdout);
+    let mut failed: HashMap<usize, String> = failures.into_iter().collect();
+    let stderr = crate::escape::first_line(out.stderr.as_bytes(), 200);
     for (i, (step, item)) in all.steps.iter().zip(&all.items).enumerate() {
         let Some((item, bytes)) = item else { continue };
         let remote_path = match step {
@@ -616,15 +646,27 @@ fn settle(
             Commit::RemoveStale { path } => show(path),
         };
         let local = item.local.display().to_string();
-        match failed.remove(&i) {
-            Some(reason) => {
-                let detail = if stderr.is_empty() {
-                    reason
-                } else {
-                    format!("{reason} ({stderr})")
-                };
-                report.fail(&format!("{local} -> {remote_path}"), &detail);
+        let refused = failed.remove(&i).map(|reason| {
+            if stderr.is_empty() {
+                reason
+            } else {
+                format!("{reason} ({stderr})")
             }
+        });
+        match refused {
+            Some(reason) => report.fail(&format!("{local} -> {remote_path}"), &reason),
+            None if !done.contains(&i) => report.fail(
+                &format!("{local} -> {remote_path}"),
+                &format!(
+                    "not confirmed by the remote: the commit stopped (exit status {}{})",
+                    out.status,
+                    if stderr.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {stderr}")
+                    }
+                ),
+            ),
             None if matches!(item.what, ItemKind::Removed) => {
                 changed[item.unit] += 1;
                 report.removed_path(&local, &remote_path);
@@ -687,32 +729,49 @@ fn plan(
     {
         r.release();
     }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let runs = conn.runs_dir();
+    let client = conn.client_id();
+    let removable = |name: &[u8], e: &remote::RemoteEntry| {
+        e.kind != b'd'
+            && crate::transfer::runs::removable(name, e.mtime, now, client, &|run| {
+                crate::transfer::runs::alive(runs, run)
+            })
+    };
     let mut plan = compare(
         usable,
         &roots,
         &parsed.states,
         report,
         &listing.stderr,
-        false,
+        Some(&removable),
     );
     plan.reserved = reserved;
     Ok(Some(plan))
 }
 
+/// Which temporaries found on a host without perl may be removed (name, entry).
+type StaleRule<'a> = dyn Fn(&[u8], &remote::RemoteEntry) -> bool + 'a;
+
 /// Compares every usable unit with what the listing found under its root (pure:
 /// no I/O, apart from hashing local files where the remote sent a hash), and
 /// decides what to send, remove and clean up. `stderr` is the listing's, for the
-/// warning about an incomplete one. `agent`: the host is served by the agent, which
-/// acts relative to checked directories, so a destination others can write is
-/// served; without it such a destination is refused (issue 13).
+/// warning about an incomplete one. `stale_rule`: `None` for a host the agent
+/// serves, which acts relative to checked directories (so a destination others can
+/// write is served) and decides itself which temporaries are stale; otherwise such
+/// a destination is refused (issue 13), and `stale_rule` says which temporaries
+/// found may be removed ([`crate::transfer::runs::removable`]).
 fn compare(
     usable: &[(usize, &Unit<'_>, &Source)],
     roots: &[ListRoot],
     states: &[RootState],
     report: &mut HostReport,
     stderr: &str,
-    agent: bool,
+    stale_rule: Option<&StaleRule<'_>>,
 ) -> Plan {
+    let agent = stale_rule.is_none();
     let mut work: BTreeMap<Vec<u8>, RootWork> = BTreeMap::new();
     let mut stale: HashSet<Vec<u8>> = HashSet::new();
     let mut stale_at = Vec::new();
@@ -749,11 +808,9 @@ fn compare(
         for (path, reason) in &source.errors {
             report.fail(&path.display().to_string(), reason);
         }
-        for (rel, _) in state
-            .entries
-            .iter()
-            .filter(|(rel, _)| remote::is_tmp_name(basename(rel)))
-        {
+        for (rel, _) in state.entries.iter().filter(|(rel, e)| {
+            remote::is_tmp_name(basename(rel)) && stale_rule.is_none_or(|ok| ok(basename(rel), e))
+        }) {
             if stale.insert(join(&root.dir, rel)) {
                 stale_at.push((root.dir.clone(), rel.clone()));
             }
@@ -787,6 +844,15 @@ fn compare(
 /// Linux caps at 128 KiB); a longer one is fed on stdin and keeps no channel.
 const MAX_INLINE_COMMAND: usize = 96 * 1024;
 
+/// The most a listing of `roots` may print: a generous allowance per root, plus
+/// one per path a path listing asks about (issue 13, "Bounded").
+fn listing_cap(roots: &[ListRoot]) -> u64 {
+    roots
+        .iter()
+        .map(|r| (64 << 20) + 64 * 1024 * r.paths.as_ref().map_or(0, Vec::len) as u64)
+        .sum()
+}
+
 /// Runs the listing. Where a tar stream may follow (a real run, tar not known to be
 /// missing) and the script is short enough to go inline, the listing keeps its
 /// channel for the batch's first stream ([`tar::Reserved`]): two round trips less.
@@ -812,17 +878,16 @@ fn list(
             String::from_utf8_lossy(&remote::quote(&script))
         );
         if command.len() <= MAX_INLINE_COMMAND {
-            let (channel, out) = conn.run_until(&command, &remote::listing_end(&token))?;
+            let (channel, out) =
+                conn.run_until(&command, &remote::listing_end(&token), listing_cap(roots))?;
             let roots = roots.iter().map(|r| r.dir.clone()).collect();
             return Ok((out, Some(tar::Reserved { channel, roots })));
         }
     }
-    let out = conn.run_script(&remote::listing_script(
-        roots,
-        create,
-        probe_tar,
-        conn.strict_modes(),
-    ))?;
+    let out = conn.run_script(
+        &remote::listing_script(roots, create, probe_tar, conn.strict_modes()),
+        listing_cap(roots),
+    )?;
     Ok((out, None))
 }
 
@@ -833,12 +898,14 @@ fn commit(conn: &Connection, steps: &[Commit]) -> Result<crate::transfer::ssh::S
         "perl -e {}",
         String::from_utf8(remote::quote(remote::COMMIT_PERL.as_bytes())).expect("ASCII program")
     );
-    let out = conn.run_command(&perl, &remote::commit_records(steps))?;
+    // Each step answers with one short record; its reason is at most a path long.
+    let cap = 64 * 1024 + 8 * 1024 * steps.len() as u64;
+    let out = conn.run_command(&perl, &remote::commit_records(steps), cap)?;
     if out.status != 127 {
         return Ok(out);
     }
     log::debug!("no perl on the remote; committing with sh and mv");
-    conn.run_script(&remote::commit_script(steps))
+    conn.run_script(&remote::commit_script(steps), cap)
 }
 
 /// Where a mapping's remote state lives: dest itself for a directory src, dest's
@@ -912,6 +979,7 @@ fn plan_mapping(
                 _ => None,
             },
             follow: !source.is_dir || m.follow_symlinks,
+            mode_mask: m.file_mode(0o7777),
         };
         let remote_path = || format!("{} -> {}", local.display(), show(&join(root, &rel)));
         if let Some((_, why)) = blocked.iter().find(|(b, _)| is_below(&rel, b)) {
@@ -1121,7 +1189,7 @@ fn cleanup(conn: &Connection, root: &[u8], w: &RootWork) {
         .iter()
         .filter(|i| matches!(i.what, ItemKind::File))
         .map(|i| Commit::RemoveStale {
-            path: tmp_path(&join(root, &i.rel)),
+            path: conn.names().for_path(&join(root, &i.rel)),
         })
         .collect();
     let _ = commit(conn, &steps);
@@ -1148,8 +1216,8 @@ fn upload_tar(
             }),
             ItemKind::File => {
                 members.push(tar::Member::File {
-                    rel: tmp_path(&item.rel),
-                    local: &item.local,
+                    rel: conn.names().for_path(&item.rel),
+                    local: item.to_send(),
                     size: item.size,
                 });
                 files.push(item.clone());
@@ -1262,7 +1330,7 @@ fn upload_all(
             stack.push(d.to_vec());
         }
         if let (true, Some(name)) = (ok, name) {
-            let id = sink.send(&remote::tmp_name(name), &item.local)?;
+            let id = sink.send(&conn.names().for_name(name), item.to_send())?;
             report.event(Event::Uploaded { bytes: item.size });
             sent.push((item.clone(), id));
         }
@@ -1296,14 +1364,6 @@ fn is_below(rel: &[u8], dir: &[u8]) -> bool {
 /// The last component of a `/`-separated path.
 fn basename(p: &[u8]) -> &[u8] {
     p.rsplit(|&b| b == b'/').next().unwrap_or(p)
-}
-
-/// The temporary path for a destination: same directory, [`remote::tmp_name`].
-fn tmp_path(dest: &[u8]) -> Vec<u8> {
-    let cut = dest.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
-    let mut p = dest[..cut].to_vec();
-    p.extend_from_slice(&remote::tmp_name(&dest[cut..]));
-    p
 }
 
 /// `local -> remote` for messages.
@@ -1343,10 +1403,6 @@ mod tests {
         assert_eq!(split_dest("/top"), (&b"/"[..], &b"top"[..]));
         assert_eq!(join(b"/", b"x"), b"/x");
         assert_eq!(join(b"/a", b""), b"/a");
-        assert_eq!(
-            tmp_path(b"/a/b"),
-            [&b"/a/"[..], &remote::tmp_name(b"b")].concat()
-        );
         assert_eq!(basename(b"a/b/c"), b"c");
         assert!(is_backup_name(b"etc/app.conf.1", 6) && is_backup_name(b"x.6", 6));
         for (name, n) in [

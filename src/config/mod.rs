@@ -39,6 +39,8 @@ pub struct SshSettings {
     /// Who this client is, in every remote temporary's name: 8 hex digits of a
     /// hash of this machine's id and config.ini's path ([`client_id`]).
     pub client_id: String,
+    /// Where each run holds its lock (`<log_path>/runs`, see [`crate::transfer::runs`]).
+    pub runs_dir: PathBuf,
 }
 
 /// A host together with what to push to it.
@@ -99,6 +101,7 @@ pub fn load(config_path: &Path) -> Result<Config> {
             io_timeout: settings.io_timeout,
             strict_modes: settings.strict_modes,
             client_id,
+            runs_dir: ini::resolve(&base, &settings.log_path).join("runs"),
         },
         debounce: settings.debounce,
         retry_max: settings.retry_max,

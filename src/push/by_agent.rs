@@ -27,7 +27,7 @@ use super::{
     Item, ItemKind, MAX_ATTEMPTS, Plan, RootWork, Unit, basename, compare as compare_states,
     describe, join, show,
 };
-use crate::local::{self, FileMeta, Source, Unsendable};
+use crate::local::{FileMeta, Source, Unsendable};
 use crate::report::{Event, HostReport};
 use crate::transfer::agent::{Agent, Answer, NoAgent, Sent};
 use crate::transfer::remote::{ListRoot, RemoteEntry, RootState};
@@ -162,7 +162,7 @@ pub(super) fn compare(
     listed: &Listed,
     report: &mut HostReport,
 ) -> Plan {
-    compare_states(usable, &listed.roots, &listed.states, report, "", true)
+    compare_states(usable, &listed.roots, &listed.states, report, "", None)
 }
 
 /// What one request, once answered, reports.
@@ -264,6 +264,7 @@ impl Run<'_, '_, '_> {
                     exists: true,
                     meta: None,
                     follow: false,
+                    mode_mask: 0o1777,
                 };
                 self.steps.push_back(Step::Remove(item, root.clone()));
             }
@@ -332,13 +333,11 @@ impl Run<'_, '_, '_> {
         dir_modes: &HashMap<Vec<u8>, u32>,
     ) -> Result<()> {
         let mapping = self.units[item.unit].mapping;
-        let expect = if self.attempt == 1 { item.meta } else { None };
-        match local::open_for_send(&item.local, expect.as_ref(), item.follow) {
+        match item.to_send().open() {
             Ok((mut file, now)) => {
-                let mode = mapping.file_mode(now.mode);
-                let sent = self
-                    .agent
-                    .put(id, &item.rel, mode, &mut file, &now, mapping.backups)?;
+                let sent =
+                    self.agent
+                        .put(id, &item.rel, now.mode, &mut file, &now, mapping.backups)?;
                 self.report.event(Event::Uploaded { bytes: item.size });
                 self.steps.push_back(Step::File(item, root.to_vec(), sent));
             }

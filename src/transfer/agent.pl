@@ -429,7 +429,7 @@ sub req_stale { my ($id, $rel) = @_;
   my ($dir, $name) = split_rel($rel);
   if (index($name, $PFX) != 0) { ok("kept"); return }
   my $live;
-  if ($name =~ /^\.hostsync-tmp\.([0-9a-f]{8})\.([0-9a-f]{16})\.(?:\d+|lock)$/) {
+  if ($name =~ /^\.hostsync-tmp\.([0-9a-f]{8})\.([0-9a-f]{16})\.[0-9a-z]+$/) {
     $live = run_live($id, $dir, $1, $2);
   } else {
     # Another client's or an older version's: only once it is a day old.

@@ -14,6 +14,7 @@ pub mod live;
 pub mod pace;
 mod quickack;
 pub mod remote;
+pub mod runs;
 pub mod scp;
 pub mod ssh;
 pub mod tar;

@@ -36,19 +36,6 @@ pub fn quote(s: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The temporary name used for `name` in the same directory: deterministic, so a
-/// retried upload overwrites (and a later commit consumes) the leftover of an
-/// interrupted one, and short, so it never exceeds NAME_MAX.
-pub fn tmp_name(name: &[u8]) -> Vec<u8> {
-    // FNV-1a, 64 bit: stable across runs and platforms.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in name {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{TMP_PREFIX}{h:016x}").into_bytes()
-}
-
 /// 16 hex digits no other call in any process is likely to return (a per-process
 /// random hash of a counter): listing end tokens and commit-record names.
 pub fn fresh_hex() -> String {
@@ -507,7 +494,7 @@ f() {
     rm -f -- "$1"; printf 'F\0%s\0%s\0' "$4" "not replaced: $e"; return
   fi
   [ -L "$2" ] && [ -d "$2" ] && rm -f -- "$2"
-  mv -f -- "$1" "$2" || printf 'F\0%s\0%s\0' "$4" "rename into place failed"
+  if mv -f -- "$1" "$2"; then printf 'K\0%s\0' "$4"; else printf 'F\0%s\0%s\0' "$4" "rename into place failed"; fi
 }
 s() {
   rm -f -- "$2"
@@ -518,18 +505,18 @@ s() {
     printf 'F\0%s\0%s\0' "$5" "not replaced: $e"; return
   fi
   [ -L "$3" ] && [ -d "$3" ] && rm -f -- "$3"
-  { ln -s -- "$1" "$2" && mv -f -- "$2" "$3"; } || printf 'F\0%s\0%s\0' "$5" "symlink failed"
+  if ln -s -- "$1" "$2" && mv -f -- "$2" "$3"; then printf 'K\0%s\0' "$5"; else printf 'F\0%s\0%s\0' "$5" "symlink failed"; fi
 }
 d() {
   p=$1; rest=$2
   while case $rest in */*) true ;; *) false ;; esac; do
     p=$p/${rest%%/*}; rest=${rest#*/}
-    [ -e "$p" ] || [ -L "$p" ] || return 0
+    [ -e "$p" ] || [ -L "$p" ] || { printf 'K\0%s\0' "$3"; return 0; }
     if [ -L "$p" ] || [ ! -d "$p" ]; then
       printf 'F\0%s\0%s\0' "$3" "not removed: a parent is a symlink or not a directory on the remote"; return
     fi
   done
-  rm -rf -- "$1/$2" || printf 'F\0%s\0%s\0' "$3" "remove failed"
+  if rm -rf -- "$1/$2"; then printf 'K\0%s\0' "$3"; else printf 'F\0%s\0%s\0' "$3" "remove failed"; fi
 }
 "#;
 
@@ -537,9 +524,10 @@ d() {
 /// a batch of N files costs one process start on the remote, not N `mv`s (which took
 /// over 100 s for 100,000 files). perl is essential on Debian and standard almost
 /// everywhere else; where it is missing, [`commit_script`] does the same with `mv`.
-/// Failures are reported exactly as the shell version does: `F\0i\0reason\0`.
-pub const COMMIT_PERL: &str = r#"$/ = "\0"; my $i = 0;
-sub fail { print "F\0$_[0]\0$_[1]\0" }
+/// Each step is confirmed exactly as the shell version does: `K\0i\0` when done,
+/// `F\0i\0reason\0` when not; a step with neither did not happen (issue 13).
+pub const COMMIT_PERL: &str = r#"$/ = "\0"; my $i = 0; my $bad;
+sub fail { print "F\0$_[0]\0$_[1]\0"; $bad = 1 }
 sub arg { my $x = <STDIN>; chomp $x; $x }
 sub backup {
   my ($d, $n) = @_;
@@ -580,6 +568,8 @@ while (defined(my $op = <STDIN>)) {
   } elsif ($op eq "X") {
     my $p = arg(); unlink $p
   }
+  print "K\0$i\0" unless $bad;
+  $bad = 0;
   $i++;
 }"#;
 
@@ -658,20 +648,35 @@ fn push_args(s: &mut Vec<u8>, args: &[&Vec<u8>]) {
 
 /// Reads the commit script's failure records: step index and reason.
 pub fn parse_failures(out: &[u8]) -> Vec<(usize, String)> {
+    parse_commit(out).0
+}
+
+/// Reads the commit script's records: the failed steps with their reasons, and the
+/// steps confirmed done. A step in neither did not happen.
+pub fn parse_commit(out: &[u8]) -> (Vec<(usize, String)>, std::collections::HashSet<usize>) {
     let mut fields = out.split(|&b| b == 0);
     let mut failures = Vec::new();
+    let mut done = std::collections::HashSet::new();
+    let index = |b: Option<&[u8]>| b.and_then(|b| std::str::from_utf8(b).ok()?.parse().ok());
     while let Some(tag) = fields.next() {
-        if tag == b"F" {
-            let idx = fields
-                .next()
-                .and_then(|b| std::str::from_utf8(b).ok()?.parse().ok());
-            let reason = String::from_utf8_lossy(fields.next().unwrap_or_default()).into_owned();
-            if let Some(idx) = idx {
-                failures.push((idx, reason));
+        match tag {
+            b"F" => {
+                let idx = index(fields.next());
+                let reason =
+                    String::from_utf8_lossy(fields.next().unwrap_or_default()).into_owned();
+                if let Some(idx) = idx {
+                    failures.push((idx, reason));
+                }
             }
+            b"K" => {
+                if let Some(idx) = index(fields.next()) {
+                    done.insert(idx);
+                }
+            }
+            _ => {}
         }
     }
-    failures
+    (failures, done)
 }
 
 /// Runs `program args` locally with `input` on stdin and returns its stdout: how the
@@ -708,14 +713,6 @@ mod tests {
         assert_eq!(out.stdout, nasty);
     }
     use std::os::unix::ffi::OsStrExt;
-
-    #[test]
-    fn tmp_names_are_stable_and_short() {
-        assert_eq!(tmp_name(b"x"), tmp_name(b"x"));
-        assert_ne!(tmp_name(b"x"), tmp_name(b"y"));
-        assert!(is_tmp_name(&tmp_name(&[b'a'; 255])));
-        assert!(tmp_name(&[b'a'; 255]).len() < 40);
-    }
 
     /// The listing's tar probe answers with one `T` record, run by the local sh:
     /// GNU tar here (Debian has it), none with an empty PATH; none asked, no record.
@@ -909,6 +906,12 @@ mod tests {
                 run(commit_script(&steps))
             };
             let fails = parse_failures(&out);
+            // Every step that happened is confirmed; the refused ones are not.
+            let (_, done) = parse_commit(&out);
+            for i in [1, 2, 4, 6] {
+                assert!(done.contains(&i), "step {i} unconfirmed, perl: {use_perl}");
+            }
+            assert!(!done.contains(&3) && !done.contains(&5), "perl: {use_perl}");
             assert_eq!(
                 fails,
                 vec![

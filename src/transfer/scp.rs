@@ -31,6 +31,9 @@ use super::remote::quote;
 use super::ssh::Connection;
 use crate::local::FileMeta;
 
+/// The longest error line the remote scp may send (issue 13, "Bounded").
+const MAX_LINE: usize = 8 * 1024;
+
 /// Size of each write; libssh2 sends at most ~32 KiB per packet anyway.
 const CHUNK: usize = 256 * 1024;
 
@@ -54,8 +57,11 @@ enum Ack {
 pub enum Outcome {
     /// Stored under its temporary name, with these attributes, `bytes` long.
     Stored { meta: FileMeta },
-    /// The local file changed while it was read; the temporary copy must not be used.
+    /// The local file changed while it was read (or is no longer the file the scan
+    /// saw); the temporary copy must not be used.
     Changed,
+    /// The local file is gone: there is nothing to send, and that is no error.
+    Vanished,
     /// The remote refused it or the local file could not be read.
     Failed(String),
 }
@@ -135,27 +141,14 @@ impl ScpSink {
 
     /// Sends `local` as `name` in the current directory. Returns the file's id, whose
     /// [`Outcome`] [`finish`](Self::finish) reports. An `Err` means the channel broke.
-    pub fn send(&mut self, name: &[u8], local: &std::path::Path) -> Result<usize> {
+    pub fn send(&mut self, name: &[u8], local: crate::local::ToSend<'_>) -> Result<usize> {
         check_name(name)?;
         let id = self.outcomes.len();
         self.outcomes.push(None);
-        let mut file = match File::open(local) {
-            Ok(f) => f,
-            Err(e) => {
-                self.outcomes[id] = Some(Outcome::Failed(format!("cannot read local file: {e}")));
-                return Ok(id);
-            }
-        };
-        let before = match file.metadata() {
-            Ok(m) if m.is_file() => FileMeta::of(&m),
-            Ok(_) => {
-                self.outcomes[id] = Some(Outcome::Failed(
-                    "local path is no longer a regular file".into(),
-                ));
-                return Ok(id);
-            }
-            Err(e) => {
-                self.outcomes[id] = Some(Outcome::Failed(format!("cannot stat local file: {e}")));
+        let (mut file, before) = match local.open() {
+            Ok(opened) => opened,
+            Err(why) => {
+                self.outcomes[id] = Some(unsendable(why));
                 return Ok(id);
             }
         };
@@ -174,9 +167,7 @@ impl ScpSink {
         self.write(b"\0")?;
         self.pending.push_back(Ack::Data(id));
         let after = file.metadata().map(|m| FileMeta::of(&m)).ok();
-        let unchanged = after.is_some_and(|a| {
-            a.size == before.size && a.mtime == before.mtime && a.mtime_nsec == before.mtime_nsec
-        });
+        let unchanged = after.is_some_and(|a| before.unchanged(&a));
         self.outcomes[id] = Some(if torn || !unchanged {
             Outcome::Changed
         } else {
@@ -292,6 +283,9 @@ impl ScpSink {
                     if b[0] == b'\n' {
                         break;
                     }
+                    if line.len() >= MAX_LINE {
+                        bail!("the remote scp sent an error line longer than {MAX_LINE} bytes");
+                    }
                     line.push(b[0]);
                 }
                 Ok(Err(reason(&String::from_utf8_lossy(&line))))
@@ -307,6 +301,15 @@ impl ScpSink {
         self.channel
             .write_all(bytes)
             .context("sending to the remote scp")
+    }
+}
+
+/// The outcome of a file that was not read.
+pub fn unsendable(why: crate::local::Unsendable) -> Outcome {
+    match why {
+        crate::local::Unsendable::Vanished => Outcome::Vanished,
+        crate::local::Unsendable::Changed => Outcome::Changed,
+        crate::local::Unsendable::Unreadable(reason) => Outcome::Failed(reason),
     }
 }
 

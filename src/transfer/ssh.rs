@@ -49,6 +49,13 @@ pub struct Connection {
     client_id: String,
     /// `[ssh] strict_modes`.
     strict_modes: bool,
+    /// The names of this session's temporaries on a host without perl.
+    names: super::runs::Names,
+    /// `<log_path>/runs`.
+    runs_dir: std::path::PathBuf,
+    /// This session's run lock here (see [`super::runs`]); `None` if it could not
+    /// be taken.
+    _run: Option<super::runs::RunLock>,
 }
 
 /// What a remote script printed, and how it exited.
@@ -81,6 +88,7 @@ impl Connection {
         );
         let fingerprint = verify_host_key(&session, host, ssh)?;
         let auth_method = authenticate(&session, host)?;
+        let run = super::remote::fresh_hex();
         session.set_timeout(millis(ssh.io_timeout));
         log::info!(
             "{}: connected as {} on port {} ({auth_method}, host key {fingerprint})",
@@ -100,6 +108,12 @@ impl Connection {
             agent: std::cell::Cell::new(None),
             client_id: ssh.client_id.clone(),
             strict_modes: ssh.strict_modes,
+            _run: super::runs::hold(&ssh.runs_dir, &run),
+            runs_dir: ssh.runs_dir.clone(),
+            names: super::runs::Names {
+                client: ssh.client_id.clone(),
+                run,
+            },
         })
     }
 
@@ -113,10 +127,12 @@ impl Connection {
             self.tar.set(Some(false));
             return false;
         }
-        let found = self.run_command("tar --version", b"").is_ok_and(|out| {
-            let first = String::from_utf8_lossy(&out.stdout);
-            out.status == 0 && (first.contains("GNU tar") || first.contains("bsdtar"))
-        });
+        let found = self
+            .run_command("tar --version", b"", 64 * 1024)
+            .is_ok_and(|out| {
+                let first = String::from_utf8_lossy(&out.stdout);
+                out.status == 0 && (first.contains("GNU tar") || first.contains("bsdtar"))
+            });
         self.tar.set(Some(found));
         found
     }
@@ -171,6 +187,16 @@ impl Connection {
     /// Records whether the remote has perl for the agent.
     pub fn set_agent(&self, found: bool) {
         self.agent.set(Some(found));
+    }
+
+    /// The names of this session's temporaries on a host without perl.
+    pub fn names(&self) -> &super::runs::Names {
+        &self.names
+    }
+
+    /// Where the runs of this client hold their locks (see [`super::runs`]).
+    pub fn runs_dir(&self) -> &std::path::Path {
+        &self.runs_dir
     }
 
     /// This client's id (see [`crate::config::client_id`]).
@@ -244,17 +270,24 @@ impl Connection {
         self.cancel.clone()
     }
 
-    /// Runs a POSIX sh script fed on stdin (`sh -s`) and collects its output.
-    pub fn run_script(&self, script: &[u8]) -> Result<ScriptOutput> {
-        self.run_command("sh -s", script)
+    /// Runs a POSIX sh script fed on stdin (`sh -s`) and collects its output, at
+    /// most `cap` bytes of it (see [`super::bounded`]).
+    pub fn run_script(&self, script: &[u8], cap: u64) -> Result<ScriptOutput> {
+        self.run_command("sh -s", script, cap)
     }
 
     /// Runs `command` and reads its stdout up to `end` followed by a NUL-terminated
     /// text (see [`super::remote::listing_then_tar`]), leaving the channel open for
     /// what comes next. Returns the channel, the output before `end`, and the text.
     /// If the output ends first, the error shows what came, the stderr and the status.
-    pub fn run_until(&self, command: &str, end: &[u8]) -> Result<(ssh2::Channel, ScriptOutput)> {
+    pub fn run_until(
+        &self,
+        command: &str,
+        end: &[u8],
+        cap: u64,
+    ) -> Result<(ssh2::Channel, ScriptOutput)> {
         let started = std::time::Instant::now();
+        let mut budget = super::bounded::Budget::new("the remote listing", cap, self.io_timeout);
         let mut ch = self.exec(command)?;
         let mut out = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
@@ -290,23 +323,26 @@ impl Connection {
             let n = ch
                 .read(&mut buf)
                 .context("reading the remote shell's output")?;
+            budget.got(n)?;
             if n == 0 {
-                let mut stderr = String::new();
-                let _ = ch.stderr().read_to_string(&mut stderr);
+                let mut stderr = Vec::new();
+                let _ = ch.stderr().take(4096).read_to_end(&mut stderr);
                 let _ = ch.wait_close();
                 let status = ch.exit_status().unwrap_or(-1);
                 bail!(
-                    "the remote listing ended early (exit status {status}, output {:?}); stderr: {}",
-                    String::from_utf8_lossy(&out[..out.len().min(200)]),
-                    stderr.trim()
+                    "the remote listing ended early (exit status {status}, output \"{}\"); stderr: {}",
+                    crate::escape::escape(&out[..out.len().min(200)]),
+                    crate::escape::first_line(&stderr, 200)
                 );
             }
             out.extend_from_slice(&buf[..n]);
         }
     }
 
-    /// Runs `command` with `input` on its stdin and collects its output.
-    pub fn run_command(&self, command: &str, input: &[u8]) -> Result<ScriptOutput> {
+    /// Runs `command` with `input` on its stdin and collects its output: at most `cap`
+    /// bytes of stdout and 64 KiB of stderr, arriving at least as fast as
+    /// [`super::bounded`] asks.
+    pub fn run_command(&self, command: &str, input: &[u8], cap: u64) -> Result<ScriptOutput> {
         let started = std::time::Instant::now();
         let mut ch = self
             .session
@@ -322,12 +358,12 @@ impl Connection {
             .context("sending a script to the remote shell")?;
         ch.send_eof()
             .context("sending a script to the remote shell")?;
-        let mut stdout = Vec::new();
-        ch.read_to_end(&mut stdout)
-            .context("reading the remote shell's output")?;
-        let mut stderr = String::new();
+        let mut budget = super::bounded::Budget::new("the remote command", cap, self.io_timeout);
+        let stdout = super::bounded::read_to_end(&mut ch, &mut budget)?;
+        let mut stderr = Vec::new();
         // Stderr is informational; an unreadable one must not hide the result.
-        let _ = ch.stderr().read_to_string(&mut stderr);
+        let _ = ch.stderr().take(64 * 1024).read_to_end(&mut stderr);
+        let stderr = String::from_utf8_lossy(&stderr).into_owned();
         ch.wait_close()
             .context("closing the remote shell channel")?;
         let status = ch.exit_status().context("reading the remote exit status")?;

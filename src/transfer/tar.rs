@@ -73,7 +73,7 @@ pub enum Member<'a> {
     /// what the scan saw, for sharing a split stream's work out evenly.
     File {
         rel: Vec<u8>,
-        local: &'a Path,
+        local: crate::local::ToSend<'a>,
         size: u64,
     },
 }
@@ -229,7 +229,7 @@ pub fn upload(
     sent: &dyn Fn(usize),
     split: bool,
 ) -> Result<Result<Streamed, TarFailed>> {
-    let records_name = commit_file_name();
+    let records_name = commit_file_name(conn.names());
     let lanes = if split && worth_splitting(members) {
         SPLIT_LANES
     } else {
@@ -275,9 +275,11 @@ pub fn upload(
         .context("sending to the remote tar")?
         .into_parts();
     channel.send_eof().context("closing the tar stream")?;
-    channel
-        .read_to_end(&mut out)
-        .context("reading the remote tar's status")?;
+    // A status line, then the commit's records: one short record per step.
+    let cap = 64 * 1024 + 8 * 1024 * members.len() as u64;
+    let mut budget = super::bounded::Budget::new("the remote tar", cap, conn.io_timeout());
+    budget.took(out.len())?;
+    out.extend(super::bounded::read_to_end(&mut channel, &mut budget)?);
     // At most 4 KiB of tar's and what the commit printed (see [`REMOTE`]); an
     // unreadable stderr must not hide the result.
     let mut stderr = Vec::new();
@@ -560,9 +562,9 @@ fn remote_command(quoted_root: &str, records_name: &[u8], lanes: usize) -> Strin
     )
 }
 
-/// A fresh temporary name (see [`super::remote::is_tmp_name`]) for one stream's commit records.
-fn commit_file_name() -> Vec<u8> {
-    format!("{TMP_PREFIX}{}", fresh_hex()).into_bytes()
+/// A fresh temporary name of this run (see [`super::runs`]) for one stream's commit records.
+fn commit_file_name(names: &super::runs::Names) -> Vec<u8> {
+    format!("{TMP_PREFIX}{}.{}.{}", names.client, names.run, fresh_hex()).into_bytes()
 }
 
 /// Appends the commit records as the archive's last member (owner-only).
@@ -651,21 +653,12 @@ fn parse_output(out: &[u8], stderr: &[u8]) -> Result<(i32, Vec<u8>, Option<Scrip
 fn send_file<W: Write>(
     builder: &mut tar::Builder<W>,
     rel: &[u8],
-    local: &Path,
+    local: &crate::local::ToSend<'_>,
     cancel: &std::sync::atomic::AtomicBool,
 ) -> Result<Outcome> {
-    let file = match File::open(local) {
-        Ok(f) => f,
-        Err(e) => return Ok(Outcome::Failed(format!("cannot read local file: {e}"))),
-    };
-    let before = match file.metadata() {
-        Ok(m) if m.is_file() => FileMeta::of(&m),
-        Ok(_) => {
-            return Ok(Outcome::Failed(
-                "local path is no longer a regular file".into(),
-            ));
-        }
-        Err(e) => return Ok(Outcome::Failed(format!("cannot stat local file: {e}"))),
+    let (file, before) = match local.open() {
+        Ok(opened) => opened,
+        Err(why) => return Ok(super::scp::unsendable(why)),
     };
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Regular);
@@ -685,9 +678,7 @@ fn send_file<W: Write>(
         bail!("transfer cancelled by shutdown");
     }
     let after = file.metadata().map(|m| FileMeta::of(&m)).ok();
-    let unchanged = after.is_some_and(|a| {
-        a.size == before.size && a.mtime == before.mtime && a.mtime_nsec == before.mtime_nsec
-    });
+    let unchanged = after.is_some_and(|a| before.unchanged(&a));
     Ok(if reader.torn || !unchanged {
         Outcome::Changed
     } else {
@@ -780,7 +771,8 @@ mod tests {
         h.set_mode(0o750);
         h.set_size(0);
         b.append_data(&mut h, "sub dir", std::io::empty()).unwrap();
-        let o = send_file(&mut b, b"sub dir/.hostsync-tmp.1", &src.join("a"), &never).unwrap();
+        let a = src.join("a");
+        let o = send_file(&mut b, b"sub dir/.hostsync-tmp.1", &plain(&a), &never).unwrap();
         assert!(matches!(o, Outcome::Stored { meta } if meta.size == 5));
         b.into_inner().unwrap();
         assert!(child.wait().unwrap().success());
@@ -849,6 +841,25 @@ mod tests {
         child.wait_with_output().unwrap()
     }
 
+    /// A local file to send as the tests send one: whatever is there, not following a
+    /// link, every mode bit kept.
+    fn plain(path: &Path) -> crate::local::ToSend<'_> {
+        crate::local::ToSend {
+            path,
+            expect: None,
+            follow: false,
+            mode_mask: 0o7777,
+        }
+    }
+
+    /// The temporary names of a test run.
+    fn test_names() -> super::super::runs::Names {
+        super::super::runs::Names {
+            client: "0123abcd".into(),
+            run: "00112233445566ff".into(),
+        }
+    }
+
     /// Runs [`REMOTE`] locally and reads its output as [`upload`] does.
     fn run_remote(
         root: &Path,
@@ -877,7 +888,7 @@ mod tests {
         let dest = root.join("conf");
         std::fs::write(&dest, "old").unwrap();
         let tmp = ".hostsync-tmp.conf";
-        let name = commit_file_name();
+        let name = commit_file_name(&test_names());
         assert!(
             super::super::remote::is_tmp_name(&name),
             "a leftover must read as stale"
@@ -1028,7 +1039,7 @@ mod tests {
         assert!(after.is_empty(), "{}", String::from_utf8_lossy(&after));
 
         // A stream into root 1 ("b's root"), with its commit.
-        let name = commit_file_name();
+        let name = commit_file_name(&test_names());
         let tmp = ".hostsync-tmp.new";
         let records = commit_records(&[Commit::Rename {
             tmp: b.join(tmp).as_os_str().as_bytes().to_vec(),
@@ -1122,7 +1133,7 @@ mod tests {
         for ((tmp, _, body), local) in files.iter().zip(&locals) {
             members.push(Member::File {
                 rel: tmp.clone(),
-                local,
+                local: plain(local),
                 size: body.len() as u64,
             });
         }
@@ -1179,7 +1190,7 @@ mod tests {
             let (status, tar_stderr, commit) = parse_output(&out.stdout, &out.stderr).unwrap();
             (status, first_line(&tar_stderr), commit)
         };
-        let name = commit_file_name();
+        let name = commit_file_name(&test_names());
 
         // Both tars make new directories at once, many times over: the race of
         // issue 12 (see `share_out`) failed about 1 round in 10 before the fix.
@@ -1263,7 +1274,7 @@ mod tests {
         let local = Path::new("/nonexistent");
         let file = |size| Member::File {
             rel: b"x".to_vec(),
-            local,
+            local: plain(local),
             size,
         };
         let mut members = vec![Member::Dir {
