@@ -210,13 +210,20 @@ fn parent(dest: &str) -> String {
     }
 }
 
-/// Shell function run once per probe: walks up to the nearest existing path, then
-/// prints `R\0index\0verdict\0path\0`. Verdicts: `ok` (dir is a writable
-/// directory), `new` (missing; path is a writable ancestor that `mkdir -p` can use),
-/// `notdir`, `ro` (path is not writable or not searchable), `isdir` (the file dest
-/// is a directory). `test -w` asks the kernel with the remote user's own rights.
-const PROBE_PRELUDE: &[u8] = br#"C() {
+/// Shell function run once per probe: first the ancestor rule (`G`, the same as
+/// `sync`'s, from [`crate::transfer::remote::TRUST`]), then walks up to the nearest
+/// existing path and prints `R\0index\0verdict\0path\0`. Verdicts: `ok` (dir is a
+/// writable directory), `new` (missing; path is a writable ancestor that `mkdir -p`
+/// can use), `notdir`, `ro` (path is not writable or not searchable), `isdir` (the
+/// file dest is a directory), `ancestor` (path is why a symlink on the way is not
+/// followed). `test -w` asks the kernel with the remote user's own rights. For an
+/// existing dir that others than root and the login user can write (or whose
+/// parent they can, unless it is sticky), `O\0index\0owner mode path\0` follows; a
+/// `P\0\0` record says the host has perl for the agent, which serves such a dir.
+const PROBE_PRELUDE: &[u8] = br#"command -v perl >/dev/null 2>&1 && printf 'P\0\0'
+C() {
   i=$1; d=$2; f=$3; p=$d
+  if ! G "$d"; then printf 'R\0%s\0%s\0%s\0' "$i" ancestor "$g"; return; fi
   while [ "$p" != / ] && [ ! -e "$p" ] && [ ! -L "$p" ]; do
     p=${p%/*}; [ -n "$p" ] || p=/
   done
@@ -228,12 +235,22 @@ const PROBE_PRELUDE: &[u8] = br#"C() {
   else r=new
   fi
   printf 'R\0%s\0%s\0%s\0' "$i" "$r" "$p"
+  [ "$r" = ok ] || [ "$r" = isdir ] || return 0
+  for q in "$d" "$d/.."; do
+    o=$(find "$q" -maxdepth 0 -printf '%U %m' 2>/dev/null) || continue
+    [ -n "$o" ] || continue
+    T "${o% *}" "${o#* }" && continue
+    [ "$q" != "$d" ] && [ $((0${o#* } & 01000)) != 0 ] && continue
+    printf 'O\0%s\0%s %s\0' "$i" "$o" "$q"
+  done
 }
 "#;
 
 /// The whole script: the prelude, then one quoted call per probe.
-fn probe_script(probes: &[Probe]) -> Vec<u8> {
-    let mut s = PROBE_PRELUDE.to_vec();
+fn probe_script(probes: &[Probe], strict: bool) -> Vec<u8> {
+    let mut s = crate::transfer::remote::TRUST.to_vec();
+    s.extend_from_slice(if strict { b"SM=1\n" } else { b"SM=0\n" });
+    s.extend_from_slice(PROBE_PRELUDE);
     for (i, p) in probes.iter().enumerate() {
         s.extend_from_slice(format!("C {i} ").as_bytes());
         s.extend_from_slice(&quote(p.dir.as_bytes()));
@@ -244,20 +261,43 @@ fn probe_script(probes: &[Probe]) -> Vec<u8> {
     s
 }
 
-/// The answers of [`probe_script`]: per probe index, the verdict and the path it names.
-fn parse_answers(out: &[u8]) -> Vec<(usize, String, String)> {
+/// What [`probe_script`] said.
+#[derive(Debug, Default)]
+struct Answers {
+    /// Per probe index, the verdict and the path it names.
+    verdicts: Vec<(usize, String, String)>,
+    /// Per probe index, `owner mode path` of a directory others can write.
+    open: Vec<(usize, String)>,
+    /// The host has perl for the agent.
+    perl: bool,
+}
+
+/// Parses the records of [`probe_script`].
+fn parse_answers(out: &[u8]) -> Answers {
     let fields: Vec<&[u8]> = out.split(|&b| b == 0).collect();
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let mut answers = Vec::new();
+    let mut answers = Answers::default();
     let mut i = 0;
-    while i + 3 < fields.len() {
-        if fields[i] == b"R"
-            && let Ok(n) = text(fields[i + 1]).parse::<usize>()
-        {
-            answers.push((n, text(fields[i + 2]), text(fields[i + 3])));
-            i += 4;
-        } else {
-            i += 1;
+    while i < fields.len() {
+        let n = fields
+            .get(i + 1)
+            .and_then(|f| text(f).parse::<usize>().ok());
+        match (fields[i], n) {
+            (b"R", Some(n)) if i + 3 < fields.len() => {
+                answers
+                    .verdicts
+                    .push((n, text(fields[i + 2]), text(fields[i + 3])));
+                i += 4;
+            }
+            (b"O", Some(n)) if i + 2 < fields.len() => {
+                answers.open.push((n, text(fields[i + 2])));
+                i += 3;
+            }
+            (b"P", _) => {
+                answers.perl = true;
+                i += 2;
+            }
+            _ => i += 1,
         }
     }
     answers
@@ -266,7 +306,7 @@ fn parse_answers(out: &[u8]) -> Vec<(usize, String, String)> {
 /// Runs the probe script over `conn` and records each verdict in `row`.
 fn test_dirs(conn: &Connection, probes: &[Probe], row: &mut HostCheck) {
     let out = match conn.run_script(
-        &probe_script(probes),
+        &probe_script(probes, conn.strict_modes()),
         64 * 1024 + 8 * 1024 * probes.len() as u64,
     ) {
         Ok(out) => out,
@@ -274,7 +314,7 @@ fn test_dirs(conn: &Connection, probes: &[Probe], row: &mut HostCheck) {
     };
     let answers = parse_answers(&out.stdout);
     for (i, probe) in probes.iter().enumerate() {
-        let Some((_, verdict, path)) = answers.iter().find(|(n, _, _)| *n == i) else {
+        let Some((_, verdict, path)) = answers.verdicts.iter().find(|(n, _, _)| *n == i) else {
             row.fail(format!(
                 "{}: the remote shell gave no answer (exit {}, stderr: {})",
                 probe.label,
@@ -287,6 +327,27 @@ fn test_dirs(conn: &Connection, probes: &[Probe], row: &mut HostCheck) {
             None => row.writable += 1,
             Some(why) => row.fail(format!("{}: {why}", probe.label)),
         }
+        // The same rule as sync (issue 13): others can write there, which only the
+        // agent serves safely.
+        for (_, what) in answers.open.iter().filter(|(n, _)| *n == i) {
+            let (owner, rest) = what.split_once(' ').unwrap_or((what, ""));
+            let (mode, at) = rest.split_once(' ').unwrap_or((rest, ""));
+            let why = format!(
+                "{at} can be written by others than root and {} (owner uid {owner}, mode {mode})",
+                row.user
+            );
+            if answers.perl {
+                row.notes.push(format!(
+                    "{}: {why}; served by hostsync's agent, which writes there safely",
+                    probe.label
+                ));
+            } else {
+                row.fail(format!(
+                    "{}: {why}, and this host has no perl for hostsync's agent, which is what writes safely there; install perl, or set [ssh] strict_modes = no",
+                    probe.label
+                ));
+            }
+        }
     }
 }
 
@@ -295,6 +356,7 @@ fn verdict_problem(verdict: &str, path: &str, probe: &Probe, user: &str) -> Opti
     let dir = &probe.dir;
     match verdict {
         "ok" | "new" => None,
+        "ancestor" => Some(format!("cannot use remote directory {dir}: {path}")),
         "notdir" => Some(format!(
             "cannot use remote directory {dir}: {path} exists and is not a directory; remove it or change dest"
         )),
@@ -323,7 +385,8 @@ pub fn table(rows: &[HostCheck]) -> String {
                 r.auth.clone(),
                 r.fingerprint.clone(),
                 if r.ok() { "ok" } else { "failed" }.to_string(),
-                reason(r),
+                // Remote paths and messages may hold control characters (issue 13).
+                crate::escape::controls(&reason(r)).into_owned(),
             ]
         })
         .collect();
@@ -389,7 +452,12 @@ mod tests {
 
     /// Runs the probe script with the local sh, as the remote would.
     fn run_local(probes: &[Probe]) -> Vec<(usize, String, String)> {
-        let out = crate::transfer::remote::run_local("sh", &["-s"], &probe_script(probes));
+        answers(probes).verdicts
+    }
+
+    /// Everything the probe script says, run with the local sh.
+    fn answers(probes: &[Probe]) -> Answers {
+        let out = crate::transfer::remote::run_local("sh", &["-s"], &probe_script(probes, true));
         parse_answers(&out)
     }
 
@@ -430,6 +498,44 @@ mod tests {
         );
         // Nothing was created by the check.
         assert!(!root.join("missing").exists());
+    }
+
+    /// Issue 13: `check` applies sync's ancestor rule and names a destination others
+    /// can write (a sticky parent such as /tmp does not count).
+    #[test]
+    fn probe_script_applies_the_ancestor_rule_and_reports_open_dirs() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let open = d.path().join("open");
+        std::fs::create_dir_all(d.path().join("real/dest")).unwrap();
+        std::fs::create_dir_all(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::symlink(d.path().join("real"), open.join("l")).unwrap();
+        let shared = d.path().join("real/shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let sticky = d.path().join("sticky");
+        std::fs::create_dir_all(sticky.join("dest")).unwrap();
+        std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let a = answers(&[
+            probe(&open.join("l/dest"), None),
+            probe(&shared, None),
+            probe(&sticky.join("dest"), None),
+        ]);
+        let (_, verdict, why) = &a.verdicts[0];
+        assert_eq!(verdict, "ancestor");
+        assert!(
+            why.contains("/open/l is a symlink and its directory"),
+            "{why}"
+        );
+        assert_eq!(a.verdicts[1].1, "ok");
+        let open_dirs: Vec<&(usize, String)> = a.open.iter().collect();
+        assert_eq!(open_dirs.len(), 1, "{open_dirs:?}");
+        assert!(
+            open_dirs[0].0 == 1 && open_dirs[0].1.contains(" 777 "),
+            "{open_dirs:?}"
+        );
+        assert!(a.perl, "Debian has perl");
     }
 
     #[test]

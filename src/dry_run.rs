@@ -62,9 +62,10 @@ pub struct Diff {
 }
 
 impl Diff {
-    /// The path for display: lossy UTF-8, with a trailing `/` for a directory.
+    /// The path for display: control characters and bytes that are not UTF-8
+    /// escaped ([`crate::escape::escape`]), with a trailing `/` for a directory.
     fn shown(&self) -> String {
-        let mut p = String::from_utf8_lossy(&self.path).into_owned();
+        let mut p = crate::escape::escape(&self.path);
         if self.is_dir {
             p.push('/');
         }
@@ -149,7 +150,17 @@ mod tests {
             change: Change::Added,
             is_dir: false,
         };
-        assert_eq!(line("h", &lossy), "[+] h /x/\u{fffd} added");
+        // Not UTF-8, or a control character: escaped, so a name cannot forge a line.
+        assert_eq!(line("h", &lossy), "[+] h /x/\\xff added");
+        let forged = Diff {
+            path: b"/x/a\r[+] h /etc/shadow added\n\x1b[2J".to_vec(),
+            change: Change::Added,
+            is_dir: false,
+        };
+        assert_eq!(
+            line("h", &forged),
+            "[+] h /x/a\\r[+] h /etc/shadow added\\n\\x1b[2J added"
+        );
     }
 
     #[test]

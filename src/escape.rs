@@ -32,6 +32,29 @@ pub fn escape(bytes: &[u8]) -> String {
     out
 }
 
+/// `text` with its control characters escaped C-style, and nothing else changed
+/// (a backslash stays one): for text that may already hold escaped parts, such as
+/// a log message, so it stays one line and moves no cursor.
+pub fn controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() && (c as u32) < 0x100 => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// The first non-empty line of `bytes`, trimmed, escaped, and cut to `max` characters
 /// (with `…` when cut): how a remote program's stderr goes onto one log line.
 pub fn first_line(bytes: &[u8], max: usize) -> String {
@@ -65,6 +88,16 @@ mod tests {
         assert_eq!(escape(b"caf\xc3\xa9 \xff"), "caf\u{e9} \\xff");
         assert_eq!(escape("\u{85}".as_bytes()), "\\x85");
         assert!(!escape(b"x\n[+] forged").contains('\n'));
+    }
+
+    #[test]
+    fn controls_escapes_only_control_characters() {
+        assert_eq!(controls("a\\b c"), "a\\b c");
+        assert_eq!(
+            controls("x\n[+] forged\r\x1b[2J"),
+            "x\\n[+] forged\\r\\x1b[2J"
+        );
+        assert!(matches!(controls("plain"), std::borrow::Cow::Borrowed(_)));
     }
 
     #[test]

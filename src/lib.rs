@@ -54,7 +54,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let config = match config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("hostsync: {e:#}");
+            eprintln!("hostsync: {}", escape::controls(&format!("{e:#}")));
             return ExitCode::Usage;
         }
     };
@@ -67,7 +67,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("hostsync: {e:#}");
+            eprintln!("hostsync: {}", escape::controls(&format!("{e:#}")));
             ExitCode::Usage
         }
     }
@@ -183,10 +183,10 @@ fn sync(config: &Config, args: &SyncArgs, verbose: bool) -> Result<ExitCode> {
         if !args.json {
             for r in &reports {
                 if let Some(reason) = &r.fatal {
-                    eprintln!("error: {}: {reason}", r.address);
+                    eprintln!("error: {}: {}", r.address, escape::controls(reason));
                 }
                 for e in &r.errors {
-                    eprintln!("error: {}: {e}", r.address);
+                    eprintln!("error: {}: {}", r.address, escape::controls(e));
                 }
             }
             let with = reports.iter().filter(|r| !r.diffs.is_empty()).count();
@@ -235,7 +235,7 @@ pub(crate) fn start_logs(config: &Config, verbose: bool) -> Result<log::Logs> {
     let logs = log::start(&config.log_dir, verbose)?;
     for w in &config.warnings {
         ::log::warn!("{w}");
-        eprintln!("hostsync: warning: {w}");
+        eprintln!("hostsync: warning: {}", escape::controls(w));
     }
     Ok(logs)
 }

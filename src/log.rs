@@ -6,6 +6,8 @@
 //! infix, e.g. `info_20261121-154425.log`, and only the newest few are kept), so
 //! a long-running daemon never fills the disk with logs. Lines look like
 //! `2026-11-21 15:44:25.123 ERROR [xfer-0] 127.0.0.3: host unreachable: ...`.
+//! Control characters in a message are escaped C-style ([`crate::escape::controls`]),
+//! so every line is one line.
 
 use std::path::Path;
 
@@ -88,13 +90,16 @@ fn format(
     now: &mut DeferredNow,
     record: &Record,
 ) -> std::io::Result<()> {
+    // Every log line is one line, and nothing in it can move a cursor or forge a
+    // line of its own, whatever a name or a remote printed (issue 13).
+    let message = record.args().to_string();
     write!(
         w,
         "{} {:<5} [{}] {}",
         now.format("%Y-%m-%d %H:%M:%S%.3f"),
         record.level(),
         std::thread::current().name().unwrap_or("-"),
-        record.args()
+        crate::escape::controls(&message)
     )
 }
 

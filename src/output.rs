@@ -118,7 +118,8 @@ impl Output {
             }),
             (Style::Plain { per_file: true }, _) => Observer::new(move |host, e| {
                 if let Some(line) = plain_event(host, e, dry_run) {
-                    print_line(&line);
+                    // Names and remote text may hold control characters (issue 13).
+                    print_line(&crate::escape::controls(&line));
                 }
             }),
             _ => Observer::default(),
@@ -163,7 +164,9 @@ fn on_bar(h: &HostBar, e: &Event<'_>) {
             h.bar.inc(*bytes);
             h.show_files();
         }
-        Event::HostFailed { reason } => h.bar.abandon_with_message(format!("failed: {reason}")),
+        Event::HostFailed { reason } => h
+            .bar
+            .abandon_with_message(format!("failed: {}", crate::escape::controls(reason))),
         // A bar abandoned with the host's failure keeps that message.
         Event::Finished { report } if !h.bar.is_finished() => {
             let status = if report.ok() { "ok" } else { "failed" };

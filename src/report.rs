@@ -204,7 +204,7 @@ pub fn summary(reports: &[HostReport]) -> String {
     );
     for r in reports {
         let status = match &r.fatal {
-            Some(reason) => format!("failed: {reason}"),
+            Some(reason) => format!("failed: {}", crate::escape::controls(reason)),
             None if r.failed > 0 => "failed".to_string(),
             None => "ok".to_string(),
         };
@@ -214,9 +214,10 @@ pub fn summary(reports: &[HostReport]) -> String {
             r.address, r.sent, r.skipped, r.failed, r.bytes
         );
     }
+    // Names and remote text may hold control characters (issue 13).
     for r in reports {
         for e in &r.errors {
-            let _ = writeln!(out, "error: {}: {e}", r.address);
+            let _ = writeln!(out, "error: {}: {}", r.address, crate::escape::controls(e));
         }
     }
     out

@@ -66,43 +66,51 @@ pub struct ListRoot {
     pub paths: Option<Vec<Vec<u8>>>,
 }
 
-const LIST_PRELUDE: &[u8] = br#"ME=$(id -u)
-printf 'U\0%s\0' "$ME"
+/// The ancestor rule in sh, for hosts the agent cannot serve and for `check`
+/// (issue 13): `T UID MODE` says whether a directory with that owner and mode can
+/// be written by nobody but root and the login user (`$ME`); `G PATH` walks PATH
+/// from / and fails, with the reason in `$g`, at a symlink in a directory others
+/// can write (a sticky one counts when the link is root's or the login user's),
+/// unless `$SM` is not 1 (`[ssh] strict_modes = no`). Needs GNU find for owners.
+pub const TRUST: &[u8] = br#"ME=$(id -u)
 T() {
   [ "$1" = 0 ] || [ "$1" = "$ME" ] || return 1
   [ $((0$2 & 022)) = 0 ]
 }
 G() {
   [ "$SM" = 1 ] || return 0
-  p=$1; hops=0
+  gp=$1; gh=0
   while :; do
-    rest=${p#/}; at=""; found=0
-    while [ -n "$rest" ]; do
-      c=${rest%%/*}
-      case $rest in */*) rest=${rest#*/} ;; *) rest="" ;; esac
-      [ -n "$c" ] || continue
-      if [ -L "$at/$c" ]; then
-        o=$(find "${at:-/}" -maxdepth 0 -printf '%U %m' 2>/dev/null)
-        lo=$(find "$at/$c" -maxdepth 0 -printf '%U' 2>/dev/null)
-        if ! T "${o% *}" "${o#* }"; then
-          if [ $((0${o#* } & 01000)) = 0 ] || { [ "$lo" != 0 ] && [ "$lo" != "$ME" ]; }; then
-            g="$at/$c is a symlink and its directory ${at:-/} can be written by others than root and the login user (owner uid ${o% *}, mode ${o#* }), so it is not followed; make that directory writable only by root and the login user, or set [ssh] strict_modes = no"
+    gr=${gp#/}; ga=""; gf=0
+    while [ -n "$gr" ]; do
+      gc=${gr%%/*}
+      case $gr in */*) gr=${gr#*/} ;; *) gr="" ;; esac
+      [ -n "$gc" ] || continue
+      if [ -L "$ga/$gc" ]; then
+        go=$(find "${ga:-/}" -maxdepth 0 -printf '%U %m' 2>/dev/null)
+        gl=$(find "$ga/$gc" -maxdepth 0 -printf '%U' 2>/dev/null)
+        if ! T "${go% *}" "${go#* }"; then
+          if [ $((0${go#* } & 01000)) = 0 ] || { [ "$gl" != 0 ] && [ "$gl" != "$ME" ]; }; then
+            g="$ga/$gc is a symlink and its directory ${ga:-/} can be written by others than root and the login user (owner uid ${go% *}, mode ${go#* }), so it is not followed; make that directory writable only by root and the login user, or set [ssh] strict_modes = no"
             return 1
           fi
         fi
-        t=$(readlink -- "$at/$c")
-        case $t in /*) p="$t/$rest" ;; *) p="$at/$t/$rest" ;; esac
-        hops=$((hops + 1))
-        [ "$hops" -le 40 ] || { g="too many symlinks on the way to $1"; return 1; }
-        found=1
+        gt=$(readlink -- "$ga/$gc")
+        case $gt in /*) gp="$gt/$gr" ;; *) gp="$ga/$gt/$gr" ;; esac
+        gh=$((gh + 1))
+        [ "$gh" -le 40 ] || { g="too many symlinks on the way to $1"; return 1; }
+        gf=1
         break
       fi
-      [ -e "$at/$c" ] || return 0
-      at="$at/$c"
+      [ -e "$ga/$gc" ] || return 0
+      ga="$ga/$gc"
     done
-    [ "$found" = 1 ] || return 0
+    [ "$gf" = 1 ] || return 0
   done
 }
+"#;
+
+const LIST_PRELUDE: &[u8] = br#"printf 'U\0%s\0' "$ME"
 R() {
   if ! G "$2"; then printf 'E\0%s\0%s\0' "$1" "$g"; return 1; fi
   if [ ! -e "$2" ] && [ ! -L "$2" ]; then
@@ -161,7 +169,7 @@ if command -v perl >/dev/null 2>&1; then printf 'S\000%s\000' 1; else printf 'S\
 /// without it (dry run) nothing on the remote changes. With `probe_tar`, it also
 /// says whether the remote has GNU tar or bsdtar ([`Listing::tar`]).
 pub fn listing_script(roots: &[ListRoot], create: bool, probe_tar: bool, strict: bool) -> Vec<u8> {
-    let mut s = LIST_PRELUDE.to_vec();
+    let mut s = [TRUST, LIST_PRELUDE].concat();
     s.extend_from_slice(if create { b"MK=1\n" } else { b"MK=0\n" });
     s.extend_from_slice(if strict { b"SM=1\n" } else { b"SM=0\n" });
     s.extend_from_slice(&listing_calls(roots, probe_tar));
@@ -188,7 +196,7 @@ pub fn listing_then_tar(
     commit_arg: &[u8],
     split_arg: &[u8],
 ) -> Vec<u8> {
-    let mut s = LIST_PRELUDE.to_vec();
+    let mut s = [TRUST, LIST_PRELUDE].concat();
     s.extend_from_slice(if strict { b"SM=1\n" } else { b"SM=0\n" });
     s.extend_from_slice(b"MK=1\nexec 3>&1\ne=$( {\n");
     s.extend_from_slice(&listing_calls(roots, probe_tar));
