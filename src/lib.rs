@@ -117,6 +117,11 @@ impl Scanning {
 fn sync(config: &Config, args: &SyncArgs, verbose: bool) -> Result<ExitCode> {
     let only = &args.hosts;
     for name in only {
+        if config.disabled.iter().any(|t| &t.host.address == name) {
+            bail!(
+                "--host {name}: this host is disabled in connection_info.json (\"disabled\": true); remove that field to use it"
+            );
+        }
         if !config.targets.iter().any(|t| &t.host.address == name) {
             bail!(
                 "--host {name}: no such host in connection_info.json; use an ip_address listed there"
@@ -229,12 +234,23 @@ fn check(config: &Config, json: bool, verbose: bool) -> Result<ExitCode> {
 
 /// Starts info.log and error.log, then records the configuration's warnings
 /// (e.g. a hosts file with passwords that others can read) in error.log and on
-/// stderr. A warning never stops the run.
+/// stderr, and each disabled host in info.log. A warning never stops the run.
 pub(crate) fn start_logs(config: &Config, verbose: bool) -> Result<log::Logs> {
     let logs = log::start(&config.log_dir, verbose)?;
     for w in &config.warnings {
         ::log::warn!("{w}");
         eprintln!("hostsync: warning: {w}");
+    }
+    for t in &config.disabled {
+        ::log::info!(
+            "{}: disabled in connection_info.json; not contacted",
+            t.host.address
+        );
+    }
+    if config.targets.is_empty() && !config.disabled.is_empty() {
+        eprintln!(
+            "hostsync: every host in connection_info.json is disabled; nothing to do (remove \"disabled\": true from a host to use it)"
+        );
     }
     Ok(logs)
 }
