@@ -41,6 +41,10 @@ pub enum Command {
         /// Print one JSON object per host instead of the table.
         #[arg(long)]
         json: bool,
+        /// Only validate the files, as `sync` would, and contact no host; an unset
+        /// passkey_env/passphrase_env variable or a missing src is a warning.
+        #[arg(long, conflicts_with = "json")]
+        offline: bool,
     },
     /// Print a shell completion script for hostsync on stdout.
     Completions {

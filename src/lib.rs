@@ -10,7 +10,8 @@
 //! [`exclude`], backups (in the commit step of [`transfer::remote`]) and
 //! [`post_sync`]; `sync --dry-run` ([`dry_run`]) compares without changing
 //! anything. `check` ([`check`]) loads the same config, then logs in to every
-//! host and tests its destinations without sending anything.
+//! host and tests its destinations without sending anything; `check --offline`
+//! ([`offline`]) only validates the files, such as the [`example`] configuration.
 
 pub mod check;
 pub mod cli;
@@ -18,10 +19,12 @@ pub mod config;
 pub mod daemon;
 pub mod dry_run;
 pub mod escape;
+pub mod example;
 pub mod exclude;
 pub mod exit;
 pub mod local;
 pub mod log;
+pub mod offline;
 pub mod output;
 pub mod plan;
 pub mod post_sync;
@@ -51,7 +54,12 @@ pub fn run(cli: Cli) -> ExitCode {
         let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &script);
         return ExitCode::Success;
     }
-    let config = match config::load(&cli.config) {
+    // `check --offline` checks the files, not the calling shell's variables.
+    let unset = match cli.command {
+        Command::Check { offline: true, .. } => config::UnsetVars::Warn,
+        _ => config::UnsetVars::Refuse,
+    };
+    let config = match config::load_with(&cli.config, unset) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("hostsync: {e:#}");
@@ -60,7 +68,8 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let result = match &cli.command {
         Command::Sync(args) => sync(&config, args, cli.verbose),
-        Command::Check { json } => check(&config, *json, cli.verbose),
+        Command::Check { offline: true, .. } => Ok(offline::run(&config)),
+        Command::Check { json, .. } => check(&config, *json, cli.verbose),
         Command::Watch => daemon::run(&config, cli.verbose),
         Command::Completions { .. } => unreachable!("handled above"),
     };

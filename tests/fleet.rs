@@ -1,15 +1,51 @@
-//! Issue 14's `"disabled": true` host field: a disabled host keeps its mapping
-//! file, and no command contacts it or lists it.
+//! The example configuration at the top of the repository and `check --offline`
+//! (issue 20); and the `"disabled": true` host field of issue 14.
+//!
+//! No test here ever contacts the example's documentation addresses (192.0.2.x):
+//! where a test needs the example's hosts enabled, it first rewrites them to
+//! loopback listeners of its own, which also prove that nothing connected.
 
+use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
 
-use crate::util::hostsync::{Auth, Env};
+use crate::util::hostsync::{Auth, Env, Run, run_in, run_in_env};
 use crate::util::sshd::next_loopback_addr;
-use crate::util::{test_user, wait_until};
+use crate::util::{Dir, test_user, wait_until};
+
+/// The repository's top level, where the example lives.
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every file and folder below `dir` (relative path → mode and SHA-256 of the
+/// content, or "dir"), for before/after comparisons.
+fn tree(dir: &Path) -> BTreeMap<PathBuf, String> {
+    walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            let meta = e.metadata().unwrap();
+            let mode = meta.permissions().mode() & 0o7777;
+            let what = if meta.is_dir() {
+                "dir".to_string()
+            } else {
+                let bytes = std::fs::read(e.path()).unwrap();
+                let sum = Sha256::digest(&bytes);
+                sum.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            };
+            let rel = e.path().strip_prefix(dir).unwrap().to_path_buf();
+            (rel, format!("{mode:o} {what}"))
+        })
+        .collect()
+}
 
 /// A TCP listener on a loopback address of its own that nothing should dial.
 struct Untouched {
@@ -42,6 +78,162 @@ impl Untouched {
             Err(e) => panic!("accept on {}:{}: {e}", self.addr, self.port),
         }
     }
+}
+
+/// Copies the top-level example into `dir/cfg`, with its hosts enabled and moved
+/// to `listeners` (same order), mapping files renamed to match. Returns the folder.
+fn example_on_loopback(dir: &Dir, listeners: &[&Untouched]) -> PathBuf {
+    let cfg = dir.mkdir("cfg/mappings");
+    let cfg = cfg.parent().unwrap().to_path_buf();
+    std::fs::copy(repo().join("config.ini"), cfg.join("config.ini")).unwrap();
+    let text = std::fs::read_to_string(repo().join("connection_info.json")).unwrap();
+    let mut hosts: Vec<Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(hosts.len(), listeners.len(), "{text}");
+    for (h, l) in hosts.iter_mut().zip(listeners) {
+        let old = h["ip_address"].as_str().unwrap().to_string();
+        std::fs::copy(
+            repo().join(format!("mappings/{old}.json")),
+            cfg.join(format!("mappings/{}.json", l.addr)),
+        )
+        .unwrap();
+        h["ip_address"] = json!(l.addr);
+        h["port"] = json!(l.port);
+        h.as_object_mut().unwrap().remove("disabled");
+    }
+    let hosts = serde_json::to_string_pretty(&hosts).unwrap();
+    assert!(!hosts.contains("192.0.2."), "{hosts}");
+    std::fs::write(cfg.join("connection_info.json"), hosts).unwrap();
+    cfg
+}
+
+/// Runs the binary in `cwd` with HOME in the test folder and none of the
+/// example's secret variables set.
+fn run_clean(cwd: &Path, home: &Path, args: &[&str]) -> Run {
+    // `env_remove` is not offered by run_in; an empty value would count as set.
+    assert!(
+        std::env::var_os("HOSTSYNC_PASSKEY").is_none(),
+        "unset HOSTSYNC_PASSKEY before running the tests: the example names it"
+    );
+    run_in(cwd, home, args)
+}
+
+/// The example at the top of the repository passes `check --offline` as it is,
+/// contacting nothing and writing nothing (not even the logs).
+#[test]
+fn the_top_level_example_passes_check_offline() {
+    let home = Dir::new("example-home");
+    let logs_before = tree(&repo().join("logs"));
+    let run = run_clean(repo(), home.path(), &["check", "--offline"]);
+    run.expect(0);
+    let rows: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(rows.len(), 3, "{}", run.dump());
+    for row in &rows[1..] {
+        assert!(row.starts_with("192.0.2."), "{}", run.dump());
+        assert!(
+            row.ends_with("disabled: no command contacts it"),
+            "{}",
+            run.dump()
+        );
+    }
+    assert!(!run.stderr.contains("warning:"), "{}", run.dump());
+    run.expect_output("no host was contacted");
+    assert_eq!(tree(&repo().join("logs")), logs_before, "{}", run.dump());
+}
+
+/// With the example's hosts enabled: what depends on this machine (the unset
+/// HOSTSYNC_PASSKEY, the missing srcs and key) is a warning under `--offline`
+/// (exit 0), while a normal `check` keeps refusing the unset variable (exit 2).
+/// Neither contacts the hosts.
+#[test]
+fn check_offline_warns_about_this_machine_and_contacts_nothing() {
+    let dir = Dir::new("offline-warn");
+    let (a, b) = (Untouched::new(), Untouched::new());
+    let cfg = example_on_loopback(&dir, &[&a, &b]);
+    let run = run_clean(&cfg, dir.path(), &["check", "--offline"]);
+    run.expect(0);
+    for l in [&a, &b] {
+        let row = run
+            .stdout
+            .lines()
+            .find(|r| r.starts_with(&format!("{} ", l.addr)));
+        let cols: Vec<&str> = row.unwrap_or_default().split_whitespace().collect();
+        assert_eq!(
+            cols[..2],
+            [l.addr.clone(), l.port.to_string()],
+            "{}",
+            run.dump()
+        );
+        assert_eq!(cols.last(), Some(&"ok"), "{}", run.dump());
+    }
+    run.expect_output(
+        "passkey_env names the environment variable HOSTSYNC_PASSKEY, which is not set",
+    );
+    run.expect_output("identity_file");
+    let missing_src = run
+        .stderr
+        .matches("src does not exist on this machine")
+        .count();
+    assert_eq!(missing_src, 6, "{}", run.dump());
+    run.expect_output("2 host(s), 0 disabled, 2 mapping file(s); 8 warning(s)");
+    assert!(
+        !cfg.join("logs").exists(),
+        "--offline wrote logs\n{}",
+        dir.listing()
+    );
+
+    let strict = run_clean(&cfg, dir.path(), &["check"]);
+    strict.expect(2);
+    strict.expect_output("HOSTSYNC_PASSKEY, which is not set; export it before running hostsync");
+    assert!(!a.contacted() && !b.contacted(), "a host was contacted");
+}
+
+/// A configuration error is the same exit 2 and the same message under
+/// `check --offline` as under `sync`.
+#[test]
+fn check_offline_refuses_what_sync_refuses_with_the_same_message() {
+    let dir = Dir::new("offline-errors");
+    let (a, b) = (Untouched::new(), Untouched::new());
+    let cfg = example_on_loopback(&dir, &[&a, &b]);
+    let vars = [("HOSTSYNC_PASSKEY", "not-a-real-password")];
+    let map = cfg.join(format!("mappings/{}.json", b.addr));
+    for (file, text) in [
+        (
+            map.clone(),
+            r#"[{"src": "site/", "dest": "srv/www"}]"#.to_string(),
+        ),
+        (
+            map.clone(),
+            r#"[{"src": "site/", "dest": "/srv", "exlude": []}]"#.to_string(),
+        ),
+        (
+            cfg.join("config.ini"),
+            "[DEFAULT]\nnumber_of_connections = 0\n".to_string(),
+        ),
+        (
+            cfg.join("mappings/127.0.0.1.json"),
+            r#"[{"src": "a", "dest": "/a"}]"#.to_string(),
+        ),
+    ] {
+        let old = std::fs::read(&file).ok();
+        std::fs::write(&file, &text).unwrap();
+        let offline = run_in_env(&cfg, dir.path(), &["check", "--offline"], &vars);
+        let sync = run_in_env(&cfg, dir.path(), &["sync"], &vars);
+        offline.expect(2);
+        sync.expect(2);
+        assert_eq!(
+            offline.stderr,
+            sync.stderr,
+            "{}\n{}",
+            offline.dump(),
+            sync.dump()
+        );
+        assert!(offline.stdout.is_empty(), "{}", offline.dump());
+        match old {
+            Some(old) => std::fs::write(&file, old).unwrap(),
+            None => std::fs::remove_file(&file).unwrap(),
+        }
+    }
+    assert!(!a.contacted() && !b.contacted(), "a host was contacted");
 }
 
 /// Issue 14: a disabled host keeps its mapping file, and no command contacts
