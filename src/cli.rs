@@ -46,6 +46,13 @@ pub enum Command {
         #[arg(long, conflicts_with = "json")]
         offline: bool,
     },
+    /// Write an example configuration (config.ini, connection_info.json,
+    /// mappings/, logs/) into DIR, then say what to edit; never overwrites.
+    Init {
+        /// The folder to write into (created if missing).
+        #[arg(value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
     /// Print a shell completion script for hostsync on stdout.
     Completions {
         /// The shell: bash, zsh or fish (also elvish, powershell).

@@ -11,7 +11,8 @@
 //! [`post_sync`]; `sync --dry-run` ([`dry_run`]) compares without changing
 //! anything. `check` ([`check`]) loads the same config, then logs in to every
 //! host and tests its destinations without sending anything; `check --offline`
-//! ([`offline`]) only validates the files, such as the [`example`] configuration.
+//! ([`offline`]) only validates the files. `init` ([`init`]) writes the
+//! [`example`] configuration.
 
 pub mod check;
 pub mod cli;
@@ -22,6 +23,7 @@ pub mod escape;
 pub mod example;
 pub mod exclude;
 pub mod exit;
+pub mod init;
 pub mod local;
 pub mod log;
 pub mod offline;
@@ -46,13 +48,8 @@ use crate::output::{Output, Style};
 
 /// Runs one command to completion and says how it ended. Errors are printed here.
 pub fn run(cli: Cli) -> ExitCode {
-    if let Command::Completions { shell } = cli.command {
-        // Needs no configuration: it only describes the command line. Generated into
-        // memory first: clap_complete panics on a write error such as `| head`.
-        let mut script = Vec::new();
-        clap_complete::generate(shell, &mut Cli::command(), "hostsync", &mut script);
-        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &script);
-        return ExitCode::Success;
+    if let Some(code) = run_without_config(&cli.command) {
+        return code;
     }
     // `check --offline` checks the files, not the calling shell's variables.
     let unset = match cli.command {
@@ -71,7 +68,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check { offline: true, .. } => Ok(offline::run(&config)),
         Command::Check { json, .. } => check(&config, *json, cli.verbose),
         Command::Watch => daemon::run(&config, cli.verbose),
-        Command::Completions { .. } => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Init { .. } => {
+            unreachable!("handled by run_without_config")
+        }
     };
     match result {
         Ok(code) => code,
@@ -79,6 +78,23 @@ pub fn run(cli: Cli) -> ExitCode {
             eprintln!("hostsync: {e:#}");
             ExitCode::Usage
         }
+    }
+}
+
+/// Runs the commands that need no configuration (`completions`, `init`); `None`
+/// for the others.
+fn run_without_config(command: &Command) -> Option<ExitCode> {
+    match command {
+        Command::Completions { shell } => {
+            // It only describes the command line. Generated into memory first:
+            // clap_complete panics on a write error such as `| head`.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "hostsync", &mut script);
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &script);
+            Some(ExitCode::Success)
+        }
+        Command::Init { dir } => Some(init::run(dir)),
+        _ => None,
     }
 }
 

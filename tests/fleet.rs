@@ -1,5 +1,6 @@
-//! The example configuration at the top of the repository and `check --offline`
-//! (issue 20); and the `"disabled": true` host field of issue 14.
+//! Issue 20 (from clone to fleet): the example configuration at the top of the
+//! repository, `hostsync init` and `check --offline`; and the `"disabled": true`
+//! host field of issue 14.
 //!
 //! No test here ever contacts the example's documentation addresses (192.0.2.x):
 //! where a test needs the example's hosts enabled, it first rewrites them to
@@ -138,6 +139,81 @@ fn the_top_level_example_passes_check_offline() {
     assert!(!run.stderr.contains("warning:"), "{}", run.dump());
     run.expect_output("no host was contacted");
     assert_eq!(tree(&repo().join("logs")), logs_before, "{}", run.dump());
+}
+
+/// `init` writes exactly the top-level example (the same files, byte for byte,
+/// and no other), and `check --offline` accepts what it wrote.
+#[test]
+fn init_writes_the_top_level_example_and_check_offline_accepts_it() {
+    let dir = Dir::new("init");
+    let run = run_clean(dir.path(), dir.path(), &["init", "fleet"]);
+    run.expect(0);
+    run.expect_output("Next:");
+    run.expect_output("hostsync -c fleet/config.ini check --offline");
+    let fleet = dir.join("fleet");
+    let written = tree(&fleet);
+    for entry in ["config.ini", "connection_info.json", "mappings", "logs"] {
+        assert!(fleet.join(entry).exists(), "{entry}\n{}", dir.listing());
+    }
+    for path in written.keys().filter(|p| fleet.join(p).is_file()) {
+        let mine = std::fs::read(fleet.join(path)).unwrap();
+        let theirs = std::fs::read(repo().join(path))
+            .unwrap_or_else(|e| panic!("{}: {e}", repo().join(path).display()));
+        assert!(
+            mine == theirs,
+            "{} differs from the example",
+            path.display()
+        );
+    }
+    // And nothing of the example is missing from what init wrote.
+    for top in ["config.ini", "connection_info.json", "mappings", "logs"] {
+        for e in walkdir::WalkDir::new(repo().join(top)) {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(repo()).unwrap();
+            let ignored = rel.starts_with("logs") && rel.extension().is_some_and(|x| x == "log");
+            assert!(
+                ignored || written.contains_key(rel),
+                "{} is in the example but init did not write it",
+                rel.display()
+            );
+        }
+    }
+    let check = run_clean(
+        dir.path(),
+        dir.path(),
+        &["-c", "fleet/config.ini", "check", "--offline"],
+    );
+    check.expect(0);
+    check.expect_output("2 host(s), 2 disabled, 2 mapping file(s)");
+}
+
+/// `init` over an existing configuration exits 2, names each entry that is in
+/// the way, and changes nothing (checksums and modes before and after).
+#[test]
+fn init_over_existing_files_exits_2_and_changes_nothing() {
+    let dir = Dir::new("init-again");
+    run_clean(dir.path(), dir.path(), &["init"]).expect(0);
+    dir.write("config.ini", "[DEFAULT]\nnumber_of_connections = 9\n");
+    dir.write("mappings/127.0.0.9.json", "[]");
+    let before = tree(dir.path());
+    let run = run_clean(dir.path(), dir.path(), &["init"]);
+    run.expect(2);
+    for entry in ["config.ini", "connection_info.json", "mappings", "logs"] {
+        run.expect_output(&format!(
+            "./{entry}: already exists; hostsync init changed nothing"
+        ));
+    }
+    assert_eq!(tree(dir.path()), before, "{}", run.dump());
+
+    // One entry in the way is enough, and nothing else is created beside it.
+    let other = Dir::new("init-logs");
+    other.write("logs/keep.log", "mine\n");
+    let before = tree(other.path());
+    let run = run_clean(other.path(), other.path(), &["init", "."]);
+    run.expect(2);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.dump());
+    run.expect_output("./logs: already exists");
+    assert_eq!(tree(other.path()), before, "{}", run.dump());
 }
 
 /// With the example's hosts enabled: what depends on this machine (the unset
