@@ -53,6 +53,8 @@ pub enum Command {
         #[arg(value_name = "DIR", default_value = ".")]
         dir: PathBuf,
     },
+    /// Print the hostsync(1) manual page (roff) on stdout, e.g. for `man -l -`.
+    Man,
     /// Print a shell completion script for hostsync on stdout.
     Completions {
         /// The shell: bash, zsh or fish (also elvish, powershell).

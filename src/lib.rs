@@ -12,7 +12,7 @@
 //! anything. `check` ([`check`]) loads the same config, then logs in to every
 //! host and tests its destinations without sending anything; `check --offline`
 //! ([`offline`]) only validates the files. `init` ([`init`]) writes the
-//! [`example`] configuration.
+//! [`example`] configuration, and `man` ([`man`]) prints the manual page.
 
 pub mod check;
 pub mod cli;
@@ -26,6 +26,7 @@ pub mod exit;
 pub mod init;
 pub mod local;
 pub mod log;
+pub mod man;
 pub mod offline;
 pub mod output;
 pub mod plan;
@@ -68,7 +69,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check { offline: true, .. } => Ok(offline::run(&config)),
         Command::Check { json, .. } => check(&config, *json, cli.verbose),
         Command::Watch => daemon::run(&config, cli.verbose),
-        Command::Completions { .. } | Command::Init { .. } => {
+        Command::Completions { .. } | Command::Init { .. } | Command::Man => {
             unreachable!("handled by run_without_config")
         }
     };
@@ -81,8 +82,8 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// Runs the commands that need no configuration (`completions`, `init`); `None`
-/// for the others.
+/// Runs the commands that need no configuration (`completions`, `init`, `man`);
+/// `None` for the others.
 fn run_without_config(command: &Command) -> Option<ExitCode> {
     match command {
         Command::Completions { shell } => {
@@ -94,6 +95,7 @@ fn run_without_config(command: &Command) -> Option<ExitCode> {
             Some(ExitCode::Success)
         }
         Command::Init { dir } => Some(init::run(dir)),
+        Command::Man => Some(man::print()),
         _ => None,
     }
 }

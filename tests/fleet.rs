@@ -1,6 +1,6 @@
 //! Issue 20 (from clone to fleet): the example configuration at the top of the
-//! repository, `hostsync init` and `check --offline`; and the `"disabled": true`
-//! host field of issue 14.
+//! repository, `hostsync init`, `check --offline`, the man page; and the
+//! `"disabled": true` host field of issue 14.
 //!
 //! No test here ever contacts the example's documentation addresses (192.0.2.x):
 //! where a test needs the example's hosts enabled, it first rewrites them to
@@ -310,6 +310,51 @@ fn check_offline_refuses_what_sync_refuses_with_the_same_message() {
         }
     }
     assert!(!a.contacted() && !b.contacted(), "a host was contacted");
+}
+
+/// `hostsync man` prints a roff page with a section per subcommand, the
+/// configuration reference, exit codes and files, that `man` itself renders.
+#[test]
+fn man_prints_a_page_that_man_renders() {
+    let dir = Dir::new("man");
+    let run = run_in(dir.path(), dir.path(), &["man"]);
+    run.expect(0);
+    for head in [
+        ".TH HOSTSYNC 1",
+        ".SH \"HOSTSYNC SYNC\"",
+        ".SH \"HOSTSYNC CHECK\"",
+        ".SH \"HOSTSYNC INIT\"",
+        ".SH CONFIGURATION",
+        ".SH \"EXIT STATUS\"",
+        ".SH FILES",
+    ] {
+        assert!(run.stdout.contains(head), "{head}\n{}", run.dump());
+    }
+    let page = dir.write("hostsync.1", &run.stdout);
+    let out = std::process::Command::new("man")
+        .arg("-l")
+        .arg(&page)
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "100")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run man (Debian: apt-get install man-db): {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "man -l failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "HOSTSYNC CHECK",
+        "--offline",
+        "retry_max_s = 30",
+        "disabled",
+    ] {
+        assert!(
+            text.contains(needle),
+            "{needle} not in the rendered page:\n{text}"
+        );
+    }
 }
 
 /// Issue 14: a disabled host keeps its mapping file, and no command contacts
