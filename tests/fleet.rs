@@ -1,6 +1,6 @@
 //! Issue 20 (from clone to fleet): the example configuration at the top of the
-//! repository, `hostsync init`, `check --offline`, the man page; and the
-//! `"disabled": true` host field of issue 14.
+//! repository, `hostsync init`, `check --offline`, the man page, the installed
+//! Debian package; and the `"disabled": true` host field of issue 14.
 //!
 //! No test here ever contacts the example's documentation addresses (192.0.2.x):
 //! where a test needs the example's hosts enabled, it first rewrites them to
@@ -441,4 +441,107 @@ fn a_disabled_host_is_left_out_of_sync_dry_run_check_and_watch() {
             .join(format!("mappings/{}.json", off.addr))
             .exists()
     );
+}
+
+/// Runs `program args` and returns its stdout; panics with everything on failure.
+fn output_of(program: &str, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .env("HOME", "/nonexistent")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Issue 20: the Debian package (which `.ci/run` builds with scripts/deb.sh and
+/// installs with dpkg -i before the tests) installed this build: the binary, the
+/// man page and completions this source generates, contrib's units pointed at
+/// /usr/bin, and the example; postinst made the hostsync user and its log
+/// folder and enabled nothing. Skipped only outside CI where no package is
+/// installed; under CI a missing package fails.
+#[test]
+fn the_installed_debian_package_is_this_build() {
+    let installed = std::process::Command::new("dpkg")
+        .args(["-s", "hostsync"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI must install the package before the tests (.ci/run: scripts/deb.sh, dpkg -i)"
+        );
+        eprintln!("SKIPPED: the hostsync package is not installed (scripts/deb.sh, then dpkg -i)");
+        return;
+    }
+    let ours = env!("CARGO_BIN_EXE_hostsync");
+    let status = String::from_utf8(output_of("dpkg", &["-s", "hostsync"])).unwrap();
+    let want = format!("Version: {}-", env!("CARGO_PKG_VERSION"));
+    assert!(status.contains(&want), "{want} not in\n{status}");
+    assert_eq!(
+        output_of("/usr/bin/hostsync", &["--version"]),
+        output_of(ours, &["--version"])
+    );
+    let stale = "the installed package is not this build: run scripts/deb.sh and dpkg -i again";
+    let page = output_of("zcat", &["/usr/share/man/man1/hostsync.1.gz"]);
+    assert!(page == output_of(ours, &["man"]), "man page: {stale}");
+    assert_eq!(
+        String::from_utf8(output_of("man", &["-w", "hostsync"]))
+            .unwrap()
+            .trim(),
+        "/usr/share/man/man1/hostsync.1.gz"
+    );
+    for (shell, path) in [
+        ("bash", "/usr/share/bash-completion/completions/hostsync"),
+        ("zsh", "/usr/share/zsh/vendor-completions/_hostsync"),
+        ("fish", "/usr/share/fish/vendor_completions.d/hostsync.fish"),
+    ] {
+        let file = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(
+            file == output_of(ours, &["completions", shell]),
+            "{path}: {stale}"
+        );
+    }
+    for unit in ["hostsync.service", "hostsync@.service"] {
+        let path = format!("/usr/lib/systemd/system/{unit}");
+        let packaged = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let contrib = std::fs::read_to_string(repo().join("contrib").join(unit)).unwrap();
+        assert!(
+            contrib.contains("ExecStart=/usr/local/bin/hostsync "),
+            "{unit}"
+        );
+        assert_eq!(
+            packaged,
+            contrib.replace("/usr/local/bin/hostsync", "/usr/bin/hostsync"),
+            "{path}: {stale}"
+        );
+        let wanted = Path::new("/etc/systemd/system/multi-user.target.wants").join(unit);
+        assert!(!wanted.exists(), "{} is enabled", wanted.display());
+    }
+    for f in [
+        "config.ini",
+        "connection_info.json",
+        "mappings/192.0.2.10.json",
+    ] {
+        let doc = Path::new("/usr/share/doc/hostsync/examples").join(f);
+        let text = std::fs::read(&doc).unwrap_or_else(|e| panic!("{}: {e}", doc.display()));
+        assert!(
+            text == std::fs::read(repo().join(f)).unwrap(),
+            "{f}: {stale}"
+        );
+    }
+    let example = "/usr/share/doc/hostsync/examples/config.ini";
+    output_of("/usr/bin/hostsync", &["-c", example, "check", "--offline"]);
+    let user = String::from_utf8(output_of("getent", &["passwd", "hostsync"])).unwrap();
+    assert!(user.starts_with("hostsync:"), "{user}");
+    let owner =
+        String::from_utf8(output_of("stat", &["-c", "%U %a", "/var/log/hostsync"])).unwrap();
+    assert_eq!(owner.trim(), "hostsync 750");
 }

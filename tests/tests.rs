@@ -7,7 +7,8 @@ mod util;
 /// Malformed configuration files: exit 2 with one line naming file and problem.
 mod config_errors;
 /// Issue 20 (from clone to fleet): the top-level example, `init`, `check
-/// --offline`, the man page; and issue 14's `"disabled": true` hosts.
+/// --offline`, the man page, the installed package; and issue 14's
+/// `"disabled": true` hosts.
 mod fleet;
 /// Self-tests of the harness: sshd, keys, proxy, polling.
 mod harness;
