@@ -77,7 +77,9 @@ sed -i 's|^known_hosts = .*|known_hosts = known_hosts|' "$cfg/config.ini"
 grep -qx 'known_hosts = known_hosts' "$cfg/config.ini" || fail "config.ini of the example has no known_hosts line"
 # The example's key host is the entry with an identity_file (one entry per line).
 key_ip=$(sed -n 's/.*"ip_address": "\([^"]*\)".*"identity_file".*/\1/p' "$cfg/connection_info.json")
-[ -n "$key_ip" ] && [ -f "$cfg/mappings/$key_ip.json" ] || fail "the example has no key host with a mapping file"
+if [ -z "$key_ip" ] || [ ! -f "$cfg/mappings/$key_ip.json" ]; then
+  fail "the example has no key host with a mapping file"
+fi
 sed -i "/\"ip_address\": \"${key_ip//./\\.}\"/{
   /\"port\"/! s|\"ip_address\": \"[^\"]*\"|&, \"port\": 22|
   s|\"ip_address\": \"[^\"]*\"|\"ip_address\": \"127.0.0.1\"|
