@@ -190,7 +190,7 @@ fn probes(mappings: &[Mapping], row: &mut HostCheck) -> Vec<Probe> {
 
 /// Whether a src is a directory (mirrored) or a file; the same rules and words as the
 /// scan `sync` does (`local::scan`), without walking the tree.
-fn src_is_dir(src: &Path) -> Result<bool, String> {
+pub(crate) fn src_is_dir(src: &Path) -> Result<bool, String> {
     let meta = std::fs::metadata(src).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => "src does not exist".to_string(),
         _ => format!("cannot read src: {e}"),

@@ -41,7 +41,20 @@ pub enum Command {
         /// Print one JSON object per host instead of the table.
         #[arg(long)]
         json: bool,
+        /// Only validate the files, as `sync` would, and contact no host; an unset
+        /// passkey_env/passphrase_env variable or a missing src is a warning.
+        #[arg(long, conflicts_with = "json")]
+        offline: bool,
     },
+    /// Write an example configuration (config.ini, connection_info.json,
+    /// mappings/, logs/) into DIR, then say what to edit; never overwrites.
+    Init {
+        /// The folder to write into (created if missing).
+        #[arg(value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Print the hostsync(1) manual page (roff) on stdout, e.g. for `man -l -`.
+    Man,
     /// Print a shell completion script for hostsync on stdout.
     Completions {
         /// The shell: bash, zsh or fish (also elvish, powershell).

@@ -10,7 +10,9 @@
 //! [`exclude`], backups (in the commit step of [`transfer::remote`]) and
 //! [`post_sync`]; `sync --dry-run` ([`dry_run`]) compares without changing
 //! anything. `check` ([`check`]) loads the same config, then logs in to every
-//! host and tests its destinations without sending anything.
+//! host and tests its destinations without sending anything; `check --offline`
+//! ([`offline`]) only validates the files. `init` ([`init`]) writes the
+//! [`example`] configuration, and `man` ([`man`]) prints the manual page.
 
 pub mod check;
 pub mod cli;
@@ -18,10 +20,14 @@ pub mod config;
 pub mod daemon;
 pub mod dry_run;
 pub mod escape;
+pub mod example;
 pub mod exclude;
 pub mod exit;
+pub mod init;
 pub mod local;
 pub mod log;
+pub mod man;
+pub mod offline;
 pub mod output;
 pub mod plan;
 pub mod post_sync;
@@ -43,15 +49,15 @@ use crate::output::{Output, Style};
 
 /// Runs one command to completion and says how it ended. Errors are printed here.
 pub fn run(cli: Cli) -> ExitCode {
-    if let Command::Completions { shell } = cli.command {
-        // Needs no configuration: it only describes the command line. Generated into
-        // memory first: clap_complete panics on a write error such as `| head`.
-        let mut script = Vec::new();
-        clap_complete::generate(shell, &mut Cli::command(), "hostsync", &mut script);
-        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &script);
-        return ExitCode::Success;
+    if let Some(code) = run_without_config(&cli.command) {
+        return code;
     }
-    let config = match config::load(&cli.config) {
+    // `check --offline` checks the files, not the calling shell's variables.
+    let unset = match cli.command {
+        Command::Check { offline: true, .. } => config::UnsetVars::Warn,
+        _ => config::UnsetVars::Refuse,
+    };
+    let config = match config::load_with(&cli.config, unset) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("hostsync: {}", escape::controls(&format!("{e:#}")));
@@ -60,9 +66,12 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let result = match &cli.command {
         Command::Sync(args) => sync(&config, args, cli.verbose),
-        Command::Check { json } => check(&config, *json, cli.verbose),
+        Command::Check { offline: true, .. } => Ok(offline::run(&config)),
+        Command::Check { json, .. } => check(&config, *json, cli.verbose),
         Command::Watch => daemon::run(&config, cli.verbose),
-        Command::Completions { .. } => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Init { .. } | Command::Man => {
+            unreachable!("handled by run_without_config")
+        }
     };
     match result {
         Ok(code) => code,
@@ -70,6 +79,24 @@ pub fn run(cli: Cli) -> ExitCode {
             eprintln!("hostsync: {}", escape::controls(&format!("{e:#}")));
             ExitCode::Usage
         }
+    }
+}
+
+/// Runs the commands that need no configuration (`completions`, `init`, `man`);
+/// `None` for the others.
+fn run_without_config(command: &Command) -> Option<ExitCode> {
+    match command {
+        Command::Completions { shell } => {
+            // It only describes the command line. Generated into memory first:
+            // clap_complete panics on a write error such as `| head`.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "hostsync", &mut script);
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &script);
+            Some(ExitCode::Success)
+        }
+        Command::Init { dir } => Some(init::run(dir)),
+        Command::Man => Some(man::print()),
+        _ => None,
     }
 }
 
@@ -118,6 +145,11 @@ impl Scanning {
 fn sync(config: &Config, args: &SyncArgs, verbose: bool) -> Result<ExitCode> {
     let only = &args.hosts;
     for name in only {
+        if config.disabled.iter().any(|t| &t.host.address == name) {
+            bail!(
+                "--host {name}: this host is disabled in connection_info.json (\"disabled\": true); remove that field to use it"
+            );
+        }
         if !config.targets.iter().any(|t| &t.host.address == name) {
             bail!(
                 "--host {name}: no such host in connection_info.json; use an ip_address listed there"
@@ -230,12 +262,23 @@ fn check(config: &Config, json: bool, verbose: bool) -> Result<ExitCode> {
 
 /// Starts info.log and error.log, then records the configuration's warnings
 /// (e.g. a hosts file with passwords that others can read) in error.log and on
-/// stderr. A warning never stops the run.
+/// stderr, and each disabled host in info.log. A warning never stops the run.
 pub(crate) fn start_logs(config: &Config, verbose: bool) -> Result<log::Logs> {
     let logs = log::start(&config.log_dir, verbose)?;
     for w in &config.warnings {
         ::log::warn!("{w}");
         eprintln!("hostsync: warning: {}", escape::controls(w));
+    }
+    for t in &config.disabled {
+        ::log::info!(
+            "{}: disabled in connection_info.json; not contacted",
+            t.host.address
+        );
+    }
+    if config.targets.is_empty() && !config.disabled.is_empty() {
+        eprintln!(
+            "hostsync: every host in connection_info.json is disabled; nothing to do (remove \"disabled\": true from a host to use it)"
+        );
     }
     Ok(logs)
 }

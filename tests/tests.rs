@@ -6,6 +6,10 @@ mod util;
 
 /// Malformed configuration files: exit 2 with one line naming file and problem.
 mod config_errors;
+/// Issue 20 (from clone to fleet): the top-level example, `init`, `check
+/// --offline`, the man page, the installed package; and issue 14's
+/// `"disabled": true` hosts.
+mod fleet;
 /// Self-tests of the harness: sshd, keys, proxy, polling.
 mod harness;
 /// Issue 5 (everything the older sync tools do): excludes, delete, numbered

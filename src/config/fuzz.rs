@@ -134,6 +134,7 @@ const HOST_FIELDS: &[&str] = &[
     "identity_file",
     "passphrase",
     "passphrase_env",
+    "disabled",
 ];
 const MAPPING_FIELDS: &[&str] = &["src", "dest", "delete", "exclude", "backups", "post_sync"];
 

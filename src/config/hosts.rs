@@ -1,9 +1,13 @@
 //! `connection_info.json`: the list of hosts, how to reach them and how to log in.
 //!
 //! The format is the Python tool's (`ip_address`, `user`, `passkey`) plus optional
-//! `port`, `identity_file`, `passphrase`. Unknown fields and duplicate addresses
-//! are errors. Secrets are wrapped in [`Secret`] so they cannot end up in a log
-//! line or an error message by accident.
+//! `port`, `identity_file`, `passphrase`, their `_env` forms, and `disabled`.
+//! Unknown fields and duplicate addresses are errors. Secrets are wrapped in
+//! [`Secret`] so they cannot end up in a log line or an error message by accident.
+//!
+//! A `"disabled": true` host (issue 14) is validated like any other, but no
+//! command contacts it, so a `passkey_env` or `passphrase_env` variable it names
+//! need not be set.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -48,6 +52,18 @@ pub struct Host {
     pub passphrase: Option<Secret>,
     /// Password, tried last.
     pub password: Option<Secret>,
+    /// `"disabled": true`: left out of every command; its mapping file is still read.
+    pub disabled: bool,
+}
+
+/// What [`parse_with`] does with a `passkey_env` or `passphrase_env` variable that
+/// is not set in the environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnsetVars {
+    /// A configuration error for an enabled host (every command but `check --offline`).
+    Refuse,
+    /// A warning: `check --offline` checks the files, not the calling shell.
+    Warn,
 }
 
 /// The JSON shape of one host entry, exactly what the user wrote.
@@ -68,12 +84,15 @@ struct RawHost {
     passphrase: Option<String>,
     #[serde(default)]
     passphrase_env: Option<String>,
+    #[serde(default)]
+    disabled: bool,
 }
 
-/// Reads connection_info.json. `base` is config.ini's directory, for relative key paths.
-pub fn load(path: &Path, base: &Path) -> Result<Vec<Host>> {
+/// Reads connection_info.json. `base` is config.ini's directory, for relative key
+/// paths. Returns the hosts and the warnings about unset variables (see [`parse_with`]).
+pub fn load(path: &Path, base: &Path, unset: UnsetVars) -> Result<(Vec<Host>, Vec<String>)> {
     let text = source::read_text(path, "connection_info.json")?;
-    parse(path, base, &text)
+    parse_with(path, base, &text, unset)
 }
 
 /// A warning when the hosts file holds an inline `passkey` or `passphrase` and group
@@ -102,8 +121,23 @@ pub fn exposure_warning(path: &Path) -> Option<String> {
     })
 }
 
-/// Parses the hosts file text; `path` is used in messages only.
+/// Parses the hosts file text as every command but `check --offline` does; `path`
+/// is used in messages only.
 pub fn parse(path: &Path, base: &Path, text: &str) -> Result<Vec<Host>> {
+    parse_with(path, base, text, UnsetVars::Refuse).map(|(hosts, _)| hosts)
+}
+
+/// Parses the hosts file text. A variable named by `passkey_env` or
+/// `passphrase_env` that is not set is, for an enabled host, an error under
+/// [`UnsetVars::Refuse`] and one of the returned warnings under
+/// [`UnsetVars::Warn`] (one line each, naming file, host and variable); for a
+/// disabled host it is neither. Either way that secret is left out.
+pub fn parse_with(
+    path: &Path,
+    base: &Path,
+    text: &str,
+    unset: UnsetVars,
+) -> Result<(Vec<Host>, Vec<String>)> {
     let file = path.display();
     if text.trim().is_empty() {
         bail!(
@@ -116,6 +150,7 @@ pub fn parse(path: &Path, base: &Path, text: &str) -> Result<Vec<Host>> {
         "an array of host objects with ip_address and user",
     )?;
     let mut problems = Problems::default();
+    let mut warnings = Vec::new();
     let mut seen = HashSet::new();
     let mut hosts = Vec::new();
     for (i, r) in raw.into_iter().enumerate() {
@@ -142,20 +177,40 @@ pub fn parse(path: &Path, base: &Path, text: &str) -> Result<Vec<Host>> {
             ));
             continue;
         }
-        let password = match secret(&r.passkey, &r.passkey_env, "passkey") {
+        let mut unset_here = Vec::new();
+        let password = match secret(&r.passkey, &r.passkey_env, "passkey", &mut unset_here) {
             Ok(s) => s,
             Err(msg) => {
                 problems.push(format!("{at}: {msg}"));
                 continue;
             }
         };
-        let passphrase = match secret(&r.passphrase, &r.passphrase_env, "passphrase") {
+        let passphrase = match secret(
+            &r.passphrase,
+            &r.passphrase_env,
+            "passphrase",
+            &mut unset_here,
+        ) {
             Ok(s) => s,
             Err(msg) => {
                 problems.push(format!("{at}: {msg}"));
                 continue;
             }
         };
+        // A disabled host is never logged in to, so its secrets are not needed.
+        let unset_here = if r.disabled { Vec::new() } else { unset_here };
+        let refuse = unset == UnsetVars::Refuse && !unset_here.is_empty();
+        for msg in unset_here {
+            let msg = format!("{at}: {msg}");
+            if refuse {
+                problems.push(msg);
+            } else {
+                warnings.push(msg);
+            }
+        }
+        if refuse {
+            continue;
+        }
         let identity_file = match r.identity_file.as_deref() {
             Some("") => {
                 problems.push(format!(
@@ -179,26 +234,33 @@ pub fn parse(path: &Path, base: &Path, text: &str) -> Result<Vec<Host>> {
             identity_file,
             passphrase,
             password,
+            disabled: r.disabled,
         });
     }
     problems.into_result()?;
-    Ok(hosts)
+    Ok((hosts, warnings))
 }
 
-/// A secret given either inline (`name`) or through an environment variable (`name_env`).
+/// A secret given either inline (`name`) or through an environment variable
+/// (`name_env`). A variable that is not set gives `None` and a message in `unset`,
+/// for the caller to judge.
 fn secret(
     inline: &Option<String>,
     env: &Option<String>,
     name: &str,
+    unset: &mut Vec<String>,
 ) -> Result<Option<Secret>, String> {
     match (inline, env) {
         (Some(_), Some(_)) => Err(format!("both {name} and {name}_env are set; keep one")),
         (Some(v), None) => Ok(Some(Secret(v.clone()))),
         (None, Some(var)) => match std::env::var(var) {
             Ok(v) => Ok(Some(Secret(v))),
-            Err(_) => Err(format!(
-                "{name}_env names the environment variable {var}, which is not set; export it before running hostsync"
-            )),
+            Err(_) => {
+                unset.push(format!(
+                    "{name}_env names the environment variable {var}, which is not set; export it before running hostsync"
+                ));
+                Ok(None)
+            }
         },
         (None, None) => Ok(None),
     }
@@ -337,6 +399,39 @@ mod tests {
         let phrase =
             r#"[{"ip_address": "a", "user": "u", "identity_file": "k", "passphrase": "p"}]"#;
         assert!(set(phrase, 0o604).is_some());
+    }
+
+    /// Issue 14: `disabled` is read; a disabled host needs none of its variables.
+    /// Issue 20: under `Warn`, an enabled host's unset variable is a warning.
+    #[test]
+    fn disabled_hosts_and_unset_variables() {
+        let text = r#"[
+  {"ip_address": "a", "user": "u", "passkey_env": "HOSTSYNC_TEST_UNSET_A", "disabled": true},
+  {"ip_address": "b", "user": "u", "identity_file": "k", "passphrase_env": "HOSTSYNC_TEST_UNSET_B"},
+  {"ip_address": "c", "user": "u", "disabled": false}
+]"#;
+        let at = |unset| parse_with(Path::new("h.json"), Path::new("/cfg"), text, unset);
+        let e = format!("{:#}", at(UnsetVars::Refuse).unwrap_err());
+        assert_eq!(
+            e,
+            "h.json: host #2 (b): passphrase_env names the environment variable HOSTSYNC_TEST_UNSET_B, which is not set; export it before running hostsync"
+        );
+        let (hosts, warnings) = at(UnsetVars::Warn).unwrap();
+        assert_eq!(warnings, [e]);
+        let flags: Vec<(&str, bool)> = hosts
+            .iter()
+            .map(|h| (h.address.as_str(), h.disabled))
+            .collect();
+        assert_eq!(flags, [("a", true), ("b", false), ("c", false)]);
+        assert!(hosts[0].password.is_none() && hosts[1].passphrase.is_none());
+        let e = format!(
+            "{:#}",
+            p(r#"[{"ip_address": "a", "user": "u", "disabled": "yes"}]"#).unwrap_err()
+        );
+        assert!(
+            e.contains("field `disabled`") && e.ends_with("disabled must be true or false"),
+            "{e}"
+        );
     }
 
     /// serde quotes a value of the wrong type; for secrets that would leak them.

@@ -72,7 +72,7 @@ impl Default for Settings {
 }
 
 /// The sections and keys we know, for the "unknown key" message.
-const KNOWN: &[(&str, &[&str])] = &[
+pub(crate) const KNOWN: &[(&str, &[&str])] = &[
     (
         "DEFAULT",
         &[

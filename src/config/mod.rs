@@ -5,6 +5,10 @@
 //! messages that name the file and field; [`load`] then checks what spans files
 //! (a mapping file for an unknown host, the log folder) and resolves every path
 //! against config.ini's directory.
+//!
+//! Hosts marked `"disabled": true` (issue 14) are loaded and validated, mapping
+//! file included, then set apart in [`Config::disabled`]: every command works on
+//! [`Config::targets`] only, so a disabled host is never contacted or reported.
 
 /// Property tests of the parsers (issue 4); see the module for running them longer.
 #[cfg(test)]
@@ -19,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-pub use hosts::{Host, Secret};
+pub use hosts::{Host, Secret, UnsetVars};
 pub use ini::HostKeyPolicy;
 pub use mapping::Mapping;
 
@@ -69,8 +73,10 @@ pub struct Config {
     pub debounce: Duration,
     /// Cap of the retry backoff for an unreachable host (watch).
     pub retry_max: Duration,
-    /// Every host of connection_info.json, in file order.
+    /// Every enabled host of connection_info.json, in file order.
     pub targets: Vec<Target>,
+    /// The hosts marked `"disabled": true`, in file order: validated, never contacted.
+    pub disabled: Vec<Target>,
     /// Problems that do not stop a run (a hosts file with secrets others can
     /// read); logged as warnings once logging has started.
     pub warnings: Vec<String>,
@@ -78,6 +84,12 @@ pub struct Config {
 
 /// Loads config.ini and the files it names. Every error names its file.
 pub fn load(config_path: &Path) -> Result<Config> {
+    load_with(config_path, UnsetVars::Refuse)
+}
+
+/// [`load`], choosing what a `passkey_env`/`passphrase_env` variable that is not set
+/// is; under [`UnsetVars::Warn`] (`check --offline`) it joins [`Config::warnings`].
+pub fn load_with(config_path: &Path, unset: UnsetVars) -> Result<Config> {
     let config_path = absolute(config_path)?;
     let base = config_path
         .parent()
@@ -85,10 +97,16 @@ pub fn load(config_path: &Path) -> Result<Config> {
         .unwrap_or_else(|| PathBuf::from("/"));
     let settings = ini::load(&config_path)?;
     let hosts_path = ini::resolve(&base, &settings.connection_info_path);
-    let hosts = hosts::load(&hosts_path, &base)?;
-    let warnings = hosts::exposure_warning(&hosts_path).into_iter().collect();
+    let (hosts, unset_vars) = hosts::load(&hosts_path, &base, unset)?;
+    let mut warnings: Vec<String> = hosts::exposure_warning(&hosts_path).into_iter().collect();
+    // Under Refuse these are only about disabled hosts, which need no secret.
+    if unset == UnsetVars::Warn {
+        warnings.extend(unset_vars);
+    }
     let map_dir = ini::resolve(&base, &settings.address_mapper_path);
-    let targets = load_targets(&map_dir, &base, hosts)?;
+    let (disabled, targets): (Vec<Target>, Vec<Target>) = load_targets(&map_dir, &base, hosts)?
+        .into_iter()
+        .partition(|t| t.host.disabled);
     let client_id = client_id(&config_path);
     Ok(Config {
         path: config_path,
@@ -106,6 +124,7 @@ pub fn load(config_path: &Path) -> Result<Config> {
         debounce: settings.debounce,
         retry_max: settings.retry_max,
         targets,
+        disabled,
         warnings,
     })
 }
@@ -234,7 +253,7 @@ fn json_error(path: &Path, e: &serde_json::Error, at: &str, expected: &str) -> a
         _ => match at.rsplit('`').nth(1) {
             Some("port") => "port must be a whole number from 1 to 65535".to_string(),
             Some("backups") => "backups must be a whole number from 0 to 99".to_string(),
-            Some("delete") => "delete must be true or false".to_string(),
+            Some(field @ ("delete" | "disabled")) => format!("{field} must be true or false"),
             Some(field @ ("exclude" | "post_sync")) => {
                 format!("{field} must be an array of strings, like [\"*.swp\"]")
             }
@@ -327,6 +346,43 @@ mod tests {
         write(d.path(), "mappings/127.0.0.9.json", "[]");
         let e = load(&d.path().join("config.ini")).unwrap_err().to_string();
         assert!(e.contains("127.0.0.9.json: no host 127.0.0.9"), "{e}");
+    }
+
+    /// Issue 14: a disabled host keeps its mapping file, which is still validated,
+    /// and is set apart from the targets every command works on.
+    #[test]
+    fn disabled_hosts_are_validated_and_set_apart() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "config.ini", "[DEFAULT]\n");
+        write(
+            d.path(),
+            "connection_info.json",
+            r#"[{"ip_address": "127.0.0.2", "user": "u", "disabled": true}, {"ip_address": "127.0.0.3", "user": "u"}]"#,
+        );
+        write(
+            d.path(),
+            "mappings/127.0.0.2.json",
+            r#"[{"src": "a", "dest": "/a"}]"#,
+        );
+        let c = load(&d.path().join("config.ini")).unwrap();
+        let names = |ts: &[Target]| {
+            ts.iter()
+                .map(|t| t.host.address.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&c.targets), ["127.0.0.3"]);
+        assert_eq!(names(&c.disabled), ["127.0.0.2"]);
+        assert_eq!(c.disabled[0].mappings.len(), 1);
+        write(
+            d.path(),
+            "mappings/127.0.0.2.json",
+            r#"[{"src": "a", "dest": "rel"}]"#,
+        );
+        let e = load(&d.path().join("config.ini")).unwrap_err().to_string();
+        assert!(
+            e.contains("127.0.0.2.json: mapping #1: dest \"rel\""),
+            "{e}"
+        );
     }
 
     #[test]
