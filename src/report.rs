@@ -199,8 +199,8 @@ pub fn summary(reports: &[HostReport]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:width$}  {:>6}  {:>7}  {:>6}  {:>12}  STATUS",
-        "HOST", "SENT", "SKIPPED", "FAILED", "BYTES"
+        "{:width$}  {:>6}  {:>7}  {:>7}  {:>6}  {:>12}  STATUS",
+        "HOST", "SENT", "SKIPPED", "REMOVED", "FAILED", "BYTES"
     );
     for r in reports {
         let status = match &r.fatal {
@@ -210,8 +210,8 @@ pub fn summary(reports: &[HostReport]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:width$}  {:>6}  {:>7}  {:>6}  {:>12}  {status}",
-            r.address, r.sent, r.skipped, r.failed, r.bytes
+            "{:width$}  {:>6}  {:>7}  {:>7}  {:>6}  {:>12}  {status}",
+            r.address, r.sent, r.skipped, r.removed, r.failed, r.bytes
         );
     }
     for r in reports {
@@ -246,6 +246,7 @@ mod tests {
     fn summary_has_a_row_per_host_and_every_error() {
         let mut a = HostReport::new("127.0.0.2");
         a.sent = 3;
+        a.removed = 2;
         a.bytes = 12;
         let mut b = HostReport::new("127.0.0.3");
         b.failed = 1;
@@ -258,7 +259,11 @@ mod tests {
         assert!(a.ok() && !b.ok() && !c.ok());
         let s = summary(&[a, b, c]);
         assert!(
-            s.contains("127.0.0.2       3        0       0            12  ok"),
+            s.starts_with("HOST         SENT  SKIPPED  REMOVED  FAILED         BYTES  STATUS\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("127.0.0.2       3        0        2       0            12  ok"),
             "{s}"
         );
         assert!(s.contains("failed: host unreachable"), "{s}");

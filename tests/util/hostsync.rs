@@ -235,21 +235,44 @@ impl Run {
         self
     }
 
-    /// The summary row of `addr`: (sent, skipped, failed, bytes).
+    /// The summary row of `addr` (README, "Output"): (sent, skipped, removed,
+    /// failed, bytes), from `HOST SENT SKIPPED REMOVED FAILED BYTES STATUS`.
     #[track_caller]
-    pub fn row(&self, addr: &str) -> (u64, u64, u64, u64) {
-        let line = self
-            .stdout
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(addr))
-            .unwrap_or_else(|| panic!("no summary row for {addr}\n{}", self.dump()));
+    pub fn row(&self, addr: &str) -> (u64, u64, u64, u64, u64) {
+        let line = self.row_line(addr);
         let n: Vec<u64> = line
             .split_whitespace()
             .skip(1)
-            .take(4)
-            .map(|f| f.parse().unwrap())
+            .take(5)
+            .map(|f| {
+                f.parse()
+                    .unwrap_or_else(|_| panic!("count {f:?} in {line:?}\n{}", self.dump()))
+            })
             .collect();
-        (n[0], n[1], n[2], n[3])
+        (n[0], n[1], n[2], n[3], n[4])
+    }
+
+    /// The STATUS column of `addr`'s summary row (all that follows BYTES).
+    #[track_caller]
+    pub fn status(&self, addr: &str) -> String {
+        let line = self.row_line(addr);
+        let mut rest = line.trim_start();
+        for _ in 0..6 {
+            rest = rest
+                .split_once(char::is_whitespace)
+                .map_or("", |(_, r)| r)
+                .trim_start();
+        }
+        rest.to_string()
+    }
+
+    /// The summary table's line for `addr`.
+    #[track_caller]
+    fn row_line(&self, addr: &str) -> &str {
+        self.stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(addr))
+            .unwrap_or_else(|| panic!("no summary row for {addr}\n{}", self.dump()))
     }
 }
 
