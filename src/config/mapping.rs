@@ -235,13 +235,24 @@ mod tests {
                 "post_sync #2: the command is empty",
             ),
             (r#""post_sync": "cmd""#, "field `post_sync`"),
+            // Issue 14, bug 9: the example fits the field.
+            (
+                r#""post_sync": "cmd""#,
+                r#"post_sync must be an array of strings, like ["systemctl reload nginx"]"#,
+            ),
+            (
+                r#""exclude": "*.swp""#,
+                r#"exclude must be an array of strings, like ["*.swp"]"#,
+            ),
         ] {
             let e = p(&format!(r#"[{{"src": "a", "dest": "/b", {text}}}]"#))
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(needle), "{text}: {e}");
             assert!(e.starts_with("m.json:"), "{text}: {e}");
-            let from_ours = !needle.starts_with("entry") && !needle.starts_with("field");
+            let from_ours = !needle.starts_with("entry")
+                && !needle.starts_with("field")
+                && !needle.contains("must be an array");
             assert!(!from_ours || e.starts_with("m.json: mapping #1: "), "{e}");
         }
     }

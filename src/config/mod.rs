@@ -200,8 +200,10 @@ fn json_error(path: &Path, e: &serde_json::Error, at: &str, expected: &str) -> a
             Some("port") => "port must be a whole number from 1 to 65535".to_string(),
             Some("backups") => "backups must be a whole number from 0 to 99".to_string(),
             Some("delete") => "delete must be true or false".to_string(),
-            Some(field @ ("exclude" | "post_sync")) => {
-                format!("{field} must be an array of strings, like [\"*.swp\"]")
+            Some("exclude") => "exclude must be an array of strings, like [\"*.swp\"]".to_string(),
+            Some("post_sync") => {
+                "post_sync must be an array of strings, like [\"systemctl reload nginx\"]"
+                    .to_string()
             }
             Some(
                 field @ ("ip_address" | "user" | "src" | "dest" | "passkey" | "passkey_env"
