@@ -5,6 +5,8 @@
 //! mean", watch's lines on a terminal, why `sync -v` sends a file, readable bytes
 //! and default keys. Every wait polls with a deadline; nothing sleeps a fixed time.
 
+use std::path::Path;
+
 use serde_json::json;
 
 use crate::util::hostsync::{Auth, Env};
@@ -73,4 +75,120 @@ fn removals_show_in_the_table_and_the_per_host_log_line() {
         "{}",
         run.dump()
     );
+}
+
+/// The command a hint puts in parentheses, from `start` up to `end`.
+#[track_caller]
+fn hint(line: &str, start: &str, end: &str) -> String {
+    let from = line
+        .find(start)
+        .unwrap_or_else(|| panic!("no {start:?} in {line:?}"));
+    let len = line[from..]
+        .find(end)
+        .unwrap_or_else(|| panic!("no {end:?} after {start:?} in {line:?}"));
+    line[from..from + len].to_string()
+}
+
+/// Runs `command` with sh from `/`, as an operator pasting it would; panics with
+/// its output unless it succeeds.
+#[track_caller]
+fn paste(command: &str, home: &Path) {
+    let out = std::process::Command::new("sh")
+        .args(["-c", command])
+        .current_dir("/")
+        .env("HOME", home)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "`{command}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// See: issue 14, bug 7. With `[ssh] known_hosts` set (to a path with a space),
+/// the mismatch hint is `ssh-keygen -R '[h]:p' -f FILE` and the unknown-key hint
+/// `ssh-keyscan -p P H >> FILE`, FILE absolute and quoted; pasted from another
+/// directory as they are, they fix the known_hosts that hostsync reads.
+#[test]
+fn host_key_hints_name_the_configured_known_hosts() {
+    let mut env = Env::new("audit-hints");
+    let unknown = env.sshd();
+    let changed = env.sshd();
+    for h in [&unknown, &changed] {
+        env.add_host_raw(json!({"ip_address": h.addr, "port": h.port,
+            "user": crate::util::test_user(), "identity_file": env.key.private}));
+    }
+    env.src("hello.txt", "hello\n");
+    // One folder per host: both "hosts" share this machine's disk, and each
+    // run clears stale temporaries in the folders it lists.
+    let dest = |h: &crate::util::Sshd| env.remote(&h.addr).join("hello.txt");
+    for h in [&unknown, &changed] {
+        env.map(&h.addr, json!([{"src": "hello.txt", "dest": dest(h)}]));
+    }
+    env.write_config();
+    let ini = std::fs::read_to_string(env.cfg().join("config.ini")).unwrap();
+    let ini = ini.replace(
+        "known_hosts = known_hosts",
+        "known_hosts = trust store/hosts",
+    );
+    std::fs::write(env.cfg().join("config.ini"), ini).unwrap();
+    let file = env.dir.mkdir("cfg/trust store").join("hosts");
+    let impostor = crate::util::client_key(env.dir.path(), "ed25519", None);
+    let fake: Vec<String> = impostor
+        .public_line()
+        .split_whitespace()
+        .take(2)
+        .map(String::from)
+        .collect();
+    std::fs::write(
+        &file,
+        format!("[{}]:{} {}\n", changed.addr, changed.port, fake.join(" ")),
+    )
+    .unwrap();
+    let quoted = format!("'{}'", file.display());
+
+    let run = crate::util::hostsync::run_in(&env.cfg(), env.dir.path(), &["sync"]);
+    run.expect(1);
+    let errors = env.error_log();
+    let line_of = |addr: &str| {
+        errors
+            .lines()
+            .find(|l| l.contains(&format!("] {addr}: host key")))
+            .unwrap_or_else(|| panic!("no host key line for {addr}\n{}", run.dump()))
+            .to_string()
+    };
+    let mismatch = hint(&line_of(&changed.addr), "ssh-keygen ", ")");
+    assert_eq!(
+        mismatch,
+        format!(
+            "ssh-keygen -R '[{}]:{}' -f {quoted}",
+            changed.addr, changed.port
+        ),
+        "{}",
+        run.dump()
+    );
+    let scan = hint(&line_of(&unknown.addr), "ssh-keyscan ", ")");
+    assert_eq!(
+        scan,
+        format!(
+            "ssh-keyscan -p {} {} >> {quoted}",
+            unknown.port, unknown.addr
+        ),
+        "{}",
+        run.dump()
+    );
+
+    // Followed literally: the old line goes, then both hosts' keys are scanned in.
+    paste(&mismatch, env.dir.path());
+    paste(&scan, env.dir.path());
+    let scan_changed = format!(
+        "ssh-keyscan -p {} {} >> {quoted}",
+        changed.port, changed.addr
+    );
+    paste(&scan_changed, env.dir.path());
+    let run = crate::util::hostsync::run_in(&env.cfg(), env.dir.path(), &["sync"]);
+    run.expect(0);
+    assert!(dest(&unknown).exists() && dest(&changed).exists());
 }

@@ -408,10 +408,14 @@ fn verify_host_key(session: &Session, host: &Host, ssh: &SshSettings) -> Result<
     }
     match known.check_port(&host.address, host.port, key) {
         CheckResult::Match => Ok(fingerprint),
+        // Both hints name the configured file (issue 14, bug 7): without `-f`,
+        // ssh-keygen edits ~/.ssh/known_hosts; `>> known_hosts` would be relative
+        // to wherever the operator stands.
         CheckResult::Mismatch => bail!(
-            "host key mismatch: the server offered {type_name} {fingerprint}, which differs from the key in {}; if the host was really reinstalled, remove its old line (ssh-keygen -R '{}') and connect again, otherwise someone may be intercepting the connection",
+            "host key mismatch: the server offered {type_name} {fingerprint}, which differs from the key in {}; if the host was really reinstalled, remove its old line (ssh-keygen -R '{}' -f {}) and connect again, otherwise someone may be intercepting the connection",
             ssh.known_hosts.display(),
-            known_hosts_name(host)
+            known_hosts_name(host),
+            shell_word(&ssh.known_hosts)
         ),
         CheckResult::NotFound if ssh.host_key_policy == HostKeyPolicy::AcceptNew => {
             append_known_host(&ssh.known_hosts, host, type_name, key)?;
@@ -423,12 +427,25 @@ fn verify_host_key(session: &Session, host: &Host, ssh: &SshSettings) -> Result<
             Ok(fingerprint)
         }
         CheckResult::NotFound => bail!(
-            "host key unknown: the server offered {type_name} {fingerprint}, which is not in {}; verify it and add it (ssh-keyscan -p {} {} >> known_hosts), or set host_key_policy = accept-new",
+            "host key unknown: the server offered {type_name} {fingerprint}, which is not in {}; verify it and add it (ssh-keyscan -p {} {} >> {}), or set host_key_policy = accept-new",
             ssh.known_hosts.display(),
             host.port,
-            host.address
+            host.address,
+            shell_word(&ssh.known_hosts)
         ),
         CheckResult::Failure => bail!("host key check failed in libssh2"),
+    }
+}
+
+/// `path` as one word for a POSIX shell, quoted only when it needs to be, so a
+/// hint can be pasted as it is.
+fn shell_word(path: &Path) -> String {
+    let text = path.display().to_string();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:@%=".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
     }
 }
 
@@ -571,6 +588,15 @@ impl ssh2::KeyboardInteractivePrompt for PasswordPrompt<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hint_paths_paste_into_a_shell() {
+        assert_eq!(
+            shell_word(Path::new("/etc/hostsync/known_hosts")),
+            "/etc/hostsync/known_hosts"
+        );
+        assert_eq!(shell_word(Path::new("/a b/it's")), r"'/a b/it'\''s'");
+    }
 
     #[test]
     fn the_listing_end_counts_only_at_a_record_boundary() {
