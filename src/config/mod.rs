@@ -13,6 +13,7 @@ pub mod hosts;
 pub mod ini;
 pub mod mapping;
 pub mod source;
+pub mod typo;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -211,7 +212,7 @@ fn json_error(path: &Path, e: &serde_json::Error, at: &str, expected: &str) -> a
             ) => {
                 format!("{field} must be a string in double quotes")
             }
-            _ => format!("expected {expected}"),
+            _ => unknown_field_hint(msg).unwrap_or_else(|| format!("expected {expected}")),
         },
     };
     let at = if at.is_empty() {
@@ -225,6 +226,17 @@ fn json_error(path: &Path, e: &serde_json::Error, at: &str, expected: &str) -> a
         e.line(),
         e.column()
     )
+}
+
+/// For serde's "unknown field `exlude`, expected one of `src`, `dest`, ..." (from
+/// `deny_unknown_fields`): "did you mean `exclude`?" when a known field is close.
+fn unknown_field_hint(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    let (_, expected) = rest.split_once("expected")?;
+    // The known fields are the backticked words after "expected".
+    let known = expected.split('`').skip(1).step_by(2);
+    typo::did_you_mean(field, known)
 }
 
 impl Config {
@@ -296,6 +308,14 @@ mod tests {
         assert!(e.contains("127.0.0.9.json: no host 127.0.0.9"), "{e}");
     }
 
+    /// A shape with one known field, for the unknown-field hint without a close name.
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Only {
+        name: Option<String>,
+    }
+
     #[test]
     fn json_errors_have_position() {
         let e = serde_json::from_str::<Vec<u8>>("[1,]").unwrap_err();
@@ -314,5 +334,23 @@ mod tests {
             e.ends_with("port must be a whole number from 1 to 65535"),
             "{e}"
         );
+        // Issue 14: a misspelt field gets the close one named.
+        let e = mapping::parse(
+            Path::new("m.json"),
+            Path::new("/cfg"),
+            r#"[{"src": "a", "dest": "/b", "exlude": []}]"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("m.json: line 1 column ")
+                && e.contains("unknown field `exlude`")
+                && e.ends_with("; did you mean `exclude`?"),
+            "{e}"
+        );
+        let e = parse_json::<Vec<Only>>(Path::new("f.json"), r#"[{"zzz": 1}]"#, "things")
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("; expected things"), "{e}");
     }
 }
