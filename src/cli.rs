@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "hostsync", version, about, long_about = None)]
 pub struct Cli {
-    /// The config.ini to use; paths inside it are relative to its directory.
+    /// The config.ini to use, or a directory holding one; paths inside it are
+    /// relative to its directory.
     #[arg(
         short,
         long,

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::util::hostsync::{Auth, Env};
+use crate::util::hostsync::{Auth, Env, run_in};
 
 /// The per-host line of info.log for `addr` (the last one).
 fn done_line(info: &str, addr: &str) -> String {
@@ -191,4 +191,33 @@ fn host_key_hints_name_the_configured_known_hosts() {
     let run = crate::util::hostsync::run_in(&env.cfg(), env.dir.path(), &["sync"]);
     run.expect(0);
     assert!(dest(&unknown).exists() && dest(&changed).exists());
+}
+
+/// See: issue 14, "-c DIR". `-c DIR` reads DIR/config.ini (paths relative to DIR);
+/// a DIR without one is exit 2 with one line naming DIR/config.ini.
+#[test]
+fn config_option_accepts_a_directory() {
+    let mut env = Env::new("audit-cdir");
+    let h = env.sshd();
+    env.add_host(&h, Auth::Key);
+    env.src("f.txt", "data");
+    let r = env.remote("r");
+    env.map(&h.addr, json!([{"src": "f.txt", "dest": r.join("f.txt")}]));
+    env.write_config();
+    let top = env.dir.path();
+    let run = run_in(top, top, &["-c", "cfg", "sync"]);
+    run.expect(0);
+    assert_eq!(std::fs::read(r.join("f.txt")).unwrap(), b"data");
+    assert!(env.info_log().contains("sync started"), "{}", run.dump());
+    let run = run_in(top, top, &["-c", "cfg/", "check"]);
+    run.expect(0);
+    let run = run_in(top, top, &["-c", "cfg/mappings", "check"]);
+    run.expect(2);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.dump());
+    assert!(
+        run.stderr
+            .contains("cfg/mappings/config.ini: config.ini not found"),
+        "{}",
+        run.dump()
+    );
 }

@@ -70,9 +70,14 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
-/// Loads config.ini and the files it names. Every error names its file.
+/// Loads config.ini (`config_path`, or the `config.ini` in that directory) and the
+/// files it names. Every error names its file.
 pub fn load(config_path: &Path) -> Result<Config> {
-    let config_path = absolute(config_path)?;
+    let mut config_path = absolute(config_path)?;
+    if config_path.is_dir() {
+        // `-c /etc/hostsync` (issue 14), as `-c /etc/hostsync/config.ini`.
+        config_path.push("config.ini");
+    }
     let base = config_path
         .parent()
         .map(Path::to_path_buf)
@@ -292,6 +297,21 @@ mod tests {
         assert_eq!(c.targets.len(), 2);
         assert_eq!(c.targets[0].mappings[0].src, d.path().join("site/"));
         assert!(c.targets[1].mapping_file.is_none());
+    }
+
+    #[test]
+    fn a_directory_means_its_config_ini() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "config.ini", "[DEFAULT]\n");
+        write(d.path(), "connection_info.json", "[]");
+        write(d.path(), "mappings/.keep", "");
+        let c = load(d.path()).unwrap();
+        assert_eq!(c.path, d.path().join("config.ini"));
+        let e = load(&d.path().join("mappings")).unwrap_err().to_string();
+        assert!(
+            e.contains("mappings/config.ini: config.ini not found"),
+            "{e}"
+        );
     }
 
     #[test]
