@@ -52,6 +52,10 @@ use crate::transfer::scp::{Outcome, ScpSink};
 use crate::transfer::ssh::Connection;
 use crate::transfer::tar;
 
+/// Why a file cannot replace what is at its dest. No "remove it": that directory
+/// may hold anything (issue 14, bug 3).
+const IS_A_DIRECTORY: &str = "the remote path is a directory; change dest (a dest ending in / puts the file inside that directory)";
+
 /// How often a file that keeps changing while it is read is tried in one run.
 const MAX_ATTEMPTS: usize = 3;
 
@@ -275,7 +279,8 @@ fn paths_unit<'a>(m: &'a Mapping, paths: &BTreeSet<PathBuf>) -> Unit<'a> {
     match src_is_dir {
         Ok(false) => {
             // A file mapping: the only path is src itself.
-            let (_, name) = split_dest(&m.dest);
+            let dest = m.file_dest();
+            let (_, name) = split_dest(&dest);
             rels.push(name.to_vec());
             match local::scan(&m.src, &m.exclude) {
                 Ok(s) => entries = s.entries,
@@ -752,8 +757,8 @@ fn commit(conn: &Connection, steps: &[Commit]) -> Result<crate::transfer::ssh::S
     conn.run_script(&remote::commit_script(steps))
 }
 
-/// Where a mapping's remote state lives: dest itself for a directory src, dest's
-/// parent (one level deep) for a file src.
+/// Where a mapping's remote state lives: dest itself for a directory src, the
+/// parent (one level deep) of [`Mapping::file_dest`] for a file src.
 fn list_root(m: &Mapping, is_dir: bool, paths: Option<Vec<Vec<u8>>>) -> ListRoot {
     if is_dir {
         ListRoot {
@@ -762,7 +767,8 @@ fn list_root(m: &Mapping, is_dir: bool, paths: Option<Vec<Vec<u8>>>) -> ListRoot
             paths,
         }
     } else {
-        let (parent, _) = split_dest(&m.dest);
+        let dest = m.file_dest();
+        let (parent, _) = split_dest(&dest);
         ListRoot {
             dir: parent.to_vec(),
             max_depth: Some(1),
@@ -792,7 +798,7 @@ fn plan_mapping(
     let prefix: Vec<u8> = if source.is_dir {
         Vec::new()
     } else {
-        split_dest(&m.dest).1.to_vec()
+        split_dest(&m.file_dest()).1.to_vec()
     };
     // Remote directories that are something else: nothing below them can be written.
     let mut blocked: Vec<(Vec<u8>, String)> = Vec::new();
@@ -848,10 +854,7 @@ fn plan_mapping(
                 }
             }
             Kind::File(meta) => match there {
-                Some(r) if r.kind == b'd' => report.fail(
-                    &remote_path(),
-                    "the remote path is a directory; remove it or change dest",
-                ),
+                Some(r) if r.kind == b'd' => report.fail(&remote_path(), IS_A_DIRECTORY),
                 Some(r)
                     if r.kind == b'f'
                         && r.size == meta.size
@@ -864,10 +867,7 @@ fn plan_mapping(
             },
             Kind::Symlink { target } => match there {
                 Some(r) if r.kind == b'l' && r.target == target.as_bytes() => report.skipped += 1,
-                Some(r) if r.kind == b'd' => report.fail(
-                    &remote_path(),
-                    "the remote path is a directory; remove it or change dest",
-                ),
+                Some(r) if r.kind == b'd' => report.fail(&remote_path(), IS_A_DIRECTORY),
                 _ => w.items.push(item(ItemKind::Symlink {
                     target: target.as_bytes().to_vec(),
                 })),

@@ -221,3 +221,67 @@ fn config_option_accepts_a_directory() {
         run.dump()
     );
 }
+
+/// See: issue 14, bug 3. A file src whose dest ends in `/` lands as
+/// `dest/<file name>`, in a new or an existing directory, and the dry run names
+/// that path; a dest without `/` that is a directory fails with a hint that
+/// never says to remove it, in `sync` and in `check`.
+#[test]
+fn trailing_slash_dest_puts_a_file_inside_the_directory() {
+    let mut env = Env::new("audit-slash");
+    let h = env.sshd();
+    env.add_host(&h, Auth::Key);
+    env.src("conf/a.txt", "a\n");
+    env.src("conf/b.txt", "b\n");
+    let r = env.remote("r");
+    let existing = env.remote("r/existing");
+    let blocker = env.remote("r/blocker");
+    let slash = |p: &Path| format!("{}/", p.display());
+    env.map(
+        &h.addr,
+        json!([
+            {"src": "conf/a.txt", "dest": slash(&r.join("new"))},
+            {"src": "conf/b.txt", "dest": slash(&existing)},
+        ]),
+    );
+    let dry = env.run(&["sync", "--dry-run"]);
+    dry.expect(0);
+    let mut lines: Vec<&str> = dry.stdout.lines().collect();
+    lines.sort();
+    let mut want = [
+        format!("[+] {} {}/ added", h.addr, r.join("new").display()),
+        format!("[+] {} {} added", h.addr, r.join("new/a.txt").display()),
+        format!("[+] {} {} added", h.addr, existing.join("b.txt").display()),
+    ];
+    want.sort();
+    assert_eq!(lines, want, "{}", dry.dump());
+    assert!(!r.join("new").exists(), "a dry run creates nothing");
+
+    let run = env.run(&["sync"]);
+    run.expect(0);
+    assert_eq!(std::fs::read(r.join("new/a.txt")).unwrap(), b"a\n");
+    assert_eq!(std::fs::read(existing.join("b.txt")).unwrap(), b"b\n");
+    assert!(r.join("new").is_dir() && existing.is_dir());
+    assert_eq!(env.run(&["sync"]).row(&h.addr), (0, 2, 0, 0, 0));
+
+    // Without the slash, an existing directory is refused, and not "remove it".
+    env.map(&h.addr, json!([{"src": "conf/a.txt", "dest": blocker}]));
+    let run = env.run(&["sync"]);
+    run.expect(1);
+    let want = format!(
+        "error: {}: {} -> {}: the remote path is a directory; change dest (a dest ending in / puts the file inside that directory)",
+        h.addr,
+        env.cfg().join("conf/a.txt").display(),
+        blocker.display()
+    );
+    assert!(run.stdout.lines().any(|l| l == want), "{}", run.dump());
+    let check = env.run(&["check"]);
+    check
+        .expect(1)
+        .expect_output("is a directory, but src is a file; change dest");
+    for out in [&run, &check] {
+        assert!(!out.stdout.contains("remove it"), "{}", out.dump());
+    }
+    assert!(!env.error_log().contains("remove it"), "{}", run.dump());
+    assert_eq!(std::fs::read_dir(&blocker).unwrap().count(), 0);
+}

@@ -30,6 +30,10 @@ pub struct Mapping {
     pub src: PathBuf,
     /// Remote destination: absolute, normalised (no trailing `/`, no `.` or `..`), never `/`.
     pub dest: String,
+    /// `dest` was written ending in `/`: a file src lands inside that directory, as
+    /// `dest/<file name of src>`, as with scp and rsync (issue 14, bug 3). Nothing
+    /// changes for a directory src, which is always mirrored into dest.
+    pub into_dir: bool,
     /// `"delete": true`: what disappears locally is removed below dest (never outside
     /// it); directory src only.
     pub delete: bool,
@@ -40,6 +44,17 @@ pub struct Mapping {
     /// `"post_sync"`: remote shell commands run, in order, after a batch under this
     /// mapping landed on the host; the first failure stops the rest.
     pub post_sync: Vec<String>,
+}
+
+impl Mapping {
+    /// The remote file a file src is written to: dest, or `dest/<file name of src>`
+    /// when dest ends in `/` ([`Mapping::into_dir`]).
+    pub fn file_dest(&self) -> String {
+        match self.src.file_name().filter(|_| self.into_dir) {
+            Some(name) => format!("{}/{}", self.dest, name.to_string_lossy()),
+            None => self.dest.clone(),
+        }
+    }
 }
 
 /// The JSON shape of one entry.
@@ -96,6 +111,7 @@ pub fn parse(path: &Path, base: &Path, text: &str) -> Result<Vec<Mapping>> {
             Ok((exclude, backups)) => out.push(Mapping {
                 src,
                 dest,
+                into_dir: r.dest.ends_with('/'),
                 delete: r.delete,
                 exclude,
                 backups,
@@ -194,6 +210,11 @@ mod tests {
         assert_eq!(m[1].src, PathBuf::from("/cfg/site/"));
         assert_eq!(m[1].dest, "/srv/www/site");
         assert!(!m[1].delete);
+        assert!(!m[0].into_dir && m[1].into_dir);
+        assert_eq!(m[0].file_dest(), "/etc/app/app.conf");
+        let m = p(r#"[{"src": "conf/a.txt", "dest": "/srv/conf/"}]"#).unwrap();
+        assert_eq!((m[0].dest.as_str(), m[0].into_dir), ("/srv/conf", true));
+        assert_eq!(m[0].file_dest(), "/srv/conf/a.txt");
         let m = p(r#"[{"src": "a", "dest": "/b", "delete": true}]"#).unwrap();
         assert!(m[0].delete);
         assert!(p(r#"[{"src": "a", "dest": "/b", "delete": "yes"}]"#).is_err());
