@@ -34,19 +34,11 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(4_000);
 pub fn run(config: &Config, verbose: bool) -> Result<ExitCode> {
     config.check_log_dir_outside_sources()?;
     let _logs = crate::start_logs(config, verbose)?;
-    let targets: Vec<Target> = config
-        .targets
-        .iter()
-        .filter(|t| {
-            if t.mapping_file.is_none() {
-                log::warn!(
-                    "{}: no mapping file; skipping this host (create {}.json in the mappings folder)",
-                    t.host.address,
-                    t.host.address
-                );
-            }
-            t.mapping_file.is_some()
-        })
+    let all: Vec<&Target> = config.targets.iter().collect();
+    let skipped = crate::skip_unmapped(config, &all);
+    let targets: Vec<Target> = all
+        .into_iter()
+        .filter(|t| t.mapping_file.is_some())
         .cloned()
         .collect();
     let routes = routes(&targets);
@@ -125,6 +117,7 @@ pub fn run(config: &Config, verbose: bool) -> Result<ExitCode> {
             SHUTDOWN_GRACE.as_secs()
         );
     }
+    let reports = crate::in_config_order(config, reports.into_iter().chain(skipped).collect());
     print!("{}", crate::report::summary(&reports));
     log::info!("stopped");
     Ok(ExitCode::Success)

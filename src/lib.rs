@@ -115,29 +115,13 @@ impl Scanning {
 /// `--dry-run` a comparison that changes nothing. An `Err` is a usage or setup
 /// problem (exit 2); host failures are in the exit code.
 fn sync(config: &Config, args: &SyncArgs, verbose: bool) -> Result<ExitCode> {
-    let only = &args.hosts;
-    for name in only {
-        if !config.targets.iter().any(|t| &t.host.address == name) {
-            bail!(
-                "--host {name}: no such host in connection_info.json; use an ip_address listed there"
-            );
-        }
-    }
+    let selected = select_hosts(config, &args.hosts)?;
     let _logs = start_logs(config, verbose)?;
-    let targets: Vec<&config::Target> = config
-        .targets
+    let skipped = skip_unmapped(config, &selected);
+    let targets: Vec<&config::Target> = selected
         .iter()
-        .filter(|t| only.is_empty() || only.contains(&t.host.address))
-        .filter(|t| {
-            if t.mapping_file.is_none() {
-                ::log::warn!(
-                    "{}: no mapping file; skipping this host (create {}.json in the mappings folder)",
-                    t.host.address,
-                    t.host.address
-                );
-            }
-            t.mapping_file.is_some()
-        })
+        .copied()
+        .filter(|t| t.mapping_file.is_some())
         .collect();
     let what = if args.dry_run { "dry run" } else { "sync" };
     ::log::info!(
@@ -170,6 +154,16 @@ fn sync(config: &Config, args: &SyncArgs, verbose: bool) -> Result<ExitCode> {
         }
     };
     let reports = transfer::run(&targets, &config.ssh, config.connections, &observers, &job);
+    let reports = if args.dry_run {
+        reports
+    } else {
+        if args.json {
+            for r in &skipped {
+                println!("{}", report::json_summary(r));
+            }
+        }
+        in_config_order(config, reports.into_iter().chain(skipped).collect())
+    };
     print!("{}", output.finish(&reports));
     let ok = reports.iter().all(report::HostReport::ok);
     let differences: usize = reports.iter().map(|r| r.diffs.len()).sum();
@@ -212,6 +206,61 @@ fn sync(config: &Config, args: &SyncArgs, verbose: bool) -> Result<ExitCode> {
     } else {
         ExitCode::Success
     })
+}
+
+/// The hosts `--host` names (all when none), in connection_info.json's order. An
+/// `Err` (exit 2) names a `--host` that is not configured.
+fn select_hosts<'a>(config: &'a Config, only: &[String]) -> Result<Vec<&'a config::Target>> {
+    for name in only {
+        if !config.targets.iter().any(|t| &t.host.address == name) {
+            bail!(
+                "--host {name}: no such host in connection_info.json; use an ip_address listed there"
+            );
+        }
+    }
+    Ok(config
+        .targets
+        .iter()
+        .filter(|t| only.is_empty() || only.contains(&t.host.address))
+        .collect())
+}
+
+/// A skipped report for each of `targets` without a mapping file, with a warning
+/// in error.log and on stderr for each: such a host is shown, never silently left
+/// out (issue 14, bug 6).
+pub(crate) fn skip_unmapped(
+    config: &Config,
+    targets: &[&config::Target],
+) -> Vec<report::HostReport> {
+    let mut out = Vec::new();
+    for t in targets.iter().filter(|t| t.mapping_file.is_none()) {
+        let address = &t.host.address;
+        let why = format!("no mapping file {}", config.mapping_file_shown(address));
+        let warning =
+            format!("{address}: {why}; skipping this host (create that file to push to it)");
+        ::log::warn!("{warning}");
+        eprintln!("hostsync: warning: {warning}");
+        out.push(report::HostReport {
+            skip: Some(why),
+            ..report::HostReport::new(address)
+        });
+    }
+    out
+}
+
+/// `reports` sorted as their hosts are in connection_info.json.
+pub(crate) fn in_config_order(
+    config: &Config,
+    mut reports: Vec<report::HostReport>,
+) -> Vec<report::HostReport> {
+    let index = |r: &report::HostReport| {
+        config
+            .targets
+            .iter()
+            .position(|t| t.host.address == r.address)
+    };
+    reports.sort_by_key(index);
+    reports
 }
 
 /// `hostsync check`: log in to every host and test its destinations; sends nothing.

@@ -118,6 +118,9 @@ pub struct HostReport {
     pub bytes: u64,
     /// The host could not be served at all (unreachable, auth, host key): the reason.
     pub fatal: Option<String>,
+    /// The host was not served on purpose: why (`no mapping file mappings/IP.json`).
+    /// Not a failure (issue 14, bug 6).
+    pub skip: Option<String>,
     /// One line per failure, without the host prefix.
     pub errors: Vec<String>,
     /// `sync --dry-run`: the differences found (nothing was changed).
@@ -203,10 +206,11 @@ pub fn summary(reports: &[HostReport]) -> String {
         "HOST", "SENT", "SKIPPED", "REMOVED", "FAILED", "BYTES"
     );
     for r in reports {
-        let status = match &r.fatal {
-            Some(reason) => format!("failed: {reason}"),
-            None if r.failed > 0 => "failed".to_string(),
-            None => "ok".to_string(),
+        let status = match (&r.fatal, &r.skip) {
+            (Some(reason), _) => format!("failed: {reason}"),
+            (None, _) if r.failed > 0 => "failed".to_string(),
+            (None, Some(why)) => format!("skipped: {why}"),
+            (None, None) => "ok".to_string(),
         };
         let _ = writeln!(
             out,
@@ -224,7 +228,11 @@ pub fn summary(reports: &[HostReport]) -> String {
 
 /// The host summary as one JSON object (`sync --json`); see README, "JSON output".
 pub fn json_summary(r: &HostReport) -> Value {
-    let status = if r.ok() { "ok" } else { "failed" };
+    let status = match (r.ok(), &r.skip) {
+        (false, _) => "failed",
+        (true, Some(_)) => "skipped",
+        (true, None) => "ok",
+    };
     json!({
         "type": "host",
         "host": r.address,
@@ -256,8 +264,18 @@ mod tests {
             fatal: Some("host unreachable".into()),
             ..HostReport::new("::1")
         };
-        assert!(a.ok() && !b.ok() && !c.ok());
-        let s = summary(&[a, b, c]);
+        let d = HostReport {
+            skip: Some("no mapping file mappings/127.0.0.4.json".into()),
+            ..HostReport::new("127.0.0.4")
+        };
+        assert!(a.ok() && !b.ok() && !c.ok() && d.ok());
+        assert_eq!(json_summary(&d)["status"], "skipped");
+        assert_eq!(json_summary(&a)["status"], "ok");
+        let s = summary(&[a, b, c, d]);
+        assert!(
+            s.contains("127.0.0.4       0        0        0       0             0  skipped: no mapping file mappings/127.0.0.4.json\n"),
+            "{s}"
+        );
         assert!(
             s.starts_with("HOST         SENT  SKIPPED  REMOVED  FAILED         BYTES  STATUS\n"),
             "{s}"

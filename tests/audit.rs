@@ -285,3 +285,68 @@ fn trailing_slash_dest_puts_a_file_inside_the_directory() {
     assert!(!env.error_log().contains("remove it"), "{}", run.dump());
     assert_eq!(std::fs::read_dir(&blocker).unwrap().count(), 0);
 }
+
+/// See: issue 14, bug 6. A host without a mapping file is a row with STATUS
+/// `skipped: no mapping file mappings/<ip>.json` (JSON `"status": "skipped"`),
+/// with a warning on stderr and in error.log; the exit code stays 0.
+#[test]
+fn host_without_mapping_file_is_a_skipped_row() {
+    let mut env = Env::new("audit-unmapped");
+    let bare = env.sshd();
+    let mapped = env.sshd();
+    env.add_host(&bare, Auth::Key);
+    env.add_host(&mapped, Auth::Key);
+    env.src("f.txt", "data");
+    let r = env.remote("r");
+    env.map(
+        &mapped.addr,
+        json!([{"src": "f.txt", "dest": r.join("f.txt")}]),
+    );
+    let run = env.run(&["sync"]);
+    run.expect(0);
+    let why = format!("no mapping file mappings/{}.json", bare.addr);
+    assert_eq!(run.row(&bare.addr), (0, 0, 0, 0, 0), "{}", run.dump());
+    assert_eq!(
+        run.status(&bare.addr),
+        format!("skipped: {why}"),
+        "{}",
+        run.dump()
+    );
+    assert_eq!(run.status(&mapped.addr), "ok", "{}", run.dump());
+    // Rows keep connection_info.json's order.
+    let hosts: Vec<&str> = run
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(hosts, [&bare.addr, &mapped.addr], "{}", run.dump());
+    let warning = format!("{}: {why}; skipping this host", bare.addr);
+    assert!(
+        run.stderr
+            .contains(&format!("hostsync: warning: {warning}")),
+        "{}",
+        run.dump()
+    );
+    assert!(env.error_log().contains(&warning), "{}", run.dump());
+    assert!(
+        !bare.log().contains("Accepted"),
+        "a skipped host is not contacted"
+    );
+
+    let run = env.run(&["sync", "--json"]);
+    run.expect(0);
+    let host_lines: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["type"] == "host")
+        .collect();
+    assert_eq!(host_lines.len(), 2, "{}", run.dump());
+    let bare_line = host_lines
+        .iter()
+        .find(|v| v["host"] == bare.addr.as_str())
+        .unwrap();
+    assert_eq!(bare_line["status"], "skipped", "{}", run.dump());
+    assert_eq!(bare_line["sent"], 0);
+}

@@ -57,6 +57,8 @@ pub struct Config {
     pub connections: usize,
     /// Folder of info.log and error.log.
     pub log_dir: PathBuf,
+    /// The mappings folder (`address_mapper_path`), resolved.
+    pub map_dir: PathBuf,
     /// SSH client settings.
     pub ssh: SshSettings,
     /// Quiet period for writes that never close (watch).
@@ -92,6 +94,7 @@ pub fn load(config_path: &Path) -> Result<Config> {
         path: config_path,
         connections: settings.connections,
         log_dir: ini::resolve(&base, &settings.log_path),
+        map_dir: map_dir.clone(),
         ssh: SshSettings {
             known_hosts: ini::resolve(&base, &settings.known_hosts),
             host_key_policy: settings.host_key_policy,
@@ -245,6 +248,17 @@ fn unknown_field_hint(msg: &str) -> Option<String> {
 }
 
 impl Config {
+    /// Where `address`'s mapping file is or would be, for messages: relative to
+    /// config.ini's directory when it lies below it (`mappings/192.0.2.11.json`).
+    pub fn mapping_file_shown(&self, address: &str) -> String {
+        let file = self.map_dir.join(format!("{address}.json"));
+        let base = self.path.parent().unwrap_or(Path::new("/"));
+        file.strip_prefix(base)
+            .unwrap_or(&file)
+            .display()
+            .to_string()
+    }
+
     /// Refuses a log folder inside a local src, which a watcher would see change.
     pub fn check_log_dir_outside_sources(&self) -> Result<()> {
         for t in &self.targets {
@@ -297,6 +311,7 @@ mod tests {
         assert_eq!(c.targets.len(), 2);
         assert_eq!(c.targets[0].mappings[0].src, d.path().join("site/"));
         assert!(c.targets[1].mapping_file.is_none());
+        assert_eq!(c.mapping_file_shown("127.0.0.3"), "mappings/127.0.0.3.json");
     }
 
     #[test]
