@@ -35,13 +35,17 @@ pub enum Command {
     Sync(SyncArgs),
     /// Push everything once, then push every change to the mapped hosts as it
     /// happens, until SIGINT/SIGTERM.
-    Watch,
+    Watch(WatchArgs),
     /// Validate the configuration, then log in to every host and test that each
     /// destination directory is writable, without transferring anything.
     Check {
         /// Print one JSON object per host instead of the table.
         #[arg(long)]
         json: bool,
+
+        /// Only these hosts (as written in connection_info.json); repeatable.
+        #[arg(long = "host", value_name = "IP")]
+        hosts: Vec<String>,
     },
     /// Print a shell completion script for hostsync on stdout.
     Completions {
@@ -71,6 +75,18 @@ pub struct SyncArgs {
     pub json: bool,
 
     /// No progress bars: only the summary table and errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// The flags of `hostsync watch`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct WatchArgs {
+    /// Only these hosts (as written in connection_info.json); repeatable.
+    #[arg(long = "host", value_name = "IP")]
+    pub hosts: Vec<String>,
+
+    /// No line per push on a terminal; only the summary table when it stops.
     #[arg(short, long)]
     pub quiet: bool,
 }

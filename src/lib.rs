@@ -60,8 +60,8 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let result = match &cli.command {
         Command::Sync(args) => sync(&config, args, cli.verbose),
-        Command::Check { json } => check(&config, *json, cli.verbose),
-        Command::Watch => daemon::run(&config, cli.verbose),
+        Command::Check { json, hosts } => check(&config, *json, hosts, cli.verbose),
+        Command::Watch(args) => daemon::run(&config, args, cli.verbose),
         Command::Completions { .. } => unreachable!("handled above"),
     };
     match result {
@@ -210,7 +210,10 @@ fn sync(config: &Config, args: &SyncArgs, verbose: bool) -> Result<ExitCode> {
 
 /// The hosts `--host` names (all when none), in connection_info.json's order. An
 /// `Err` (exit 2) names a `--host` that is not configured.
-fn select_hosts<'a>(config: &'a Config, only: &[String]) -> Result<Vec<&'a config::Target>> {
+pub(crate) fn select_hosts<'a>(
+    config: &'a Config,
+    only: &[String],
+) -> Result<Vec<&'a config::Target>> {
     for name in only {
         if !config.targets.iter().any(|t| &t.host.address == name) {
             bail!(
@@ -265,15 +268,11 @@ pub(crate) fn in_config_order(
 
 /// `hostsync check`: log in to every host and test its destinations; sends nothing.
 /// An `Err` is a setup problem (exit 2); host failures are in the exit code.
-fn check(config: &Config, json: bool, verbose: bool) -> Result<ExitCode> {
+fn check(config: &Config, json: bool, hosts: &[String], verbose: bool) -> Result<ExitCode> {
+    let targets: Vec<config::Target> = select_hosts(config, hosts)?.into_iter().cloned().collect();
     let _logs = start_logs(config, verbose)?;
     ::log::info!("config {}", config.path.display());
-    Ok(check::run(
-        &config.targets,
-        &config.ssh,
-        config.connections,
-        json,
-    ))
+    Ok(check::run(&targets, &config.ssh, config.connections, json))
 }
 
 /// Starts info.log and error.log, then records the configuration's warnings

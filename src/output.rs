@@ -140,6 +140,16 @@ impl Output {
     }
 }
 
+/// An observer that prints the `--verbose` line of each event as it happens (the
+/// lines `watch` prints on a terminal).
+pub fn plain_lines() -> Observer {
+    Observer::new(|host, e| {
+        if let Some(line) = plain_event(host, e, false) {
+            print_line(&line);
+        }
+    })
+}
+
 /// Bars: `HOST [=====>    ] 1.2 MiB/4.0 MiB 11 MiB/s ETA 1s 3/10 files`.
 fn bar_style() -> ProgressStyle {
     ProgressStyle::with_template(

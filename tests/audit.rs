@@ -6,10 +6,12 @@
 //! and default keys. Every wait polls with a deadline; nothing sleeps a fixed time.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::json;
 
 use crate::util::hostsync::{Auth, Env, run_in};
+use crate::util::wait_until;
 
 /// The per-host line of info.log for `addr` (the last one).
 fn done_line(info: &str, addr: &str) -> String {
@@ -349,4 +351,184 @@ fn host_without_mapping_file_is_a_skipped_row() {
         .unwrap();
     assert_eq!(bare_line["status"], "skipped", "{}", run.dump());
     assert_eq!(bare_line["sent"], 0);
+}
+
+/// How long a change may take to arrive in watch tests.
+const ARRIVE: Duration = Duration::from_secs(15);
+
+/// See: issue 14, "Narrow a run". `--host IP` (repeatable) on `check` and `watch`
+/// as on `sync`: only those hosts are contacted and listed; an unknown one is
+/// exit 2 with one line, before anything is contacted.
+#[test]
+fn host_option_narrows_check_and_watch() {
+    let mut env = Env::new("audit-hostopt");
+    let a = env.sshd();
+    let b = env.sshd();
+    let c = env.sshd();
+    for h in [&a, &b, &c] {
+        env.add_host(h, Auth::Key);
+    }
+    env.src("site/index.html", "one");
+    let dest = |h: &crate::util::Sshd| env.remote(&h.addr).join("www");
+    for h in [&a, &b, &c] {
+        env.map(&h.addr, json!([{"src": "site/", "dest": dest(h)}]));
+    }
+    let run = env.run(&["check", "--host", &a.addr, "--host", &c.addr]);
+    run.expect(0);
+    let hosts: Vec<&str> = run
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(hosts, [&a.addr, &c.addr], "{}", run.dump());
+    for args in [
+        &["check", "--host", "127.9.9.9"][..],
+        &["watch", "--host", "127.9.9.9"],
+    ] {
+        let run = env.run(args);
+        run.expect(2)
+            .expect_output("--host 127.9.9.9: no such host in connection_info.json");
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.dump());
+    }
+    for args in [
+        &["check", "--host"][..],
+        &["watch", "--bogus"],
+        &["watch", "-q", "x"],
+    ] {
+        env.run(args).expect(2);
+    }
+    assert!(!b.log().contains("Accepted"), "{}", b.log());
+
+    let mut d = env.watch_with(&["watch", "--host", &a.addr]);
+    std::fs::write(env.cfg().join("site/new.html"), "two").unwrap();
+    wait_until(ARRIVE, "new.html on the --host", || {
+        std::fs::read(dest(&a).join("new.html")).is_ok_and(|c| c == b"two")
+    });
+    let (code, _) = d.terminate();
+    assert_eq!(code, Some(0), "{}", d.dump());
+    assert!(!dest(&b).join("index.html").exists(), "{}", d.dump());
+    // b was never named, so never contacted; c only by the check.
+    assert!(!b.log().contains("Accepted"), "{}", b.log());
+    assert!(!dest(&c).join("new.html").exists(), "{}", d.dump());
+    // Piped, watch prints no line per push (info.log has them).
+    assert!(!d.output().contains(": sent "), "{}", d.dump());
+    assert!(d.info_log().contains(": sent "), "{}", d.dump());
+}
+
+/// `hostsync ARGS` under script(1), so its stdout is a terminal; killed on drop.
+struct OnTty {
+    /// script(1), whose child is hostsync.
+    script: std::process::Child,
+    /// What the terminal showed.
+    out: std::path::PathBuf,
+}
+
+impl OnTty {
+    /// Starts `hostsync ARGS` on a pseudo-terminal of 80 columns in `env`'s config folder.
+    fn start(env: &Env, args: &str) -> OnTty {
+        env.write_config();
+        let out = env
+            .dir
+            .join(format!("tty-{}.out", crate::util::sshd::random_u64()));
+        let cmd = format!(
+            "stty cols 80 rows 24; exec {} {args}",
+            env!("CARGO_BIN_EXE_hostsync")
+        );
+        let script = std::process::Command::new("script")
+            .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+            .current_dir(env.cfg())
+            .env("HOME", env.dir.path())
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("script(1) from util-linux is needed for this test");
+        OnTty { script, out }
+    }
+
+    /// Everything shown so far, with the terminal's carriage returns.
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// Waits for `needle` in the output.
+    #[track_caller]
+    fn wait_for(&self, needle: &str) {
+        wait_until(ARRIVE, needle, || self.output().contains(needle));
+    }
+
+    /// SIGTERM to hostsync (script's child), then waits for both to exit.
+    fn terminate(&mut self) -> Option<i32> {
+        let pid = self.script.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for child in children.split_whitespace() {
+            // SAFETY: plain kill(2) on a child of our own child.
+            unsafe { libc::kill(child.parse().unwrap(), libc::SIGTERM) };
+        }
+        wait_until(ARRIVE, "hostsync to exit on its terminal", || {
+            self.script.try_wait().unwrap().is_some()
+        });
+        self.script.wait().unwrap().code()
+    }
+}
+
+impl Drop for OnTty {
+    fn drop(&mut self) {
+        let _ = self.script.kill();
+        let _ = self.script.wait();
+        if std::thread::panicking() {
+            eprintln!("--- terminal output\n{}---", self.output());
+        }
+    }
+}
+
+/// See: issue 14, "watch on a terminal". On a terminal, `watch` prints one line
+/// per push per host (`HOST: sent LOCAL -> REMOTE (...)`, as `sync -v`); with
+/// `-q` it prints none; its summary table still ends the run.
+#[test]
+fn watch_on_a_terminal_prints_a_line_per_push_unless_quiet() {
+    let mut env = Env::new("audit-ttywatch");
+    let a = env.sshd();
+    let b = env.sshd();
+    env.add_host(&a, Auth::Key);
+    env.add_host(&b, Auth::Key);
+    env.src("site/index.html", "one");
+    let dest = |h: &crate::util::Sshd| env.remote(&h.addr).join("www");
+    for h in [&a, &b] {
+        env.map(&h.addr, json!([{"src": "site/", "dest": dest(h)}]));
+    }
+    let mut tty = OnTty::start(&env, "watch");
+    tty.wait_for("hostsync: watching");
+    let local = env.cfg().join("site/new.html");
+    std::fs::write(&local, "two").unwrap();
+    for h in [&a, &b] {
+        tty.wait_for(&format!(
+            "{}: sent {} -> {} (3 bytes",
+            h.addr,
+            local.display(),
+            dest(h).join("new.html").display()
+        ));
+    }
+    assert_eq!(tty.terminate(), Some(0), "{}", tty.output());
+    assert!(
+        tty.output().contains("SKIPPED  REMOVED"),
+        "{}",
+        tty.output()
+    );
+
+    let mut quiet = OnTty::start(&env, "watch -q");
+    quiet.wait_for("hostsync: watching");
+    let local = env.cfg().join("site/quiet.html");
+    std::fs::write(&local, "three").unwrap();
+    for h in [&a, &b] {
+        let remote = dest(h).join("quiet.html");
+        wait_until(ARRIVE, "quiet.html everywhere", || remote.exists());
+    }
+    assert_eq!(quiet.terminate(), Some(0), "{}", quiet.output());
+    let shown = quiet.output();
+    assert!(!shown.contains(": sent "), "{shown}");
+    assert!(shown.contains("SKIPPED  REMOVED"), "{shown}");
 }

@@ -31,7 +31,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crate::config::{SshSettings, Target};
 use crate::plan::{Dispatch, Job};
 use crate::push::{self, Scope};
-use crate::report::HostReport;
+use crate::report::{Event, HostReport, Observer};
 use crate::transfer::ssh::Connection;
 
 /// First retry delay after a host went down; doubles up to `retry_max`.
@@ -58,6 +58,8 @@ pub struct Shared {
     pub retry_max: Duration,
     /// Set at shutdown: stop between chunks and rounds.
     pub cancel: Arc<AtomicBool>,
+    /// Hears every round's events (the lines `watch` prints on a terminal).
+    pub observer: Observer,
 }
 
 impl Pool {
@@ -291,7 +293,8 @@ impl Worker {
                 }
             }
             let (_, conn) = self.conn.as_ref().expect("connected above");
-            let mut round = HostReport::new(&target.host.address);
+            let mut round =
+                HostReport::observed(&target.host.address, self.shared.observer.clone());
             result = push::push_changes(conn, target, &work, &mut round).map(|()| round);
             if result.is_ok() || !reused || attempt == 1 || self.cancelled() {
                 break;
@@ -326,6 +329,9 @@ impl Worker {
                             target.host.address,
                             retry_max.as_secs()
                         );
+                        let reason = format!("host down: {e:#}; retrying");
+                        HostReport::observed(&target.host.address, self.shared.observer.clone())
+                            .event(Event::HostFailed { reason: &reason });
                         state.down = Some(Down {
                             since: Instant::now(),
                             backoff: FIRST_RETRY,

@@ -292,18 +292,28 @@ pub struct Daemon {
 impl Env {
     /// Writes the config and starts `hostsync watch`; returns once it is watching.
     pub fn watch(&self) -> Daemon {
+        self.watch_with(&["watch"])
+    }
+
+    /// Like [`Env::watch`] with these arguments (`["watch", "--host", IP]`).
+    pub fn watch_with(&self, args: &[&str]) -> Daemon {
         self.write_config();
-        start_daemon(&self.cfg(), self.dir.path())
+        start_daemon_with(&self.cfg(), self.dir.path(), args)
     }
 }
 
 /// Starts `hostsync watch` in `cfg` and waits until it says it is watching.
 pub fn start_daemon(cfg: &Path, home: &Path) -> Daemon {
+    start_daemon_with(cfg, home, &["watch"])
+}
+
+/// Starts `hostsync ARGS` (a watch) in `cfg` and waits until it says it is watching.
+pub fn start_daemon_with(cfg: &Path, home: &Path, args: &[&str]) -> Daemon {
     let exe = env!("CARGO_BIN_EXE_hostsync");
     let out = cfg.join(format!("daemon-{}.out", super::sshd::random_u64()));
     let file = std::fs::File::create(&out).unwrap();
     let child = Command::new(exe)
-        .arg("watch")
+        .args(args)
         .current_dir(cfg)
         .env("HOME", home)
         .env_remove("SSH_AUTH_SOCK")
