@@ -58,6 +58,11 @@ pub enum Command {
 /// The flags of `hostsync sync`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct SyncArgs {
+    /// Push only the mappings and files under these local paths (relative to the
+    /// current directory); each must lie inside, or contain, a mapping's src.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
     /// Only these hosts (as written in connection_info.json); repeatable.
     #[arg(long = "host", value_name = "IP")]
     pub hosts: Vec<String>,

@@ -9,7 +9,8 @@
 //! JSON); [`log`] writes info.log and error.log throughout. Per-mapping options:
 //! [`exclude`], backups (in the commit step of [`transfer::remote`]) and
 //! [`post_sync`]; `sync --dry-run` ([`dry_run`]) compares without changing
-//! anything. `check` ([`check`]) loads the same config, then logs in to every
+//! anything; `sync PATH...` ([`narrow`]) pushes only what lies under those paths.
+//! `check` ([`check`]) loads the same config, then logs in to every
 //! host and tests its destinations without sending anything.
 
 pub mod check;
@@ -22,6 +23,7 @@ pub mod exclude;
 pub mod exit;
 pub mod local;
 pub mod log;
+pub mod narrow;
 pub mod output;
 pub mod plan;
 pub mod post_sync;
@@ -33,7 +35,7 @@ pub mod watch;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use clap::CommandFactory as _;
 
 use crate::cli::{Cli, Command, SyncArgs};
@@ -116,13 +118,39 @@ impl Scanning {
 /// problem (exit 2); host failures are in the exit code.
 fn sync(config: &Config, args: &SyncArgs, verbose: bool) -> Result<ExitCode> {
     let selected = select_hosts(config, &args.hosts)?;
-    let _logs = start_logs(config, verbose)?;
-    let skipped = skip_unmapped(config, &selected);
-    let targets: Vec<&config::Target> = selected
+    let mapped: Vec<&config::Target> = selected
         .iter()
         .copied()
         .filter(|t| t.mapping_file.is_some())
         .collect();
+    // `sync PATH...`: per host, the mappings (and parts of them) the paths name.
+    let paths = if args.paths.is_empty() {
+        Vec::new()
+    } else {
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        narrow::resolve(&args.paths, &cwd)
+    };
+    narrow::check_covered(&mapped, &args.paths, &paths)?;
+    let works: Vec<Vec<(usize, push::Scope)>> =
+        mapped.iter().map(|t| narrow::work(t, &paths)).collect();
+    let targets: Vec<&config::Target> = mapped
+        .iter()
+        .zip(&works)
+        .filter(|(_, w)| paths.is_empty() || !w.is_empty())
+        .map(|(t, _)| *t)
+        .collect();
+    let _logs = start_logs(config, verbose)?;
+    let skipped = skip_unmapped(config, &selected);
+    for (given, p) in args.paths.iter().zip(&paths) {
+        if std::fs::symlink_metadata(p).is_err() {
+            let w = format!(
+                "sync {}: no such file or directory here; only its removal is pushed, to mappings with \"delete\": true",
+                given.display()
+            );
+            ::log::warn!("{w}");
+            eprintln!("hostsync: warning: {w}");
+        }
+    }
     let what = if args.dry_run { "dry run" } else { "sync" };
     ::log::info!(
         "{what} started: {} host(s), {} connection(s) at most, config {}",
@@ -132,7 +160,13 @@ fn sync(config: &Config, args: &SyncArgs, verbose: bool) -> Result<ExitCode> {
     );
     // The local scan runs while the workers connect and log in (several round trips
     // per host), and each worker waits for it only once it has a session.
-    let sources = Scanning::start(push::srcs(&config.targets));
+    // Narrowed to paths, each host scans what it pushes when it pushes it.
+    let scan: Vec<_> = if paths.is_empty() {
+        push::srcs(&config.targets).collect()
+    } else {
+        Vec::new()
+    };
+    let sources = Scanning::start(scan.into_iter());
     let tty = std::io::stdout().is_terminal();
     // A dry run's stdout is its differences: no bars, no per-file lines there.
     let style = if args.dry_run {
@@ -146,6 +180,15 @@ fn sync(config: &Config, args: &SyncArgs, verbose: bool) -> Result<ExitCode> {
         .map(|t| output.observer(&t.host.address))
         .collect();
     let job = |conn: &transfer::ssh::Connection, t: &config::Target, r: &mut report::HostReport| {
+        if !paths.is_empty() {
+            let work = narrow::work(t, &paths);
+            if args.dry_run {
+                push::dry_run_changes(conn, t, &work, r);
+            } else if let Err(e) = push::push_changes(conn, t, &work, r) {
+                r.fail_host(&format!("{e:#}"));
+            }
+            return;
+        }
         let sources = sources.get();
         if args.dry_run {
             push::dry_run_host(conn, t, sources, r)

@@ -245,8 +245,27 @@ pub fn push_changes(
     work: &[(usize, Scope)],
     report: &mut HostReport,
 ) -> Result<()> {
-    let units = work
-        .iter()
+    try_push(conn, scoped_units(target, work), report)
+}
+
+/// `sync --dry-run PATH...` for one host: [`dry_run_host`] for what `work` names,
+/// scanned now (see [`push_changes`]).
+pub fn dry_run_changes(
+    conn: &Connection,
+    target: &Target,
+    work: &[(usize, Scope)],
+    report: &mut HostReport,
+) {
+    match plan(conn, &scoped_units(target, work), report, false) {
+        Ok(Some(plan)) => report.diffs = diffs(&plan),
+        Ok(None) => {}
+        Err(e) => report.fail_host(&format!("{e:#}")),
+    }
+}
+
+/// One unit per entry of `work` (mapping index and scope), scanning the local side now.
+fn scoped_units<'a>(target: &'a Target, work: &[(usize, Scope)]) -> Vec<Unit<'a>> {
+    work.iter()
         .filter_map(|(i, scope)| {
             let m = target.mappings.get(*i)?;
             Some(match scope {
@@ -254,8 +273,7 @@ pub fn push_changes(
                 Scope::Paths(paths) => paths_unit(m, paths),
             })
         })
-        .collect();
-    try_push(conn, units, report)
+        .collect()
 }
 
 /// A unit covering a whole mapping.
@@ -912,9 +930,11 @@ fn plan_removals(
             is_dir,
         })
     };
-    if unit.root.paths.is_some() {
+    if let Some(paths) = &unit.root.paths {
         let mut gone: Vec<&Vec<u8>> = unit.gone.iter().collect();
+        gone.extend(extras_below(paths, source, state));
         gone.sort();
+        gone.dedup();
         let mut last: Option<&Vec<u8>> = None;
         for rel in gone {
             // Below a tree removed in this same batch: nothing left to remove.
@@ -954,6 +974,28 @@ fn plan_removals(
         remove(rel, is_dir);
         last = Some(rel);
     }
+}
+
+/// Remote paths below those of `paths` that are directories here, which this side
+/// does not have (temporaries aside): what `"delete": true` removes when such a
+/// directory is pushed by path (`sync DIR`, or a directory event in `watch`), as a
+/// whole push of the mapping would.
+fn extras_below<'a>(paths: &[Vec<u8>], source: &Source, state: &'a RootState) -> Vec<&'a Vec<u8>> {
+    let local: HashMap<&[u8], &Kind> = source
+        .entries
+        .iter()
+        .map(|e| (e.rel.as_os_str().as_bytes(), &e.kind))
+        .collect();
+    let dirs: Vec<&Vec<u8>> = paths
+        .iter()
+        .filter(|p| matches!(local.get(p.as_slice()), Some(Kind::Dir { .. })))
+        .collect();
+    state
+        .entries
+        .keys()
+        .filter(|rel| dirs.iter().any(|d| is_below(rel, d)))
+        .filter(|rel| !local.contains_key(rel.as_slice()) && !remote::is_tmp_name(basename(rel)))
+        .collect()
 }
 
 /// Whether `rel` is named like a backup `"backups": n` keeps: `NAME.k` with k from 1

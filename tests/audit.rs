@@ -532,3 +532,113 @@ fn watch_on_a_terminal_prints_a_line_per_push_unless_quiet() {
     assert!(!shown.contains(": sent "), "{shown}");
     assert!(shown.contains("SKIPPED  REMOVED"), "{shown}");
 }
+
+/// See: issue 14, "Narrow a run". `sync PATH...` pushes only the mappings and
+/// files under the given paths, relative paths taken from the current
+/// directory: a file (sent, or removed under `"delete": true` when it is gone), a
+/// directory (with the remote extras below it removed), a file mapping, a dry
+/// run of one; `--host` narrows further. A path no mapping covers is exit 2.
+#[test]
+fn sync_paths_push_only_what_lies_under_them() {
+    let mut env = Env::new("audit-paths");
+    let a = env.sshd();
+    let b = env.sshd();
+    env.add_host(&a, Auth::Key);
+    env.add_host(&b, Auth::Key);
+    env.src("site/a.html", "a1");
+    env.src("site/sub/b.html", "b1");
+    env.src("site/sub/same.html", "same");
+    env.src("site/sub/old.html", "old");
+    env.src("app.conf", "c1");
+    let www = |h: &crate::util::Sshd| env.remote(&h.addr).join("www");
+    let conf = |h: &crate::util::Sshd| env.remote(&h.addr).join("app.conf");
+    for h in [&a, &b] {
+        env.map(
+            &h.addr,
+            json!([
+                {"src": "site/", "dest": www(h), "delete": true},
+                {"src": "app.conf", "dest": conf(h)},
+            ]),
+        );
+    }
+    env.run(&["sync"]).expect(0);
+    let read = |p: &Path| String::from_utf8(std::fs::read(p).unwrap()).unwrap();
+    // Different sizes, so the whole-mapping comparison sees every change.
+    env.src("site/a.html", "a22");
+    env.src("site/sub/b.html", "b22");
+    env.src("app.conf", "c22");
+    std::fs::remove_file(env.cfg().join("site/sub/old.html")).unwrap();
+    let site = env.cfg().join("site");
+    let top = env.dir.path();
+
+    let run = run_in(&site, top, &["-c", "..", "sync", "a.html"]);
+    run.expect(0);
+    for h in [&a, &b] {
+        assert_eq!(run.row(&h.addr), (1, 0, 0, 0, 3), "{}", run.dump());
+        assert_eq!(read(&www(h).join("a.html")), "a22");
+        assert_eq!(read(&www(h).join("sub/b.html")), "b1", "{}", run.dump());
+        assert_eq!(read(&conf(h)), "c1");
+        assert!(www(h).join("sub/old.html").exists());
+    }
+
+    let run = run_in(
+        &site,
+        top,
+        &["-c", "..", "sync", "--dry-run", "../app.conf"],
+    );
+    run.expect(0);
+    let want: Vec<String> = [&a, &b]
+        .iter()
+        .map(|h| format!("[M] {} {} updated", h.addr, conf(h).display()))
+        .collect();
+    assert_eq!(
+        run.stdout.lines().collect::<Vec<_>>(),
+        want,
+        "{}",
+        run.dump()
+    );
+
+    let run = run_in(
+        &site,
+        top,
+        &["-c", "..", "sync", "--host", &b.addr, "sub/", "../app.conf"],
+    );
+    run.expect(0);
+    assert!(!run.stdout.contains(&a.addr), "{}", run.dump());
+    // b.html and app.conf sent, same.html skipped, old.html removed.
+    assert_eq!(run.row(&b.addr), (2, 1, 1, 0, 6), "{}", run.dump());
+    assert_eq!(read(&www(&b).join("sub/b.html")), "b22");
+    assert_eq!(read(&conf(&b)), "c22");
+    assert!(!www(&b).join("sub/old.html").exists(), "{}", run.dump());
+    assert!(www(&a).join("sub/old.html").exists(), "a was not named");
+    assert_eq!(read(&conf(&a)), "c1");
+
+    std::fs::remove_file(site.join("a.html")).unwrap();
+    let run = run_in(&site, top, &["-c", "..", "sync", "./a.html"]);
+    run.expect(0)
+        .expect_output("hostsync: warning: sync ./a.html: no such file or directory here");
+    for h in [&a, &b] {
+        assert_eq!(run.row(&h.addr), (0, 0, 1, 0, 0), "{}", run.dump());
+        assert!(!www(h).join("a.html").exists());
+    }
+
+    for path in ["../nope/x.html", "../site2", "/"] {
+        let run = run_in(&site, top, &["-c", "..", "sync", path]);
+        if path == "/" {
+            // `/` holds every src: the whole sync.
+            run.expect(0);
+            continue;
+        }
+        run.expect(2);
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.dump());
+        assert!(
+            run.stderr.contains(&format!("sync {path}: "))
+                && run.stderr.contains("is not inside any mapping's src"),
+            "{}",
+            run.dump()
+        );
+    }
+    // Not covered among the selected hosts is not covered.
+    env.map(&b.addr, json!([{"src": "app.conf", "dest": conf(&b)}]));
+    run_in(&site, top, &["-c", "..", "sync", "--host", &b.addr, "sub"]).expect(2);
+}
