@@ -195,7 +195,14 @@ fn plain_event(host: &str, e: &Event<'_>, dry_run: bool) -> Option<String> {
             local,
             remote,
             bytes,
+            why: "",
         } => format!("{host}: sent {local} -> {remote} ({bytes} bytes)"),
+        Event::Sent {
+            local,
+            remote,
+            bytes,
+            why,
+        } => format!("{host}: sent {local} -> {remote} ({bytes} bytes; why: {why})"),
         Event::Removed { remote, .. } => format!("{host}: removed {remote}"),
         Event::Failed { what, reason } => format!("{host}: failed: {what}: {reason}"),
         Event::HostFailed { reason } => format!("{host}: failed: {reason}"),
@@ -224,6 +231,7 @@ pub fn json_event(host: &str, e: &Event<'_>, dry_run: bool) -> Option<Value> {
             local,
             remote,
             bytes,
+            ..
         } => json!({"type": "file", "host": host, "action": "sent",
                     "local": local, "remote": remote, "bytes": bytes}),
         Event::Removed { local, remote } => json!({"type": "file", "host": host,
@@ -279,6 +287,7 @@ mod tests {
             local: "/l/a",
             remote: "/r/a",
             bytes: 3,
+            why: "size, mtime",
         };
         let v = json_event("h", &sent, false).unwrap();
         assert_eq!(v["type"], "file");
@@ -286,7 +295,7 @@ mod tests {
         assert_eq!(v["bytes"], 3);
         assert_eq!(
             plain_event("h", &sent, false).unwrap(),
-            "h: sent /l/a -> /r/a (3 bytes)"
+            "h: sent /l/a -> /r/a (3 bytes; why: size, mtime)"
         );
         let ps = Event::PostSync {
             mapping: "/s -> /d",

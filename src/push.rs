@@ -98,6 +98,10 @@ struct Item {
     size: u64,
     /// Whether something is at that path on the remote now (a dry run's `[M]` vs `[+]`).
     exists: bool,
+    /// Why it is sent, as `rsync -i` tells it (issue 14): `new`, `type`, or what
+    /// differs (`size`, `mtime`, `mode`, `content`, a symlink's `target`); empty for
+    /// a removal. `sync -v` prints it; info.log gets it at debug level.
+    why: String,
 }
 
 #[derive(Debug, Clone)]
@@ -415,6 +419,7 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
                 unit: r.unit,
                 size: 0,
                 exists: true,
+                why: String::new(),
             };
             pending.push(
                 Commit::Remove {
@@ -618,7 +623,7 @@ fn settle(
             }
             None => {
                 changed[item.unit] += 1;
-                report.sent_file(&local, &remote_path, *bytes);
+                report.sent_file(&local, &remote_path, *bytes, &item.why);
             }
         }
     }
@@ -832,18 +837,27 @@ fn plan_mapping(
             m.src.join(&entry.rel)
         };
         let there = state.entries.get(&rel);
-        let item = |what| Item {
-            rel: rel.clone(),
-            what,
-            local: local.clone(),
-            unit,
-            size: match &entry.kind {
-                Kind::File(meta) => meta.size,
-                _ => 0,
-            },
-            exists: there.is_some(),
-        };
         let remote_path = || format!("{} -> {}", local.display(), show(&join(root, &rel)));
+        let item = |what| {
+            let why = why_sent(&entry.kind, there, state.hashes.contains_key(&rel));
+            log::debug!(
+                "{}: {}: to be sent (why: {why})",
+                report.address,
+                remote_path()
+            );
+            Item {
+                rel: rel.clone(),
+                what,
+                local: local.clone(),
+                unit,
+                size: match &entry.kind {
+                    Kind::File(meta) => meta.size,
+                    _ => 0,
+                },
+                exists: there.is_some(),
+                why,
+            }
+        };
         if let Some((_, why)) = blocked.iter().find(|(b, _)| is_below(&rel, b)) {
             if !matches!(entry.kind, Kind::Dir { .. }) {
                 report.fail(&remote_path(), why);
@@ -892,6 +906,38 @@ fn plan_mapping(
             },
         }
     }
+}
+
+/// Why a local entry that differs from `there` is sent: `new` (nothing there), `type`
+/// (something of another kind), or the attributes that differ. `hashed`: the
+/// listing gave the remote file's hash, so content was compared, not mtime.
+fn why_sent(kind: &Kind, there: Option<&remote::RemoteEntry>, hashed: bool) -> String {
+    let Some(r) = there else {
+        return "new".into();
+    };
+    let mut differ = Vec::new();
+    match kind {
+        Kind::Dir { .. } if r.kind != b'd' => return "type".into(),
+        Kind::File(_) if r.kind != b'f' => return "type".into(),
+        Kind::Symlink { .. } if r.kind != b'l' => return "type".into(),
+        Kind::Dir { .. } => differ.push("mode"),
+        Kind::Symlink { .. } => differ.push("target"),
+        Kind::File(meta) => {
+            if r.size != meta.size {
+                differ.push("size");
+            }
+            if !hashed && r.mtime != meta.mtime {
+                differ.push("mtime");
+            }
+            if r.mode != meta.mode {
+                differ.push("mode");
+            }
+            if differ.is_empty() {
+                differ.push("content");
+            }
+        }
+    }
+    differ.join(", ")
 }
 
 /// Whether a remote file of the same size and mode holds the same content: by hash when
@@ -1278,6 +1324,57 @@ pub fn srcs(targets: &[Target]) -> impl Iterator<Item = (&Path, &crate::exclude:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 14: `sync -v` says why, in rsync -i's terms.
+    #[test]
+    fn why_a_file_is_sent() {
+        let meta = local::FileMeta {
+            size: 3,
+            mtime: 100,
+            mtime_nsec: 0,
+            atime: 0,
+            mode: 0o644,
+        };
+        let file = Kind::File(meta);
+        let r = |kind, size, mtime, mode| remote::RemoteEntry {
+            kind,
+            size,
+            mtime,
+            mode,
+            target: Vec::new(),
+        };
+        assert_eq!(why_sent(&file, None, false), "new");
+        assert_eq!(
+            why_sent(&file, Some(&r(b'l', 3, 100, 0o777)), false),
+            "type"
+        );
+        assert_eq!(
+            why_sent(&file, Some(&r(b'f', 4, 99, 0o644)), false),
+            "size, mtime"
+        );
+        assert_eq!(
+            why_sent(&file, Some(&r(b'f', 3, 100, 0o600)), false),
+            "mode"
+        );
+        assert_eq!(
+            why_sent(&file, Some(&r(b'f', 3, 99, 0o644)), false),
+            "mtime"
+        );
+        // Compared by hash (path pushes): mtime is no reason, content is.
+        assert_eq!(
+            why_sent(&file, Some(&r(b'f', 3, 99, 0o644)), true),
+            "content"
+        );
+        assert_eq!(why_sent(&file, Some(&r(b'f', 5, 99, 0o644)), true), "size");
+        let dir = Kind::Dir { mode: 0o755 };
+        assert_eq!(why_sent(&dir, Some(&r(b'd', 0, 0, 0o700)), false), "mode");
+        let link = Kind::Symlink { target: "a".into() };
+        assert_eq!(
+            why_sent(&link, Some(&r(b'l', 1, 0, 0o777)), false),
+            "target"
+        );
+        assert_eq!(why_sent(&link, Some(&r(b'f', 1, 0, 0o644)), false), "type");
+    }
 
     #[test]
     fn dest_paths() {

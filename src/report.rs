@@ -20,11 +20,13 @@ pub enum Event<'a> {
     Planned { files: u64, bytes: u64 },
     /// One file's content went out (it is committed, or fails, later).
     Uploaded { bytes: u64 },
-    /// A file or symlink arrived at `remote`.
+    /// A file or symlink arrived at `remote`; `why` it was sent (`new`, `size, mtime`,
+    /// ...; see `push`), empty when not known.
     Sent {
         local: &'a str,
         remote: &'a str,
         bytes: u64,
+        why: &'a str,
     },
     /// `remote` was removed because `local` is gone (`"delete": true`).
     Removed { local: &'a str, remote: &'a str },
@@ -167,7 +169,8 @@ impl HostReport {
     }
 
     /// Records and logs a file or symlink that arrived.
-    pub fn sent_file(&mut self, local: &str, remote: &str, bytes: u64) {
+    /// `why`: why it was sent, for `sync -v` (info.log has it at debug level).
+    pub fn sent_file(&mut self, local: &str, remote: &str, bytes: u64, why: &str) {
         log::info!("{}: sent {local} -> {remote} ({bytes} bytes)", self.address);
         self.sent += 1;
         self.bytes += bytes;
@@ -175,6 +178,7 @@ impl HostReport {
             local,
             remote,
             bytes,
+            why,
         });
     }
 
@@ -299,7 +303,7 @@ mod tests {
             "h",
             Observer::new(move |host, e| s2.lock().unwrap().push(format!("{host} {e:?}"))),
         );
-        r.sent_file("/l", "/r", 5);
+        r.sent_file("/l", "/r", 5, "new");
         r.removed_path("/l2", "/r2");
         r.fail("/x", "bad");
         assert_eq!((r.sent, r.bytes, r.removed, r.failed), (1, 5, 1, 1));

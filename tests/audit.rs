@@ -642,3 +642,72 @@ fn sync_paths_push_only_what_lies_under_them() {
     env.map(&b.addr, json!([{"src": "app.conf", "dest": conf(&b)}]));
     run_in(&site, top, &["-c", "..", "sync", "--host", &b.addr, "sub"]).expect(2);
 }
+
+/// Sets a file's mtime to `secs` since the epoch (touch -d @SECS).
+fn set_mtime(p: &Path, secs: u64) {
+    let out = std::process::Command::new("touch")
+        .arg("-d")
+        .arg(format!("@{secs}"))
+        .arg(p)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "touch {}: {out:?}", p.display());
+}
+
+/// See: issue 14, "sync -v says why". Each plain line of `sync -v` ends in why
+/// the file was sent, as rsync -i tells it: new, size, mtime, mode; info.log has
+/// the same reason in a debug line.
+#[test]
+fn sync_verbose_says_why_each_file_is_sent() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut env = Env::new("audit-why");
+    let h = env.sshd();
+    env.add_host(&h, Auth::Key);
+    for name in ["size", "mtime", "mode", "same"] {
+        let p = env.src(&format!("site/{name}.txt"), "12345");
+        set_mtime(&p, 1_700_000_000);
+    }
+    let www = env.remote("r").join("www");
+    env.map(&h.addr, json!([{"src": "site/", "dest": www}]));
+    env.run(&["sync"]).expect(0);
+    let site = env.cfg().join("site");
+    env.src("site/new.txt", "n");
+    std::fs::write(site.join("size.txt"), "1234567").unwrap();
+    set_mtime(&site.join("size.txt"), 1_700_000_000);
+    set_mtime(&site.join("mtime.txt"), 1_700_000_100);
+    std::fs::set_permissions(
+        site.join("mode.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+
+    let run = env.run(&["-v", "sync"]);
+    run.expect(0);
+    for (name, bytes, why) in [
+        ("new", 1, "new"),
+        ("size", 7, "size"),
+        ("mtime", 5, "mtime"),
+        ("mode", 5, "mode"),
+    ] {
+        let line = format!(
+            "{}: sent {} -> {} ({bytes} bytes; why: {why})",
+            h.addr,
+            site.join(format!("{name}.txt")).display(),
+            www.join(format!("{name}.txt")).display()
+        );
+        assert!(
+            run.stdout.lines().any(|l| l == line),
+            "{line}\n{}",
+            run.dump()
+        );
+        let debug = format!(
+            "DEBUG [xfer-0] {}: {} -> {}: to be sent (why: {why})",
+            h.addr,
+            site.join(format!("{name}.txt")).display(),
+            www.join(format!("{name}.txt")).display()
+        );
+        assert!(env.info_log().contains(&debug), "{debug}\n{}", run.dump());
+    }
+    assert!(!run.stdout.contains("same.txt"), "{}", run.dump());
+    assert_eq!(run.row(&h.addr), (4, 1, 0, 0, 18), "{}", run.dump());
+}
