@@ -126,7 +126,8 @@ pub fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<ExitCode>
         );
     }
     let reports = crate::in_config_order(config, reports.into_iter().chain(skipped).collect());
-    print!("{}", crate::report::summary(&reports));
+    let human = std::io::stdout().is_terminal();
+    print!("{}", crate::report::summary(&reports, human));
     log::info!("stopped");
     Ok(ExitCode::Success)
 }

@@ -174,7 +174,7 @@ fn sync(config: &Config, args: &SyncArgs, verbose: bool) -> Result<ExitCode> {
     } else {
         Style::choose(args.json, args.quiet, verbose, tty)
     };
-    let output = Output::new(style, args.dry_run);
+    let output = Output::new(style, args.dry_run, tty && !args.json);
     let observers: Vec<_> = targets
         .iter()
         .map(|t| output.observer(&t.host.address))

@@ -195,8 +195,30 @@ impl HostReport {
     }
 }
 
-/// The table printed after `sync`: one row per host, then every failure.
-pub fn summary(reports: &[HostReport]) -> String {
+/// Bytes for a person: `512 B`, `1.2 MiB`, `586 KiB` (binary units; one decimal
+/// below 10, none above), at most 8 characters. Scripts get raw numbers instead.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    // Move up while the value would print as 1024 or more.
+    while v.round() >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if v < 9.95 {
+        format!("{v:.1} {}", UNITS[unit])
+    } else {
+        format!("{v:.0} {}", UNITS[unit])
+    }
+}
+
+/// The table printed after `sync`: one row per host, then every failure. With
+/// `human`, BYTES reads like `1.2 MiB` (a terminal); else it is the raw count.
+pub fn summary(reports: &[HostReport], human: bool) -> String {
     let width = reports
         .iter()
         .map(|r| r.address.len())
@@ -219,7 +241,16 @@ pub fn summary(reports: &[HostReport]) -> String {
         let _ = writeln!(
             out,
             "{:width$}  {:>6}  {:>7}  {:>7}  {:>6}  {:>12}  {status}",
-            r.address, r.sent, r.skipped, r.removed, r.failed, r.bytes
+            r.address,
+            r.sent,
+            r.skipped,
+            r.removed,
+            r.failed,
+            if human {
+                human_bytes(r.bytes)
+            } else {
+                r.bytes.to_string()
+            }
         );
     }
     for r in reports {
@@ -275,7 +306,7 @@ mod tests {
         assert!(a.ok() && !b.ok() && !c.ok() && d.ok());
         assert_eq!(json_summary(&d)["status"], "skipped");
         assert_eq!(json_summary(&a)["status"], "ok");
-        let s = summary(&[a, b, c, d]);
+        let s = summary(&[a.clone(), b, c, d], false);
         assert!(
             s.contains("127.0.0.4       0        0        0       0             0  skipped: no mapping file mappings/127.0.0.4.json\n"),
             "{s}"
@@ -293,6 +324,29 @@ mod tests {
             s.contains("error: 127.0.0.3: /x -> /y: permission denied"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn bytes_for_people() {
+        for (n, want) in [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (1536, "1.5 KiB"),
+            (10 * 1024 - 1, "10 KiB"),
+            (600_000, "586 KiB"),
+            (1_258_291, "1.2 MiB"),
+            (1024 * 1024 - 1, "1.0 MiB"),
+            (5 * 1024 * 1024 * 1024, "5.0 GiB"),
+            (u64::MAX, "16 EiB"),
+        ] {
+            assert_eq!(human_bytes(n), want, "{n}");
+            assert!(human_bytes(n).len() <= 8, "{n}");
+        }
+        let mut r = HostReport::new("h");
+        r.bytes = 1_258_291;
+        assert!(summary(&[r.clone()], true).contains("  1.2 MiB  ok"));
+        assert!(summary(&[r], false).contains("  1258291  ok"));
     }
 
     #[test]

@@ -711,3 +711,110 @@ fn sync_verbose_says_why_each_file_is_sent() {
     assert!(!run.stdout.contains("same.txt"), "{}", run.dump());
     assert_eq!(run.row(&h.addr), (4, 1, 0, 0, 18), "{}", run.dump());
 }
+
+/// What a terminal shows of `out`: each line and carriage-return segment, ANSI
+/// escape sequences removed.
+fn screen_lines(out: &str) -> Vec<String> {
+    let mut plain = String::new();
+    let mut chars = out.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            chars.next();
+            // Parameters, then one final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain.split(['\n', '\r']).map(String::from).collect()
+}
+
+/// The rows a terminal `width` columns wide shows for `out` (long lines wrap),
+/// leaving out blank ones.
+fn terminal_rows(out: &str, width: usize) -> Vec<String> {
+    let mut rows = Vec::new();
+    for line in screen_lines(out) {
+        let chars: Vec<char> = line.chars().collect();
+        for row in chars.chunks(width) {
+            let row: String = row.iter().collect();
+            if !row.trim().is_empty() {
+                rows.push(row);
+            }
+        }
+    }
+    rows
+}
+
+/// See: issue 14, "The table reads at a glance". On a terminal of 80 columns the
+/// progress bars fit and the table's BYTES read like `586 KiB`; piped output and
+/// `--json` keep raw numbers for scripts.
+#[test]
+fn bytes_read_at_a_glance_on_a_terminal_and_bars_fit_80_columns() {
+    let mut env = Env::new("audit-human");
+    let hosts: Vec<crate::util::Sshd> = (0..3).map(|_| env.sshd()).collect();
+    for h in &hosts {
+        env.add_host(h, Auth::Key);
+    }
+    for i in 0..3 {
+        env.src(&format!("site/f{i}.bin"), vec![b'x'; 200_000]);
+    }
+    for h in &hosts {
+        let www = env.remote(&h.addr).join("www");
+        env.map(&h.addr, json!([{"src": "site/", "dest": www}]));
+    }
+    let mut tty = OnTty::start(&env, "sync");
+    let code = {
+        wait_until(ARRIVE, "sync on a terminal to end", || {
+            tty.script.try_wait().unwrap().is_some()
+        });
+        tty.script.wait().unwrap().code()
+    };
+    let shown = tty.output();
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(
+        shown.contains("ETA") && shown.contains("3/3 files"),
+        "{shown}"
+    );
+    // indicatif fills each bar line with spaces to the terminal's width instead
+    // of ending it; a bar wider than 80 columns would wrap, and the terminal
+    // would show a row that does not start with a host.
+    for row in terminal_rows(&shown, 80) {
+        let starts_right = hosts
+            .iter()
+            .any(|h| row.starts_with(&format!("{} ", h.addr)))
+            || row.starts_with("HOST ");
+        assert!(starts_right, "a wrapped line: {row:?}\n{shown}");
+    }
+    for h in &hosts {
+        let row = screen_lines(&shown)
+            .into_iter()
+            .find(|l| l.starts_with(&format!("{} ", h.addr)) && l.ends_with("  ok"))
+            .unwrap_or_else(|| panic!("no table row for {}\n{shown}", h.addr));
+        assert!(row.ends_with("  586 KiB  ok"), "{row:?}");
+    }
+
+    // Piped: the same table with raw numbers.
+    for name in ["f0", "f1", "f2"] {
+        env.src(&format!("site/{name}.bin"), vec![b'y'; 200_001]);
+    }
+    let run = env.run(&["sync"]);
+    run.expect(0);
+    for h in &hosts {
+        assert_eq!(run.row(&h.addr), (3, 0, 0, 0, 600_003), "{}", run.dump());
+    }
+    env.src("site/f0.bin", vec![b'z'; 200_002]);
+    let run = env.run(&["sync", "--json"]);
+    run.expect(0);
+    let bytes: Vec<u64> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "host")
+        .map(|v| v["bytes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(bytes, [200_002; 3], "{}", run.dump());
+}
