@@ -818,3 +818,76 @@ fn bytes_read_at_a_glance_on_a_terminal_and_bars_fit_80_columns() {
         .collect();
     assert_eq!(bytes, [200_002; 3], "{}", run.dump());
 }
+
+/// Copies a client key to `$HOME/.ssh/NAME` (HOME is the test folder), mode 600.
+fn install_default_key(env: &Env, key: &crate::util::ClientKey, name: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = env.dir.mkdir(".ssh");
+    let dest = dir.join(name);
+    std::fs::copy(&key.private, &dest).unwrap();
+    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600)).unwrap();
+    dest
+}
+
+/// See: issue 14, "Default keys like ssh". With no identity_file and no agent,
+/// `~/.ssh/id_ed25519`, `id_ecdsa` and `id_rsa` (those that exist) are tried in
+/// that order, before the password; the final error names each key tried.
+#[test]
+fn default_keys_are_tried_like_ssh_and_named_when_they_fail() {
+    let mut env = Env::new("audit-defkeys");
+    let rsa = crate::util::client_key(env.dir.path(), "rsa", None);
+    let h = crate::util::Sshd::start(env.dir.path(), &[&rsa]);
+    let wrong_ed = crate::util::client_key(env.dir.path(), "ed25519", None);
+    let wrong_ec = crate::util::client_key(env.dir.path(), "ecdsa", None);
+    let password = crate::util::is_root();
+    let mut host = json!({"ip_address": h.addr, "port": h.port, "user": crate::util::test_user()});
+    if password {
+        // As root the test user has a password; a wrong one comes after the keys.
+        host["passkey"] = json!("not-the-Password-1");
+    }
+    env.add_host_raw(host);
+    env.trust(h.known_hosts_line());
+    env.src("f.txt", "data");
+    let dest = env.remote("r").join("f.txt");
+    env.map(&h.addr, json!([{"src": "f.txt", "dest": dest}]));
+
+    let ed = install_default_key(&env, &wrong_ed, "id_ed25519");
+    let ec = install_default_key(&env, &wrong_ec, "id_ecdsa");
+    let run = env.run(&["sync"]);
+    run.expect(1);
+    let line = env
+        .error_log()
+        .lines()
+        .find(|l| l.contains("auth failed"))
+        .unwrap_or_else(|| panic!("no auth failure\n{}", run.dump()))
+        .to_string();
+    let tried = line.split_once(": tried ").unwrap().1;
+    let methods: Vec<&str> = tried
+        .split("), ")
+        .map(|m| m.split(' ').next().unwrap())
+        .collect();
+    let want: &[&str] = if password {
+        &["publickey", "publickey", "password"]
+    } else {
+        &["publickey", "publickey"]
+    };
+    assert_eq!(methods, want, "{}", run.dump());
+    let (at_ed, at_ec) = (
+        tried.find(&format!("publickey ({}: ", ed.display())),
+        tried.find(&format!("publickey ({}: ", ec.display())),
+    );
+    assert!(at_ed.is_some() && at_ed < at_ec, "{}", run.dump());
+    assert!(!dest.exists());
+
+    // The key the server takes, as ~/.ssh/id_rsa: tried last of the three, it logs in.
+    install_default_key(&env, &rsa, "id_rsa");
+    let run = env.run(&["sync"]);
+    run.expect(0);
+    assert_eq!(std::fs::read(&dest).unwrap(), b"data");
+    assert!(
+        env.info_log().contains("(publickey, host key"),
+        "{}",
+        run.dump()
+    );
+    env.run(&["check"]).expect(0).expect_output("publickey");
+}

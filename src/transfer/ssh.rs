@@ -517,7 +517,21 @@ fn append_known_host(path: &Path, host: &Host, type_name: &str, key: &[u8]) -> R
         .with_context(|| format!("cannot write known_hosts {}", path.display()))
 }
 
-/// Tries identity_file, then the ssh-agent, then the password; names every method tried.
+/// The key files ssh tries when it is given none: `~/.ssh/id_ed25519`, `id_ecdsa`
+/// and `id_rsa`, those that exist, in that order (`$HOME`, as `~` in the config).
+fn default_keys() -> Vec<std::path::PathBuf> {
+    let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) else {
+        return Vec::new();
+    };
+    ["id_ed25519", "id_ecdsa", "id_rsa"]
+        .iter()
+        .map(|name| Path::new(&home).join(".ssh").join(name))
+        .filter(|p| p.is_file())
+        .collect()
+}
+
+/// Tries identity_file, then the ssh-agent, then (without identity_file) the default
+/// keys, then the password; names every method and key tried.
 fn authenticate(session: &Session, host: &Host) -> Result<&'static str> {
     let user = host.user.as_str();
     let mut tried = Vec::new();
@@ -540,6 +554,16 @@ fn authenticate(session: &Session, host: &Host) -> Result<&'static str> {
             Err(e) => tried.push(format!("agent ({})", e.message())),
         }
     }
+    if host.identity_file.is_none() {
+        // As ssh does without -i: the usual key files, after the agent (issue 14).
+        for key in default_keys() {
+            match session.userauth_pubkey_file(user, None, &key, None) {
+                Ok(()) if session.authenticated() => return Ok("publickey"),
+                Ok(()) => tried.push(format!("publickey ({}: not accepted)", key.display())),
+                Err(e) => tried.push(format!("publickey ({}: {})", key.display(), e.message())),
+            }
+        }
+    }
     if let Some(pw) = &host.password {
         match session.userauth_password(user, pw.expose()) {
             Ok(()) if session.authenticated() => return Ok("password"),
@@ -556,7 +580,7 @@ fn authenticate(session: &Session, host: &Host) -> Result<&'static str> {
     }
     if tried.is_empty() {
         bail!(
-            "auth failed for user {user}: no method to try; add identity_file or passkey to this host in connection_info.json, or start an ssh-agent"
+            "auth failed for user {user}: no method to try; add identity_file or passkey to this host in connection_info.json, put a key at ~/.ssh/id_ed25519, or start an ssh-agent"
         );
     }
     bail!("auth failed for user {user}: tried {}", tried.join(", "))
