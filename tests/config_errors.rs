@@ -113,6 +113,15 @@ fn cases() -> Vec<(&'static str, Edit, &'static str, &'static str)> {
             "; did you mean `identity_file`?",
         ),
         (
+            "mapping post_sync not an array",
+            w(
+                MAP_FILE,
+                r#"[{"src": "a", "dest": "/x", "post_sync": "systemctl reload nginx"}]"#,
+            ),
+            MAP_FILE,
+            r#"post_sync must be an array of strings, like ["systemctl reload nginx"]"#,
+        ),
+        (
             "mapping unknown field, close",
             w(
                 MAP_FILE,
