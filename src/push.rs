@@ -6,7 +6,8 @@
 //!    channel then waits to become the first stream ([`tar::Reserved`]), so a
 //!    batch that fits one stream is one remote command in all;
 //! 2. each local entry is compared with the remote one: a file with the same
-//!    size, mtime (seconds) and mode is skipped;
+//!    size, mtime (seconds) and mode is skipped; what is sent records why (new,
+//!    size, mtime, ...), for `sync -v` and info.log's debug lines;
 //! 3. what differs is uploaded through one SCP sink per destination root, every
 //!    file under a temporary name in its own destination directory
 //!    ([`scp::ScpSink`]); a file that changed while it was read is sent again;
@@ -949,8 +950,9 @@ fn same_content(state: &RootState, rel: &[u8], local: &Path, same_mtime: bool) -
     }
 }
 
-/// Adds removals for `"delete": true` (directory src only): paths gone locally (path
-/// scope), or remote entries with no local counterpart (whole scope). Only the
+/// Adds removals for `"delete": true` (directory src only): paths gone locally and
+/// remote extras below a pushed directory (path scope, [`extras_below`]), or remote
+/// entries with no local counterpart (whole scope). Only the
 /// topmost path of a removed tree is listed; temporaries are left to the stale
 /// cleanup. Excluded paths and the numbered backups `"backups"` keeps are never
 /// removed (issue 5).
