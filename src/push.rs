@@ -7,7 +7,7 @@
 //!    batch that fits one stream is one remote command in all;
 //! 2. each local entry is compared with the remote one: a file with the same
 //!    size, mtime (seconds) and mode is skipped; what is sent records why (new,
-//!    size, mtime, ...), for `sync -v` and info.log's debug lines;
+//!    size, mtime, ...), which `-v` shows;
 //! 3. what differs is uploaded through one SCP sink per destination root, every
 //!    file under a temporary name in its own destination directory
 //!    ([`scp::ScpSink`]); a file that changed while it was read is sent again;
@@ -101,7 +101,7 @@ struct Item {
     exists: bool,
     /// Why it is sent, as `rsync -i` tells it (issue 14): `new`, `type`, or what
     /// differs (`size`, `mtime`, `mode`, `content`, a symlink's `target`); empty for
-    /// a removal. `sync -v` prints it; info.log gets it at debug level.
+    /// a removal. `sync -v` prints it, and with `-v` info.log's sent line has it.
     why: String,
 }
 
@@ -841,11 +841,6 @@ fn plan_mapping(
         let remote_path = || format!("{} -> {}", local.display(), show(&join(root, &rel)));
         let item = |what| {
             let why = why_sent(&entry.kind, there, state.hashes.contains_key(&rel));
-            log::debug!(
-                "{}: {}: to be sent (why: {why})",
-                report.address,
-                remote_path()
-            );
             Item {
                 rel: rel.clone(),
                 what,

@@ -169,9 +169,17 @@ impl HostReport {
     }
 
     /// Records and logs a file or symlink that arrived.
-    /// `why`: why it was sent, for `sync -v` (info.log has it at debug level).
+    /// `why`: why it was sent, for `sync -v`; with debug lines on (`-v`), info.log's
+    /// line says it too, in the same words (issue 14).
     pub fn sent_file(&mut self, local: &str, remote: &str, bytes: u64, why: &str) {
-        log::info!("{}: sent {local} -> {remote} ({bytes} bytes)", self.address);
+        if log::log_enabled!(log::Level::Debug) && !why.is_empty() {
+            log::info!(
+                "{}: sent {local} -> {remote} ({bytes} bytes; why: {why})",
+                self.address
+            );
+        } else {
+            log::info!("{}: sent {local} -> {remote} ({bytes} bytes)", self.address);
+        }
         self.sent += 1;
         self.bytes += bytes;
         self.event(Event::Sent {

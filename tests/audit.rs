@@ -655,8 +655,8 @@ fn set_mtime(p: &Path, secs: u64) {
 }
 
 /// See: issue 14, "sync -v says why". Each plain line of `sync -v` ends in why
-/// the file was sent, as rsync -i tells it: new, size, mtime, mode; info.log has
-/// the same reason in a debug line.
+/// the file was sent, as rsync -i tells it: new, size, mtime, mode; with -v,
+/// info.log's line for the file has the same reason.
 #[test]
 fn sync_verbose_says_why_each_file_is_sent() {
     use std::os::unix::fs::PermissionsExt;
@@ -700,16 +700,26 @@ fn sync_verbose_says_why_each_file_is_sent() {
             "{line}\n{}",
             run.dump()
         );
-        let debug = format!(
-            "DEBUG [xfer-0] {}: {} -> {}: to be sent (why: {why})",
-            h.addr,
-            site.join(format!("{name}.txt")).display(),
-            www.join(format!("{name}.txt")).display()
-        );
-        assert!(env.info_log().contains(&debug), "{debug}\n{}", run.dump());
+        // info.log's line for it, with -v, in the same words.
+        let logged = format!("INFO  [xfer-0] {line}");
+        assert!(env.info_log().contains(&logged), "{logged}\n{}", run.dump());
     }
     assert!(!run.stdout.contains("same.txt"), "{}", run.dump());
     assert_eq!(run.row(&h.addr), (4, 1, 0, 0, 18), "{}", run.dump());
+    // Without -v, info.log's line keeps its usual form.
+    env.src("site/new.txt", "nn");
+    env.run(&["sync"]).expect(0);
+    let plain = format!(
+        "{}: sent {} -> {} (2 bytes)\n",
+        h.addr,
+        site.join("new.txt").display(),
+        www.join("new.txt").display()
+    );
+    assert!(
+        env.info_log().contains(&plain),
+        "{plain}\n{}",
+        env.info_log()
+    );
 }
 
 /// What a terminal shows of `out`: each line and carriage-return segment, ANSI
