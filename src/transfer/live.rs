@@ -258,12 +258,15 @@ impl Worker {
         }
     }
 
-    /// The earliest retry time of a down host with pending work.
+    /// When the worker must act without a new job: now for a host that is up and
+    /// still has work (the paths a full round left for their own round), else the
+    /// earliest retry time of a down host with pending work.
     fn next_retry(&self) -> Option<Instant> {
+        let now = Instant::now();
         self.hosts
             .values()
             .filter(|h| h.pending())
-            .filter_map(|h| h.down.as_ref().map(|d| d.next_try))
+            .map(|h| h.down.as_ref().map_or(now, |d| d.next_try))
             .min()
     }
 
