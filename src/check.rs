@@ -159,9 +159,9 @@ fn check_host(target: &Target, ssh: &SshSettings) -> HostCheck {
 struct Probe {
     /// `src -> dest`, for messages.
     label: String,
-    /// The directory `sync` writes into: dest, or dest's parent for a file src.
+    /// The directory `sync` writes into: dest, or the parent of [`Mapping::file_dest`] for a file src.
     dir: String,
-    /// For a file src, dest itself (it must not be a directory).
+    /// For a file src, [`Mapping::file_dest`] (it must not be a directory).
     file: Option<String>,
 }
 
@@ -179,8 +179,8 @@ fn probes(mappings: &[Mapping], row: &mut HostCheck) -> Vec<Probe> {
             }),
             Ok(false) => out.push(Probe {
                 label,
-                dir: parent(&m.dest),
-                file: Some(m.dest.clone()),
+                dir: parent(&m.file_dest()),
+                file: Some(m.file_dest()),
             }),
             Err(why) => row.fail(format!("{}: {why}", m.src.display())),
         }
@@ -367,7 +367,7 @@ fn verdict_problem(verdict: &str, path: &str, probe: &Probe, user: &str) -> Opti
             "permission denied on the remote: {dir} is missing and {user} cannot create it in {path}; create it for {user} or change dest"
         )),
         "isdir" => Some(format!(
-            "the remote path {path} is a directory, but src is a file; remove it or change dest"
+            "the remote path {path} is a directory, but src is a file; change dest (a dest ending in / puts the file inside that directory)"
         )),
         other => Some(format!("unexpected answer {other:?} from the remote check")),
     }

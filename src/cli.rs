@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "hostsync", version, about, long_about = None)]
 pub struct Cli {
-    /// The config.ini to use; paths inside it are relative to its directory.
+    /// The config.ini to use, or a directory holding one; paths inside it are
+    /// relative to its directory.
     #[arg(
         short,
         long,
@@ -34,7 +35,7 @@ pub enum Command {
     Sync(SyncArgs),
     /// Push everything once, then push every change to the mapped hosts as it
     /// happens, until SIGINT/SIGTERM.
-    Watch,
+    Watch(WatchArgs),
     /// Validate the configuration, then log in to every host and test that each
     /// destination directory is writable, without transferring anything.
     Check {
@@ -45,6 +46,10 @@ pub enum Command {
         /// passkey_env/passphrase_env variable or a missing src is a warning.
         #[arg(long, conflicts_with = "json")]
         offline: bool,
+
+        /// Only these hosts (as written in connection_info.json); repeatable.
+        #[arg(long = "host", value_name = "IP")]
+        hosts: Vec<String>,
     },
     /// Write an example configuration (config.ini, connection_info.json,
     /// mappings/, logs/) into DIR, then say what to edit; never overwrites.
@@ -66,6 +71,11 @@ pub enum Command {
 /// The flags of `hostsync sync`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct SyncArgs {
+    /// Push only the mappings and files under these local paths (relative to the
+    /// current directory); each must lie inside, or contain, a mapping's src.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
     /// Only these hosts (as written in connection_info.json); repeatable.
     #[arg(long = "host", value_name = "IP")]
     pub hosts: Vec<String>,
@@ -83,6 +93,18 @@ pub struct SyncArgs {
     pub json: bool,
 
     /// No progress bars: only the summary table and errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// The flags of `hostsync watch`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct WatchArgs {
+    /// Only these hosts (as written in connection_info.json); repeatable.
+    #[arg(long = "host", value_name = "IP")]
+    pub hosts: Vec<String>,
+
+    /// No line per push on a terminal; only the summary table when it stops.
     #[arg(short, long)]
     pub quiet: bool,
 }

@@ -8,10 +8,16 @@
 //! workers of [`live`]. Idle, every thread blocks on a channel or on a signal:
 //! no polling loop, no CPU.
 //!
+//! `--host` narrows the run to the named hosts; a host without a mapping file is
+//! warned about on stderr and shown as skipped in the closing table. On a
+//! terminal (unless `--quiet`) every file sent or removed, failure and post_sync
+//! command of every round is one plain line on stdout, as `sync -v` prints them.
+//!
 //! SIGINT/SIGTERM: stop taking changes, abort the transfer in flight between two
 //! chunks (its temporary is removed on the remote), log a summary per host and
 //! exit 0, within [`SHUTDOWN_GRACE`]. A second signal exits at once.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +27,7 @@ use anyhow::{Context, Result};
 use crossbeam_channel::RecvTimeoutError;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+use crate::cli::WatchArgs;
 use crate::config::{Config, Target};
 use crate::exit::ExitCode;
 use crate::plan::{Planner, Route};
@@ -31,22 +38,14 @@ use crate::watch::{self, Change};
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(4_000);
 
 /// Runs the daemon until a signal. `Err` is a setup problem (exit 2).
-pub fn run(config: &Config, verbose: bool) -> Result<ExitCode> {
+pub fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<ExitCode> {
     config.check_log_dir_outside_sources()?;
+    let all = crate::select_hosts(config, &args.hosts)?;
     let _logs = crate::start_logs(config, verbose)?;
-    let targets: Vec<Target> = config
-        .targets
-        .iter()
-        .filter(|t| {
-            if t.mapping_file.is_none() {
-                log::warn!(
-                    "{}: no mapping file; skipping this host (create {}.json in the mappings folder)",
-                    t.host.address,
-                    t.host.address
-                );
-            }
-            t.mapping_file.is_some()
-        })
+    let skipped = crate::skip_unmapped(config, &all);
+    let targets: Vec<Target> = all
+        .into_iter()
+        .filter(|t| t.mapping_file.is_some())
         .cloned()
         .collect();
     let routes = routes(&targets);
@@ -69,6 +68,7 @@ pub fn run(config: &Config, verbose: bool) -> Result<ExitCode> {
             ssh: config.ssh.clone(),
             retry_max: config.retry_max,
             cancel: cancel.clone(),
+            observer: push_lines(args),
         },
         config.connections,
     );
@@ -125,9 +125,22 @@ pub fn run(config: &Config, verbose: bool) -> Result<ExitCode> {
             SHUTDOWN_GRACE.as_secs()
         );
     }
-    print!("{}", crate::report::summary(&reports));
+    let reports = crate::in_config_order(config, reports.into_iter().chain(skipped).collect());
+    let human = std::io::stdout().is_terminal();
+    print!("{}", crate::report::summary(&reports, human));
     log::info!("stopped");
     Ok(ExitCode::Success)
+}
+
+/// On a terminal (unless `--quiet`), one plain line per file sent or removed,
+/// failure and post_sync command, as `sync -v` prints them (issue 14); piped,
+/// nothing (info.log has every line).
+fn push_lines(args: &WatchArgs) -> crate::report::Observer {
+    if std::io::stdout().is_terminal() && !args.quiet {
+        crate::output::plain_lines()
+    } else {
+        crate::report::Observer::default()
+    }
 }
 
 /// One route per (host, mapping).

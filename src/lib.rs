@@ -9,10 +9,11 @@
 //! JSON); [`log`] writes info.log and error.log throughout. Per-mapping options:
 //! [`exclude`], backups (in the commit step of [`transfer::remote`]) and
 //! [`post_sync`]; `sync --dry-run` ([`dry_run`]) compares without changing
-//! anything. `check` ([`check`]) loads the same config, then logs in to every
-//! host and tests its destinations without sending anything; `check --offline`
-//! ([`offline`]) only validates the files. `init` ([`init`]) writes the
-//! [`example`] configuration, and `man` ([`man`]) prints the manual page.
+//! anything; `sync PATH...` ([`narrow`]) pushes only what lies under those paths.
+//! `check` ([`check`]) loads the same config, then logs in to every host and tests
+//! its destinations without sending anything; `check --offline` ([`offline`]) only
+//! validates the files. `init` ([`init`]) writes the [`example`] configuration, and
+//! `man` ([`man`]) prints the manual page.
 
 pub mod check;
 pub mod cli;
@@ -27,6 +28,7 @@ pub mod init;
 pub mod local;
 pub mod log;
 pub mod man;
+pub mod narrow;
 pub mod offline;
 pub mod output;
 pub mod plan;
@@ -39,7 +41,7 @@ pub mod watch;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use clap::CommandFactory as _;
 
 use crate::cli::{Cli, Command, SyncArgs};
@@ -67,8 +69,8 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match &cli.command {
         Command::Sync(args) => sync(&config, args, cli.verbose),
         Command::Check { offline: true, .. } => Ok(offline::run(&config)),
-        Command::Check { json, .. } => check(&config, *json, cli.verbose),
-        Command::Watch => daemon::run(&config, cli.verbose),
+        Command::Check { json, hosts, .. } => check(&config, *json, hosts, cli.verbose),
+        Command::Watch(args) => daemon::run(&config, args, cli.verbose),
         Command::Completions { .. } | Command::Init { .. } | Command::Man => {
             unreachable!("handled by run_without_config")
         }
@@ -143,35 +145,40 @@ impl Scanning {
 /// `--dry-run` a comparison that changes nothing. An `Err` is a usage or setup
 /// problem (exit 2); host failures are in the exit code.
 fn sync(config: &Config, args: &SyncArgs, verbose: bool) -> Result<ExitCode> {
-    let only = &args.hosts;
-    for name in only {
-        if config.disabled.iter().any(|t| &t.host.address == name) {
-            bail!(
-                "--host {name}: this host is disabled in connection_info.json (\"disabled\": true); remove that field to use it"
+    let selected = select_hosts(config, &args.hosts)?;
+    let mapped: Vec<&config::Target> = selected
+        .iter()
+        .copied()
+        .filter(|t| t.mapping_file.is_some())
+        .collect();
+    // `sync PATH...`: per host, the mappings (and parts of them) the paths name.
+    let paths = if args.paths.is_empty() {
+        Vec::new()
+    } else {
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        narrow::resolve(&args.paths, &cwd)
+    };
+    narrow::check_covered(&mapped, &args.paths, &paths)?;
+    let works: Vec<Vec<(usize, push::Scope)>> =
+        mapped.iter().map(|t| narrow::work(t, &paths)).collect();
+    let targets: Vec<&config::Target> = mapped
+        .iter()
+        .zip(&works)
+        .filter(|(_, w)| paths.is_empty() || !w.is_empty())
+        .map(|(t, _)| *t)
+        .collect();
+    let _logs = start_logs(config, verbose)?;
+    let skipped = skip_unmapped(config, &selected);
+    for (given, p) in args.paths.iter().zip(&paths) {
+        if std::fs::symlink_metadata(p).is_err() {
+            let w = format!(
+                "sync {}: no such file or directory here; only its removal is pushed, to mappings with \"delete\": true",
+                given.display()
             );
-        }
-        if !config.targets.iter().any(|t| &t.host.address == name) {
-            bail!(
-                "--host {name}: no such host in connection_info.json; use an ip_address listed there"
-            );
+            ::log::warn!("{w}");
+            eprintln!("hostsync: warning: {w}");
         }
     }
-    let _logs = start_logs(config, verbose)?;
-    let targets: Vec<&config::Target> = config
-        .targets
-        .iter()
-        .filter(|t| only.is_empty() || only.contains(&t.host.address))
-        .filter(|t| {
-            if t.mapping_file.is_none() {
-                ::log::warn!(
-                    "{}: no mapping file; skipping this host (create {}.json in the mappings folder)",
-                    t.host.address,
-                    t.host.address
-                );
-            }
-            t.mapping_file.is_some()
-        })
-        .collect();
     let what = if args.dry_run { "dry run" } else { "sync" };
     ::log::info!(
         "{what} started: {} host(s), {} connection(s) at most, config {}",
@@ -181,7 +188,13 @@ fn sync(config: &Config, args: &SyncArgs, verbose: bool) -> Result<ExitCode> {
     );
     // The local scan runs while the workers connect and log in (several round trips
     // per host), and each worker waits for it only once it has a session.
-    let sources = Scanning::start(push::srcs(&config.targets));
+    // Narrowed to paths, each host scans what it pushes when it pushes it.
+    let scan: Vec<_> = if paths.is_empty() {
+        push::srcs(&config.targets).collect()
+    } else {
+        Vec::new()
+    };
+    let sources = Scanning::start(scan.into_iter());
     let tty = std::io::stdout().is_terminal();
     // A dry run's stdout is its differences: no bars, no per-file lines there.
     let style = if args.dry_run {
@@ -189,12 +202,21 @@ fn sync(config: &Config, args: &SyncArgs, verbose: bool) -> Result<ExitCode> {
     } else {
         Style::choose(args.json, args.quiet, verbose, tty)
     };
-    let output = Output::new(style, args.dry_run);
+    let output = Output::new(style, args.dry_run, tty && !args.json);
     let observers: Vec<_> = targets
         .iter()
         .map(|t| output.observer(&t.host.address))
         .collect();
     let job = |conn: &transfer::ssh::Connection, t: &config::Target, r: &mut report::HostReport| {
+        if !paths.is_empty() {
+            let work = narrow::work(t, &paths);
+            if args.dry_run {
+                push::dry_run_changes(conn, t, &work, r);
+            } else if let Err(e) = push::push_changes(conn, t, &work, r) {
+                r.fail_host(&format!("{e:#}"));
+            }
+            return;
+        }
         let sources = sources.get();
         if args.dry_run {
             push::dry_run_host(conn, t, sources, r)
@@ -203,6 +225,16 @@ fn sync(config: &Config, args: &SyncArgs, verbose: bool) -> Result<ExitCode> {
         }
     };
     let reports = transfer::run(&targets, &config.ssh, config.connections, &observers, &job);
+    let reports = if args.dry_run {
+        reports
+    } else {
+        if args.json {
+            for r in &skipped {
+                println!("{}", report::json_summary(r));
+            }
+        }
+        in_config_order(config, reports.into_iter().chain(skipped).collect())
+    };
     print!("{}", output.finish(&reports));
     let ok = reports.iter().all(report::HostReport::ok);
     let differences: usize = reports.iter().map(|r| r.diffs.len()).sum();
@@ -247,17 +279,76 @@ fn sync(config: &Config, args: &SyncArgs, verbose: bool) -> Result<ExitCode> {
     })
 }
 
+/// The hosts `--host` names (all when none), in connection_info.json's order. An
+/// `Err` (exit 2) names a `--host` that is not configured.
+pub(crate) fn select_hosts<'a>(
+    config: &'a Config,
+    only: &[String],
+) -> Result<Vec<&'a config::Target>> {
+    for name in only {
+        if config.disabled.iter().any(|t| &t.host.address == name) {
+            bail!(
+                "--host {name}: this host is disabled in connection_info.json (\"disabled\": true); remove that field to use it"
+            );
+        }
+        if !config.targets.iter().any(|t| &t.host.address == name) {
+            bail!(
+                "--host {name}: no such host in connection_info.json; use an ip_address listed there"
+            );
+        }
+    }
+    Ok(config
+        .targets
+        .iter()
+        .filter(|t| only.is_empty() || only.contains(&t.host.address))
+        .collect())
+}
+
+/// A skipped report for each of `targets` without a mapping file, with a warning
+/// in error.log and on stderr for each: such a host is shown, never silently left
+/// out (issue 14, bug 6).
+pub(crate) fn skip_unmapped(
+    config: &Config,
+    targets: &[&config::Target],
+) -> Vec<report::HostReport> {
+    let mut out = Vec::new();
+    for t in targets.iter().filter(|t| t.mapping_file.is_none()) {
+        let address = &t.host.address;
+        let why = format!("no mapping file {}", config.mapping_file_shown(address));
+        let warning =
+            format!("{address}: {why}; skipping this host (create that file to push to it)");
+        ::log::warn!("{warning}");
+        eprintln!("hostsync: warning: {warning}");
+        out.push(report::HostReport {
+            skip: Some(why),
+            ..report::HostReport::new(address)
+        });
+    }
+    out
+}
+
+/// `reports` sorted as their hosts are in connection_info.json.
+pub(crate) fn in_config_order(
+    config: &Config,
+    mut reports: Vec<report::HostReport>,
+) -> Vec<report::HostReport> {
+    let index = |r: &report::HostReport| {
+        config
+            .targets
+            .iter()
+            .position(|t| t.host.address == r.address)
+    };
+    reports.sort_by_key(index);
+    reports
+}
+
 /// `hostsync check`: log in to every host and test its destinations; sends nothing.
 /// An `Err` is a setup problem (exit 2); host failures are in the exit code.
-fn check(config: &Config, json: bool, verbose: bool) -> Result<ExitCode> {
+fn check(config: &Config, json: bool, hosts: &[String], verbose: bool) -> Result<ExitCode> {
+    let targets: Vec<config::Target> = select_hosts(config, hosts)?.into_iter().cloned().collect();
     let _logs = start_logs(config, verbose)?;
     ::log::info!("config {}", config.path.display());
-    Ok(check::run(
-        &config.targets,
-        &config.ssh,
-        config.connections,
-        json,
-    ))
+    Ok(check::run(&targets, &config.ssh, config.connections, json))
 }
 
 /// Starts info.log and error.log, then records the configuration's warnings

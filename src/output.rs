@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::report::{self, Event, HostReport, Observer};
@@ -57,6 +57,8 @@ pub struct Output {
     multi: Option<MultiProgress>,
     /// A dry run: its result is the list of differences, not per-host summaries.
     dry_run: bool,
+    /// The table's bytes read like `1.2 MiB` (stdout is a terminal, issue 14).
+    human: bool,
 }
 
 /// One host's progress bar with its file counts (the bar itself counts bytes).
@@ -79,14 +81,16 @@ impl HostBar {
 }
 
 impl Output {
-    /// An output in `style`; `dry_run` drops the per-host summaries.
-    pub fn new(style: Style, dry_run: bool) -> Output {
+    /// An output in `style`; `dry_run` drops the per-host summaries; `human` shows
+    /// the table's bytes for a person (on a terminal) instead of raw counts.
+    pub fn new(style: Style, dry_run: bool, human: bool) -> Output {
         let multi = (style == Style::Bars)
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout()));
         Output {
             style,
             multi,
             dry_run,
+            human,
         }
     }
 
@@ -98,7 +102,7 @@ impl Output {
                 let bar = multi.add(ProgressBar::new(0));
                 // No bar until the plan says how much there is to send.
                 bar.set_style(
-                    ProgressStyle::with_template("{prefix:<15!} {spinner} {msg}")
+                    ProgressStyle::with_template("{prefix:<15!} {spinner} {wide_msg}")
                         .expect("valid progress template"),
                 );
                 bar.set_prefix(address.to_string());
@@ -134,20 +138,46 @@ impl Output {
             String::new()
         } else if self.multi.is_some() {
             // The cursor is still at the end of the last bar.
-            format!("\n{}", report::summary(reports))
+            format!("\n{}", report::summary(reports, self.human))
         } else {
-            report::summary(reports)
+            report::summary(reports, self.human)
         }
     }
 }
 
-/// Bars: `HOST [=====>    ] 1.2 MiB/4.0 MiB 11 MiB/s ETA 1s 3/10 files`.
+/// An observer that prints the `--verbose` line of each event as it happens (the
+/// lines `watch` prints on a terminal).
+pub fn plain_lines() -> Observer {
+    Observer::new(|host, e| {
+        if let Some(line) = plain_event(host, e, false) {
+            print_line(&line);
+        }
+    })
+}
+
+/// Bars, at most 80 columns wide (issue 14) and never wider than the terminal:
+/// `HOST            [===>    ]  1.2 MiB/4.0 MiB   11 MiB/s ETA  1s 3/10 files`.
+/// The fixed part is 64 columns; the file count gets what is left.
 fn bar_style() -> ProgressStyle {
     ProgressStyle::with_template(
-        "{prefix:<15!} [{bar:30}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} ETA {eta:>3} {msg}",
+        "{prefix:<15!} [{bar:8}] {done:>8}/{total:<8} {rate:>10} ETA {eta:>3} {wide_msg}",
     )
     .expect("valid progress template")
+    .with_key("done", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = w.write_str(&report::human_bytes(s.pos()));
+    })
+    .with_key("total", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = w.write_str(&report::human_bytes(s.len().unwrap_or(0)));
+    })
+    .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = write!(w, "{}/s", report::human_bytes(s.per_sec() as u64));
+    })
     .progress_chars("=> ")
+}
+
+/// A bar that is done (or failed): the host and its message, cut to the terminal.
+fn done_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix:<15!} {wide_msg}").expect("valid progress template")
 }
 
 /// Moves one host's bar.
@@ -164,15 +194,22 @@ fn on_bar(h: &HostBar, e: &Event<'_>) {
             h.bar.inc(*bytes);
             h.show_files();
         }
-        Event::HostFailed { reason } => h
-            .bar
-            .abandon_with_message(format!("failed: {}", crate::escape::controls(reason))),
+        Event::HostFailed { reason } => {
+            h.bar.set_style(done_style());
+            h.bar
+                .abandon_with_message(format!("failed: {}", crate::escape::controls(reason)));
+        }
         // A bar abandoned with the host's failure keeps that message.
         Event::Finished { report } if !h.bar.is_finished() => {
             let status = if report.ok() { "ok" } else { "failed" };
+            h.bar.set_style(done_style());
             h.bar.finish_with_message(format!(
-                "{status}: {} sent, {} skipped, {} removed, {} failed",
-                report.sent, report.skipped, report.removed, report.failed
+                "{status}: {} sent, {} skipped, {} removed, {} failed, {}",
+                report.sent,
+                report.skipped,
+                report.removed,
+                report.failed,
+                report::human_bytes(report.bytes)
             ));
         }
         Event::Finished { .. } | Event::Sent { .. } | Event::Removed { .. } => {}
@@ -188,7 +225,14 @@ fn plain_event(host: &str, e: &Event<'_>, dry_run: bool) -> Option<String> {
             local,
             remote,
             bytes,
+            why: "",
         } => format!("{host}: sent {local} -> {remote} ({bytes} bytes)"),
+        Event::Sent {
+            local,
+            remote,
+            bytes,
+            why,
+        } => format!("{host}: sent {local} -> {remote} ({bytes} bytes; why: {why})"),
         Event::Removed { remote, .. } => format!("{host}: removed {remote}"),
         Event::Failed { what, reason } => format!("{host}: failed: {what}: {reason}"),
         Event::HostFailed { reason } => format!("{host}: failed: {reason}"),
@@ -217,6 +261,7 @@ pub fn json_event(host: &str, e: &Event<'_>, dry_run: bool) -> Option<Value> {
             local,
             remote,
             bytes,
+            ..
         } => json!({"type": "file", "host": host, "action": "sent",
                     "local": local, "remote": remote, "bytes": bytes}),
         Event::Removed { local, remote } => json!({"type": "file", "host": host,
@@ -272,6 +317,7 @@ mod tests {
             local: "/l/a",
             remote: "/r/a",
             bytes: 3,
+            why: "size, mtime",
         };
         let v = json_event("h", &sent, false).unwrap();
         assert_eq!(v["type"], "file");
@@ -279,7 +325,7 @@ mod tests {
         assert_eq!(v["bytes"], 3);
         assert_eq!(
             plain_event("h", &sent, false).unwrap(),
-            "h: sent /l/a -> /r/a (3 bytes)"
+            "h: sent /l/a -> /r/a (3 bytes; why: size, mtime)"
         );
         let ps = Event::PostSync {
             mapping: "/s -> /d",

@@ -6,7 +6,8 @@
 //!    channel then waits to become the first stream ([`tar::Reserved`]), so a
 //!    batch that fits one stream is one remote command in all;
 //! 2. each local entry is compared with the remote one: a file with the same
-//!    size, mtime (seconds) and mode is skipped;
+//!    size, mtime (seconds) and mode is skipped; what is sent records why (new,
+//!    size, mtime, ...), which `-v` shows;
 //! 3. what differs is uploaded through one SCP sink per destination root, every
 //!    file under a temporary name in its own destination directory
 //!    ([`scp::ScpSink`]); a file that changed while it was read is sent again;
@@ -55,6 +56,10 @@ use crate::transfer::tar;
 
 mod by_agent;
 
+/// Why a file cannot replace what is at its dest. No "remove it": that directory
+/// may hold anything (issue 14, bug 3).
+const IS_A_DIRECTORY: &str = "the remote path is a directory; change dest (a dest ending in / puts the file inside that directory)";
+
 /// How often a file that keeps changing while it is read is tried in one run.
 const MAX_ATTEMPTS: usize = 3;
 
@@ -97,6 +102,10 @@ struct Item {
     size: u64,
     /// Whether something is at that path on the remote now (a dry run's `[M]` vs `[+]`).
     exists: bool,
+    /// Why it is sent, as `rsync -i` tells it (issue 14): `new`, `type`, or what
+    /// differs (`size`, `mtime`, `mode`, `content`, a symlink's `target`); empty for
+    /// a removal. `sync -v` prints it, and with `-v` info.log's sent line has it.
+    why: String,
     /// A file's attributes as the scan saw them: the file is sent only if it is
     /// still that file (same device and inode; see [`local::open_for_send`]).
     meta: Option<local::FileMeta>,
@@ -208,8 +217,13 @@ pub fn dry_run_host(
     sources: &Sources,
     report: &mut HostReport,
 ) {
-    let units = whole_units(target, sources);
-    let usable = usable(&units, report);
+    dry_run_units(conn, &whole_units(target, sources), report);
+}
+
+/// The body of [`dry_run_host`] and [`dry_run_changes`]: lists without creating
+/// anything, through the agent where the host has perl, and records the differences.
+fn dry_run_units(conn: &Connection, units: &[Unit<'_>], report: &mut HostReport) {
+    let usable = usable(units, report);
     let planned = match by_agent::list(conn, &usable, false) {
         Ok(Some((agent, listed))) => {
             let plan = by_agent::compare(&usable, &listed, report);
@@ -280,8 +294,23 @@ pub fn push_changes(
     work: &[(usize, Scope)],
     report: &mut HostReport,
 ) -> Result<()> {
-    let units = work
-        .iter()
+    try_push(conn, scoped_units(target, work), report)
+}
+
+/// `sync --dry-run PATH...` for one host: [`dry_run_host`] for what `work` names,
+/// scanned now (see [`push_changes`]).
+pub fn dry_run_changes(
+    conn: &Connection,
+    target: &Target,
+    work: &[(usize, Scope)],
+    report: &mut HostReport,
+) {
+    dry_run_units(conn, &scoped_units(target, work), report);
+}
+
+/// One unit per entry of `work` (mapping index and scope), scanning the local side now.
+fn scoped_units<'a>(target: &'a Target, work: &[(usize, Scope)]) -> Vec<Unit<'a>> {
+    work.iter()
         .filter_map(|(i, scope)| {
             let m = target.mappings.get(*i)?;
             Some(match scope {
@@ -292,8 +321,7 @@ pub fn push_changes(
                 Scope::Paths(paths) => paths_unit(m, paths),
             })
         })
-        .collect();
-    try_push(conn, units, report)
+        .collect()
 }
 
 /// A unit covering a whole mapping.
@@ -317,7 +345,8 @@ fn paths_unit<'a>(m: &'a Mapping, paths: &BTreeSet<PathBuf>) -> Unit<'a> {
     match src_is_dir {
         Ok(false) => {
             // A file mapping: the only path is src itself.
-            let (_, name) = split_dest(&m.dest);
+            let dest = m.file_dest();
+            let (_, name) = split_dest(&dest);
             rels.push(name.to_vec());
             match local::scan(&m.src, &m.exclude, m.follow_symlinks) {
                 Ok(s) => entries = s.entries,
@@ -442,6 +471,7 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
                 unit: r.unit,
                 size: 0,
                 exists: true,
+                why: String::new(),
                 meta: None,
                 follow: false,
                 mode_mask: 0o1777,
@@ -673,7 +703,7 @@ fn settle(
             }
             None => {
                 changed[item.unit] += 1;
-                report.sent_file(&local, &remote_path, *bytes);
+                report.sent_file(&local, &remote_path, *bytes, &item.why);
             }
         }
     }
@@ -908,8 +938,8 @@ fn commit(conn: &Connection, steps: &[Commit]) -> Result<crate::transfer::ssh::S
     conn.run_script(&remote::commit_script(steps), cap)
 }
 
-/// Where a mapping's remote state lives: dest itself for a directory src, dest's
-/// parent (one level deep) for a file src.
+/// Where a mapping's remote state lives: dest itself for a directory src, the
+/// parent (one level deep) of [`Mapping::file_dest`] for a file src.
 fn list_root(m: &Mapping, is_dir: bool, paths: Option<Vec<Vec<u8>>>) -> ListRoot {
     if is_dir {
         ListRoot {
@@ -918,7 +948,8 @@ fn list_root(m: &Mapping, is_dir: bool, paths: Option<Vec<Vec<u8>>>) -> ListRoot
             paths,
         }
     } else {
-        let (parent, _) = split_dest(&m.dest);
+        let dest = m.file_dest();
+        let (parent, _) = split_dest(&dest);
         ListRoot {
             dir: parent.to_vec(),
             max_depth: Some(1),
@@ -948,7 +979,7 @@ fn plan_mapping(
     let prefix: Vec<u8> = if source.is_dir {
         Vec::new()
     } else {
-        split_dest(&m.dest).1.to_vec()
+        split_dest(&m.file_dest()).1.to_vec()
     };
     // Remote directories that are something else: nothing below them can be written.
     let mut blocked: Vec<(Vec<u8>, String)> = Vec::new();
@@ -964,24 +995,33 @@ fn plan_mapping(
             m.src.join(&entry.rel)
         };
         let there = state.entries.get(&rel);
-        let item = |what| Item {
-            rel: rel.clone(),
-            what,
-            local: local.clone(),
-            unit,
-            size: match &entry.kind {
-                Kind::File(meta) => meta.size,
-                _ => 0,
-            },
-            exists: there.is_some(),
-            meta: match &entry.kind {
-                Kind::File(meta) => Some(*meta),
-                _ => None,
-            },
-            follow: !source.is_dir || m.follow_symlinks,
-            mode_mask: m.file_mode(0o7777),
-        };
         let remote_path = || format!("{} -> {}", local.display(), show(&join(root, &rel)));
+        let item = |what| {
+            let why = why_sent(
+                &entry.kind,
+                there,
+                state.hashes.contains_key(&rel),
+                m.file_mode(0o7777),
+            );
+            Item {
+                rel: rel.clone(),
+                what,
+                local: local.clone(),
+                unit,
+                size: match &entry.kind {
+                    Kind::File(meta) => meta.size,
+                    _ => 0,
+                },
+                exists: there.is_some(),
+                why,
+                meta: match &entry.kind {
+                    Kind::File(meta) => Some(*meta),
+                    _ => None,
+                },
+                follow: !source.is_dir || m.follow_symlinks,
+                mode_mask: m.file_mode(0o7777),
+            }
+        };
         if let Some((_, why)) = blocked.iter().find(|(b, _)| is_below(&rel, b)) {
             if !matches!(entry.kind, Kind::Dir { .. }) {
                 report.fail(&remote_path(), why);
@@ -1010,10 +1050,7 @@ fn plan_mapping(
                 }
             }
             Kind::File(meta) => match there {
-                Some(r) if r.kind == b'd' => report.fail(
-                    &remote_path(),
-                    "the remote path is a directory; remove it or change dest",
-                ),
+                Some(r) if r.kind == b'd' => report.fail(&remote_path(), IS_A_DIRECTORY),
                 Some(r)
                     if r.kind == b'f'
                         && r.size == meta.size
@@ -1026,16 +1063,51 @@ fn plan_mapping(
             },
             Kind::Symlink { target } => match there {
                 Some(r) if r.kind == b'l' && r.target == target.as_bytes() => report.skipped += 1,
-                Some(r) if r.kind == b'd' => report.fail(
-                    &remote_path(),
-                    "the remote path is a directory; remove it or change dest",
-                ),
+                Some(r) if r.kind == b'd' => report.fail(&remote_path(), IS_A_DIRECTORY),
                 _ => w.items.push(item(ItemKind::Symlink {
                     target: target.as_bytes().to_vec(),
                 })),
             },
         }
     }
+}
+
+/// Why a local entry that differs from `there` is sent: `new` (nothing there), `type`
+/// (something of another kind), or the attributes that differ. `hashed`: the
+/// listing gave the remote file's hash, so content was compared, not mtime.
+/// `mode_mask`: the mode bits a remote copy keeps (see [`Mapping::file_mode`]).
+fn why_sent(
+    kind: &Kind,
+    there: Option<&remote::RemoteEntry>,
+    hashed: bool,
+    mode_mask: u32,
+) -> String {
+    let Some(r) = there else {
+        return "new".into();
+    };
+    let mut differ = Vec::new();
+    match kind {
+        Kind::Dir { .. } if r.kind != b'd' => return "type".into(),
+        Kind::File(_) if r.kind != b'f' => return "type".into(),
+        Kind::Symlink { .. } if r.kind != b'l' => return "type".into(),
+        Kind::Dir { .. } => differ.push("mode"),
+        Kind::Symlink { .. } => differ.push("target"),
+        Kind::File(meta) => {
+            if r.size != meta.size {
+                differ.push("size");
+            }
+            if !hashed && r.mtime != meta.mtime {
+                differ.push("mtime");
+            }
+            if r.mode != meta.mode & mode_mask {
+                differ.push("mode");
+            }
+            if differ.is_empty() {
+                differ.push("content");
+            }
+        }
+    }
+    differ.join(", ")
 }
 
 /// Whether a remote file of the same size and mode holds the same content: by hash when
@@ -1047,8 +1119,9 @@ fn same_content(state: &RootState, rel: &[u8], local: &Path, same_mtime: bool) -
     }
 }
 
-/// Adds removals for `"delete": true` (directory src only): paths gone locally (path
-/// scope), or remote entries with no local counterpart (whole scope). Only the
+/// Adds removals for `"delete": true` (directory src only): paths gone locally and
+/// remote extras below a pushed directory (path scope, [`extras_below`]), or remote
+/// entries with no local counterpart (whole scope). Only the
 /// topmost path of a removed tree is listed; temporaries are left to the stale
 /// cleanup. Excluded paths and the numbered backups `"backups"` keeps are never
 /// removed (issue 5).
@@ -1074,9 +1147,11 @@ fn plan_removals(
             is_dir,
         })
     };
-    if unit.root.paths.is_some() {
+    if let Some(paths) = &unit.root.paths {
         let mut gone: Vec<&Vec<u8>> = unit.gone.iter().collect();
+        gone.extend(extras_below(paths, source, state));
         gone.sort();
+        gone.dedup();
         let mut last: Option<&Vec<u8>> = None;
         for rel in gone {
             // Below a tree removed in this same batch: nothing left to remove.
@@ -1116,6 +1191,28 @@ fn plan_removals(
         remove(rel, is_dir);
         last = Some(rel);
     }
+}
+
+/// Remote paths below those of `paths` that are directories here, which this side
+/// does not have (temporaries aside): what `"delete": true` removes when such a
+/// directory is pushed by path (`sync DIR`, or a directory event in `watch`), as a
+/// whole push of the mapping would.
+fn extras_below<'a>(paths: &[Vec<u8>], source: &Source, state: &'a RootState) -> Vec<&'a Vec<u8>> {
+    let local: HashMap<&[u8], &Kind> = source
+        .entries
+        .iter()
+        .map(|e| (e.rel.as_os_str().as_bytes(), &e.kind))
+        .collect();
+    let dirs: Vec<&Vec<u8>> = paths
+        .iter()
+        .filter(|p| matches!(local.get(p.as_slice()), Some(Kind::Dir { .. })))
+        .collect();
+    state
+        .entries
+        .keys()
+        .filter(|rel| dirs.iter().any(|d| is_below(rel, d)))
+        .filter(|rel| !local.contains_key(rel.as_slice()) && !remote::is_tmp_name(basename(rel)))
+        .collect()
 }
 
 /// Whether `rel` is named like a backup `"backups": n` keeps: `NAME.k` with k from 1
@@ -1393,6 +1490,69 @@ pub fn srcs(targets: &[Target]) -> impl Iterator<Item = (&Path, &crate::exclude:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 14: `sync -v` says why, in rsync -i's terms.
+    #[test]
+    fn why_a_file_is_sent() {
+        let meta = local::FileMeta {
+            size: 3,
+            mtime: 100,
+            mtime_nsec: 0,
+            atime: 0,
+            mode: 0o644,
+            dev: 0,
+            ino: 0,
+        };
+        let file = Kind::File(meta);
+        let r = |kind, size, mtime, mode| remote::RemoteEntry {
+            kind,
+            size,
+            mtime,
+            mtime_nsec: 0,
+            mode,
+            target: Vec::new(),
+        };
+        assert_eq!(why_sent(&file, None, false, 0o7777), "new");
+        assert_eq!(
+            why_sent(&file, Some(&r(b'l', 3, 100, 0o777)), false, 0o7777),
+            "type"
+        );
+        assert_eq!(
+            why_sent(&file, Some(&r(b'f', 4, 99, 0o644)), false, 0o7777),
+            "size, mtime"
+        );
+        assert_eq!(
+            why_sent(&file, Some(&r(b'f', 3, 100, 0o600)), false, 0o7777),
+            "mode"
+        );
+        assert_eq!(
+            why_sent(&file, Some(&r(b'f', 3, 99, 0o644)), false, 0o7777),
+            "mtime"
+        );
+        // Compared by hash (path pushes): mtime is no reason, content is.
+        assert_eq!(
+            why_sent(&file, Some(&r(b'f', 3, 99, 0o644)), true, 0o7777),
+            "content"
+        );
+        assert_eq!(
+            why_sent(&file, Some(&r(b'f', 5, 99, 0o644)), true, 0o7777),
+            "size"
+        );
+        let dir = Kind::Dir { mode: 0o755 };
+        assert_eq!(
+            why_sent(&dir, Some(&r(b'd', 0, 0, 0o700)), false, 0o7777),
+            "mode"
+        );
+        let link = Kind::Symlink { target: "a".into() };
+        assert_eq!(
+            why_sent(&link, Some(&r(b'l', 1, 0, 0o777)), false, 0o7777),
+            "target"
+        );
+        assert_eq!(
+            why_sent(&link, Some(&r(b'f', 1, 0, 0o644)), false, 0o7777),
+            "type"
+        );
+    }
 
     #[test]
     fn dest_paths() {

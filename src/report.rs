@@ -20,11 +20,13 @@ pub enum Event<'a> {
     Planned { files: u64, bytes: u64 },
     /// One file's content went out (it is committed, or fails, later).
     Uploaded { bytes: u64 },
-    /// A file or symlink arrived at `remote`.
+    /// A file or symlink arrived at `remote`; `why` it was sent (`new`, `size, mtime`,
+    /// ...; see `push`), empty when not known.
     Sent {
         local: &'a str,
         remote: &'a str,
         bytes: u64,
+        why: &'a str,
     },
     /// `remote` was removed because `local` is gone (`"delete": true`).
     Removed { local: &'a str, remote: &'a str },
@@ -118,6 +120,9 @@ pub struct HostReport {
     pub bytes: u64,
     /// The host could not be served at all (unreachable, auth, host key): the reason.
     pub fatal: Option<String>,
+    /// The host was not served on purpose: why (`no mapping file mappings/IP.json`).
+    /// Not a failure (issue 14, bug 6).
+    pub skip: Option<String>,
     /// One line per failure, without the host prefix.
     pub errors: Vec<String>,
     /// `sync --dry-run`: the differences found (nothing was changed).
@@ -164,14 +169,24 @@ impl HostReport {
     }
 
     /// Records and logs a file or symlink that arrived.
-    pub fn sent_file(&mut self, local: &str, remote: &str, bytes: u64) {
-        log::info!("{}: sent {local} -> {remote} ({bytes} bytes)", self.address);
+    /// `why`: why it was sent, for `sync -v`; with debug lines on (`-v`), info.log's
+    /// line says it too, in the same words (issue 14).
+    pub fn sent_file(&mut self, local: &str, remote: &str, bytes: u64, why: &str) {
+        if log::log_enabled!(log::Level::Debug) && !why.is_empty() {
+            log::info!(
+                "{}: sent {local} -> {remote} ({bytes} bytes; why: {why})",
+                self.address
+            );
+        } else {
+            log::info!("{}: sent {local} -> {remote} ({bytes} bytes)", self.address);
+        }
         self.sent += 1;
         self.bytes += bytes;
         self.event(Event::Sent {
             local,
             remote,
             bytes,
+            why,
         });
     }
 
@@ -188,8 +203,30 @@ impl HostReport {
     }
 }
 
-/// The table printed after `sync`: one row per host, then every failure.
-pub fn summary(reports: &[HostReport]) -> String {
+/// Bytes for a person: `512 B`, `1.2 MiB`, `586 KiB` (binary units; one decimal
+/// below 10, none above), at most 8 characters. Scripts get raw numbers instead.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    // Move up while the value would print as 1024 or more.
+    while v.round() >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if v < 9.95 {
+        format!("{v:.1} {}", UNITS[unit])
+    } else {
+        format!("{v:.0} {}", UNITS[unit])
+    }
+}
+
+/// The table printed after `sync`: one row per host, then every failure. With
+/// `human`, BYTES reads like `1.2 MiB` (a terminal); else it is the raw count.
+pub fn summary(reports: &[HostReport], human: bool) -> String {
     let width = reports
         .iter()
         .map(|r| r.address.len())
@@ -199,19 +236,29 @@ pub fn summary(reports: &[HostReport]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:width$}  {:>6}  {:>7}  {:>6}  {:>12}  STATUS",
-        "HOST", "SENT", "SKIPPED", "FAILED", "BYTES"
+        "{:width$}  {:>6}  {:>7}  {:>7}  {:>6}  {:>12}  STATUS",
+        "HOST", "SENT", "SKIPPED", "REMOVED", "FAILED", "BYTES"
     );
     for r in reports {
-        let status = match &r.fatal {
-            Some(reason) => format!("failed: {}", crate::escape::controls(reason)),
-            None if r.failed > 0 => "failed".to_string(),
-            None => "ok".to_string(),
+        let status = match (&r.fatal, &r.skip) {
+            (Some(reason), _) => format!("failed: {}", crate::escape::controls(reason)),
+            (None, _) if r.failed > 0 => "failed".to_string(),
+            (None, Some(why)) => format!("skipped: {why}"),
+            (None, None) => "ok".to_string(),
         };
         let _ = writeln!(
             out,
-            "{:width$}  {:>6}  {:>7}  {:>6}  {:>12}  {status}",
-            r.address, r.sent, r.skipped, r.failed, r.bytes
+            "{:width$}  {:>6}  {:>7}  {:>7}  {:>6}  {:>12}  {status}",
+            r.address,
+            r.sent,
+            r.skipped,
+            r.removed,
+            r.failed,
+            if human {
+                human_bytes(r.bytes)
+            } else {
+                r.bytes.to_string()
+            }
         );
     }
     // Names and remote text may hold control characters (issue 13).
@@ -225,7 +272,11 @@ pub fn summary(reports: &[HostReport]) -> String {
 
 /// The host summary as one JSON object (`sync --json`); see README, "JSON output".
 pub fn json_summary(r: &HostReport) -> Value {
-    let status = if r.ok() { "ok" } else { "failed" };
+    let status = match (r.ok(), &r.skip) {
+        (false, _) => "failed",
+        (true, Some(_)) => "skipped",
+        (true, None) => "ok",
+    };
     json!({
         "type": "host",
         "host": r.address,
@@ -247,6 +298,7 @@ mod tests {
     fn summary_has_a_row_per_host_and_every_error() {
         let mut a = HostReport::new("127.0.0.2");
         a.sent = 3;
+        a.removed = 2;
         a.bytes = 12;
         let mut b = HostReport::new("127.0.0.3");
         b.failed = 1;
@@ -256,10 +308,24 @@ mod tests {
             fatal: Some("host unreachable".into()),
             ..HostReport::new("::1")
         };
-        assert!(a.ok() && !b.ok() && !c.ok());
-        let s = summary(&[a, b, c]);
+        let d = HostReport {
+            skip: Some("no mapping file mappings/127.0.0.4.json".into()),
+            ..HostReport::new("127.0.0.4")
+        };
+        assert!(a.ok() && !b.ok() && !c.ok() && d.ok());
+        assert_eq!(json_summary(&d)["status"], "skipped");
+        assert_eq!(json_summary(&a)["status"], "ok");
+        let s = summary(&[a.clone(), b, c, d], false);
         assert!(
-            s.contains("127.0.0.2       3        0       0            12  ok"),
+            s.contains("127.0.0.4       0        0        0       0             0  skipped: no mapping file mappings/127.0.0.4.json\n"),
+            "{s}"
+        );
+        assert!(
+            s.starts_with("HOST         SENT  SKIPPED  REMOVED  FAILED         BYTES  STATUS\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("127.0.0.2       3        0        2       0            12  ok"),
             "{s}"
         );
         assert!(s.contains("failed: host unreachable"), "{s}");
@@ -270,6 +336,29 @@ mod tests {
     }
 
     #[test]
+    fn bytes_for_people() {
+        for (n, want) in [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (1536, "1.5 KiB"),
+            (10 * 1024 - 1, "10 KiB"),
+            (600_000, "586 KiB"),
+            (1_258_291, "1.2 MiB"),
+            (1024 * 1024 - 1, "1.0 MiB"),
+            (5 * 1024 * 1024 * 1024, "5.0 GiB"),
+            (u64::MAX, "16 EiB"),
+        ] {
+            assert_eq!(human_bytes(n), want, "{n}");
+            assert!(human_bytes(n).len() <= 8, "{n}");
+        }
+        let mut r = HostReport::new("h");
+        r.bytes = 1_258_291;
+        assert!(summary(&[r.clone()], true).contains("  1.2 MiB  ok"));
+        assert!(summary(&[r], false).contains("  1258291  ok"));
+    }
+
+    #[test]
     fn events_reach_the_observer_and_json_summary_has_every_count() {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let s2 = seen.clone();
@@ -277,7 +366,7 @@ mod tests {
             "h",
             Observer::new(move |host, e| s2.lock().unwrap().push(format!("{host} {e:?}"))),
         );
-        r.sent_file("/l", "/r", 5);
+        r.sent_file("/l", "/r", 5, "new");
         r.removed_path("/l2", "/r2");
         r.fail("/x", "bad");
         assert_eq!((r.sent, r.bytes, r.removed, r.failed), (1, 5, 1, 1));

@@ -81,6 +81,55 @@ fn cases() -> Vec<(&'static str, Edit, &'static str, &'static str)> {
             "config.ini",
             "unknown key `number_of_conections`",
         ),
+        // Issue 14: a close known name is suggested, on the same one line.
+        (
+            "ini unknown key, close",
+            w("config.ini", &ini("number_of_conections = 3\n")),
+            "config.ini",
+            "unknown key `number_of_conections`; did you mean `number_of_connections`?",
+        ),
+        (
+            "ini unknown section, close",
+            w("config.ini", &ini("[ssj]\n")),
+            "config.ini",
+            "unknown section [ssj]; did you mean [ssh]?",
+        ),
+        (
+            "hosts unknown field, close",
+            w(
+                "connection_info.json",
+                r#"[{"ip_address": "127.0.0.2", "user": "u", "identity_fil": "k"}]"#,
+            ),
+            "connection_info.json",
+            "unknown field `identity_fil`, expected one of",
+        ),
+        (
+            "hosts unknown field, close hint",
+            w(
+                "connection_info.json",
+                r#"[{"ip_address": "127.0.0.2", "user": "u", "identity_fil": "k"}]"#,
+            ),
+            "connection_info.json",
+            "; did you mean `identity_file`?",
+        ),
+        (
+            "mapping post_sync not an array",
+            w(
+                MAP_FILE,
+                r#"[{"src": "a", "dest": "/x", "post_sync": "systemctl reload nginx"}]"#,
+            ),
+            MAP_FILE,
+            r#"post_sync must be an array of strings, like ["systemctl reload nginx"]"#,
+        ),
+        (
+            "mapping unknown field, close",
+            w(
+                MAP_FILE,
+                r#"[{"src": "a", "dest": "/x", "exlude": ["*.swp"]}]"#,
+            ),
+            MAP_FILE,
+            "did you mean `exclude`?",
+        ),
         (
             "ini negative",
             w("config.ini", "[DEFAULT]\nnumber_of_connections = -1\n"),

@@ -320,7 +320,7 @@ fn post_sync_runs_once_per_batch_in_order_and_stops_at_first_failure() {
     // Nothing changed: nothing runs.
     let again = env.run(&["sync"]);
     again.expect(0);
-    assert_eq!(again.row(&h.addr), (0, 5, 0, 0), "{}", again.dump());
+    assert_eq!(again.row(&h.addr), (0, 5, 0, 0, 0), "{}", again.dump());
     assert_eq!(read(&log_a), "one\ntwo\n", "{}", again.dump());
     assert_eq!(read(&log_b), "first\n");
 

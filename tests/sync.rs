@@ -127,8 +127,8 @@ fn seed_config_case(transport: &str) {
 
     let again = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", transport)]);
     again.expect(0);
-    assert_eq!(again.row(&h1.addr), (0, 4, 0, 0), "{}", again.dump());
-    assert_eq!(again.row(&h2.addr), (0, 4, 0, 0), "{}", again.dump());
+    assert_eq!(again.row(&h1.addr), (0, 4, 0, 0, 0), "{}", again.dump());
+    assert_eq!(again.row(&h2.addr), (0, 4, 0, 0, 0), "{}", again.dump());
     assert!(
         temporaries(&env.dir.join("remote")).is_empty(),
         "{}",
@@ -223,7 +223,7 @@ fn big_batch_splits_over_two_tars_in_one_exec() {
     assert!(temporaries(&r).is_empty(), "{}", env.dir.listing());
     let again = env.run_env(&["sync"], &[("HOSTSYNC_TRANSFER", "tar")]);
     again.expect(0);
-    assert_eq!(again.row(&h.addr), (0, 300, 0, 0), "{}", again.dump());
+    assert_eq!(again.row(&h.addr), (0, 300, 0, 0, 0), "{}", again.dump());
 }
 
 /// Two big roots: the first stream takes the listing's channel, the second its own
@@ -381,7 +381,7 @@ fn remote_without_tar_sends_over_scp() {
     assert!(temporaries(&r).is_empty(), "{}", env.dir.listing());
     let again = env.run(&["sync"]);
     again.expect(0);
-    assert_eq!(again.row(&h.addr), (0, 2, 0, 0), "{}", again.dump());
+    assert_eq!(again.row(&h.addr), (0, 2, 0, 0, 0), "{}", again.dump());
 }
 
 /// A remote without perl (minimal images): the tar stream cannot commit in its own
@@ -417,7 +417,7 @@ fn remote_without_perl_commits_with_sh() {
     assert!(temporaries(&r).is_empty(), "{}", env.dir.listing());
     let again = env.run(&["sync"]);
     again.expect(0);
-    assert_eq!(again.row(&h.addr), (0, 202, 0, 0), "{}", again.dump());
+    assert_eq!(again.row(&h.addr), (0, 202, 0, 0, 0), "{}", again.dump());
 }
 
 /// A host whose sshd is down: the others complete, exit 1, one error.log line.
@@ -521,7 +521,7 @@ fn unwritable_destination_is_reported_and_others_arrive() {
         "{}",
         run.dump()
     );
-    assert_eq!(run.row(&h.addr).2, 2, "{}", run.dump());
+    assert_eq!(run.row(&h.addr).3, 2, "{}", run.dump());
 }
 
 /// Names with spaces, quotes, `$(...)`, backticks, `;`, a leading `-`, unicode
@@ -651,7 +651,7 @@ fn split_stream_with_a_failing_tar_falls_back_to_scp() {
         "{why}"
     );
     assert_eq!(run.row(&h.addr).0, 300, "{}", run.dump());
-    assert_eq!(run.row(&h.addr).2, 100, "{}", run.dump());
+    assert_eq!(run.row(&h.addr).3, 100, "{}", run.dump());
     for i in 0..300 {
         let got = std::fs::read(r.join("www").join(rel(i))).unwrap();
         assert_eq!(got, vec![b'a' + (i % 26) as u8; 4096], "{}", rel(i));

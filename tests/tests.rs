@@ -4,6 +4,10 @@
 /// The shared harness: temp dirs, real sshd, fault proxy, polling, hostsync runs.
 mod util;
 
+/// Issue 14 (the audit trail tells the truth): removals, trailing-slash dests,
+/// unmapped hosts, host-key hints, systemd steps, narrowed runs, did-you-mean,
+/// watch lines, `sync -v` reasons, readable bytes, default keys.
+mod audit;
 /// Malformed configuration files: exit 2 with one line naming file and problem.
 mod config_errors;
 /// Issue 20 (from clone to fleet): the top-level example, `init`, `check

@@ -155,8 +155,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings> {
             continue;
         }
         let Some((_, keys)) = KNOWN.iter().find(|(s, _)| *s == name) else {
+            let hint = super::typo::closest(name, KNOWN.iter().map(|(s, _)| *s))
+                .map(|s| format!("did you mean [{s}]? "))
+                .unwrap_or_default();
             problems.push(format!(
-                "{file}: unknown section [{name}]; known sections are [DEFAULT], [ssh] and [sync]"
+                "{file}: unknown section [{name}]; {hint}known sections are [DEFAULT], [ssh] and [sync]"
             ));
             continue;
         };
@@ -178,7 +181,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings> {
             seen.push(key.clone());
             if !keys.contains(&key.as_str()) {
                 problems.push(format!(
-                    "{file}: [{name}] unknown key `{key}`; known keys in [{name}]: {}",
+                    "{file}: [{name}] unknown key `{key}`; {}known keys in [{name}]: {}",
+                    key_hint(&key, keys),
                     keys.join(", ")
                 ));
                 continue;
@@ -190,6 +194,24 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings> {
     }
     problems.into_result()?;
     Ok(settings)
+}
+
+/// What to say about an unknown key in a section that knows `keys`: the close
+/// key there (issue 14), or the section the key belongs in, with a trailing space.
+fn key_hint(key: &str, keys: &[&str]) -> String {
+    if let Some(k) = super::typo::closest(key, keys.iter().copied()) {
+        return format!("did you mean `{k}`? ");
+    }
+    let elsewhere = KNOWN
+        .iter()
+        .find(|(_, ks)| super::typo::closest(key, ks.iter().copied()).is_some());
+    match elsewhere {
+        Some((s, ks)) => {
+            let k = super::typo::closest(key, ks.iter().copied()).unwrap_or(key);
+            format!("did you mean `{k}` in [{s}]? ")
+        }
+        None => String::new(),
+    }
 }
 
 /// rust-ini reads a line without `=` as the start of a key that runs on into the
@@ -298,6 +320,29 @@ mod tests {
         let e = p("[DEFAULT]\nnumber_of_conections = 4\n").unwrap_err();
         assert!(
             e.to_string().contains("unknown key `number_of_conections`"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("; did you mean `number_of_connections`? known keys in [DEFAULT]: "),
+            "{e}"
+        );
+        let e = p("[DEFAULT]\nknown_host = x\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("unknown key `known_host`; did you mean `known_hosts` in [ssh]? "),
+            "{e}"
+        );
+        let e = p("[snyc]\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("unknown section [snyc]; did you mean [sync]? known sections"),
+            "{e}"
+        );
+        let e = p("[DEFAULT]\nzzz = 1\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("unknown key `zzz`; known keys in [DEFAULT]: number_of_connections, log_path, connection_info_path, address_mapper_path"),
             "{e}"
         );
         let e = p("[DEFAULT]\nnumber_of_connections = -1\n").unwrap_err();

@@ -32,6 +32,10 @@ pub struct Mapping {
     pub src: PathBuf,
     /// Remote destination: absolute, normalised (no trailing `/`, no `.` or `..`), never `/`.
     pub dest: String,
+    /// `dest` was written ending in `/`: a file src lands inside that directory, as
+    /// `dest/<file name of src>`, as with scp and rsync (issue 14, bug 3). Nothing
+    /// changes for a directory src, which is always mirrored into dest.
+    pub into_dir: bool,
     /// `"delete": true`: what disappears locally is removed below dest (never outside
     /// it); directory src only.
     pub delete: bool,
@@ -58,6 +62,17 @@ impl Mapping {
             mode & 0o7777
         } else {
             mode & 0o1777
+        }
+    }
+}
+
+impl Mapping {
+    /// The remote file a file src is written to: dest, or `dest/<file name of src>`
+    /// when dest ends in `/` ([`Mapping::into_dir`]).
+    pub fn file_dest(&self) -> String {
+        match self.src.file_name().filter(|_| self.into_dir) {
+            Some(name) => format!("{}/{}", self.dest, name.to_string_lossy()),
+            None => self.dest.clone(),
         }
     }
 }
@@ -120,6 +135,7 @@ pub fn parse(path: &Path, base: &Path, text: &str) -> Result<Vec<Mapping>> {
             Ok((exclude, backups)) => out.push(Mapping {
                 src,
                 dest,
+                into_dir: r.dest.ends_with('/'),
                 delete: r.delete,
                 exclude,
                 backups,
@@ -220,6 +236,11 @@ mod tests {
         assert_eq!(m[1].src, PathBuf::from("/cfg/site/"));
         assert_eq!(m[1].dest, "/srv/www/site");
         assert!(!m[1].delete);
+        assert!(!m[0].into_dir && m[1].into_dir);
+        assert_eq!(m[0].file_dest(), "/etc/app/app.conf");
+        let m = p(r#"[{"src": "conf/a.txt", "dest": "/srv/conf/"}]"#).unwrap();
+        assert_eq!((m[0].dest.as_str(), m[0].into_dir), ("/srv/conf", true));
+        assert_eq!(m[0].file_dest(), "/srv/conf/a.txt");
         let m = p(r#"[{"src": "a", "dest": "/b", "delete": true}]"#).unwrap();
         assert!(m[0].delete);
         assert!(p(r#"[{"src": "a", "dest": "/b", "delete": "yes"}]"#).is_err());
@@ -261,13 +282,24 @@ mod tests {
                 "post_sync #2: the command is empty",
             ),
             (r#""post_sync": "cmd""#, "field `post_sync`"),
+            // Issue 14, bug 9: the example fits the field.
+            (
+                r#""post_sync": "cmd""#,
+                r#"post_sync must be an array of strings, like ["systemctl reload nginx"]"#,
+            ),
+            (
+                r#""exclude": "*.swp""#,
+                r#"exclude must be an array of strings, like ["*.swp"]"#,
+            ),
         ] {
             let e = p(&format!(r#"[{{"src": "a", "dest": "/b", {text}}}]"#))
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(needle), "{text}: {e}");
             assert!(e.starts_with("m.json:"), "{text}: {e}");
-            let from_ours = !needle.starts_with("entry") && !needle.starts_with("field");
+            let from_ours = !needle.starts_with("entry")
+                && !needle.starts_with("field")
+                && !needle.contains("must be an array");
             assert!(!from_ours || e.starts_with("m.json: mapping #1: "), "{e}");
         }
     }

@@ -17,6 +17,7 @@ pub mod hosts;
 pub mod ini;
 pub mod mapping;
 pub mod source;
+pub mod typo;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -67,6 +68,8 @@ pub struct Config {
     pub connections: usize,
     /// Folder of info.log and error.log.
     pub log_dir: PathBuf,
+    /// The mappings folder (`address_mapper_path`), resolved.
+    pub map_dir: PathBuf,
     /// SSH client settings.
     pub ssh: SshSettings,
     /// Quiet period for writes that never close (watch).
@@ -82,7 +85,8 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
-/// Loads config.ini and the files it names. Every error names its file.
+/// Loads config.ini (`config_path`, or the `config.ini` in that directory) and the
+/// files it names. Every error names its file.
 pub fn load(config_path: &Path) -> Result<Config> {
     load_with(config_path, UnsetVars::Refuse)
 }
@@ -90,7 +94,11 @@ pub fn load(config_path: &Path) -> Result<Config> {
 /// [`load`], choosing what a `passkey_env`/`passphrase_env` variable that is not set
 /// is; under [`UnsetVars::Warn`] (`check --offline`) it joins [`Config::warnings`].
 pub fn load_with(config_path: &Path, unset: UnsetVars) -> Result<Config> {
-    let config_path = absolute(config_path)?;
+    let mut config_path = absolute(config_path)?;
+    if config_path.is_dir() {
+        // `-c /etc/hostsync` (issue 14), as `-c /etc/hostsync/config.ini`.
+        config_path.push("config.ini");
+    }
     let base = config_path
         .parent()
         .map(Path::to_path_buf)
@@ -112,6 +120,7 @@ pub fn load_with(config_path: &Path, unset: UnsetVars) -> Result<Config> {
         path: config_path,
         connections: settings.connections,
         log_dir: ini::resolve(&base, &settings.log_path),
+        map_dir: map_dir.clone(),
         ssh: SshSettings {
             known_hosts: ini::resolve(&base, &settings.known_hosts),
             host_key_policy: settings.host_key_policy,
@@ -254,8 +263,10 @@ fn json_error(path: &Path, e: &serde_json::Error, at: &str, expected: &str) -> a
             Some("port") => "port must be a whole number from 1 to 65535".to_string(),
             Some("backups") => "backups must be a whole number from 0 to 99".to_string(),
             Some(field @ ("delete" | "disabled")) => format!("{field} must be true or false"),
-            Some(field @ ("exclude" | "post_sync")) => {
-                format!("{field} must be an array of strings, like [\"*.swp\"]")
+            Some("exclude") => "exclude must be an array of strings, like [\"*.swp\"]".to_string(),
+            Some("post_sync") => {
+                "post_sync must be an array of strings, like [\"systemctl reload nginx\"]"
+                    .to_string()
             }
             Some(
                 field @ ("ip_address" | "user" | "src" | "dest" | "passkey" | "passkey_env"
@@ -263,7 +274,7 @@ fn json_error(path: &Path, e: &serde_json::Error, at: &str, expected: &str) -> a
             ) => {
                 format!("{field} must be a string in double quotes")
             }
-            _ => format!("expected {expected}"),
+            _ => unknown_field_hint(msg).unwrap_or_else(|| format!("expected {expected}")),
         },
     };
     let at = if at.is_empty() {
@@ -279,7 +290,29 @@ fn json_error(path: &Path, e: &serde_json::Error, at: &str, expected: &str) -> a
     )
 }
 
+/// For serde's "unknown field `exlude`, expected one of `src`, `dest`, ..." (from
+/// `deny_unknown_fields`): "did you mean `exclude`?" when a known field is close.
+fn unknown_field_hint(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    let (_, expected) = rest.split_once("expected")?;
+    // The known fields are the backticked words after "expected".
+    let known = expected.split('`').skip(1).step_by(2);
+    typo::did_you_mean(field, known)
+}
+
 impl Config {
+    /// Where `address`'s mapping file is or would be, for messages: relative to
+    /// config.ini's directory when it lies below it (`mappings/192.0.2.11.json`).
+    pub fn mapping_file_shown(&self, address: &str) -> String {
+        let file = self.map_dir.join(format!("{address}.json"));
+        let base = self.path.parent().unwrap_or(Path::new("/"));
+        file.strip_prefix(base)
+            .unwrap_or(&file)
+            .display()
+            .to_string()
+    }
+
     /// Refuses a log folder inside a local src, which a watcher would see change.
     pub fn check_log_dir_outside_sources(&self) -> Result<()> {
         for t in &self.targets {
@@ -332,6 +365,22 @@ mod tests {
         assert_eq!(c.targets.len(), 2);
         assert_eq!(c.targets[0].mappings[0].src, d.path().join("site/"));
         assert!(c.targets[1].mapping_file.is_none());
+        assert_eq!(c.mapping_file_shown("127.0.0.3"), "mappings/127.0.0.3.json");
+    }
+
+    #[test]
+    fn a_directory_means_its_config_ini() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "config.ini", "[DEFAULT]\n");
+        write(d.path(), "connection_info.json", "[]");
+        write(d.path(), "mappings/.keep", "");
+        let c = load(d.path()).unwrap();
+        assert_eq!(c.path, d.path().join("config.ini"));
+        let e = load(&d.path().join("mappings")).unwrap_err().to_string();
+        assert!(
+            e.contains("mappings/config.ini: config.ini not found"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -385,6 +434,14 @@ mod tests {
         );
     }
 
+    /// A shape with one known field, for the unknown-field hint without a close name.
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Only {
+        name: Option<String>,
+    }
+
     #[test]
     fn json_errors_have_position() {
         let e = serde_json::from_str::<Vec<u8>>("[1,]").unwrap_err();
@@ -403,5 +460,23 @@ mod tests {
             e.ends_with("port must be a whole number from 1 to 65535"),
             "{e}"
         );
+        // Issue 14: a misspelt field gets the close one named.
+        let e = mapping::parse(
+            Path::new("m.json"),
+            Path::new("/cfg"),
+            r#"[{"src": "a", "dest": "/b", "exlude": []}]"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("m.json: line 1 column ")
+                && e.contains("unknown field `exlude`")
+                && e.ends_with("; did you mean `exclude`?"),
+            "{e}"
+        );
+        let e = parse_json::<Vec<Only>>(Path::new("f.json"), r#"[{"zzz": 1}]"#, "things")
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("; expected things"), "{e}");
     }
 }

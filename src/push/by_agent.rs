@@ -265,6 +265,7 @@ impl Run<'_, '_, '_> {
                     meta: None,
                     follow: false,
                     mode_mask: 0o1777,
+                    why: String::new(),
                 };
                 self.steps.push_back(Step::Remove(item, root.clone()));
             }
@@ -417,8 +418,12 @@ impl Run<'_, '_, '_> {
                 Sent::Whole(meta) => {
                     self.changed[item.unit] += 1;
                     let local = item.local.display().to_string();
-                    self.report
-                        .sent_file(&local, &show(&join(&root, &item.rel)), meta.size);
+                    self.report.sent_file(
+                        &local,
+                        &show(&join(&root, &item.rel)),
+                        meta.size,
+                        &item.why,
+                    );
                 }
                 Sent::Changed => {
                     let modes = HashMap::new();
@@ -430,7 +435,7 @@ impl Run<'_, '_, '_> {
                 self.changed[item.unit] += 1;
                 let local = item.local.display().to_string();
                 self.report
-                    .sent_file(&local, &show(&join(&root, &item.rel)), 0);
+                    .sent_file(&local, &show(&join(&root, &item.rel)), 0, &item.why);
             }
             (
                 Step::Remove(item, root)

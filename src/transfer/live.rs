@@ -31,7 +31,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crate::config::{SshSettings, Target};
 use crate::plan::{Dispatch, Job};
 use crate::push::{self, Scope};
-use crate::report::HostReport;
+use crate::report::{Event, HostReport, Observer};
 use crate::transfer::ssh::Connection;
 
 /// First retry delay after a host went down; doubles up to `retry_max`.
@@ -58,6 +58,8 @@ pub struct Shared {
     pub retry_max: Duration,
     /// Set at shutdown: stop between chunks and rounds.
     pub cancel: Arc<AtomicBool>,
+    /// Hears every round's events (the lines `watch` prints on a terminal).
+    pub observer: Observer,
 }
 
 impl Pool {
@@ -256,9 +258,9 @@ impl Worker {
         }
     }
 
-    /// When a host with pending work is next due: now for a host that is up (a
-    /// full reconcile leaves the pending paths for a round of their own, which must
-    /// not wait for the next change), the retry time for one that is down.
+    /// When the worker must act without a new job: now for a host that is up and
+    /// still has work (the paths a full round left for their own round), else the
+    /// earliest retry time of a down host with pending work.
     fn next_retry(&self) -> Option<Instant> {
         let now = Instant::now();
         self.hosts
@@ -294,7 +296,8 @@ impl Worker {
                 }
             }
             let (_, conn) = self.conn.as_ref().expect("connected above");
-            let mut round = HostReport::new(&target.host.address);
+            let mut round =
+                HostReport::observed(&target.host.address, self.shared.observer.clone());
             result = push::push_changes(conn, target, &work, &mut round).map(|()| round);
             if result.is_ok() || !reused || attempt == 1 || self.cancelled() {
                 break;
@@ -329,6 +332,9 @@ impl Worker {
                             target.host.address,
                             retry_max.as_secs()
                         );
+                        let reason = format!("host down: {e:#}; retrying");
+                        HostReport::observed(&target.host.address, self.shared.observer.clone())
+                            .event(Event::HostFailed { reason: &reason });
                         state.down = Some(Down {
                             since: Instant::now(),
                             backoff: FIRST_RETRY,

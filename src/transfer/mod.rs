@@ -81,11 +81,12 @@ fn serve(target: &Target, ssh: &SshSettings, observer: Observer, job: &Job<'_>) 
         Err(e) => report.fail_host(&format!("{e:#}")),
     }
     log::info!(
-        "{}: done in {} ms: {} sent, {} skipped, {} failed, {} bytes",
+        "{}: done in {} ms: {} sent, {} skipped, {} removed, {} failed, {} bytes",
         host.address,
         started.elapsed().as_millis(),
         report.sent,
         report.skipped,
+        report.removed,
         report.failed,
         report.bytes
     );

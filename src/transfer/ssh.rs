@@ -490,10 +490,14 @@ fn verify_host_key(session: &Session, host: &Host, ssh: &SshSettings) -> Result<
     }
     match known.check_port(&host.address, host.port, key) {
         CheckResult::Match => Ok(fingerprint),
+        // Both hints name the configured file (issue 14, bug 7): without `-f`,
+        // ssh-keygen edits ~/.ssh/known_hosts; `>> known_hosts` would be relative
+        // to wherever the operator stands.
         CheckResult::Mismatch => bail!(
-            "host key mismatch: the server offered {type_name} {fingerprint}, which differs from the key in {}; if the host was really reinstalled, remove its old line (ssh-keygen -R '{}') and connect again, otherwise someone may be intercepting the connection",
+            "host key mismatch: the server offered {type_name} {fingerprint}, which differs from the key in {}; if the host was really reinstalled, remove its old line (ssh-keygen -R '{}' -f {}) and connect again, otherwise someone may be intercepting the connection",
             ssh.known_hosts.display(),
-            known_hosts_name(host)
+            known_hosts_name(host),
+            shell_word(&ssh.known_hosts)
         ),
         CheckResult::NotFound if ssh.host_key_policy == HostKeyPolicy::AcceptNew => {
             append_known_host(&ssh.known_hosts, host, type_name, key)?;
@@ -505,12 +509,25 @@ fn verify_host_key(session: &Session, host: &Host, ssh: &SshSettings) -> Result<
             Ok(fingerprint)
         }
         CheckResult::NotFound => bail!(
-            "host key unknown: the server offered {type_name} {fingerprint}, which is not in {}; verify it and add it (ssh-keyscan -p {} {} >> known_hosts), or set host_key_policy = accept-new",
+            "host key unknown: the server offered {type_name} {fingerprint}, which is not in {}; verify it and add it (ssh-keyscan -p {} {} >> {}), or set host_key_policy = accept-new",
             ssh.known_hosts.display(),
             host.port,
-            host.address
+            host.address,
+            shell_word(&ssh.known_hosts)
         ),
         CheckResult::Failure => bail!("host key check failed in libssh2"),
+    }
+}
+
+/// `path` as one word for a POSIX shell, quoted only when it needs to be, so a
+/// hint can be pasted as it is.
+fn shell_word(path: &Path) -> String {
+    let text = path.display().to_string();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:@%=".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
     }
 }
 
@@ -582,7 +599,21 @@ fn append_known_host(path: &Path, host: &Host, type_name: &str, key: &[u8]) -> R
         .with_context(|| format!("cannot write known_hosts {}", path.display()))
 }
 
-/// Tries identity_file, then the ssh-agent, then the password; names every method tried.
+/// The key files ssh tries when it is given none: `~/.ssh/id_ed25519`, `id_ecdsa`
+/// and `id_rsa`, those that exist, in that order (`$HOME`, as `~` in the config).
+fn default_keys() -> Vec<std::path::PathBuf> {
+    let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) else {
+        return Vec::new();
+    };
+    ["id_ed25519", "id_ecdsa", "id_rsa"]
+        .iter()
+        .map(|name| Path::new(&home).join(".ssh").join(name))
+        .filter(|p| p.is_file())
+        .collect()
+}
+
+/// Tries identity_file, then the ssh-agent, then (without identity_file) the default
+/// keys, then the password; names every method and key tried.
 fn authenticate(session: &Session, host: &Host) -> Result<&'static str> {
     let user = host.user.as_str();
     let mut tried = Vec::new();
@@ -605,6 +636,16 @@ fn authenticate(session: &Session, host: &Host) -> Result<&'static str> {
             Err(e) => tried.push(format!("agent ({})", e.message())),
         }
     }
+    if host.identity_file.is_none() {
+        // As ssh does without -i: the usual key files, after the agent (issue 14).
+        for key in default_keys() {
+            match session.userauth_pubkey_file(user, None, &key, None) {
+                Ok(()) if session.authenticated() => return Ok("publickey"),
+                Ok(()) => tried.push(format!("publickey ({}: not accepted)", key.display())),
+                Err(e) => tried.push(format!("publickey ({}: {})", key.display(), e.message())),
+            }
+        }
+    }
     if let Some(pw) = &host.password {
         match session.userauth_password(user, pw.expose()) {
             Ok(()) if session.authenticated() => return Ok("password"),
@@ -621,7 +662,7 @@ fn authenticate(session: &Session, host: &Host) -> Result<&'static str> {
     }
     if tried.is_empty() {
         bail!(
-            "auth failed for user {user}: no method to try; add identity_file or passkey to this host in connection_info.json, or start an ssh-agent"
+            "auth failed for user {user}: no method to try; add identity_file or passkey to this host in connection_info.json, put a key at ~/.ssh/id_ed25519, or start an ssh-agent"
         );
     }
     bail!("auth failed for user {user}: tried {}", tried.join(", "))
@@ -653,6 +694,15 @@ impl ssh2::KeyboardInteractivePrompt for PasswordPrompt<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hint_paths_paste_into_a_shell() {
+        assert_eq!(
+            shell_word(Path::new("/etc/hostsync/known_hosts")),
+            "/etc/hostsync/known_hosts"
+        );
+        assert_eq!(shell_word(Path::new("/a b/it's")), r"'/a b/it'\''s'");
+    }
 
     #[test]
     fn the_listing_end_counts_only_at_a_record_boundary() {

@@ -235,21 +235,44 @@ impl Run {
         self
     }
 
-    /// The summary row of `addr`: (sent, skipped, failed, bytes).
+    /// The summary row of `addr` (README, "Output"): (sent, skipped, removed,
+    /// failed, bytes), from `HOST SENT SKIPPED REMOVED FAILED BYTES STATUS`.
     #[track_caller]
-    pub fn row(&self, addr: &str) -> (u64, u64, u64, u64) {
-        let line = self
-            .stdout
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(addr))
-            .unwrap_or_else(|| panic!("no summary row for {addr}\n{}", self.dump()));
+    pub fn row(&self, addr: &str) -> (u64, u64, u64, u64, u64) {
+        let line = self.row_line(addr);
         let n: Vec<u64> = line
             .split_whitespace()
             .skip(1)
-            .take(4)
-            .map(|f| f.parse().unwrap())
+            .take(5)
+            .map(|f| {
+                f.parse()
+                    .unwrap_or_else(|_| panic!("count {f:?} in {line:?}\n{}", self.dump()))
+            })
             .collect();
-        (n[0], n[1], n[2], n[3])
+        (n[0], n[1], n[2], n[3], n[4])
+    }
+
+    /// The STATUS column of `addr`'s summary row (all that follows BYTES).
+    #[track_caller]
+    pub fn status(&self, addr: &str) -> String {
+        let line = self.row_line(addr);
+        let mut rest = line.trim_start();
+        for _ in 0..6 {
+            rest = rest
+                .split_once(char::is_whitespace)
+                .map_or("", |(_, r)| r)
+                .trim_start();
+        }
+        rest.to_string()
+    }
+
+    /// The summary table's line for `addr`.
+    #[track_caller]
+    fn row_line(&self, addr: &str) -> &str {
+        self.stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(addr))
+            .unwrap_or_else(|| panic!("no summary row for {addr}\n{}", self.dump()))
     }
 }
 
@@ -269,18 +292,28 @@ pub struct Daemon {
 impl Env {
     /// Writes the config and starts `hostsync watch`; returns once it is watching.
     pub fn watch(&self) -> Daemon {
+        self.watch_with(&["watch"])
+    }
+
+    /// Like [`Env::watch`] with these arguments (`["watch", "--host", IP]`).
+    pub fn watch_with(&self, args: &[&str]) -> Daemon {
         self.write_config();
-        start_daemon(&self.cfg(), self.dir.path())
+        start_daemon_with(&self.cfg(), self.dir.path(), args)
     }
 }
 
 /// Starts `hostsync watch` in `cfg` and waits until it says it is watching.
 pub fn start_daemon(cfg: &Path, home: &Path) -> Daemon {
+    start_daemon_with(cfg, home, &["watch"])
+}
+
+/// Starts `hostsync ARGS` (a watch) in `cfg` and waits until it says it is watching.
+pub fn start_daemon_with(cfg: &Path, home: &Path, args: &[&str]) -> Daemon {
     let exe = env!("CARGO_BIN_EXE_hostsync");
     let out = cfg.join(format!("daemon-{}.out", super::sshd::random_u64()));
     let file = std::fs::File::create(&out).unwrap();
     let child = Command::new(exe)
-        .arg("watch")
+        .args(args)
         .current_dir(cfg)
         .env("HOME", home)
         .env_remove("SSH_AUTH_SOCK")
