@@ -1035,6 +1035,21 @@ fn plan_mapping(
             );
             continue;
         }
+        // Issue 13: a local name in the temporaries' namespace would be taken for
+        // one (sent in one run, removed as stale in the next).
+        if local
+            .file_name()
+            .is_some_and(|n| remote::is_tmp_name(n.as_bytes()))
+        {
+            report.fail(
+                &remote_path(),
+                &format!(
+                    "the name starts with {}, which hostsync keeps for its temporaries; rename it, or exclude it",
+                    remote::TMP_PREFIX
+                ),
+            );
+            continue;
+        }
         match &entry.kind {
             Kind::Dir { mode } => {
                 w.dir_modes.insert(rel.clone(), *mode);
@@ -1427,6 +1442,20 @@ fn upload_all(
             stack.push(d.to_vec());
         }
         if let (true, Some(name)) = (ok, name) {
+            // OpenSSH's scp sink drops setuid and setgid: an option this way cannot
+            // honour fails the file instead of being skipped in silence.
+            let special = item.meta.map_or(0, |m| m.mode) & item.mode_mask & 0o6000;
+            if special != 0 {
+                report.event(Event::Uploaded { bytes: item.size });
+                results.push((
+                    item.clone(),
+                    Outcome::Failed(
+                        "keep_special_bits: the remote scp cannot keep setuid or setgid; this host needs perl or tar for that"
+                            .into(),
+                    ),
+                ));
+                continue;
+            }
             let id = sink.send(&conn.names().for_name(name), item.to_send())?;
             report.event(Event::Uploaded { bytes: item.size });
             sent.push((item.clone(), id));

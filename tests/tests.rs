@@ -16,6 +16,9 @@ mod config_errors;
 mod fleet;
 /// Self-tests of the harness: sshd, keys, proxy, polling.
 mod harness;
+/// Issue 13 (hostile places): planted links, swapped directories, an attacker
+/// user, a lying server, control characters, setuid bits.
+mod hostile;
 /// Issue 5 (everything the older sync tools do): excludes, delete, numbered
 /// backups, post_sync, `--dry-run`/`--exit-code`, `--json`, progress bars, completions.
 mod parity;

@@ -188,6 +188,73 @@ pub fn run_in_env(cwd: &Path, home: &Path, args: &[&str], vars: &[(&str, &str)])
     }
 }
 
+/// Like [`Env::run_env`], but the run may take at most `limit` (it is killed and the
+/// test fails past it), and the peak memory of the process is measured (VmHWM, in
+/// KiB, polled every 20 ms): for runs against a server that floods or trickles.
+pub fn run_bounded(
+    env: &Env,
+    args: &[&str],
+    vars: &[(&str, &str)],
+    limit: std::time::Duration,
+) -> (Run, u64, std::time::Duration) {
+    env.write_config();
+    let cwd = env.cfg();
+    let exe = env!("CARGO_BIN_EXE_hostsync");
+    let mut child = Command::new(exe)
+        .args(args)
+        .current_dir(&cwd)
+        .env("HOME", env.dir.path())
+        .env_remove("SSH_AUTH_SOCK")
+        .env("RUST_BACKTRACE", "0")
+        .envs(vars.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {exe}: {e}"));
+    let started = std::time::Instant::now();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    let mut pipes = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let readers = (
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut pipes.0, &mut s);
+            s
+        }),
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut pipes.1, &mut s);
+            s
+        }),
+    );
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file) {
+            for line in text.lines().filter(|l| l.starts_with("VmHWM:")) {
+                let kib = line.split_whitespace().nth(1).and_then(|n| n.parse().ok());
+                peak = peak.max(kib.unwrap_or(0));
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hostsync {} ran longer than {limit:?}", args.join(" "));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let took = started.elapsed();
+    let run = Run {
+        cmd: format!("(cd {} && hostsync {})", cwd.display(), args.join(" ")),
+        code: status.code().unwrap_or(-1),
+        stdout: readers.0.join().unwrap(),
+        stderr: readers.1.join().unwrap(),
+        logs: cwd.join("logs"),
+    };
+    (run, peak, took)
+}
+
 /// One finished run of the binary.
 pub struct Run {
     /// The command, for failure messages.

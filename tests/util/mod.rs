@@ -24,7 +24,7 @@ pub use agent::Agent;
 pub use dir::Dir;
 pub use proxy::{Fault, Proxy};
 pub use sshd::{
-    ClientKey, Sshd, TEST_PASSWORD, TEST_USER, client_key, ensure_test_user, is_root, root_or_skip,
-    test_user,
+    ATTACKER, ClientKey, Sshd, TEST_PASSWORD, TEST_USER, attacker_ids, client_key,
+    ensure_test_user, is_root, root_or_skip, test_user,
 };
 pub use wait::{wait_for, wait_until};

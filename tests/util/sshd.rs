@@ -189,6 +189,40 @@ pub fn test_user() -> String {
         .clone()
 }
 
+/// A second local user, with no login, who owns what an unprivileged attacker on
+/// a remote host could write (issue 13's tests).
+pub const ATTACKER: &str = "hostsync-a";
+
+/// The uid and gid of [`ATTACKER`], creating the user on first use. Root only
+/// (callers use [`root_or_skip`] first).
+pub fn attacker_ids() -> (u32, u32) {
+    static IDS: OnceLock<(u32, u32)> = OnceLock::new();
+    *IDS.get_or_init(|| {
+        assert!(is_root(), "the attacker user needs root");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(USER_LOCK_PATH)
+            .unwrap_or_else(|e| panic!("opening {USER_LOCK_PATH}: {e}"));
+        lock.lock()
+            .unwrap_or_else(|e| panic!("locking {USER_LOCK_PATH}: {e}"));
+        if getent("passwd", ATTACKER).is_none() {
+            let mut useradd = Command::new("useradd");
+            useradd.args(["--shell", "/usr/sbin/nologin", "--no-create-home"]);
+            if getent("group", ATTACKER).is_some() {
+                useradd.args(["--gid", ATTACKER]);
+            } else {
+                useradd.arg("--user-group");
+            }
+            run(useradd.arg(ATTACKER));
+        }
+        let entry = getent("passwd", ATTACKER)
+            .unwrap_or_else(|| panic!("user {ATTACKER} missing right after useradd"));
+        (parse_id(&entry, 2), parse_id(&entry, 3))
+    })
+}
+
 /// The uid and gid of [`TEST_USER`] when running as root (creating the user
 /// if needed); `None` when not root, where the test user is the current user.
 pub fn test_user_ids() -> Option<(u32, u32)> {
@@ -639,6 +673,18 @@ impl Sshd {
         fs::write(&self.config_path, config)
             .unwrap_or_else(|e| panic!("writing {}: {e}", self.config_path.display()));
         self.restart();
+    }
+
+    /// Removes the config lines that start with `prefix` (added by
+    /// [`Sshd::restart_with_config`]); takes effect at the next restart.
+    pub fn drop_config_lines(&self, prefix: &str) {
+        let kept: String = read_lossy(&self.config_path)
+            .lines()
+            .filter(|l| !l.starts_with(prefix))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        fs::write(&self.config_path, kept)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", self.config_path.display()));
     }
 
     /// Restarts the server with `LogLevel level` instead of VERBOSE, e.g. `DEBUG1`
