@@ -4,7 +4,8 @@
 //! Data flow of `sync`: [`config`] loads and validates config.ini,
 //! connection_info.json and the mapping files → [`local`] scans every src once →
 //! [`transfer`] runs a pool of workers, one SSH session per host → [`push`]
-//! compares each host with its sources and uploads the differences over SCP →
+//! compares each host with its sources and uploads the differences (through the
+//! remote agent where the host has perl, else as a tar stream or over SCP) →
 //! [`report`] sums up and [`output`] shows it (progress bars, plain lines or
 //! JSON); [`log`] writes info.log and error.log throughout. Per-mapping options:
 //! [`exclude`], backups (in the commit step of [`transfer::remote`]) and

@@ -1,19 +1,22 @@
 //! Bringing one host up to date: compare, upload, commit.
 //!
-//! For one host and all its mappings, over one connection:
+//! A host with perl is served by the remote agent ([`by_agent`]): it lists,
+//! writes and renames relative to checked directories and confirms each step
+//! (issue 13). Every other host is served here, over one connection:
 //! 1. one listing script creates missing destination roots and lists what is
-//!    there ([`remote::listing_script`]); where a tar stream may follow, its
-//!    channel then waits to become the first stream ([`tar::Reserved`]), so a
-//!    batch that fits one stream is one remote command in all;
-//! 2. each local entry is compared with the remote one: a file with the same
-//!    size, mtime (seconds) and mode is skipped; what is sent records why (new,
-//!    size, mtime, ...), which `-v` shows;
-//! 3. what differs is uploaded through one SCP sink per destination root, every
-//!    file under a temporary name in its own destination directory
-//!    ([`scp::ScpSink`]); a file that changed while it was read is sent again;
-//! 4. one commit script renames each complete temporary over its destination
-//!    and removes temporaries left by interrupted runs; on the tar path it runs in
-//!    the stream's own exec, right after the extraction ([`tar::upload`]).
+//!    there ([`remote::listing_script`], which also applies the ancestor rule and
+//!    says who else can write there); where a tar stream may follow, its channel
+//!    then waits to become the first stream ([`tar::Reserved`]);
+//! 2. each local entry is compared with the remote one by the rules both ways
+//!    share ([`compare`]): a file with the same size, mtime (seconds) and mode is
+//!    skipped; what is sent records why (new, size, mtime, ...), which `-v` shows;
+//!    a destination others can write is refused;
+//! 3. what differs is uploaded as one tar stream, or through one SCP sink per
+//!    destination root, every file under a temporary name of this run in its own
+//!    destination directory ([`crate::transfer::runs`]); a file that changed
+//!    while it was read is sent again;
+//! 4. one commit script renames each complete temporary over its destination,
+//!    confirming each step, and removes the temporaries of runs that are over.
 //!
 //! A remote reader therefore sees either the old or the new file, never part of
 //! one, whatever happens to the connection.

@@ -1,17 +1,21 @@
-//! What the remote shell is asked to do, and how its answers are read.
+//! What the remote shell is asked to do on a host the agent cannot serve (no
+//! perl), and how its answers are read.
 //!
-//! Per batch a host runs two small POSIX sh scripts, fed on stdin to `sh -s`
-//! (so the size is not limited by one SSH packet and the user's login shell only
-//! ever parses `sh -s`):
-//! - the *listing* creates missing destination roots and lists what is under
-//!   each one (GNU `find -printf`, NUL-separated, so any byte in a name is safe):
-//!   one round trip for the whole host, not one stat per file;
-//! - the *commit* renames every uploaded temporary file over its destination and
-//!   removes temporaries that earlier interrupted runs left behind. With
-//!   `"backups": N` it first rotates the numbered backups of a destination that
-//!   is a regular file (`dest.(N-1)` → `dest.N` … `dest.1` → `dest.2`, oldest
-//!   dropped) and keeps the current version as `dest.1` by a hard link, so the
-//!   destination never disappears: the rename that follows swaps it atomically.
+//! Per batch such a host runs two small POSIX sh scripts: the listing under
+//! `sh -c` (or `sh -s` when it is long), the commit as one perl process where
+//! perl was forced off but exists, else under `sh -s`:
+//! - the *listing* applies the ancestor rule to each destination ([`TRUST`]),
+//!   creates missing destination roots and lists what is under each one (GNU
+//!   `find -printf`, NUL-separated, so any byte in a name is safe), with the owner
+//!   and mode of the root, its parent and every directory below: one round trip
+//!   for the whole host, not one stat per file;
+//! - the *commit* renames every uploaded temporary file over its destination,
+//!   confirming each step with a record, and removes the temporaries of runs that
+//!   are over. With `"backups": N` it first rotates the numbered backups of a
+//!   destination that is a regular file (`dest.(N-1)` → `dest.N` … `dest.1` →
+//!   `dest.2`, oldest dropped) and keeps the current version as `dest.1` by a
+//!   hard link, so the destination never disappears: the rename that follows
+//!   swaps it atomically.
 //!
 //! Every path is single-quoted byte by byte ([`quote`]); nothing the user or the
 //! local file system supplies is ever interpreted by the remote shell.
