@@ -329,6 +329,60 @@ fn split_stream_never_fails_over_200_batches_under_load() {
     assert!(temporaries(&r).is_empty(), "{}", env.dir.listing());
 }
 
+/// The agent's two lanes (a helper process makes half the files) over 200 batches
+/// in a row against one sshd, beside two busy threads: every batch is one exec,
+/// every file arrives whole, nothing is left behind.
+#[test]
+fn agent_lanes_never_fail_over_200_batches_under_load() {
+    const FILES: usize = 200;
+    let mut env = Env::new("lanes200");
+    let h = env.sshd();
+    env.add_host(&h, Auth::Key);
+    let rel = |i: usize| format!("d{}/s{}/f{i}", i % 4, i % 3);
+    for i in 0..FILES {
+        env.src(&format!("tree/{}", rel(i)), format!("{i}\n").repeat(1000));
+    }
+    let r = env.remote("r");
+    env.map(&h.addr, json!([{"src": "tree/", "dest": r.join("www")}]));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hogs: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                }
+                x
+            })
+        })
+        .collect();
+    let rounds = 200;
+    let mut failed = Vec::new();
+    for round in 0..rounds {
+        let _ = std::fs::remove_dir_all(r.join("www"));
+        let sessions = h.log().matches("Starting session:").count();
+        let run = env.run(&["-v", "sync"]);
+        let one_exec = h.log().matches("Starting session:").count() == sessions + 1;
+        if run.code != 0 || run.row(&h.addr).0 != FILES as u64 || !one_exec {
+            failed.push(format!("round {round}:\n{}", run.dump()));
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for hog in hogs {
+        hog.join().unwrap();
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    let info = env.info_log();
+    assert_eq!(info.matches("in 2 lanes").count(), rounds, "not in lanes");
+    for i in 0..FILES {
+        let got = std::fs::read(r.join("www").join(rel(i))).unwrap();
+        assert_eq!(got, format!("{i}\n").repeat(1000).as_bytes(), "{}", rel(i));
+    }
+    assert!(temporaries(&r).is_empty(), "{}", env.dir.listing());
+}
+
 /// Restarts `h` so that remote commands get a PATH with everything in /usr/bin and
 /// /bin except the commands whose names start with `prefix`.
 fn without_commands(env: &Env, h: &mut crate::util::Sshd, prefix: &str) {

@@ -12,6 +12,9 @@
 #                                      a file; its bytes follow as `d` frames (raw
 #                                      bytes), ended by a `z` frame: "1" keep, "0" drop
 #           S root-id rel target backups   make a symlink
+#           W                          lanes: fork a helper; from now on a P or S
+#                                      whose extra last field is "1" is its work
+#           J                          end of lanes: wait for the helper
 #           X root-id rel              remove a file or tree
 #           T root-id rel              remove a stale temporary if its run is dead
 #           Q                          end: release the run's locks and exit 0
@@ -38,6 +41,15 @@ use strict;
 use Fcntl qw(O_RDONLY O_WRONLY O_CREAT O_EXCL O_NOFOLLOW O_DIRECTORY :flock);
 
 my ($CID, $RUN, $STRICT) = @ARGV;
+# Lanes (W ... J): a helper process, forked from this one, makes the files of lane
+# 1 while this one makes lane 0's, so creating files (CPU work in the kernel)
+# uses two cores. Answers still go out in request order: @ORDER holds one entry
+# per request since W, its answer once known (the helper's in the order it
+# answers).
+my ($HELPER, $TO_HELPER, $FROM_HELPER, $IN_HELPER, @ORDER) = (0);
+my $hbuf = "";
+# Temporaries of this run are numbered from here (the helper's from 1e9).
+my $SEQ = 0;
 $STRICT = 1 unless defined $STRICT && $STRICT eq "0";
 my $UID = $<;
 my $PFX = ".hostsync-tmp.";
@@ -64,6 +76,7 @@ sub ready { my $r = ""; vec($r, 0, 1) = 1; return select($r, undef, undef, 0) > 
 sub fill { my ($n) = @_;
   while (length($in) - $pos < $n) {
     if ($pos > 0) { substr($in, 0, $pos) = ""; $pos = 0 }
+    from_helper(0) if $HELPER;
     flush_out() if length($out) && !ready();
     my $r = sysread(STDIN, $in, 1 << 18, length $in);
     if (!defined $r) { next if $!{EINTR}; return 0 }
@@ -77,7 +90,7 @@ my $OPEN_TMP;
 sub bail { my ($why) = @_;
   print STDERR "agent: $why\n";
   unlink $OPEN_TMP if defined $OPEN_TMP;
-  quit();
+  quit() unless $IN_HELPER;
   flush_out();
   exit 2;
 }
@@ -91,7 +104,8 @@ sub frame {
 }
 sub send_frame { my ($t, @f) = @_;
   my $p = join("\0", @f);
-  $out .= pack("aN", $t, length $p) . $p;
+  my $frame = pack("aN", $t, length $p) . $p;
+  if ($HELPER) { push @ORDER, [$frame]; emit() } else { $out .= $frame }
   flush_out() if length($out) > 32768;
 }
 sub ok { send_frame("K", @_) }
@@ -192,6 +206,102 @@ sub resolve { my ($path, $create) = @_;
   return ("", $fh, $s[0], $s[1], $open);
 }
 
+# ---- lanes ----
+# Appends every answer that is known, in request order, to the output.
+sub emit { while (@ORDER && defined $ORDER[0][0]) { $out .= shift(@ORDER)->[0] } }
+# Takes in the helper's answers (waiting for at least one when `block`); at its
+# end, every answer it still owes is a failure.
+sub from_helper { my ($block) = @_;
+  while (1) {
+    my $r = ""; vec($r, fileno($FROM_HELPER), 1) = 1;
+    last if !$block && select($r, undef, undef, 0) <= 0;
+    my $n = sysread($FROM_HELPER, $hbuf, 1 << 16, length $hbuf);
+    next if !defined $n && $!{EINTR};
+    if (!$n) {
+      my $m = "the agent's helper stopped before it answered";
+      for my $e (@ORDER) { $e->[0] //= pack("aN", "F", length $m) . $m }
+      emit();
+      return 0;
+    }
+    while (length($hbuf) >= 5) {
+      my $len = unpack("N", substr($hbuf, 1, 4));
+      last if length($hbuf) < 5 + $len;
+      my $frame = substr($hbuf, 0, 5 + $len, "");
+      for my $e (@ORDER) { if (!defined $e->[0] && $e->[1]) { $e->[0] = $frame; last } }
+    }
+    emit();
+    last unless $block;
+    $block = 0;
+  }
+  return 1;
+}
+# Hands one frame to the helper.
+sub to_helper { my ($frame) = @_;
+  my $o = 0;
+  while ($o < length $frame) {
+    from_helper(0);
+    my $w = syswrite($TO_HELPER, $frame, length($frame) - $o, $o);
+    if (!defined $w) { next if $!{EINTR}; return 0 }
+    $o += $w;
+  }
+  return 1;
+}
+# Passes a request of lane 1, with a file's data frames, on to the helper.
+sub forward { my ($t, $p) = @_;
+  push @ORDER, [undef, 1];
+  my $fine = to_helper(pack("aN", $t, length $p) . $p);
+  while ($t eq "P") {
+    my ($dt, $dp) = frame();
+    bail(defined $dt ? "an unexpected frame $dt inside a file" : "the input ended inside a file")
+      if !defined $dt || ($dt ne "d" && $dt ne "z");
+    $fine &&= to_helper(pack("aN", $dt, length $dp) . $dp);
+    last if $dt eq "z";
+  }
+}
+# W: starts the helper; every root's lock is taken first, so the helper never
+# makes one of its own.
+sub req_lanes {
+  for my $id (sort keys %ROOT) { my $e = lock_root($id); if ($e ne "") { fail($e); return } }
+  pipe(my $kr, my $pw) or do { fail("cannot start a helper: $!"); return };
+  pipe(my $pr, my $kw) or do { fail("cannot start a helper: $!"); return };
+  if ($^O eq "linux") { fcntl($pw, 1031, 1 << 20); fcntl($kw, 1031, 1 << 20) }
+  my $pid = fork();
+  if (!defined $pid) { fail("cannot start a helper: $!"); return }
+  if ($pid == 0) {
+    close $pw; close $pr;
+    open(STDIN, "<&", $kr) or exit 2;
+    open(STDOUT, ">&", $kw) or exit 2;
+    close $kr; close $kw;
+    binmode STDIN; binmode STDOUT;
+    ($in, $pos, $out, $IN_HELPER, $SEQ) = ("", 0, "", 1, 1000000000);
+    undef $CUR;
+    while (1) {
+      my ($t, $p) = frame();
+      last unless defined $t;
+      if ($t eq "P") { req_put(split /\0/, $p, -1) }
+      elsif ($t eq "S") { req_link(split /\0/, $p, -1) }
+      else { bail("a request $t in a lane") }
+    }
+    flush_out();
+    exit 0;
+  }
+  close $kr; close $kw;
+  ($HELPER, $TO_HELPER, $FROM_HELPER) = ($pid, $pw, $pr);
+  ok();
+}
+# Lets the helper finish its lane, collects its answers, waits for it.
+sub join_helper {
+  return unless $HELPER;
+  close $TO_HELPER;
+  1 while from_helper(1);
+  waitpid($HELPER, 0);
+  close $FROM_HELPER;
+  $HELPER = 0;
+  emit();
+}
+# J: the end of the lanes.
+sub req_join { join_helper(); ok() }
+
 # ---- requests ----
 sub req_root { my ($id, $path, $create) = @_;
   my ($err, $fh, $dev, $ino, $open) = resolve($path, $create eq "1");
@@ -272,7 +382,6 @@ sub req_list { my ($id, $depth, @paths) = @_;
   ok();
 }
 
-my $SEQ = 0;
 sub tmp_name { return $PFX . "$CID.$RUN." . $SEQ++ }
 # Holds this run's lock in root `id` (made on the first write there).
 sub lock_root { my ($id) = @_;
@@ -459,15 +568,20 @@ sub quit {
 send_frame("H", 1, $UID, $HIRES, $SHA);
 flush_out();
 my %REQ = (R => \&req_root, L => \&req_list, D => \&req_dir, P => \&req_put,
-           S => \&req_link, X => \&req_remove, T => \&req_stale);
+           S => \&req_link, X => \&req_remove, T => \&req_stale,
+           W => \&req_lanes, J => \&req_join);
 while (1) {
   my ($t, $p) = frame();
   last unless defined $t;
-  if ($t eq "Q") { quit(); ok(); flush_out(); exit 0 }
+  if ($t eq "Q") { join_helper(); quit(); ok(); flush_out(); exit 0 }
   my $f = $REQ{$t};
   bail("an unknown request $t") unless $f;
-  $f->(split /\0/, $p, -1);
+  my @f = split /\0/, $p, -1;
+  # A file or link of lane 1 goes to the helper (its last field names the lane).
+  if ($HELPER && ($t eq "P" && @f > 7 || $t eq "S" && @f > 4) && $f[-1] eq "1") { forward($t, $p); next }
+  $f->(@f);
 }
+join_helper();
 quit();
 flush_out();
 exit 0;

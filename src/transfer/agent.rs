@@ -56,6 +56,10 @@ pub mod tag {
     pub const STALE: u8 = b'T';
     /// Request: end; release the run's locks.
     pub const QUIT: u8 = b'Q';
+    /// Request: start lanes (a helper process makes the files of lane 1).
+    pub const LANES: u8 = b'W';
+    /// Request: end the lanes (wait for the helper).
+    pub const JOIN: u8 = b'J';
     /// Reply: the agent is up (`version uid hires hash`).
     pub const HELLO: u8 = b'H';
     /// Reply: one listed entry (`type size mtime-s mtime-ns mode uid rel target`).
@@ -264,10 +268,34 @@ impl<'c> Agent<'c> {
         self.request(tag::DIR, &[id.as_bytes(), rel, mode.as_bytes()])
     }
 
-    /// Makes symlink `rel` → `target` below root `id`, keeping `backups` of a file there.
-    pub fn link(&mut self, id: usize, rel: &[u8], target: &[u8], backups: u32) -> Result<()> {
-        let (id, n) = (id.to_string(), backups.to_string());
-        self.request(tag::LINK, &[id.as_bytes(), rel, target, n.as_bytes()])
+    /// Makes symlink `rel` → `target` below root `id`, keeping `backups` of a file
+    /// there, in `lane` (see [`Agent::lanes`]).
+    pub fn link(
+        &mut self,
+        id: usize,
+        rel: &[u8],
+        target: &[u8],
+        backups: u32,
+        lane: u8,
+    ) -> Result<()> {
+        let (id, n, lane) = (id.to_string(), backups.to_string(), lane.to_string());
+        self.request(
+            tag::LINK,
+            &[id.as_bytes(), rel, target, n.as_bytes(), lane.as_bytes()],
+        )
+    }
+
+    /// Starts two lanes: until [`Agent::join`], the files and links sent with lane 1
+    /// are made by a helper process of the agent, the others by the agent, so
+    /// creating files (CPU work in the remote kernel) uses two cores. Answers stay
+    /// in request order.
+    pub fn lanes(&mut self) -> Result<()> {
+        self.request(tag::LANES, &[])
+    }
+
+    /// Ends the lanes: the agent waits for its helper.
+    pub fn join(&mut self) -> Result<()> {
+        self.request(tag::JOIN, &[])
     }
 
     /// Removes `rel` (a file or a whole tree) below root `id`.
@@ -284,8 +312,10 @@ impl<'c> Agent<'c> {
 
     /// Sends local `file` (read from its start, `before` as it was opened) as `rel`
     /// below root `id`, with `mode` and `before`'s mtime, keeping `backups` of the
-    /// file it replaces. The agent keeps it only when it arrived whole and did not
-    /// change while read; its answer (see [`Agent::answer`]) confirms the step.
+    /// file it replaces, in `lane` (see [`Agent::lanes`]). The agent keeps it only
+    /// when it arrived whole and did not change while read; its answer (see
+    /// [`Agent::answer`]) confirms the step.
+    #[allow(clippy::too_many_arguments)]
     pub fn put(
         &mut self,
         id: usize,
@@ -294,6 +324,7 @@ impl<'c> Agent<'c> {
         file: &mut std::fs::File,
         before: &FileMeta,
         backups: u32,
+        lane: u8,
     ) -> Result<Sent> {
         let id = id.to_string();
         let fields = [
@@ -303,6 +334,7 @@ impl<'c> Agent<'c> {
             before.mtime_nsec.to_string(),
             before.size.to_string(),
             backups.to_string(),
+            lane.to_string(),
         ];
         self.request(
             tag::PUT,
@@ -314,6 +346,7 @@ impl<'c> Agent<'c> {
                 fields[3].as_bytes(),
                 fields[4].as_bytes(),
                 fields[5].as_bytes(),
+                fields[6].as_bytes(),
             ],
         )?;
         let mut left = before.size;
@@ -1095,6 +1128,74 @@ mod tests {
         let (_, status, stderr) = run(&cut, true);
         assert_eq!(status, 2, "{stderr}");
         assert_eq!(std::fs::read(d.path().join("f")).unwrap(), b"old");
+        assert!(
+            temporaries(d.path()).is_empty(),
+            "{:?}",
+            temporaries(d.path())
+        );
+    }
+
+    /// Lanes: between W and J the files of lane 1 are made by a helper process;
+    /// every file arrives, each answer comes in request order (a failure of the
+    /// helper's lane lands at its own request), and nothing is left behind.
+    #[test]
+    fn two_lanes_answer_in_request_order() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("r");
+        let mut input = req(tag::ROOT, &[b"0", b(&root), b"1"]);
+        input.extend(req(tag::DIR, &[b"0", b"a", b"755"]));
+        input.extend(req(tag::LANES, &[]));
+        let mut expect = vec!["K".to_string(), "K".to_string()];
+        for i in 0..200 {
+            let lane = if i % 2 == 0 { "0" } else { "1" };
+            // File 101 goes to a directory that is not there: its lane's failure.
+            let rel = if i == 101 {
+                "missing/f".to_string()
+            } else {
+                format!("a/f{i}")
+            };
+            let mut p = put(
+                &rel,
+                "644",
+                (1, 0),
+                format!("body {i}\n").as_bytes(),
+                0,
+                true,
+            );
+            // Insert the lane field into the P record: its payload ends with backups.
+            let len = u32::from_be_bytes(p[1..5].try_into().unwrap()) as usize;
+            let mut rec = p[5..5 + len].to_vec();
+            rec.extend_from_slice(format!("\0{lane}").as_bytes());
+            let mut head = vec![tag::PUT];
+            head.extend_from_slice(&(rec.len() as u32).to_be_bytes());
+            head.extend_from_slice(&rec);
+            p.splice(0..5 + len, head);
+            input.extend(p);
+            expect.push(if i == 101 {
+                "F a parent directory is missing on the remote".to_string()
+            } else {
+                "K placed".to_string()
+            });
+        }
+        input.extend(req(tag::LINK, &[b"0", b"a/ln", b"f0", b"0", b"1"]));
+        expect.push("K placed".to_string());
+        input.extend(req(tag::JOIN, &[]));
+        expect.push("K".to_string());
+        input.extend(req(tag::QUIT, &[]));
+        expect.push("K".to_string());
+        let (groups, status, stderr) = run(&input, true);
+        assert_eq!(status, 0, "{stderr}");
+        let v = verdicts(&groups);
+        assert!(v[0].starts_with("K dir"), "{v:?}");
+        assert_eq!(v[1..], expect[..], "answers in request order");
+        for i in (0..200).filter(|&i| i != 101) {
+            let got = std::fs::read_to_string(root.join(format!("a/f{i}"))).unwrap();
+            assert_eq!(got, format!("body {i}\n"));
+        }
+        assert_eq!(
+            std::fs::read_link(root.join("a/ln")).unwrap(),
+            Path::new("f0")
+        );
         assert!(
             temporaries(d.path()).is_empty(),
             "{:?}",
