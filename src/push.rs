@@ -530,10 +530,13 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
                             report.address,
                             item.local.display()
                         );
-                        let r = retry.entry(root.clone()).or_default();
-                        r.dir_modes.clone_from(&w.dir_modes);
-                        // Whatever is there now: it is read without following a link.
-                        r.items.push(Item { meta: None, ..item });
+                        // As it is now: a file is sent if it is still that file, a
+                        // symlink as a symlink (issue 13); gone, nothing is sent.
+                        if let Some(now) = by_agent::rescan(&item) {
+                            let r = retry.entry(root.clone()).or_default();
+                            r.dir_modes.clone_from(&w.dir_modes);
+                            r.items.push(now);
+                        }
                     }
                     Outcome::Changed => report.fail(
                         &describe(&item, &root),

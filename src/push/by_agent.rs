@@ -551,7 +551,7 @@ fn cost(item: &Item) -> u64 {
 
 /// What `item`'s local path is now, as an item to send (a file or a symlink), or
 /// `None` when it is gone or neither.
-fn rescan(item: &Item) -> Option<Item> {
+pub(super) fn rescan(item: &Item) -> Option<Item> {
     let md = if item.follow {
         std::fs::metadata(&item.local)
     } else {
