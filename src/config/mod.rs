@@ -17,6 +17,7 @@ pub mod hosts;
 pub mod ini;
 pub mod mapping;
 pub mod source;
+pub mod ssh_config;
 pub mod typo;
 
 use std::path::{Path, PathBuf};
