@@ -117,38 +117,18 @@ fn ensure_test_user_uncached() {
     fs::set_permissions("/run/sshd", fs::Permissions::from_mode(0o755))
         .unwrap_or_else(|e| panic!("chmod 0755 /run/sshd: {e}"));
 
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(USER_LOCK_PATH)
-        .unwrap_or_else(|e| panic!("opening {USER_LOCK_PATH}: {e}"));
-    lock.lock()
-        .unwrap_or_else(|e| panic!("locking {USER_LOCK_PATH}: {e}"));
-
-    // Re-check inside the lock: another process may have created the user.
-    if getent("passwd", TEST_USER).is_none() {
-        let mut useradd = Command::new("useradd");
-        useradd.args([
+    let _lock = user_lock();
+    let entry = make_user(
+        TEST_USER,
+        &[
             "--shell",
             "/bin/sh",
             "--home-dir",
             &format!("/home/{TEST_USER}"),
-            "--no-create-home",
             "--comment",
             "hostsync integration tests",
-        ]);
-        // A group of that name may survive from an earlier, removed user.
-        if getent("group", TEST_USER).is_some() {
-            useradd.args(["--gid", TEST_USER]);
-        } else {
-            useradd.arg("--user-group");
-        }
-        run(useradd.arg(TEST_USER));
-    }
-
-    let entry = getent("passwd", TEST_USER)
-        .unwrap_or_else(|| panic!("user {TEST_USER} missing right after useradd"));
+        ],
+    );
     let home = PathBuf::from(passwd_field(&entry, 5));
     fs::create_dir_all(&home).unwrap_or_else(|e| panic!("mkdir -p {}: {e}", home.display()));
     for rc in [
@@ -171,7 +151,7 @@ fn ensure_test_user_uncached() {
         Command::new("chpasswd"),
         format!("{TEST_USER}:{TEST_PASSWORD}\n").as_bytes(),
     );
-    // The lock is released when `lock` is closed.
+    // The lock is released when `_lock` is dropped.
 }
 
 /// The user the tests log in as: [`TEST_USER`] when running as root,
@@ -199,28 +179,41 @@ pub fn attacker_ids() -> (u32, u32) {
     static IDS: OnceLock<(u32, u32)> = OnceLock::new();
     *IDS.get_or_init(|| {
         assert!(is_root(), "the attacker user needs root");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(USER_LOCK_PATH)
-            .unwrap_or_else(|e| panic!("opening {USER_LOCK_PATH}: {e}"));
-        lock.lock()
-            .unwrap_or_else(|e| panic!("locking {USER_LOCK_PATH}: {e}"));
-        if getent("passwd", ATTACKER).is_none() {
-            let mut useradd = Command::new("useradd");
-            useradd.args(["--shell", "/usr/sbin/nologin", "--no-create-home"]);
-            if getent("group", ATTACKER).is_some() {
-                useradd.args(["--gid", ATTACKER]);
-            } else {
-                useradd.arg("--user-group");
-            }
-            run(useradd.arg(ATTACKER));
-        }
-        let entry = getent("passwd", ATTACKER)
-            .unwrap_or_else(|| panic!("user {ATTACKER} missing right after useradd"));
+        let _lock = user_lock();
+        let entry = make_user(ATTACKER, &["--shell", "/usr/sbin/nologin"]);
         (parse_id(&entry, 2), parse_id(&entry, 3))
     })
+}
+
+/// The lock that serialises user creation across test processes (held while the
+/// returned file is open).
+fn user_lock() -> File {
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(USER_LOCK_PATH)
+        .unwrap_or_else(|e| panic!("opening {USER_LOCK_PATH}: {e}"));
+    lock.lock()
+        .unwrap_or_else(|e| panic!("locking {USER_LOCK_PATH}: {e}"));
+    lock
+}
+
+/// Creates local user `name` with `useradd ARGS` unless it exists (call under
+/// [`user_lock`]: another process may be creating it); returns its passwd entry.
+fn make_user(name: &str, args: &[&str]) -> String {
+    if getent("passwd", name).is_none() {
+        let mut useradd = Command::new("useradd");
+        useradd.args(args).arg("--no-create-home");
+        // A group of that name may survive from an earlier, removed user.
+        if getent("group", name).is_some() {
+            useradd.args(["--gid", name]);
+        } else {
+            useradd.arg("--user-group");
+        }
+        run(useradd.arg(name));
+    }
+    getent("passwd", name).unwrap_or_else(|| panic!("user {name} missing right after useradd"))
 }
 
 /// The uid and gid of [`TEST_USER`] when running as root (creating the user
