@@ -11,6 +11,9 @@
 //! and each distinct src (with its exclude patterns) is scanned once even when
 //! many hosts map it. Excluded paths ([`Excludes`]) are not entered at all: an
 //! excluded directory is neither listed nor walked, so an unreadable one is no error.
+//! An entry that is renamed or deleted between being listed and being read (an
+//! editor's temporary, renamed over the real file) has nothing to send: a debug
+//! line, not an error, whether the scan or the send notices it (issue 14, bug 1).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -235,8 +238,18 @@ pub fn scan_below(
     match errors.into_iter().next() {
         // Whatever could not be read may not be taken for gone (no deletion below it).
         Some((path, msg)) => Err(Below::Unreadable(format!("{}: {msg}", path.display()))),
+        // Renamed away while it was walked (an editor's temporary): gone after all.
+        None if entries.is_empty() && vanished(&start) => Err(Below::Missing),
         None => Ok(entries),
     }
+}
+
+/// Whether nothing is at `path` any more (not even a dangling symlink): an entry
+/// that was listed and then renamed or deleted before it could be read. Such an
+/// entry has nothing to send and is no error (issue 14, bug 1); any other failure
+/// to read an entry still is one.
+fn vanished(path: &Path) -> bool {
+    matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// Walks `start` (below `src`) without following symlinks, sorted by name, skipping
@@ -266,8 +279,12 @@ fn walk(
                 match entry_kind(&e) {
                     Ok(Some(kind)) => entries.push(Entry { rel, kind }),
                     Ok(None) => {} // sockets, fifos, devices: not content to copy
+                    Err(_) if vanished(e.path()) => gone_while_scanned(e.path()),
                     Err(msg) => errors.push((e.path().to_path_buf(), msg)),
                 }
+            }
+            Err(err) if err.path().is_some_and(vanished) => {
+                gone_while_scanned(err.path().unwrap_or(start));
             }
             Err(err) => {
                 let path = err.path().map(Path::to_path_buf).unwrap_or_default();
@@ -279,6 +296,14 @@ fn walk(
             }
         }
     }
+}
+
+/// The debug line for an entry that [`vanished`] between its listing and its stat.
+fn gone_while_scanned(path: &Path) {
+    log::debug!(
+        "{}: gone while it was scanned; nothing to send",
+        path.display()
+    );
 }
 
 /// SHA-256 of a file's content as lowercase hex (what `sha256sum` prints).
@@ -401,6 +426,22 @@ mod tests {
             sha256_hex(&d.path().join("a/b/f")).unwrap(),
             "5994471abb01112afcc18159f6cc74b4f511b99806da59b3caf5a9c173cacfc5"
         );
+    }
+
+    /// Issue 14, bug 1: only an entry that is not there any more has vanished; a
+    /// dangling symlink is still there (and, followed, still an error).
+    #[test]
+    fn only_what_is_gone_has_vanished() {
+        let d = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("nowhere", d.path().join("dangling")).unwrap();
+        assert!(vanished(&d.path().join("nope")));
+        assert!(!vanished(&d.path().join("dangling")));
+        let followed = scan(d.path(), &Excludes::default(), true).unwrap();
+        assert_eq!(followed.errors.len(), 1, "{followed:?}");
+        assert!(matches!(
+            scan_below(d.path(), Path::new("dangling"), &Excludes::default(), true),
+            Err(Below::Unreadable(_))
+        ));
     }
 
     #[test]

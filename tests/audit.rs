@@ -1096,3 +1096,82 @@ fn readme_systemd_steps_work_as_written() {
         "systemd waits longer than that"
     );
 }
+
+/// The STATUS of `addr`'s row in a summary table printed in `out`.
+#[track_caller]
+fn table_status(out: &str, addr: &str) -> String {
+    let line = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(addr))
+        .unwrap_or_else(|| panic!("no summary row for {addr}\n{out}"));
+    line.split_whitespace()
+        .skip(6)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Names under `dir` (at any depth) that contain `.tmp`: an editor's or hostsync's.
+fn tmp_names(dir: &Path) -> Vec<String> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .map(|e| e.path().display().to_string())
+        .collect()
+}
+
+/// See: issue 14, bug 1. Editor-style saves (write `.page.html.tmp`, rename it
+/// over `page.html`) under `watch`, to two hosts with `"delete": true`: a
+/// temporary that is gone by the time it would be read is nothing to send, not an
+/// error. error.log stays empty, every row says ok, the last content arrives and
+/// no `.tmp` name is left on either host. Some saves follow each other at once,
+/// others wait for the previous one to arrive, so both orders of the race happen.
+#[test]
+fn editor_saves_under_watch_raise_no_false_errors() {
+    let mut env = Env::new("audit-saves");
+    let a = env.sshd();
+    let b = env.sshd();
+    env.add_host(&a, Auth::Key);
+    env.add_host(&b, Auth::Key);
+    env.src("site/page.html", "v0");
+    let www = |h: &crate::util::Sshd| env.remote(&h.addr).join("www");
+    for h in [&a, &b] {
+        env.map(
+            &h.addr,
+            json!([{"src": "site/", "dest": www(h), "delete": true}]),
+        );
+    }
+    let mut d = env.watch();
+    let site = env.cfg().join("site");
+    let arrived = |v: &str| {
+        [&a, &b]
+            .iter()
+            .all(|h| std::fs::read(www(h).join("page.html")).is_ok_and(|c| c == v.as_bytes()))
+    };
+    wait_until(ARRIVE, "the initial reconcile", || arrived("v0"));
+    for i in 1..=20 {
+        let content = format!("v{i}");
+        std::fs::write(site.join(".page.html.tmp"), &content).unwrap();
+        std::fs::rename(site.join(".page.html.tmp"), site.join("page.html")).unwrap();
+        if i % 4 == 0 {
+            wait_until(ARRIVE, &format!("save {i} on both hosts"), || {
+                arrived(&content)
+            });
+        }
+    }
+    wait_until(ARRIVE, "the last save on both hosts", || arrived("v20"));
+    // A temporary read before its rename may land; its removal follows in the
+    // next round, so wait for it rather than catch a round in flight.
+    wait_until(ARRIVE, "no .tmp name on either host", || {
+        [&a, &b].iter().all(|h| tmp_names(&www(h)).is_empty())
+    });
+    let (code, _) = d.terminate();
+    assert_eq!(code, Some(0), "{}", d.dump());
+    let out = d.output();
+    for h in [&a, &b] {
+        assert_eq!(table_status(&out, &h.addr), "ok", "{}", d.dump());
+        assert!(tmp_names(&www(h)).is_empty(), "{}", env.dir.listing());
+    }
+    assert_eq!(d.error_log(), "", "{}", d.dump());
+    assert!(arrived("v20"), "{}", d.dump());
+}
