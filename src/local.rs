@@ -105,11 +105,58 @@ pub struct ToSend<'a> {
 impl ToSend<'_> {
     /// Opens it (see [`open_for_send`]); the attributes returned carry the mode the
     /// remote copy gets.
-    pub fn open(&self) -> Result<(std::fs::File, FileMeta), Unsendable> {
+    pub fn open(&self) -> Result<(Opened, FileMeta), Unsendable> {
         let (file, mut meta) = open_for_send(self.path, self.expect, self.follow)?;
         meta.mode &= self.mode_mask;
-        Ok((file, meta))
+        Ok((Opened::new(file), meta))
     }
+}
+
+/// A local file opened for sending: what is read through it is hashed on the way,
+/// so a host's record of what it was sent carries the content's SHA-256
+/// ([`crate::pushed`]) without the file being read twice.
+pub struct Opened {
+    /// The open file.
+    file: std::fs::File,
+    /// SHA-256 of every byte read so far.
+    hasher: sha2::Sha256,
+}
+
+impl Opened {
+    /// Wraps `file`, nothing read yet.
+    pub fn new(file: std::fs::File) -> Opened {
+        use sha2::Digest;
+        Opened {
+            file,
+            hasher: sha2::Sha256::new(),
+        }
+    }
+
+    /// The file's attributes now (to see whether it changed while it was read).
+    pub fn metadata(&self) -> std::io::Result<std::fs::Metadata> {
+        self.file.metadata()
+    }
+
+    /// SHA-256, lowercase hex, of what was read: the file's content once it was
+    /// read to its end without changing.
+    pub fn sha256(&self) -> String {
+        use sha2::Digest;
+        hex(&self.hasher.clone().finalize())
+    }
+}
+
+impl std::io::Read for Opened {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.file.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Bytes as lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Opens local file `path` for sending: without following a symlink at `path`
@@ -320,11 +367,7 @@ pub fn sha256_hex(path: &Path) -> std::io::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(&hasher.finalize()))
 }
 
 /// The kind of one walked entry; `None` for special files that are not copied.
@@ -425,6 +468,21 @@ mod tests {
         assert_eq!(
             sha256_hex(&d.path().join("a/b/f")).unwrap(),
             "5994471abb01112afcc18159f6cc74b4f511b99806da59b3caf5a9c173cacfc5"
+        );
+        // What a send reads is hashed on the way, to the same digest.
+        let to_send = ToSend {
+            path: &d.path().join("a/b/f"),
+            expect: None,
+            follow: false,
+            mode_mask: 0o7777,
+        };
+        let (mut opened, meta) = to_send.open().unwrap();
+        let mut content = Vec::new();
+        std::io::Read::read_to_end(&mut opened, &mut content).unwrap();
+        assert_eq!((content.len() as u64, meta.size), (5, 5));
+        assert_eq!(
+            opened.sha256(),
+            sha256_hex(&d.path().join("a/b/f")).unwrap()
         );
     }
 

@@ -96,7 +96,7 @@ pub const MAPPING_FIELDS: &[(&str, &str)] = &[
 fn command_notes(name: &str) -> &'static [&'static str] {
     match name {
         "sync" => &[
-            "A file whose remote copy has the same size, mtime and mode is skipped. Each file is written under a temporary name and renamed over its destination when complete, so a remote file is never half-written. Exit 1 when a host or file failed (the others completed).",
+            "A file whose remote copy has the same size, mtime and mode is skipped; the mtime is kept and compared with its fraction of a second where the remote keeps one, and where the remote keeps whole seconds the record of what was last pushed (log_path/pushed/) tells two edits within one second apart. --checksum compares every file by content instead. Each file is written under a temporary name and renamed over its destination when complete, so a remote file is never half-written. Exit 1 when a host or file failed (the others completed).",
             "With --dry-run nothing changes on any host; each difference is one line on stdout: [+] added, [M] updated, [-] deleted (only with \"delete\": true).",
         ],
         "watch" => &[
@@ -289,6 +289,10 @@ fn files() -> String {
         (
             "logs/info.log, logs/error.log",
             "Every transfer, and every failure (log_path); rotated at 10 MiB, 5 kept.",
+        ),
+        (
+            "logs/pushed/<ip_address>",
+            "What was last pushed to each host (size, mtime, SHA-256 per remote file): tells two edits within one second apart where the remote keeps whole seconds; safe to delete.",
         ),
         (
             "~/.ssh/known_hosts",

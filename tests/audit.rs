@@ -1175,3 +1175,215 @@ fn editor_saves_under_watch_raise_no_false_errors() {
     assert_eq!(d.error_log(), "", "{}", d.dump());
     assert!(arrived("v20"), "{}", d.dump());
 }
+
+/// The second every same-second test edit is made in.
+const SECOND: u64 = 1_700_000_000;
+
+/// Sets `p`'s mtime to `SECOND` and `nanos` nanoseconds (futimens, as `touch -d` does).
+fn set_mtime_in_second(p: &Path, nanos: u32) {
+    let at = std::time::UNIX_EPOCH + Duration::new(SECOND, nanos);
+    std::fs::File::open(p)
+        .and_then(|f| f.set_modified(at))
+        .unwrap_or_else(|e| panic!("set the mtime of {}: {e}", p.display()));
+}
+
+/// `p`'s mtime as (seconds, nanoseconds).
+fn mtime_of(p: &Path) -> (i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (m.mtime(), m.mtime_nsec())
+}
+
+/// See: issue 14, bug 4. Two edits of equal size within one second both arrive,
+/// on the agent (default), over tar and over scp, with and without `--checksum`.
+/// The mtimes are set, not waited for: the same second, other nanoseconds.
+/// - The remote keeps the fraction (nanoseconds; microseconds over scp), so the
+///   second edit is seen by mtime alone, with the host's record deleted.
+/// - Where the remote copy has whole seconds only (the test truncates it, as such
+///   a file system would), the record of what was last pushed tells the edits
+///   apart, and a mere touch is still skipped by its content hash.
+/// - An edit with the very size and nanosecond mtime of what was pushed is seen
+///   only by `--checksum` (dry run and sync), which needs no record.
+#[test]
+fn same_second_edit_arrives_on_the_agent() {
+    same_second_edit_case("agent");
+}
+
+/// The same over tar (`HOSTSYNC_TRANSFER=tar`: pax headers carry the nanoseconds).
+#[test]
+fn same_second_edit_arrives_over_tar() {
+    same_second_edit_case("tar");
+}
+
+/// The same over scp (`HOSTSYNC_TRANSFER=scp`: the `T` record carries microseconds).
+#[test]
+fn same_second_edit_arrives_over_scp() {
+    same_second_edit_case("scp");
+}
+
+fn same_second_edit_case(transport: &str) {
+    let mut env = Env::new(&format!("audit-second-{transport}"));
+    let h = env.sshd();
+    env.add_host(&h, Auth::Key);
+    let local = [env.src("site/f.txt", ""), env.src("app.conf", "")];
+    let r = env.remote("r");
+    let remote = [r.join("www/f.txt"), r.join("etc/app.conf")];
+    env.map(
+        &h.addr,
+        json!([{"src": "site/", "dest": r.join("www")},
+               {"src": "app.conf", "dest": remote[1]}]),
+    );
+    let record = env.cfg().join("logs/pushed").join(&h.addr);
+    let vars: Vec<(&str, &str)> = match transport {
+        "agent" => Vec::new(),
+        t => vec![("HOSTSYNC_TRANSFER", t)],
+    };
+    let sync = |extra: &[&str]| {
+        let mut args = vec!["-v", "sync"];
+        args.extend_from_slice(extra);
+        env.run_env(&args, &vars)
+    };
+    let edit = |text: &str, nanos: u32| {
+        for p in &local {
+            std::fs::write(p, text).unwrap();
+            set_mtime_in_second(p, nanos);
+        }
+    };
+    let on_remote = |text: &str| {
+        remote
+            .iter()
+            .all(|p| std::fs::read(p).unwrap() == text.as_bytes())
+    };
+    let why_sent = |run: &crate::util::hostsync::Run, why: &str| {
+        for p in &remote {
+            let tail = format!(" -> {} (4 bytes; why: {why})", p.display());
+            assert!(
+                run.stdout.lines().any(|l| l.ends_with(&tail)),
+                "{tail}\n{}",
+                run.dump()
+            );
+        }
+    };
+
+    edit("AAAA", 100_000_000);
+    let first = sync(&[]);
+    first.expect(0);
+    assert_eq!(first.row(&h.addr), (2, 0, 0, 0, 8), "{}", first.dump());
+    let info = env.info_log();
+    assert_eq!(
+        (
+            info.contains("served by hostsync's agent"),
+            info.contains("tar stream of")
+        ),
+        (transport == "agent", transport == "tar"),
+        "transport {transport} not used\n{info}"
+    );
+    for p in &remote {
+        let (secs, nanos) = mtime_of(p);
+        assert_eq!(secs, SECOND as i64, "{}", p.display());
+        assert!(
+            (nanos - 100_000_000).abs() < 1_000,
+            "{}: {nanos} ns",
+            p.display()
+        );
+    }
+    let lines = std::fs::read_to_string(&record).unwrap();
+    assert_eq!(
+        lines.lines().filter(|l| !l.starts_with('#')).count(),
+        2,
+        "{lines}"
+    );
+
+    // The remote kept the fraction: the mtime tells the second edit apart.
+    edit("BBBB", 600_000_000);
+    std::fs::remove_file(&record).unwrap();
+    let second = sync(&[]);
+    second.expect(0);
+    assert_eq!(second.row(&h.addr), (2, 0, 0, 0, 8), "{}", second.dump());
+    why_sent(&second, "mtime");
+    assert!(on_remote("BBBB"), "{}", second.dump());
+    let again = sync(&[]);
+    assert_eq!(
+        again.expect(0).row(&h.addr),
+        (0, 2, 0, 0, 0),
+        "{}",
+        again.dump()
+    );
+
+    // A remote that keeps whole seconds: the record decides.
+    let truncate = || remote.iter().for_each(|p| set_mtime_in_second(p, 0));
+    truncate();
+    edit("CCCC", 300_000_000);
+    let third = sync(&[]);
+    third.expect(0);
+    assert_eq!(third.row(&h.addr), (2, 0, 0, 0, 8), "{}", third.dump());
+    why_sent(&third, "content");
+    assert!(on_remote("CCCC"), "{}", third.dump());
+    truncate();
+    let same = sync(&[]);
+    assert_eq!(
+        same.expect(0).row(&h.addr),
+        (0, 2, 0, 0, 0),
+        "{}",
+        same.dump()
+    );
+    local
+        .iter()
+        .for_each(|p| set_mtime_in_second(p, 900_000_000));
+    let touched = sync(&[]);
+    assert_eq!(
+        touched.expect(0).row(&h.addr),
+        (0, 2, 0, 0, 0),
+        "{}",
+        touched.dump()
+    );
+
+    // Same size, same nanosecond as recorded: only the content differs.
+    edit("DDDD", 300_000_000);
+    let blind = sync(&[]);
+    assert_eq!(
+        blind.expect(0).row(&h.addr),
+        (0, 2, 0, 0, 0),
+        "{}",
+        blind.dump()
+    );
+    std::fs::remove_file(&record).unwrap();
+    let mut dry_args = vec!["sync", "--dry-run", "--checksum"];
+    let dry = env.run_env(&dry_args, &vars);
+    dry.expect(0);
+    let mut shown: Vec<&str> = dry.stdout.lines().collect();
+    shown.sort();
+    let mut want: Vec<String> = remote
+        .iter()
+        .map(|p| format!("[M] {} {} updated", h.addr, p.display()))
+        .collect();
+    want.sort();
+    assert_eq!(shown, want, "{}", dry.dump());
+    assert!(
+        on_remote("CCCC"),
+        "the dry run changed nothing\n{}",
+        dry.dump()
+    );
+    let checked = sync(&["--checksum"]);
+    checked.expect(0);
+    assert_eq!(checked.row(&h.addr), (2, 0, 0, 0, 8), "{}", checked.dump());
+    why_sent(&checked, "content");
+    assert!(on_remote("DDDD"), "{}", checked.dump());
+    dry_args.push("--exit-code");
+    env.run_env(&dry_args, &vars).expect(0);
+    let settled = sync(&["--checksum"]);
+    assert_eq!(
+        settled.expect(0).row(&h.addr),
+        (0, 2, 0, 0, 0),
+        "{}",
+        settled.dump()
+    );
+    let plain = sync(&[]);
+    assert_eq!(
+        plain.expect(0).row(&h.addr),
+        (0, 2, 0, 0, 0),
+        "{}",
+        plain.dump()
+    );
+    assert_eq!(env.error_log(), "", "{}", plain.dump());
+}

@@ -298,7 +298,7 @@ impl Worker {
             let (_, conn) = self.conn.as_ref().expect("connected above");
             let mut round =
                 HostReport::observed(&target.host.address, self.shared.observer.clone());
-            result = push::push_changes(conn, target, &work, &mut round).map(|()| round);
+            result = push::push_changes(conn, target, &work, false, &mut round).map(|()| round);
             if result.is_ok() || !reused || attempt == 1 || self.cancelled() {
                 break;
             }

@@ -5,7 +5,9 @@
 //! ever parses `sh -s`):
 //! - the *listing* creates missing destination roots and lists what is under
 //!   each one (GNU `find -printf`, NUL-separated, so any byte in a name is safe):
-//!   one round trip for the whole host, not one stat per file;
+//!   one round trip for the whole host, not one stat per file; mtimes come with
+//!   their fraction (`%T@`). Path listings, and whole ones for `sync --checksum`,
+//!   add a `sha256sum` of each regular file (one process per file);
 //! - the *commit* renames every uploaded temporary file over its destination and
 //!   removes temporaries that earlier interrupted runs left behind. With
 //!   `"backups": N` it first rotates the numbered backups of a destination that
@@ -64,6 +66,9 @@ pub struct ListRoot {
     /// (alone), so a parent that is a symlink on the remote is seen and never
     /// written or deleted through; `None` lists the whole root.
     pub paths: Option<Vec<Vec<u8>>>,
+    /// A whole listing (`paths` is `None`) also gives a content hash of every
+    /// regular file (`sync --checksum`); path listings always hash.
+    pub checksum: bool,
 }
 
 /// The ancestor rule in sh, for hosts the agent cannot serve and for `check`
@@ -127,9 +132,12 @@ R() {
   find "$2" "$2/.." -maxdepth 0 -printf 'O\0%U\0%m\0%p\0' 2>/dev/null
 }
 L() {
-  i=$1; r=$2; shift 2
+  i=$1; c=$2; r=$3; shift 3
   R "$i" "$r" || return 0
   find "$r" -mindepth 1 "$@" -printf 'F\0%y\0%s\0%T@\0%m\0%U\0%P\0%l\0' || printf 'X\0%s\0' "$i"
+  [ "$c" = 1 ] || return 0
+  ( cd -- "$r" || exit 0
+    find . -mindepth 1 "$@" -type f -exec sh -c 'for p in "$@"; do h=$(sha256sum < "$p" 2>/dev/null) && printf "H\0%s\0%s\0" "$p" "${h%% *}"; done' sh {} + 2>/dev/null )
 }
 P() {
   i=$1; r=$2; shift 2
@@ -224,8 +232,10 @@ pub fn listing_then_tar(
 fn listing_calls(roots: &[ListRoot], probe_tar: bool) -> Vec<u8> {
     let mut s = Vec::new();
     for (i, root) in roots.iter().enumerate() {
-        let f = if root.paths.is_some() { 'P' } else { 'L' };
-        s.extend_from_slice(format!("{f} {i} ").as_bytes());
+        match root.paths {
+            Some(_) => s.extend_from_slice(format!("P {i} ").as_bytes()),
+            None => s.extend_from_slice(format!("L {i} {} ", u8::from(root.checksum)).as_bytes()),
+        }
         s.extend_from_slice(&quote(&root.dir));
         match &root.paths {
             // `./` keeps a name starting with `-` from reading as a find option.
@@ -753,6 +763,7 @@ mod tests {
             dir: d.path().join(p).as_os_str().as_bytes().to_vec(),
             max_depth: None,
             paths: None,
+            checksum: false,
         };
         let list = |roots: &[ListRoot], strict: bool| {
             let out = run_local("sh", &["-s"], &listing_script(roots, false, false, strict));
@@ -811,11 +822,13 @@ mod tests {
                 dir: rb.clone(),
                 max_depth: None,
                 paths: None,
+                checksum: false,
             },
             ListRoot {
                 dir: d.path().join("nope").as_os_str().as_bytes().to_vec(),
                 max_depth: Some(1),
                 paths: None,
+                checksum: false,
             },
         ];
         let run = |script: Vec<u8>| run_local("sh", &["-s"], &script);
@@ -841,6 +854,7 @@ mod tests {
             dir: rb.clone(),
             max_depth: None,
             paths: Some(vec![b"a\nb".to_vec(), b"-d".to_vec(), b"gone".to_vec()]),
+            checksum: false,
         }];
         let st = parse_listing(&run(listing_script(&only, false, false, true)), 1)
             .unwrap()
@@ -944,6 +958,48 @@ mod tests {
             assert!(!tmp.exists() && !root.join(".hostsync-tmp.9").exists());
             assert!(!root.join("-d").exists() && root.join("dir").is_dir());
         }
+    }
+
+    /// Issue 14, `sync --checksum`: a whole listing also hashes every regular file
+    /// (any name, at any depth; only as deep as the root is listed), and mtimes keep
+    /// their nanoseconds.
+    #[test]
+    fn checksum_listing_hashes_every_file() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("r");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("-odd\nname"), "12345").unwrap();
+        std::fs::write(root.join("sub/deep"), "x").unwrap();
+        std::os::unix::fs::symlink("sub/deep", root.join("link")).unwrap();
+        let f = std::fs::File::options()
+            .write(true)
+            .open(root.join("sub/deep"))
+            .unwrap();
+        f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 5))
+            .unwrap();
+        let list = |max_depth, checksum| {
+            let roots = [ListRoot {
+                dir: root.as_os_str().as_bytes().to_vec(),
+                max_depth,
+                paths: None,
+                checksum,
+            }];
+            let out = run_local("sh", &["-s"], &listing_script(&roots, false, false, true));
+            parse_listing(&out, 1).unwrap().states.remove(0)
+        };
+        let all = list(None, true);
+        let mut hashed: Vec<_> = all.hashes.keys().cloned().collect();
+        hashed.sort();
+        assert_eq!(hashed, [b"-odd\nname".to_vec(), b"sub/deep".to_vec()]);
+        assert_eq!(
+            all.hashes[&b"-odd\nname".to_vec()],
+            "5994471abb01112afcc18159f6cc74b4f511b99806da59b3caf5a9c173cacfc5"
+        );
+        let deep = &all.entries[&b"sub/deep".to_vec()];
+        assert_eq!((deep.mtime, deep.mtime_nsec), (1_700_000_000, 5));
+        assert!(list(None, false).hashes.is_empty());
+        let top: Vec<_> = list(Some(1), true).hashes.into_keys().collect();
+        assert_eq!(top, [b"-odd\nname".to_vec()]);
     }
 
     /// Issue 5: `backups` rotates to exactly N numbered versions, newest in `.1`,
