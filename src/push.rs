@@ -47,6 +47,7 @@ use std::sync::Arc;
 
 use anyhow::{Result, anyhow};
 
+use crate::check;
 use crate::config::{Mapping, Target};
 use crate::dry_run::{Change, Diff};
 use crate::local::{self, Entry, Kind, Source};
@@ -245,14 +246,20 @@ pub fn dry_run_host(
     checksum: bool,
     report: &mut HostReport,
 ) {
-    dry_run_units(conn, &whole_units(target, sources, checksum), report);
+    let units = whole_units(target, sources, checksum);
+    dry_run_units(conn, &units, &target.host.user, report);
 }
 
-/// The body of [`dry_run_host`] and [`dry_run_changes`]: lists without creating
+/// The body of [`dry_run_host`] and [`dry_run_changes`]: asks `check`'s question
+/// first ([`writable_units`]), then lists what `sync` could write without creating
 /// anything, through the agent where the host has perl, and records the differences
 /// (consulting the host's record of what was pushed as a push does, writing nothing).
-fn dry_run_units(conn: &Connection, units: &[Unit<'_>], report: &mut HostReport) {
-    let usable = usable(units, report);
+/// `user`: the login, for the reasons.
+fn dry_run_units(conn: &Connection, units: &[Unit<'_>], user: &str, report: &mut HostReport) {
+    let Some((usable, made_below)) = writable_units(conn, usable(units, report), user, report)
+    else {
+        return;
+    };
     let pushed = Pushed::open(conn.pushed_dir(), &report.address);
     let planned = match by_agent::list(conn, &usable, false) {
         Ok(Some((agent, listed))) => {
@@ -263,22 +270,89 @@ fn dry_run_units(conn: &Connection, units: &[Unit<'_>], report: &mut HostReport)
         Err(e) => Err(e),
     };
     match planned {
-        Ok(Some(plan)) => report.diffs = diffs(&plan),
+        Ok(Some(plan)) => report.diffs.extend(diffs(&plan, &made_below)),
         Ok(None) => {}
         Err(e) => report.fail_host(&format!("{e:#}")),
     }
 }
 
-/// The differences a plan would make, as absolute remote paths.
-fn diffs(plan: &Plan) -> Vec<Diff> {
-    // A missing root is made (`mkdir -p`) by the real run's listing.
+/// A usable unit: its index, the unit, its scanned source (see [`usable`]).
+type Usable<'u, 'm> = (usize, &'u Unit<'m>, &'u Source);
+
+/// For each root `sync` would make, its nearest existing ancestor.
+type MadeBelow = HashMap<Vec<u8>, Vec<u8>>;
+
+/// The dry run's share of `check` (issue 14, bug 5): asks the host, in one script,
+/// whether the login `user` can write (or make) the directory each unit writes into.
+/// A unit that cannot be written is failed here, with `check`'s reason and one
+/// `[!]` line per directory, and is not compared: `sync` would fail it. Returns the
+/// others, and for each root that `sync` would make, its nearest existing ancestor.
+/// `None` when the check could not run (the host is failed).
+fn writable_units<'u, 'm>(
+    conn: &Connection,
+    usable: Vec<Usable<'u, 'm>>,
+    user: &str,
+    report: &mut HostReport,
+) -> Option<(Vec<Usable<'u, 'm>>, MadeBelow)> {
+    let probes: Vec<check::Probe> = usable
+        .iter()
+        .map(|(_, u, src)| check::Probe::of(u.mapping, src.is_dir))
+        .collect();
+    let states = if probes.is_empty() {
+        Vec::new()
+    } else {
+        match check::probe_dirs(conn, &probes, user) {
+            Ok(states) => states,
+            Err(e) => {
+                report.fail_host(&format!("cannot run the remote check: {e:#}"));
+                return None;
+            }
+        }
+    };
+    let mut writable = Vec::new();
+    let mut made_below = HashMap::new();
+    let mut refused = BTreeSet::new();
+    for ((unit, probe), state) in usable.into_iter().zip(&probes).zip(states) {
+        let root = unit.1.root.dir.clone();
+        match state.problem {
+            Some(why) => {
+                report.fail(probe.label(), &why);
+                if refused.insert(root.clone()) {
+                    report.diffs.push(Diff {
+                        path: root,
+                        change: Change::Unwritable,
+                        is_dir: true,
+                        reason: why,
+                    });
+                }
+            }
+            None => {
+                if let Some(existing) = state.made_below {
+                    made_below.insert(root, existing.into_bytes());
+                }
+                writable.push(unit);
+            }
+        }
+    }
+    Some((writable, made_below))
+}
+
+/// The differences a plan would make, as absolute remote paths. A missing root is
+/// made (`mkdir -p`) by the real run's listing: every directory from below its
+/// nearest existing ancestor (`made_below`, where known) down to it is added.
+fn diffs(plan: &Plan, made_below: &MadeBelow) -> Vec<Diff> {
     let mut out: Vec<Diff> = plan
         .missing
         .iter()
-        .map(|root| Diff {
-            path: root.clone(),
+        .flat_map(|root| match made_below.get(root) {
+            Some(existing) => crate::dry_run::made_dirs(root, existing),
+            None => vec![root.clone()],
+        })
+        .map(|path| Diff {
+            path,
             change: Change::Added,
             is_dir: true,
+            reason: String::new(),
         })
         .collect();
     for (root, w) in &plan.work {
@@ -292,6 +366,7 @@ fn diffs(plan: &Plan) -> Vec<Diff> {
                 path: join(root, &item.rel),
                 change,
                 is_dir,
+                reason: String::new(),
             });
         }
         for r in &w.removes {
@@ -299,6 +374,7 @@ fn diffs(plan: &Plan) -> Vec<Diff> {
                 path: join(root, &r.rel),
                 change: Change::Deleted,
                 is_dir: r.is_dir,
+                reason: String::new(),
             });
         }
     }
@@ -345,7 +421,8 @@ pub fn dry_run_changes(
     checksum: bool,
     report: &mut HostReport,
 ) {
-    dry_run_units(conn, &scoped_units(target, work, checksum), report);
+    let units = scoped_units(target, work, checksum);
+    dry_run_units(conn, &units, &target.host.user, report);
 }
 
 /// One unit per entry of `work` (mapping index and scope), scanning the local side

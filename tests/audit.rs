@@ -1387,3 +1387,146 @@ fn same_second_edit_case(transport: &str) {
     );
     assert_eq!(env.error_log(), "", "{}", plain.dump());
 }
+
+/// The remote path of a failure line `error: HOST: LOCAL -> REMOTE: REASON`.
+fn failed_remote<'a>(line: &'a str, addr: &str) -> &'a str {
+    let what = line
+        .strip_prefix(&format!("error: {addr}: "))
+        .unwrap_or_else(|| panic!("not a failure of {addr}: {line:?}"));
+    let remote = what.split_once(" -> ").map_or(what, |(_, r)| r);
+    remote.split_once(": ").map_or(remote, |(p, _)| p)
+}
+
+/// See: issue 14, bug 5. The dry run asks check's question: a dest the login user
+/// cannot write (or make) is one `[!] HOST PATH/ not writable: REASON` line among
+/// the others (JSON `"change": "unwritable"`), exit 1, instead of promising its
+/// files; every directory it would make is listed, not only the deepest; and the
+/// following sync fails exactly under the `[!]` paths and delivers the rest.
+#[test]
+fn dry_run_flags_unwritable_dests_and_sync_fails_exactly_those() {
+    use std::collections::BTreeSet;
+    use std::os::unix::fs::PermissionsExt;
+    let mut env = Env::new("audit-unwritable");
+    let h = env.sshd();
+    env.add_host(&h, Auth::Key);
+    env.src("site/index.html", "hi");
+    env.src("site/sub/a.txt", "a");
+    env.src("tree/t.txt", "t");
+    env.src("app.conf", "c");
+    let r = env.remote("r");
+    let locked = env.remote("r/locked");
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let www = r.join("new/deeper/www");
+    env.map(
+        &h.addr,
+        json!([{"src": "site/", "dest": www},
+               {"src": "app.conf", "dest": locked.join("app.conf")},
+               {"src": "tree/", "dest": locked.join("sub/www")}]),
+    );
+    let dir = |p: &Path| format!("{}/", p.display());
+
+    let dry = env.run(&["sync", "--dry-run"]);
+    dry.expect(1);
+    let lines: BTreeSet<&str> = dry.stdout.lines().collect();
+    let want_added: BTreeSet<String> = [
+        dir(&r.join("new")),
+        dir(&r.join("new/deeper")),
+        dir(&www),
+        www.join("index.html").display().to_string(),
+        dir(&www.join("sub")),
+        www.join("sub/a.txt").display().to_string(),
+    ]
+    .iter()
+    .map(|p| format!("[+] {} {p} added", h.addr))
+    .collect();
+    let added: BTreeSet<String> = lines
+        .iter()
+        .filter(|l| l.starts_with("[+] "))
+        .map(|l| l.to_string())
+        .collect();
+    assert_eq!(added, want_added, "{}", dry.dump());
+    let flagged: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("[!] "))
+        .collect();
+    let user = crate::util::test_user();
+    let want_flagged = [
+        format!(
+            "[!] {} {} not writable: permission denied on the remote: {user} cannot write {}; make it writable for {user} or change dest",
+            h.addr,
+            dir(&locked),
+            locked.display()
+        ),
+        format!(
+            "[!] {} {} not writable: permission denied on the remote: {} is missing and {user} cannot create it in {}; create it for {user} or change dest",
+            h.addr,
+            dir(&locked.join("sub/www")),
+            locked.join("sub/www").display(),
+            locked.display()
+        ),
+    ];
+    assert_eq!(flagged, want_flagged, "{}", dry.dump());
+    assert_eq!(lines.len(), added.len() + flagged.len(), "{}", dry.dump());
+    assert!(!r.join("new").exists(), "the dry run made nothing");
+    let failures = dry
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .count();
+    assert_eq!(failures, 2, "{}", dry.dump());
+    // The same where the host is served without the agent (listing script).
+    let scripted = env.run_env(&["sync", "--dry-run"], &[("HOSTSYNC_TRANSFER", "tar")]);
+    scripted.expect(1);
+    assert_eq!(scripted.stdout, dry.stdout, "{}", scripted.dump());
+    let json = env.run(&["sync", "--dry-run", "--json"]);
+    json.expect(1);
+    let unwritable: Vec<serde_json::Value> = json
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["change"] == "unwritable")
+        .collect();
+    assert_eq!(unwritable.len(), 2, "{}", json.dump());
+    assert!(
+        unwritable.iter().all(|v| v["dir"] == true
+            && v["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("permission denied on the remote")),
+        "{}",
+        json.dump()
+    );
+
+    // The sync fails exactly under the [!] paths, and delivers the rest.
+    let run = env.run(&["sync"]);
+    run.expect(1);
+    assert_eq!(std::fs::read(www.join("sub/a.txt")).unwrap(), b"a");
+    let flagged_dirs = [dir(&locked), dir(&locked.join("sub/www"))];
+    // sync prints its failures after the table, on stdout (the dry run: on stderr).
+    let errors: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert!(!errors.is_empty(), "{}", run.dump());
+    for e in &errors {
+        let at = format!("{}/", failed_remote(e, &h.addr));
+        assert!(
+            flagged_dirs.iter().any(|d| at.starts_with(d.as_str())),
+            "{e}: not under a [!] path\n{}",
+            run.dump()
+        );
+    }
+    for d in &flagged_dirs {
+        assert!(
+            errors
+                .iter()
+                .any(|e| format!("{}/", failed_remote(e, &h.addr)).starts_with(d.as_str())),
+            "no failure under {d}\n{}",
+            run.dump()
+        );
+    }
+    let (sent, _, _, failed, _) = run.row(&h.addr);
+    assert_eq!((sent, failed), (2, errors.len() as u64), "{}", run.dump());
+}
