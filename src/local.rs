@@ -41,7 +41,7 @@ pub enum Kind {
 pub struct FileMeta {
     /// Size in bytes.
     pub size: u64,
-    /// Modification time, whole seconds (SCP carries seconds only).
+    /// Modification time, whole seconds (with `mtime_nsec`, the time a transfer keeps).
     pub mtime: i64,
     /// Modification time, nanosecond part (to notice a rewrite within the same second).
     pub mtime_nsec: i64,

@@ -3,7 +3,10 @@
 //! file, host-key hints that name the configured known_hosts, the systemd steps
 //! of the README, narrowed runs (`--host`, `sync PATH...`, `-c DIR`), "did you
 //! mean", watch's lines on a terminal, why `sync -v` sends a file, readable bytes
-//! and default keys. Every wait polls with a deadline; nothing sleeps a fixed time.
+//! and default keys; editor saves under watch (bug 1), two edits within one
+//! second on every transfer tier and `--checksum` (bug 4), and dry runs on
+//! destinations that cannot be written (bug 5). Every wait polls with a deadline;
+//! nothing sleeps a fixed time.
 
 use std::path::Path;
 use std::time::Duration;
@@ -1529,4 +1532,35 @@ fn dry_run_flags_unwritable_dests_and_sync_fails_exactly_those() {
     }
     let (sent, _, _, failed, _) = run.row(&h.addr);
     assert_eq!((sent, failed), (2, errors.len() as u64), "{}", run.dump());
+}
+
+/// See: issue 14, "Every new option, including usage errors". `--checksum` is a
+/// `sync` option (with or without `--dry-run`): on `watch` or `check`, or given a
+/// value, it is exit 2 naming it, and no host is contacted.
+#[test]
+fn checksum_is_a_sync_option_only() {
+    let mut env = Env::new("audit-checksum-usage");
+    let h = env.sshd();
+    env.add_host(&h, Auth::Key);
+    env.src("site/a.txt", "a");
+    let www = env.remote("r").join("www");
+    env.map(&h.addr, json!([{"src": "site/", "dest": www}]));
+    for args in [
+        &["watch", "--checksum"][..],
+        &["check", "--checksum"],
+        &["sync", "--checksum=yes"],
+    ] {
+        let run = env.run(args);
+        run.expect(2);
+        let first = run.stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error: ") && first.contains("--checksum"),
+            "{}",
+            run.dump()
+        );
+    }
+    assert!(!h.log().contains("Accepted"), "{}", h.log());
+    env.run(&["sync", "--dry-run", "--checksum"]).expect(0);
+    env.run(&["sync", "--checksum"]).expect(0);
+    assert_eq!(std::fs::read(www.join("a.txt")).unwrap(), b"a");
 }
