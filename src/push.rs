@@ -458,8 +458,9 @@ fn whole_unit(
     }
 }
 
-/// A unit covering only `paths` (local paths below, or equal to, the mapping's src),
-/// compared by content; the whole mapping (with `checksum`) when a path is its src.
+/// A unit covering only `paths` (local paths below, or equal to, the mapping's src):
+/// the files named compared by content, those below a named directory too with
+/// `checksum`; the whole mapping when a path is its src.
 fn paths_unit<'a>(m: &'a Mapping, paths: &BTreeSet<PathBuf>, checksum: bool) -> Unit<'a> {
     let src_is_dir = std::fs::metadata(&m.src).map(|md| md.is_dir());
     let mut entries: Vec<Entry> = Vec::new();
@@ -528,7 +529,7 @@ fn paths_unit<'a>(m: &'a Mapping, paths: &BTreeSet<PathBuf>, checksum: bool) -> 
     };
     Unit {
         mapping: m,
-        root: list_root(m, is_dir, Some(rels), false),
+        root: list_root(m, is_dir, Some(rels), checksum),
         source: Arc::new(source),
         gone,
     }

@@ -1536,7 +1536,8 @@ fn dry_run_flags_unwritable_dests_and_sync_fails_exactly_those() {
 
 /// See: issue 14, "Every new option, including usage errors". `--checksum` is a
 /// `sync` option (with or without `--dry-run`): on `watch` or `check`, or given a
-/// value, it is exit 2 naming it, and no host is contacted.
+/// value, it is exit 2 naming it, and no host is contacted. With `sync PATH...`
+/// it also compares the files below a named directory by content.
 #[test]
 fn checksum_is_a_sync_option_only() {
     let mut env = Env::new("audit-checksum-usage");
@@ -1563,4 +1564,20 @@ fn checksum_is_a_sync_option_only() {
     env.run(&["sync", "--dry-run", "--checksum"]).expect(0);
     env.run(&["sync", "--checksum"]).expect(0);
     assert_eq!(std::fs::read(www.join("a.txt")).unwrap(), b"a");
+    // Same size, same mtime to the nanosecond, other content, below a named dir.
+    let b = env.src("site/sub/b.txt", "bbbb");
+    set_mtime_in_second(&b, 0);
+    env.run(&["sync", "site/sub"]).expect(0);
+    std::fs::write(&b, "cccc").unwrap();
+    set_mtime_in_second(&b, 0);
+    let by_mtime = env.run(&["sync", "site/sub"]);
+    assert_eq!(by_mtime.expect(0).row(&h.addr).0, 0, "{}", by_mtime.dump());
+    let by_content = env.run(&["sync", "--checksum", "site/sub"]);
+    assert_eq!(
+        by_content.expect(0).row(&h.addr).0,
+        1,
+        "{}",
+        by_content.dump()
+    );
+    assert_eq!(std::fs::read(www.join("sub/b.txt")).unwrap(), b"cccc");
 }

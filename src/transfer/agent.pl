@@ -7,8 +7,9 @@
 #         bytes of NUL-separated fields. Requests, with their fields:
 #           R root-id path create      resolve a destination root (mkdir -p if create)
 #           L root-id depth hash [rel...]
-#                                      list below a root (all, or only these paths);
-#                                      hash 1: hash every file of a whole listing too
+#                                      list below a root (all, or only these paths,
+#                                      whose files are hashed); hash 1: hash every
+#                                      file, also below the listed directories
 #           D root-id rel mode         make a directory, or set an existing one's mode
 #           P root-id rel mode mtime-s mtime-ns size backups
 #                                      a file; its bytes follow as `d` frames (raw
@@ -271,7 +272,7 @@ sub req_list { my ($id, $depth, $hash, @paths) = @_;
     my @l = lstat($n) or next;
     my $type = entry($rel, $n, @l);
     if ($type eq "f") { my $h = hash_here($n); send_frame("h", $rel, $h) if defined $h }
-    elsif ($type eq "d" && enter($n) eq "") { list_here($rel, -1, 0) }
+    elsif ($type eq "d" && enter($n) eq "") { list_here($rel, -1, $hash eq "1") }
   }
   ok();
 }

@@ -38,8 +38,8 @@ pub const PROGRAM: &str = include_str!("agent.pl");
 pub mod tag {
     /// Request: resolve a destination root (`id path create`).
     pub const ROOT: u8 = b'R';
-    /// Request: list below a root (`id depth hash [rel...]`; `hash` `1`: a whole
-    /// listing also hashes every file).
+    /// Request: list below a root (`id depth hash [rel...]`; `hash` `1`: every file
+    /// is hashed, also below the listed directories).
     pub const LIST: u8 = b'L';
     /// Request: make a directory or set its mode (`id rel mode`).
     pub const DIR: u8 = b'D';
@@ -242,9 +242,9 @@ impl<'c> Agent<'c> {
         )
     }
 
-    /// Lists root `id`, `depth` levels deep (`None`: all), hashing every file when
-    /// `checksum` (`sync --checksum`), or only `paths` (each with its parents, alone,
-    /// and what is below it, hashing files).
+    /// Lists root `id`, `depth` levels deep (`None`: all), or only `paths` (each
+    /// with its parents, alone, and what is below it, hashing the files named);
+    /// with `checksum` (`sync --checksum`) every file listed is hashed.
     pub fn list(
         &mut self,
         id: usize,
@@ -790,6 +790,8 @@ mod tests {
         input.extend(req(tag::LIST, &[b"0", b"", b"0"]));
         input.extend(req(tag::LIST, &[b"0", b"", b"0", b"sub/a\nb.txt", b"gone"]));
         input.extend(req(tag::LIST, &[b"0", b"", b"1"]));
+        input.extend(req(tag::LIST, &[b"0", b"", b"0", b"sub"]));
+        input.extend(req(tag::LIST, &[b"0", b"", b"1", b"sub"]));
         input.extend(req(tag::QUIT, &[]));
         let (groups, status, stderr) = run(&input, true);
         assert_eq!(status, 0, "{stderr}");
@@ -849,6 +851,9 @@ mod tests {
         assert_eq!(hashes.len(), 1, "{:?}", groups[7]);
         assert_eq!(hashes[0][..], [b"sub/a\nb.txt".to_vec(), hash.1[1].clone()]);
         assert!(groups[5].iter().all(|(t, _)| *t != tag::HASH));
+        // A named directory's files are hashed only for `--checksum`.
+        let hashed = |g: &[Rec]| g.iter().filter(|(t, _)| *t == tag::HASH).count();
+        assert_eq!((hashed(&groups[8]), hashed(&groups[9])), (0, 1));
         assert!(
             temporaries(d.path()).is_empty(),
             "{:?}",

@@ -66,8 +66,9 @@ pub struct ListRoot {
     /// (alone), so a parent that is a symlink on the remote is seen and never
     /// written or deleted through; `None` lists the whole root.
     pub paths: Option<Vec<Vec<u8>>>,
-    /// A whole listing (`paths` is `None`) also gives a content hash of every
-    /// regular file (`sync --checksum`); path listings always hash.
+    /// Also a content hash of every regular file (`sync --checksum`): of the whole
+    /// root, or also below the directories among `paths` (whose own files are
+    /// hashed in any case).
     pub checksum: bool,
 }
 
@@ -131,16 +132,18 @@ R() {
   printf 'M\0%s\0' "$1"
   find "$2" "$2/.." -maxdepth 0 -printf 'O\0%U\0%m\0%p\0' 2>/dev/null
 }
+H() {
+  find "$@" -type f -exec sh -c 'for p in "$@"; do h=$(sha256sum < "$p" 2>/dev/null) && printf "H\0%s\0%s\0" "$p" "${h%% *}"; done' sh {} + 2>/dev/null
+}
 L() {
   i=$1; c=$2; r=$3; shift 3
   R "$i" "$r" || return 0
   find "$r" -mindepth 1 "$@" -printf 'F\0%y\0%s\0%T@\0%m\0%U\0%P\0%l\0' || printf 'X\0%s\0' "$i"
   [ "$c" = 1 ] || return 0
-  ( cd -- "$r" || exit 0
-    find . -mindepth 1 "$@" -type f -exec sh -c 'for p in "$@"; do h=$(sha256sum < "$p" 2>/dev/null) && printf "H\0%s\0%s\0" "$p" "${h%% *}"; done' sh {} + 2>/dev/null )
+  ( cd -- "$r" || exit 0; H . -mindepth 1 "$@" )
 }
 P() {
-  i=$1; r=$2; shift 2
+  i=$1; c=$2; r=$3; shift 3
   R "$i" "$r" || return 0
   ( cd -- "$r" || exit 0
     for p in "$@"; do
@@ -148,6 +151,8 @@ P() {
       find "$p" -printf 'F\0%y\0%s\0%T@\0%m\0%U\0%p\0%l\0' 2>/dev/null
       if [ -f "$p" ] && [ ! -L "$p" ]; then
         h=$(sha256sum < "$p" 2>/dev/null) && printf 'H\0%s\0%s\0' "$p" "${h%% *}"
+      elif [ "$c" = 1 ] && [ -d "$p" ] && [ ! -L "$p" ]; then
+        H "$p" -mindepth 1
       fi
     done )
 }
@@ -232,10 +237,8 @@ pub fn listing_then_tar(
 fn listing_calls(roots: &[ListRoot], probe_tar: bool) -> Vec<u8> {
     let mut s = Vec::new();
     for (i, root) in roots.iter().enumerate() {
-        match root.paths {
-            Some(_) => s.extend_from_slice(format!("P {i} ").as_bytes()),
-            None => s.extend_from_slice(format!("L {i} {} ", u8::from(root.checksum)).as_bytes()),
-        }
+        let f = if root.paths.is_some() { 'P' } else { 'L' };
+        s.extend_from_slice(format!("{f} {i} {} ", u8::from(root.checksum)).as_bytes());
         s.extend_from_slice(&quote(&root.dir));
         match &root.paths {
             // `./` keeps a name starting with `-` from reading as a find option.
@@ -960,9 +963,9 @@ mod tests {
         }
     }
 
-    /// Issue 14, `sync --checksum`: a whole listing also hashes every regular file
-    /// (any name, at any depth; only as deep as the root is listed), and mtimes keep
-    /// their nanoseconds.
+    /// Issue 14, `sync --checksum`: a listing also hashes every regular file (any
+    /// name, at any depth; only as deep as the root is listed; below a directory a
+    /// path listing names), and mtimes keep their nanoseconds.
     #[test]
     fn checksum_listing_hashes_every_file() {
         let d = tempfile::tempdir().unwrap();
@@ -977,16 +980,17 @@ mod tests {
             .unwrap();
         f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 5))
             .unwrap();
-        let list = |max_depth, checksum| {
+        let list_paths = |max_depth, paths: Option<Vec<Vec<u8>>>, checksum| {
             let roots = [ListRoot {
                 dir: root.as_os_str().as_bytes().to_vec(),
                 max_depth,
-                paths: None,
+                paths,
                 checksum,
             }];
             let out = run_local("sh", &["-s"], &listing_script(&roots, false, false, true));
             parse_listing(&out, 1).unwrap().states.remove(0)
         };
+        let list = |max_depth, checksum| list_paths(max_depth, None, checksum);
         let all = list(None, true);
         let mut hashed: Vec<_> = all.hashes.keys().cloned().collect();
         hashed.sort();
@@ -1000,6 +1004,17 @@ mod tests {
         assert!(list(None, false).hashes.is_empty());
         let top: Vec<_> = list(Some(1), true).hashes.into_keys().collect();
         assert_eq!(top, [b"-odd\nname".to_vec()]);
+        let below = |checksum| -> Vec<Vec<u8>> {
+            list_paths(None, Some(vec![b"sub".to_vec()]), checksum)
+                .hashes
+                .into_keys()
+                .collect()
+        };
+        assert_eq!(below(true), [b"sub/deep".to_vec()]);
+        assert!(
+            below(false).is_empty(),
+            "a named directory's files: by mtime"
+        );
     }
 
     /// Issue 5: `backups` rotates to exactly N numbered versions, newest in `.1`,
