@@ -10,7 +10,9 @@
 //! existing ancestor is a writable directory. Nothing is created or changed on
 //! the remote. The result is a table, one row per host (or with `--json` one JSON
 //! object per host, issue 5); each failure is also one error.log line, as in
-//! `sync` (issue 4, "Trust").
+//! `sync` (issue 4, "Trust"). `sync --dry-run` asks the same question through
+//! [`probe_dirs`] before it lists, so it never promises what `sync` cannot write
+//! (issue 14, bug 5).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -19,7 +21,7 @@ use std::thread;
 use crate::config::{Host, Mapping, SshSettings, Target};
 use crate::exit::ExitCode;
 use crate::transfer::remote::quote;
-use crate::transfer::ssh::Connection;
+use crate::transfer::ssh::{Connection, ScriptOutput};
 
 /// One row of the table: what was learned about one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,7 +158,7 @@ fn check_host(target: &Target, ssh: &SshSettings) -> HostCheck {
 
 /// What to ask the remote about one mapping.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Probe {
+pub(crate) struct Probe {
     /// `src -> dest`, for messages.
     label: String,
     /// The directory `sync` writes into: dest, or the parent of [`Mapping::file_dest`] for a file src.
@@ -165,23 +167,49 @@ struct Probe {
     file: Option<String>,
 }
 
+impl Probe {
+    /// The probe for mapping `m`, whose src is a directory when `src_is_dir`.
+    pub(crate) fn of(m: &Mapping, src_is_dir: bool) -> Probe {
+        let label = format!("{} -> {}", m.src.display(), m.dest);
+        if src_is_dir {
+            Probe {
+                label,
+                dir: m.dest.clone(),
+                file: None,
+            }
+        } else {
+            Probe {
+                label,
+                dir: parent(&m.file_dest()),
+                file: Some(m.file_dest()),
+            }
+        }
+    }
+
+    /// `src -> dest`, for messages.
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+}
+
+/// What the probe script found for one directory `sync` writes into: the same
+/// verdict `check` gives (`sync --dry-run` runs it too, issue 14, bug 5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DirState {
+    /// Why `sync` cannot write there, as `check` words it; `None` when it can.
+    pub problem: Option<String>,
+    /// For a missing directory `sync` would make: its nearest existing ancestor,
+    /// below which every directory is new.
+    pub made_below: Option<String>,
+}
+
 /// One probe per mapping whose src is usable; a missing or odd src is a failure
 /// here, as it would be in `sync`.
 fn probes(mappings: &[Mapping], row: &mut HostCheck) -> Vec<Probe> {
     let mut out = Vec::new();
     for m in mappings {
-        let label = format!("{} -> {}", m.src.display(), m.dest);
         match src_is_dir(&m.src) {
-            Ok(true) => out.push(Probe {
-                label,
-                dir: m.dest.clone(),
-                file: None,
-            }),
-            Ok(false) => out.push(Probe {
-                label,
-                dir: parent(&m.file_dest()),
-                file: Some(m.file_dest()),
-            }),
+            Ok(is_dir) => out.push(Probe::of(m, is_dir)),
             Err(why) => row.fail(format!("{}: {why}", m.src.display())),
         }
     }
@@ -303,27 +331,63 @@ fn parse_answers(out: &[u8]) -> Answers {
     answers
 }
 
-/// Runs the probe script over `conn` and records each verdict in `row`.
-fn test_dirs(conn: &Connection, probes: &[Probe], row: &mut HostCheck) {
-    let out = match conn.run_script(
+/// Runs the probe script for `probes` over `conn`; an `Err` means it could not run.
+fn run_probes(conn: &Connection, probes: &[Probe]) -> anyhow::Result<(Answers, ScriptOutput)> {
+    let out = conn.run_script(
         &probe_script(probes, conn.strict_modes()),
         64 * 1024 + 8 * 1024 * probes.len() as u64,
-    ) {
-        Ok(out) => out,
-        Err(e) => return row.fail(format!("cannot run the remote check: {e:#}")),
-    };
-    let answers = parse_answers(&out.stdout);
-    for (i, probe) in probes.iter().enumerate() {
-        let Some((_, verdict, path)) = answers.verdicts.iter().find(|(n, _, _)| *n == i) else {
-            row.fail(format!(
-                "{}: the remote shell gave no answer (exit {}, stderr: {})",
-                probe.label,
+    )?;
+    Ok((parse_answers(&out.stdout), out))
+}
+
+/// What the answers say of probe `i`, for login `user` (see [`DirState`]); a probe
+/// the remote did not answer is a problem.
+fn dir_state(
+    answers: &Answers,
+    out: &ScriptOutput,
+    i: usize,
+    probe: &Probe,
+    user: &str,
+) -> DirState {
+    let Some((_, verdict, path)) = answers.verdicts.iter().find(|(n, _, _)| *n == i) else {
+        return DirState {
+            problem: Some(format!(
+                "the remote shell gave no answer (exit {}, stderr: {})",
                 out.status,
                 out.stderr.trim()
-            ));
-            continue;
+            )),
+            made_below: None,
         };
-        match verdict_problem(verdict, path, probe, &row.user) {
+    };
+    DirState {
+        problem: verdict_problem(verdict, path, probe, user),
+        made_below: (verdict == "new").then(|| path.clone()),
+    }
+}
+
+/// The writability check of `check` for `sync --dry-run`: one [`DirState`] per
+/// probe, in order, from one remote script. An `Err` means it could not run.
+pub(crate) fn probe_dirs(
+    conn: &Connection,
+    probes: &[Probe],
+    user: &str,
+) -> anyhow::Result<Vec<DirState>> {
+    let (answers, out) = run_probes(conn, probes)?;
+    Ok(probes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| dir_state(&answers, &out, i, p, user))
+        .collect())
+}
+
+/// Runs the probe script over `conn` and records each verdict in `row`.
+fn test_dirs(conn: &Connection, probes: &[Probe], row: &mut HostCheck) {
+    let (answers, out) = match run_probes(conn, probes) {
+        Ok(found) => found,
+        Err(e) => return row.fail(format!("cannot run the remote check: {e:#}")),
+    };
+    for (i, probe) in probes.iter().enumerate() {
+        match dir_state(&answers, &out, i, probe, &row.user).problem {
             None => row.writable += 1,
             Some(why) => row.fail(format!("{}: {why}", probe.label)),
         }

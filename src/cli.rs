@@ -88,6 +88,11 @@ pub struct SyncArgs {
     #[arg(long, requires = "dry_run")]
     pub exit_code: bool,
 
+    /// Compare every file by content (SHA-256 on both sides), not by size and
+    /// mtime, as rsync -c does; slower, since every file is read (-c is --config).
+    #[arg(long)]
+    pub checksum: bool,
+
     /// Print one JSON object per result line (files, errors, post_sync, hosts).
     #[arg(long)]
     pub json: bool,

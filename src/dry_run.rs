@@ -15,7 +15,18 @@
 //! ```
 //!
 //! A directory's path ends in `/` (a new empty directory, or a changed mode is a
-//! difference too). `[-]` only appears for mappings with `"delete": true`.
+//! difference too), and every directory `sync` would make has its line, not only
+//! the deepest. `[-]` only appears for mappings with `"delete": true`.
+//!
+//! Before listing, the dry run asks each host the question `check` asks: can the
+//! login user write the directory each mapping writes into (or make it)? Where it
+//! cannot, `sync` would fail that mapping, so the dry run says so instead of
+//! promising its files (issue 14, bug 5), as one `[!]` line with `check`'s reason,
+//! counted as a failure (exit 1):
+//!
+//! ```text
+//! [!] 10.0.0.12 /opt/app/ not writable: permission denied on the remote: deploy cannot write /opt/app; make it writable for deploy or change dest
+//! ```
 
 use serde_json::{Value, json};
 
@@ -28,6 +39,9 @@ pub enum Change {
     Updated,
     /// It exists only on the remote and would be removed (`"delete": true`).
     Deleted,
+    /// A directory `sync` would write into, which the login user cannot write
+    /// (or make): `sync` fails the mapping there. [`Diff::reason`] says why.
+    Unwritable,
 }
 
 impl Change {
@@ -37,6 +51,7 @@ impl Change {
             Change::Added => "[+]",
             Change::Updated => "[M]",
             Change::Deleted => "[-]",
+            Change::Unwritable => "[!]",
         }
     }
 
@@ -46,6 +61,7 @@ impl Change {
             Change::Added => "added",
             Change::Updated => "updated",
             Change::Deleted => "deleted",
+            Change::Unwritable => "unwritable",
         }
     }
 }
@@ -59,6 +75,8 @@ pub struct Diff {
     pub change: Change,
     /// Whether the path is (or would be) a directory.
     pub is_dir: bool,
+    /// For [`Change::Unwritable`], why (as `check` says it); empty otherwise.
+    pub reason: String,
 }
 
 impl Diff {
@@ -73,25 +91,59 @@ impl Diff {
     }
 }
 
-/// One text line: `[+] HOST PATH added`.
+/// One text line: `[+] HOST PATH added`, or `[!] HOST PATH not writable: REASON`.
 pub fn line(host: &str, d: &Diff) -> String {
-    format!(
-        "{} {host} {} {}",
-        d.change.tag(),
-        d.shown(),
-        d.change.word()
-    )
+    match d.change {
+        Change::Unwritable => format!(
+            "{} {host} {} not writable: {}",
+            d.change.tag(),
+            d.shown(),
+            crate::escape::controls(&d.reason)
+        ),
+        _ => format!(
+            "{} {host} {} {}",
+            d.change.tag(),
+            d.shown(),
+            d.change.word()
+        ),
+    }
 }
 
-/// One JSON object: `{"type":"diff","host":..,"path":..,"change":"added","dir":false}`.
+/// One JSON object: `{"type":"diff","host":..,"path":..,"change":"added","dir":false}`,
+/// with `"reason"` for `"change":"unwritable"`.
 pub fn json_line(host: &str, d: &Diff) -> Value {
-    json!({
+    let mut v = json!({
         "type": "diff",
         "host": host,
         "path": String::from_utf8_lossy(&d.path),
         "change": d.change.word(),
         "dir": d.is_dir,
-    })
+    });
+    if d.change == Change::Unwritable {
+        v["reason"] = json!(d.reason);
+    }
+    v
+}
+
+/// The directories `mkdir -p ROOT` makes when `existing` is the nearest ancestor of
+/// `root` that exists, top first, `root` last: each gets its line (issue 14, bug 5).
+/// Just `root` when `existing` is not one of its ancestors.
+pub fn made_dirs(root: &[u8], existing: &[u8]) -> Vec<Vec<u8>> {
+    let base = existing.strip_suffix(b"/").unwrap_or(existing);
+    let Some(rest) = root.strip_prefix(base).filter(|r| r.starts_with(b"/")) else {
+        return vec![root.to_vec()];
+    };
+    let mut out = Vec::new();
+    let mut at = base.to_vec();
+    for c in rest.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+        at.push(b'/');
+        at.extend_from_slice(c);
+        out.push(at.clone());
+    }
+    if out.is_empty() {
+        out.push(root.to_vec());
+    }
+    out
 }
 
 /// Every host's differences, grouped by host in the order given and sorted by
@@ -122,6 +174,7 @@ mod tests {
             path: p.as_bytes().to_vec(),
             change,
             is_dir,
+            reason: String::new(),
         }
     }
 
@@ -149,6 +202,7 @@ mod tests {
             path: b"/x/\xff".to_vec(),
             change: Change::Added,
             is_dir: false,
+            reason: String::new(),
         };
         // Not UTF-8, or a control character: escaped, so a name cannot forge a line.
         assert_eq!(line("h", &lossy), "[+] h /x/\\xff added");
@@ -156,11 +210,52 @@ mod tests {
             path: b"/x/a\r[+] h /etc/shadow added\n\x1b[2J".to_vec(),
             change: Change::Added,
             is_dir: false,
+            reason: String::new(),
         };
         assert_eq!(
             line("h", &forged),
             "[+] h /x/a\\r[+] h /etc/shadow added\\n\\x1b[2J added"
         );
+        // Issue 14, bug 5: a directory sync could not write, with check's reason.
+        let locked = Diff {
+            reason: "permission denied on the remote: deploy cannot write /opt\n".into(),
+            ..diff("/opt", Change::Unwritable, true)
+        };
+        assert_eq!(
+            line("h", &locked),
+            "[!] h /opt/ not writable: permission denied on the remote: deploy cannot write /opt\\n"
+        );
+        let j = json_line("h", &locked);
+        assert_eq!(
+            (&j["change"], &j["dir"]),
+            (&json!("unwritable"), &json!(true))
+        );
+        assert!(
+            j["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("permission denied")
+        );
+        assert!(
+            json_line("h", &diff("/a", Change::Added, false))
+                .get("reason")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn every_made_directory_is_listed() {
+        let made = |root: &str, existing: &str| -> Vec<String> {
+            made_dirs(root.as_bytes(), existing.as_bytes())
+                .iter()
+                .map(|d| String::from_utf8_lossy(d).into_owned())
+                .collect()
+        };
+        assert_eq!(made("/r/a/b", "/r"), ["/r/a", "/r/a/b"]);
+        assert_eq!(made("/a/b", "/"), ["/a", "/a/b"]);
+        assert_eq!(made("/r/a", "/r/"), ["/r/a"]);
+        assert_eq!(made("/r/ab", "/r/a"), ["/r/ab"], "not an ancestor");
+        assert_eq!(made("/r", "/r"), ["/r"]);
     }
 
     #[test]

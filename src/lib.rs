@@ -35,6 +35,7 @@ pub mod output;
 pub mod plan;
 pub mod post_sync;
 pub mod push;
+pub mod pushed;
 pub mod report;
 pub mod transfer;
 pub mod watch;
@@ -212,17 +213,17 @@ fn sync(config: &Config, args: &SyncArgs, verbose: bool) -> Result<ExitCode> {
         if !paths.is_empty() {
             let work = narrow::work(t, &paths);
             if args.dry_run {
-                push::dry_run_changes(conn, t, &work, r);
-            } else if let Err(e) = push::push_changes(conn, t, &work, r) {
+                push::dry_run_changes(conn, t, &work, args.checksum, r);
+            } else if let Err(e) = push::push_changes(conn, t, &work, args.checksum, r) {
                 r.fail_host(&format!("{e:#}"));
             }
             return;
         }
         let sources = sources.get();
         if args.dry_run {
-            push::dry_run_host(conn, t, sources, r)
+            push::dry_run_host(conn, t, sources, args.checksum, r)
         } else {
-            push::push_host(conn, t, sources, r)
+            push::push_host(conn, t, sources, args.checksum, r)
         }
     };
     let reports = transfer::run(&targets, &config.ssh, config.connections, &observers, &job);

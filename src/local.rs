@@ -11,6 +11,9 @@
 //! and each distinct src (with its exclude patterns) is scanned once even when
 //! many hosts map it. Excluded paths ([`Excludes`]) are not entered at all: an
 //! excluded directory is neither listed nor walked, so an unreadable one is no error.
+//! An entry that is renamed or deleted between being listed and being read (an
+//! editor's temporary, renamed over the real file) has nothing to send: a debug
+//! line, not an error, whether the scan or the send notices it (issue 14, bug 1).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -38,7 +41,7 @@ pub enum Kind {
 pub struct FileMeta {
     /// Size in bytes.
     pub size: u64,
-    /// Modification time, whole seconds (SCP carries seconds only).
+    /// Modification time, whole seconds (with `mtime_nsec`, the time a transfer keeps).
     pub mtime: i64,
     /// Modification time, nanosecond part (to notice a rewrite within the same second).
     pub mtime_nsec: i64,
@@ -102,11 +105,58 @@ pub struct ToSend<'a> {
 impl ToSend<'_> {
     /// Opens it (see [`open_for_send`]); the attributes returned carry the mode the
     /// remote copy gets.
-    pub fn open(&self) -> Result<(std::fs::File, FileMeta), Unsendable> {
+    pub fn open(&self) -> Result<(Opened, FileMeta), Unsendable> {
         let (file, mut meta) = open_for_send(self.path, self.expect, self.follow)?;
         meta.mode &= self.mode_mask;
-        Ok((file, meta))
+        Ok((Opened::new(file), meta))
     }
+}
+
+/// A local file opened for sending: what is read through it is hashed on the way,
+/// so a host's record of what it was sent carries the content's SHA-256
+/// ([`crate::pushed`]) without the file being read twice.
+pub struct Opened {
+    /// The open file.
+    file: std::fs::File,
+    /// SHA-256 of every byte read so far.
+    hasher: sha2::Sha256,
+}
+
+impl Opened {
+    /// Wraps `file`, nothing read yet.
+    pub fn new(file: std::fs::File) -> Opened {
+        use sha2::Digest;
+        Opened {
+            file,
+            hasher: sha2::Sha256::new(),
+        }
+    }
+
+    /// The file's attributes now (to see whether it changed while it was read).
+    pub fn metadata(&self) -> std::io::Result<std::fs::Metadata> {
+        self.file.metadata()
+    }
+
+    /// SHA-256, lowercase hex, of what was read: the file's content once it was
+    /// read to its end without changing.
+    pub fn sha256(&self) -> String {
+        use sha2::Digest;
+        hex(&self.hasher.clone().finalize())
+    }
+}
+
+impl std::io::Read for Opened {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.file.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Bytes as lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Opens local file `path` for sending: without following a symlink at `path`
@@ -235,8 +285,18 @@ pub fn scan_below(
     match errors.into_iter().next() {
         // Whatever could not be read may not be taken for gone (no deletion below it).
         Some((path, msg)) => Err(Below::Unreadable(format!("{}: {msg}", path.display()))),
+        // Renamed away while it was walked (an editor's temporary): gone after all.
+        None if entries.is_empty() && vanished(&start) => Err(Below::Missing),
         None => Ok(entries),
     }
+}
+
+/// Whether nothing is at `path` any more (not even a dangling symlink): an entry
+/// that was listed and then renamed or deleted before it could be read. Such an
+/// entry has nothing to send and is no error (issue 14, bug 1); any other failure
+/// to read an entry still is one.
+fn vanished(path: &Path) -> bool {
+    matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// Walks `start` (below `src`) without following symlinks, sorted by name, skipping
@@ -266,8 +326,12 @@ fn walk(
                 match entry_kind(&e) {
                     Ok(Some(kind)) => entries.push(Entry { rel, kind }),
                     Ok(None) => {} // sockets, fifos, devices: not content to copy
+                    Err(_) if vanished(e.path()) => gone_while_scanned(e.path()),
                     Err(msg) => errors.push((e.path().to_path_buf(), msg)),
                 }
+            }
+            Err(err) if err.path().is_some_and(vanished) => {
+                gone_while_scanned(err.path().unwrap_or(start));
             }
             Err(err) => {
                 let path = err.path().map(Path::to_path_buf).unwrap_or_default();
@@ -279,6 +343,14 @@ fn walk(
             }
         }
     }
+}
+
+/// The debug line for an entry that [`vanished`] between its listing and its stat.
+fn gone_while_scanned(path: &Path) {
+    log::debug!(
+        "{}: gone while it was scanned; nothing to send",
+        path.display()
+    );
 }
 
 /// SHA-256 of a file's content as lowercase hex (what `sha256sum` prints).
@@ -295,11 +367,7 @@ pub fn sha256_hex(path: &Path) -> std::io::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(&hasher.finalize()))
 }
 
 /// The kind of one walked entry; `None` for special files that are not copied.
@@ -401,6 +469,37 @@ mod tests {
             sha256_hex(&d.path().join("a/b/f")).unwrap(),
             "5994471abb01112afcc18159f6cc74b4f511b99806da59b3caf5a9c173cacfc5"
         );
+        // What a send reads is hashed on the way, to the same digest.
+        let to_send = ToSend {
+            path: &d.path().join("a/b/f"),
+            expect: None,
+            follow: false,
+            mode_mask: 0o7777,
+        };
+        let (mut opened, meta) = to_send.open().unwrap();
+        let mut content = Vec::new();
+        std::io::Read::read_to_end(&mut opened, &mut content).unwrap();
+        assert_eq!((content.len() as u64, meta.size), (5, 5));
+        assert_eq!(
+            opened.sha256(),
+            sha256_hex(&d.path().join("a/b/f")).unwrap()
+        );
+    }
+
+    /// Issue 14, bug 1: only an entry that is not there any more has vanished; a
+    /// dangling symlink is still there (and, followed, still an error).
+    #[test]
+    fn only_what_is_gone_has_vanished() {
+        let d = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("nowhere", d.path().join("dangling")).unwrap();
+        assert!(vanished(&d.path().join("nope")));
+        assert!(!vanished(&d.path().join("dangling")));
+        let followed = scan(d.path(), &Excludes::default(), true).unwrap();
+        assert_eq!(followed.errors.len(), 1, "{followed:?}");
+        assert!(matches!(
+            scan_below(d.path(), Path::new("dangling"), &Excludes::default(), true),
+            Err(Below::Unreadable(_))
+        ));
     }
 
     #[test]

@@ -96,8 +96,8 @@ pub const MAPPING_FIELDS: &[(&str, &str)] = &[
 fn command_notes(name: &str) -> &'static [&'static str] {
     match name {
         "sync" => &[
-            "A file whose remote copy has the same size, mtime and mode is skipped. Each file is written under a temporary name and renamed over its destination when complete, so a remote file is never half-written. Exit 1 when a host or file failed (the others completed).",
-            "With --dry-run nothing changes on any host; each difference is one line on stdout: [+] added, [M] updated, [-] deleted (only with \"delete\": true).",
+            "A file whose remote copy has the same size, mtime and mode is skipped; the mtime is kept and compared with its fraction of a second where the remote keeps one, and where the remote keeps whole seconds the record of what was last pushed (log_path/pushed/) tells two edits within one second apart. --checksum compares every file by content instead. Each file is written under a temporary name and renamed over its destination when complete, so a remote file is never half-written. Exit 1 when a host or file failed (the others completed).",
+            "With --dry-run nothing changes on any host; each difference is one line on stdout: [+] added (every directory sync would make has its line), [M] updated, [-] deleted (only with \"delete\": true), and [!] HOST PATH/ not writable: REASON for a directory a mapping writes into that the login user cannot write or make (the check of hostsync check), where sync would fail; such a dry run exits 1.",
         ],
         "watch" => &[
             "The watches are set first, then every host gets a full reconcile, then each local change is pushed to the hosts mapped to it as soon as its writer is done. A host that is down keeps its pending changes and is retried with backoff up to [sync] retry_max_s. SIGINT or SIGTERM stops it within a few seconds, exit 0.",
@@ -289,6 +289,10 @@ fn files() -> String {
         (
             "logs/info.log, logs/error.log",
             "Every transfer, and every failure (log_path); rotated at 10 MiB, 5 kept.",
+        ),
+        (
+            "logs/pushed/<ip_address>",
+            "What was last pushed to each host (size, mtime, SHA-256 per remote file): tells two edits within one second apart where the remote keeps whole seconds; safe to delete.",
         ),
         (
             "~/.ssh/known_hosts",

@@ -8,26 +8,29 @@
 //!    says who else can write there); where a tar stream may follow, its channel
 //!    then waits to become the first stream ([`tar::Reserved`]);
 //! 2. each local entry is compared with the remote one by the rules both ways
-//!    share ([`compare`]): a file with the same size, mtime (seconds) and mode is
-//!    skipped; what is sent records why (new, size, mtime, ...), which `-v` shows;
-//!    a destination others can write is refused;
+//!    share ([`compare`]): a file with the same size, mtime (at the precision the
+//!    remote keeps, with the host's record of what was last pushed where that is
+//!    whole seconds: `push::skip`, [`crate::pushed`]) and mode is skipped, or with
+//!    `--checksum` the same content; what is sent records why (new, size, mtime,
+//!    ...), which `-v` shows; a destination others can write is refused;
 //! 3. what differs is uploaded as one tar stream, or through one SCP sink per
 //!    destination root, every file under a temporary name of this run in its own
 //!    destination directory ([`crate::transfer::runs`]); a file that changed
 //!    while it was read is sent again;
 //! 4. one commit script renames each complete temporary over its destination,
 //!    confirming each step, and removes the temporaries of runs that are over.
+//!    What the remote confirmed goes into the host's record, saved once at the end.
 //!
 //! A remote reader therefore sees either the old or the new file, never part of
 //! one, whatever happens to the connection.
 //!
 //! `sync` (and the reconcile `watch` starts with) looks at every mapping whole
-//! ([`Scope::All`]) and skips files by size, mtime and mode. `watch` pushes only
-//! the paths that changed ([`Scope::Paths`]): the listing then names just those
-//! paths and returns a SHA-256 of each remote file, and a file whose content and
-//! mode already match is not sent. That content check is what stops two daemons
-//! mapped at each other from sending the same file back and forth (SCP carries
-//! whole seconds, so size and mtime alone cannot tell two quick saves apart).
+//! ([`Scope::All`]) and skips files by size, mtime and mode (by content with
+//! `--checksum`). `watch` pushes only the paths that changed ([`Scope::Paths`]):
+//! the listing then names just those paths and returns a SHA-256 of each remote
+//! file, and a file whose content and mode already match is not sent. That
+//! content check is what stops two daemons mapped at each other from sending the
+//! same file back and forth.
 //! With `"delete": true`, what is gone locally is removed below dest, never
 //! above it: removal paths always come from below the mapping's root.
 //!
@@ -47,9 +50,11 @@ use std::sync::Arc;
 
 use anyhow::{Result, anyhow};
 
+use crate::check;
 use crate::config::{Mapping, Target};
 use crate::dry_run::{Change, Diff};
 use crate::local::{self, Entry, Kind, Source};
+use crate::pushed::{Pushed, Record};
 use crate::report::{Event, HostReport};
 use crate::transfer::remote::{self, Commit, ListRoot, RootState};
 use crate::transfer::runs::Names;
@@ -58,6 +63,7 @@ use crate::transfer::ssh::Connection;
 use crate::transfer::tar;
 
 mod by_agent;
+mod skip;
 
 /// Why a file cannot replace what is at its dest. No "remove it": that directory
 /// may hold anything (issue 14, bug 3).
@@ -184,15 +190,37 @@ struct Plan {
     reserved: Option<tar::Reserved>,
 }
 
-/// Pushes every mapping of `target` over `conn`, filling `report` (one-shot `sync`).
-pub fn push_host(conn: &Connection, target: &Target, sources: &Sources, report: &mut HostReport) {
-    if let Err(e) = try_push(conn, whole_units(target, sources), report) {
+/// Pushes every mapping of `target` over `conn`, filling `report` (one-shot `sync`);
+/// with `checksum` (`sync --checksum`) every file is compared by content.
+pub fn push_host(
+    conn: &Connection,
+    target: &Target,
+    sources: &Sources,
+    checksum: bool,
+    report: &mut HostReport,
+) {
+    let mut pushed = Pushed::open(conn.pushed_dir(), &target.host.address);
+    let units = whole_units(target, sources, checksum);
+    if let Err(e) = try_push(conn, units, &mut pushed, report) {
         report.fail_host(&format!("{e:#}"));
+    }
+    save_record(&mut pushed, report);
+}
+
+/// Saves what this run sent to the host's record ([`crate::pushed`]), also after a
+/// failure, for what the host confirmed. A record that cannot be written is a
+/// warning: nothing on the host is wrong.
+fn save_record(pushed: &mut Pushed, report: &HostReport) {
+    if let Err(e) = pushed.save() {
+        log::warn!(
+            "{}: cannot record what was pushed ({e}); a later sync may miss a same-size edit made within the same second",
+            report.address
+        );
     }
 }
 
 /// One whole unit per mapping of `target`, from the sources scanned before the run.
-fn whole_units<'a>(target: &'a Target, sources: &Sources) -> Vec<Unit<'a>> {
+fn whole_units<'a>(target: &'a Target, sources: &Sources, checksum: bool) -> Vec<Unit<'a>> {
     target
         .mappings
         .iter()
@@ -205,7 +233,7 @@ fn whole_units<'a>(target: &'a Target, sources: &Sources) -> Vec<Unit<'a>> {
                 ))
                 .cloned()
                 .unwrap_or_else(|| Arc::new(Err("src was not scanned".to_string())));
-            whole_unit(m, source)
+            whole_unit(m, source, checksum)
         })
         .collect()
 }
@@ -218,40 +246,116 @@ pub fn dry_run_host(
     conn: &Connection,
     target: &Target,
     sources: &Sources,
+    checksum: bool,
     report: &mut HostReport,
 ) {
-    dry_run_units(conn, &whole_units(target, sources), report);
+    let units = whole_units(target, sources, checksum);
+    dry_run_units(conn, &units, &target.host.user, report);
 }
 
-/// The body of [`dry_run_host`] and [`dry_run_changes`]: lists without creating
-/// anything, through the agent where the host has perl, and records the differences.
-fn dry_run_units(conn: &Connection, units: &[Unit<'_>], report: &mut HostReport) {
-    let usable = usable(units, report);
+/// The body of [`dry_run_host`] and [`dry_run_changes`]: asks `check`'s question
+/// first ([`writable_units`]), then lists what `sync` could write without creating
+/// anything, through the agent where the host has perl, and records the differences
+/// (consulting the host's record of what was pushed as a push does, writing nothing).
+/// `user`: the login, for the reasons.
+fn dry_run_units(conn: &Connection, units: &[Unit<'_>], user: &str, report: &mut HostReport) {
+    let Some((usable, made_below)) = writable_units(conn, usable(units, report), user, report)
+    else {
+        return;
+    };
+    let pushed = Pushed::open(conn.pushed_dir(), &report.address);
     let planned = match by_agent::list(conn, &usable, false) {
         Ok(Some((agent, listed))) => {
-            let plan = by_agent::compare(&usable, &listed, report);
+            let plan = by_agent::compare(&usable, &listed, &pushed, report);
             agent.finish().map(|()| Some(plan))
         }
-        Ok(None) => plan(conn, &usable, report, false),
+        Ok(None) => plan(conn, &usable, &pushed, report, false),
         Err(e) => Err(e),
     };
     match planned {
-        Ok(Some(plan)) => report.diffs = diffs(&plan),
+        Ok(Some(plan)) => report.diffs.extend(diffs(&plan, &made_below)),
         Ok(None) => {}
         Err(e) => report.fail_host(&format!("{e:#}")),
     }
 }
 
-/// The differences a plan would make, as absolute remote paths.
-fn diffs(plan: &Plan) -> Vec<Diff> {
-    // A missing root is made (`mkdir -p`) by the real run's listing.
+/// A usable unit: its index, the unit, its scanned source (see [`usable`]).
+type Usable<'u, 'm> = (usize, &'u Unit<'m>, &'u Source);
+
+/// For each root `sync` would make, its nearest existing ancestor.
+type MadeBelow = HashMap<Vec<u8>, Vec<u8>>;
+
+/// The dry run's share of `check` (issue 14, bug 5): asks the host, in one script,
+/// whether the login `user` can write (or make) the directory each unit writes into.
+/// A unit that cannot be written is failed here, with `check`'s reason and one
+/// `[!]` line per directory, and is not compared: `sync` would fail it. Returns the
+/// others, and for each root that `sync` would make, its nearest existing ancestor.
+/// `None` when the check could not run (the host is failed).
+fn writable_units<'u, 'm>(
+    conn: &Connection,
+    usable: Vec<Usable<'u, 'm>>,
+    user: &str,
+    report: &mut HostReport,
+) -> Option<(Vec<Usable<'u, 'm>>, MadeBelow)> {
+    let probes: Vec<check::Probe> = usable
+        .iter()
+        .map(|(_, u, src)| check::Probe::of(u.mapping, src.is_dir))
+        .collect();
+    let states = if probes.is_empty() {
+        Vec::new()
+    } else {
+        match check::probe_dirs(conn, &probes, user) {
+            Ok(states) => states,
+            Err(e) => {
+                report.fail_host(&format!("cannot run the remote check: {e:#}"));
+                return None;
+            }
+        }
+    };
+    let mut writable = Vec::new();
+    let mut made_below = HashMap::new();
+    let mut refused = BTreeSet::new();
+    for ((unit, probe), state) in usable.into_iter().zip(&probes).zip(states) {
+        let root = unit.1.root.dir.clone();
+        match state.problem {
+            Some(why) => {
+                report.fail(probe.label(), &why);
+                if refused.insert(root.clone()) {
+                    report.diffs.push(Diff {
+                        path: root,
+                        change: Change::Unwritable,
+                        is_dir: true,
+                        reason: why,
+                    });
+                }
+            }
+            None => {
+                if let Some(existing) = state.made_below {
+                    made_below.insert(root, existing.into_bytes());
+                }
+                writable.push(unit);
+            }
+        }
+    }
+    Some((writable, made_below))
+}
+
+/// The differences a plan would make, as absolute remote paths. A missing root is
+/// made (`mkdir -p`) by the real run's listing: every directory from below its
+/// nearest existing ancestor (`made_below`, where known) down to it is added.
+fn diffs(plan: &Plan, made_below: &MadeBelow) -> Vec<Diff> {
     let mut out: Vec<Diff> = plan
         .missing
         .iter()
-        .map(|root| Diff {
-            path: root.clone(),
+        .flat_map(|root| match made_below.get(root) {
+            Some(existing) => crate::dry_run::made_dirs(root, existing),
+            None => vec![root.clone()],
+        })
+        .map(|path| Diff {
+            path,
             change: Change::Added,
             is_dir: true,
+            reason: String::new(),
         })
         .collect();
     for (root, w) in &plan.work {
@@ -265,6 +369,7 @@ fn diffs(plan: &Plan) -> Vec<Diff> {
                 path: join(root, &item.rel),
                 change,
                 is_dir,
+                reason: String::new(),
             });
         }
         for r in &w.removes {
@@ -272,6 +377,7 @@ fn diffs(plan: &Plan) -> Vec<Diff> {
                 path: join(root, &r.rel),
                 change: Change::Deleted,
                 is_dir: r.is_dir,
+                reason: String::new(),
             });
         }
     }
@@ -295,9 +401,18 @@ pub fn push_changes(
     conn: &Connection,
     target: &Target,
     work: &[(usize, Scope)],
+    checksum: bool,
     report: &mut HostReport,
 ) -> Result<()> {
-    try_push(conn, scoped_units(target, work), report)
+    let mut pushed = Pushed::open(conn.pushed_dir(), &target.host.address);
+    let pushing = try_push(
+        conn,
+        scoped_units(target, work, checksum),
+        &mut pushed,
+        report,
+    );
+    save_record(&mut pushed, report);
+    pushing
 }
 
 /// `sync --dry-run PATH...` for one host: [`dry_run_host`] for what `work` names,
@@ -306,13 +421,16 @@ pub fn dry_run_changes(
     conn: &Connection,
     target: &Target,
     work: &[(usize, Scope)],
+    checksum: bool,
     report: &mut HostReport,
 ) {
-    dry_run_units(conn, &scoped_units(target, work), report);
+    let units = scoped_units(target, work, checksum);
+    dry_run_units(conn, &units, &target.host.user, report);
 }
 
-/// One unit per entry of `work` (mapping index and scope), scanning the local side now.
-fn scoped_units<'a>(target: &'a Target, work: &[(usize, Scope)]) -> Vec<Unit<'a>> {
+/// One unit per entry of `work` (mapping index and scope), scanning the local side
+/// now; `checksum` for whole mappings that are compared by content.
+fn scoped_units<'a>(target: &'a Target, work: &[(usize, Scope)], checksum: bool) -> Vec<Unit<'a>> {
     work.iter()
         .filter_map(|(i, scope)| {
             let m = target.mappings.get(*i)?;
@@ -320,26 +438,33 @@ fn scoped_units<'a>(target: &'a Target, work: &[(usize, Scope)]) -> Vec<Unit<'a>
                 Scope::All => whole_unit(
                     m,
                     Arc::new(local::scan(&m.src, &m.exclude, m.follow_symlinks)),
+                    checksum,
                 ),
-                Scope::Paths(paths) => paths_unit(m, paths),
+                Scope::Paths(paths) => paths_unit(m, paths, checksum),
             })
         })
         .collect()
 }
 
-/// A unit covering a whole mapping.
-fn whole_unit(m: &Mapping, source: Arc<Result<Source, local::ScanError>>) -> Unit<'_> {
+/// A unit covering a whole mapping; `checksum`: its listing hashes every file.
+fn whole_unit(
+    m: &Mapping,
+    source: Arc<Result<Source, local::ScanError>>,
+    checksum: bool,
+) -> Unit<'_> {
     let is_dir = source.as_ref().as_ref().map_or(true, |s| s.is_dir);
     Unit {
         mapping: m,
-        root: list_root(m, is_dir, None),
+        root: list_root(m, is_dir, None, checksum),
         source,
         gone: Vec::new(),
     }
 }
 
-/// A unit covering only `paths` (local paths below, or equal to, the mapping's src).
-fn paths_unit<'a>(m: &'a Mapping, paths: &BTreeSet<PathBuf>) -> Unit<'a> {
+/// A unit covering only `paths` (local paths below, or equal to, the mapping's src):
+/// the files named compared by content, those below a named directory too with
+/// `checksum`; the whole mapping when a path is its src.
+fn paths_unit<'a>(m: &'a Mapping, paths: &BTreeSet<PathBuf>, checksum: bool) -> Unit<'a> {
     let src_is_dir = std::fs::metadata(&m.src).map(|md| md.is_dir());
     let mut entries: Vec<Entry> = Vec::new();
     let mut errors = Vec::new();
@@ -366,6 +491,7 @@ fn paths_unit<'a>(m: &'a Mapping, paths: &BTreeSet<PathBuf>) -> Unit<'a> {
                     return whole_unit(
                         m,
                         Arc::new(local::scan(&m.src, &m.exclude, m.follow_symlinks)),
+                        checksum,
                     );
                 }
                 // An excluded path is never pushed (issue 5). One that is gone is
@@ -406,7 +532,7 @@ fn paths_unit<'a>(m: &'a Mapping, paths: &BTreeSet<PathBuf>) -> Unit<'a> {
     };
     Unit {
         mapping: m,
-        root: list_root(m, is_dir, Some(rels)),
+        root: list_root(m, is_dir, Some(rels), checksum),
         source: Arc::new(source),
         gone,
     }
@@ -433,18 +559,23 @@ fn add_ancestors(m: &Mapping, rel: &Path, entries: &mut Vec<Entry>) {
 
 /// The body of [`push_host`] and [`push_changes`]; an `Err` means the connection or
 /// remote shell failed.
-fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) -> Result<()> {
+fn try_push(
+    conn: &Connection,
+    units: Vec<Unit<'_>>,
+    pushed: &mut Pushed,
+    report: &mut HostReport,
+) -> Result<()> {
     let usable = usable(&units, report);
     if let Some((agent, listed)) = by_agent::list(conn, &usable, true)? {
-        let plan = by_agent::compare(&usable, &listed, report);
-        return by_agent::apply(conn, agent, plan, &listed, &units, report);
+        let plan = by_agent::compare(&usable, &listed, pushed, report);
+        return by_agent::apply(conn, agent, plan, &listed, &units, pushed, report);
     }
     let Some(Plan {
         work,
         stale,
         mut reserved,
         ..
-    }) = plan(conn, &usable, report, true)?
+    }) = plan(conn, &usable, pushed, report, true)?
     else {
         return Ok(());
     };
@@ -484,7 +615,7 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
                     root: root.clone(),
                     rel: r.rel,
                 },
-                Some((item, 0)),
+                Some(Reported::plain(item)),
             );
         }
         for item in w.items.iter().filter(|i| matches!(i.what, ItemKind::Dir)) {
@@ -553,7 +684,7 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
             if let Some(out) = uploaded.committed {
                 let mut all = stale_steps(stale.take().as_ref(), &written);
                 all.extend(std::mem::take(&mut pending));
-                settle(&all, &out, report, &mut changed);
+                settle(&all, &out, report, pushed, &mut changed);
             }
         }
         if retry.is_empty() {
@@ -572,7 +703,7 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
     all.extend(pending);
     if !all.steps.is_empty() {
         let out = commit(conn, &all.steps)?;
-        settle(&all, &out, report, &mut changed);
+        settle(&all, &out, report, pushed, &mut changed);
     }
     // post_sync: once per batch for each mapping under which something landed.
     for (unit, n) in units.iter().zip(changed) {
@@ -583,18 +714,40 @@ fn try_push(conn: &Connection, units: Vec<Unit<'_>>, report: &mut HostReport) ->
     Ok(())
 }
 
-/// Commit steps in order, each with the item it reports on and its size (`None`
-/// for the removal of a stale temporary, which reports nothing).
+/// Commit steps in order, each with what it reports on (`None` for the removal of a
+/// stale temporary, which reports nothing).
 #[derive(Default, Clone)]
 struct Steps {
     /// The steps, as the commit runs them.
     steps: Vec<Commit>,
     /// One per step.
-    items: Vec<Option<(Item, u64)>>,
+    items: Vec<Option<Reported>>,
+}
+
+/// What a commit step reports once the remote confirms it.
+#[derive(Clone)]
+struct Reported {
+    /// The item.
+    item: Item,
+    /// Bytes of content it carried (0 but for files).
+    bytes: u64,
+    /// For a file, what the host's record keeps of it ([`crate::pushed`]).
+    record: Option<Record>,
+}
+
+impl Reported {
+    /// A step that carries no content: a removal, a symlink.
+    fn plain(item: Item) -> Reported {
+        Reported {
+            item,
+            bytes: 0,
+            record: None,
+        }
+    }
 }
 
 impl Steps {
-    fn push(&mut self, step: Commit, item: Option<(Item, u64)>) {
+    fn push(&mut self, step: Commit, item: Option<Reported>) {
         self.steps.push(step);
         self.items.push(item);
     }
@@ -629,14 +782,16 @@ fn rename_steps(
 ) -> Steps {
     let mut out = Steps::default();
     for (item, outcome) in results {
-        if let Outcome::Stored { meta } = outcome {
+        if let Outcome::Stored { meta, sha256 } = outcome {
             let dest = join(root, &item.rel);
             let tmp = names.for_path(&dest);
             let backups = units[item.unit].mapping.backups;
-            out.push(
-                Commit::Rename { tmp, dest, backups },
-                Some((item.clone(), meta.size)),
-            );
+            let reported = Reported {
+                item: item.clone(),
+                bytes: meta.size,
+                record: Some(Record::sent(meta, sha256)),
+            };
+            out.push(Commit::Rename { tmp, dest, backups }, Some(reported));
         }
     }
     out
@@ -655,32 +810,42 @@ fn symlink_steps(names: &Names, root: &[u8], w: &RootWork, units: &[Unit<'_>]) -
                     dest,
                     backups: units[item.unit].mapping.backups,
                 },
-                Some((item.clone(), 0)),
+                Some(Reported::plain(item.clone())),
             );
         }
     }
     out
 }
 
-/// Reports what a commit of `all` did, per item; counts what changed per unit. A
-/// step is done only where the commit confirmed it; one it neither confirmed nor
-/// refused did not happen (the commit died: issue 13, finding 6).
+/// Reports what a commit of `all` did, per item; counts what changed per unit and
+/// notes it in the host's record. A step is done only where the commit confirmed
+/// it; one it neither confirmed nor refused did not happen (the commit died: issue
+/// 13, finding 6).
 fn settle(
     all: &Steps,
     out: &crate::transfer::ssh::ScriptOutput,
     report: &mut HostReport,
+    pushed: &mut Pushed,
     changed: &mut [u64],
 ) {
     let (failures, done) = remote::parse_commit(&out.stdout);
     let mut failed: HashMap<usize, String> = failures.into_iter().collect();
     let stderr = crate::escape::first_line(out.stderr.as_bytes(), 200);
-    for (i, (step, item)) in all.steps.iter().zip(&all.items).enumerate() {
-        let Some((item, bytes)) = item else { continue };
-        let remote_path = match step {
-            Commit::Rename { dest, .. } | Commit::Symlink { dest, .. } => show(dest),
-            Commit::Remove { root, rel } => show(&join(root, rel)),
-            Commit::RemoveStale { path } => show(path),
+    for (i, (step, reported)) in all.steps.iter().zip(&all.items).enumerate() {
+        let Some(Reported {
+            item,
+            bytes,
+            record,
+        }) = reported
+        else {
+            continue;
         };
+        let remote = match step {
+            Commit::Rename { dest, .. } | Commit::Symlink { dest, .. } => dest.clone(),
+            Commit::Remove { root, rel } => join(root, rel),
+            Commit::RemoveStale { path } => path.clone(),
+        };
+        let remote_path = show(&remote);
         let local = item.local.display().to_string();
         let refused = failed.remove(&i).map(|reason| {
             if stderr.is_empty() {
@@ -706,10 +871,15 @@ fn settle(
             None if matches!(item.what, ItemKind::Removed) => {
                 changed[item.unit] += 1;
                 report.removed_path(&local, &remote_path);
+                pushed.forget(remote);
             }
             None => {
                 changed[item.unit] += 1;
                 report.sent_file(&local, &remote_path, *bytes, &item.why);
+                match record {
+                    Some(r) => pushed.set(remote, r.clone()),
+                    None => pushed.forget(remote),
+                }
             }
         }
     }
@@ -739,6 +909,7 @@ fn usable<'u, 'm>(
 fn plan(
     conn: &Connection,
     usable: &[(usize, &Unit<'_>, &Source)],
+    pushed: &Pushed,
     report: &mut HostReport,
     create: bool,
 ) -> Result<Option<Plan>> {
@@ -780,6 +951,7 @@ fn plan(
         usable,
         &roots,
         &parsed.states,
+        pushed,
         report,
         &listing.stderr,
         Some(&removable),
@@ -803,6 +975,7 @@ fn compare(
     usable: &[(usize, &Unit<'_>, &Source)],
     roots: &[ListRoot],
     states: &[RootState],
+    pushed: &Pushed,
     report: &mut HostReport,
     stderr: &str,
     stale_rule: Option<&StaleRule<'_>>,
@@ -852,7 +1025,12 @@ fn compare(
             }
         }
         let w = work.entry(root.dir.clone()).or_default();
-        plan_mapping(mapping, *idx, source, &root.dir, state, w, report);
+        let remote = Remote {
+            root: &root.dir,
+            state,
+            pushed,
+        };
+        plan_mapping(mapping, *idx, source, &remote, w, report);
         if mapping.delete && !source.errors.is_empty() {
             // rsync's rule: after a local read error, delete nothing, since what could
             // not be read would look like it is gone.
@@ -945,13 +1123,15 @@ fn commit(conn: &Connection, steps: &[Commit]) -> Result<crate::transfer::ssh::S
 }
 
 /// Where a mapping's remote state lives: dest itself for a directory src, the
-/// parent (one level deep) of [`Mapping::file_dest`] for a file src.
-fn list_root(m: &Mapping, is_dir: bool, paths: Option<Vec<Vec<u8>>>) -> ListRoot {
+/// parent (one level deep) of [`Mapping::file_dest`] for a file src; `checksum`: a
+/// whole listing hashes every file.
+fn list_root(m: &Mapping, is_dir: bool, paths: Option<Vec<Vec<u8>>>, checksum: bool) -> ListRoot {
     if is_dir {
         ListRoot {
             dir: m.dest.as_bytes().to_vec(),
             max_depth: None,
             paths,
+            checksum,
         }
     } else {
         let dest = m.file_dest();
@@ -960,6 +1140,7 @@ fn list_root(m: &Mapping, is_dir: bool, paths: Option<Vec<Vec<u8>>>) -> ListRoot
             dir: parent.to_vec(),
             max_depth: Some(1),
             paths,
+            checksum,
         }
     }
 }
@@ -972,16 +1153,26 @@ fn split_dest(dest: &str) -> (&[u8], &[u8]) {
     (parent, &b[cut + 1..])
 }
 
+/// What is known of one remote root when a mapping is compared with it.
+struct Remote<'a> {
+    /// The root directory.
+    root: &'a [u8],
+    /// What the listing found below it.
+    state: &'a RootState,
+    /// What this host was last sent ([`crate::pushed`]), by absolute remote path.
+    pushed: &'a Pushed,
+}
+
 /// Compares one mapping's local entries with the remote state; adds what differs to `w`.
 fn plan_mapping(
     m: &Mapping,
     unit: usize,
     source: &Source,
-    root: &[u8],
-    state: &RootState,
+    remote: &Remote<'_>,
     w: &mut RootWork,
     report: &mut HostReport,
 ) {
+    let Remote { root, state, .. } = *remote;
     let prefix: Vec<u8> = if source.is_dir {
         Vec::new()
     } else {
@@ -1003,7 +1194,7 @@ fn plan_mapping(
         let there = state.entries.get(&rel);
         let remote_path = || format!("{} -> {}", local.display(), show(&join(root, &rel)));
         let item = |what| {
-            let why = why_sent(
+            let why = skip::why_sent(
                 &entry.kind,
                 there,
                 state.hashes.contains_key(&rel),
@@ -1076,7 +1267,13 @@ fn plan_mapping(
                     if r.kind == b'f'
                         && r.size == meta.size
                         && r.mode == m.file_mode(meta.mode)
-                        && same_content(state, &rel, &local, r.mtime == meta.mtime) =>
+                        && skip::same_content(
+                            state.hashes.get(&rel),
+                            r,
+                            meta,
+                            &local,
+                            remote.pushed.get(&join(root, &rel)),
+                        ) =>
                 {
                     report.skipped += 1;
                 }
@@ -1090,53 +1287,6 @@ fn plan_mapping(
                 })),
             },
         }
-    }
-}
-
-/// Why a local entry that differs from `there` is sent: `new` (nothing there), `type`
-/// (something of another kind), or the attributes that differ. `hashed`: the
-/// listing gave the remote file's hash, so content was compared, not mtime.
-/// `mode_mask`: the mode bits a remote copy keeps (see [`Mapping::file_mode`]).
-fn why_sent(
-    kind: &Kind,
-    there: Option<&remote::RemoteEntry>,
-    hashed: bool,
-    mode_mask: u32,
-) -> String {
-    let Some(r) = there else {
-        return "new".into();
-    };
-    let mut differ = Vec::new();
-    match kind {
-        Kind::Dir { .. } if r.kind != b'd' => return "type".into(),
-        Kind::File(_) if r.kind != b'f' => return "type".into(),
-        Kind::Symlink { .. } if r.kind != b'l' => return "type".into(),
-        Kind::Dir { .. } => differ.push("mode"),
-        Kind::Symlink { .. } => differ.push("target"),
-        Kind::File(meta) => {
-            if r.size != meta.size {
-                differ.push("size");
-            }
-            if !hashed && r.mtime != meta.mtime {
-                differ.push("mtime");
-            }
-            if r.mode != meta.mode & mode_mask {
-                differ.push("mode");
-            }
-            if differ.is_empty() {
-                differ.push("content");
-            }
-        }
-    }
-    differ.join(", ")
-}
-
-/// Whether a remote file of the same size and mode holds the same content: by hash when
-/// the listing returned one (path listings), else by equal mtime (whole listings).
-fn same_content(state: &RootState, rel: &[u8], local: &Path, same_mtime: bool) -> bool {
-    match state.hashes.get(rel) {
-        Some(remote_hash) => local::sha256_hex(local).is_ok_and(|h| &h == remote_hash),
-        None => same_mtime,
     }
 }
 
@@ -1525,69 +1675,6 @@ pub fn srcs(targets: &[Target]) -> impl Iterator<Item = (&Path, &crate::exclude:
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Issue 14: `sync -v` says why, in rsync -i's terms.
-    #[test]
-    fn why_a_file_is_sent() {
-        let meta = local::FileMeta {
-            size: 3,
-            mtime: 100,
-            mtime_nsec: 0,
-            atime: 0,
-            mode: 0o644,
-            dev: 0,
-            ino: 0,
-        };
-        let file = Kind::File(meta);
-        let r = |kind, size, mtime, mode| remote::RemoteEntry {
-            kind,
-            size,
-            mtime,
-            mtime_nsec: 0,
-            mode,
-            target: Vec::new(),
-        };
-        assert_eq!(why_sent(&file, None, false, 0o7777), "new");
-        assert_eq!(
-            why_sent(&file, Some(&r(b'l', 3, 100, 0o777)), false, 0o7777),
-            "type"
-        );
-        assert_eq!(
-            why_sent(&file, Some(&r(b'f', 4, 99, 0o644)), false, 0o7777),
-            "size, mtime"
-        );
-        assert_eq!(
-            why_sent(&file, Some(&r(b'f', 3, 100, 0o600)), false, 0o7777),
-            "mode"
-        );
-        assert_eq!(
-            why_sent(&file, Some(&r(b'f', 3, 99, 0o644)), false, 0o7777),
-            "mtime"
-        );
-        // Compared by hash (path pushes): mtime is no reason, content is.
-        assert_eq!(
-            why_sent(&file, Some(&r(b'f', 3, 99, 0o644)), true, 0o7777),
-            "content"
-        );
-        assert_eq!(
-            why_sent(&file, Some(&r(b'f', 5, 99, 0o644)), true, 0o7777),
-            "size"
-        );
-        let dir = Kind::Dir { mode: 0o755 };
-        assert_eq!(
-            why_sent(&dir, Some(&r(b'd', 0, 0, 0o700)), false, 0o7777),
-            "mode"
-        );
-        let link = Kind::Symlink { target: "a".into() };
-        assert_eq!(
-            why_sent(&link, Some(&r(b'l', 1, 0, 0o777)), false, 0o7777),
-            "target"
-        );
-        assert_eq!(
-            why_sent(&link, Some(&r(b'f', 1, 0, 0o644)), false, 0o7777),
-            "type"
-        );
-    }
 
     #[test]
     fn dest_paths() {

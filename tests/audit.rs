@@ -3,7 +3,10 @@
 //! file, host-key hints that name the configured known_hosts, the systemd steps
 //! of the README, narrowed runs (`--host`, `sync PATH...`, `-c DIR`), "did you
 //! mean", watch's lines on a terminal, why `sync -v` sends a file, readable bytes
-//! and default keys. Every wait polls with a deadline; nothing sleeps a fixed time.
+//! and default keys; editor saves under watch (bug 1), two edits within one
+//! second on every transfer tier and `--checksum` (bug 4), and dry runs on
+//! destinations that cannot be written (bug 5). Every wait polls with a deadline;
+//! nothing sleeps a fixed time.
 
 use std::path::Path;
 use std::time::Duration;
@@ -1095,4 +1098,486 @@ fn readme_systemd_steps_work_as_written() {
         unit_text.contains("TimeoutStopSec=15s"),
         "systemd waits longer than that"
     );
+}
+
+/// The STATUS of `addr`'s row in a summary table printed in `out`.
+#[track_caller]
+fn table_status(out: &str, addr: &str) -> String {
+    let line = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(addr))
+        .unwrap_or_else(|| panic!("no summary row for {addr}\n{out}"));
+    line.split_whitespace()
+        .skip(6)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Names under `dir` (at any depth) that contain `.tmp`: an editor's or hostsync's.
+fn tmp_names(dir: &Path) -> Vec<String> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .map(|e| e.path().display().to_string())
+        .collect()
+}
+
+/// See: issue 14, bug 1. Editor-style saves (write `.page.html.tmp`, rename it
+/// over `page.html`) under `watch`, to two hosts with `"delete": true`: a
+/// temporary that is gone by the time it would be read is nothing to send, not an
+/// error. error.log stays empty, every row says ok, the last content arrives and
+/// no `.tmp` name is left on either host. Some saves follow each other at once,
+/// others wait for the previous one to arrive, so both orders of the race happen.
+#[test]
+fn editor_saves_under_watch_raise_no_false_errors() {
+    let mut env = Env::new("audit-saves");
+    let a = env.sshd();
+    let b = env.sshd();
+    env.add_host(&a, Auth::Key);
+    env.add_host(&b, Auth::Key);
+    env.src("site/page.html", "v0");
+    let www = |h: &crate::util::Sshd| env.remote(&h.addr).join("www");
+    for h in [&a, &b] {
+        env.map(
+            &h.addr,
+            json!([{"src": "site/", "dest": www(h), "delete": true}]),
+        );
+    }
+    let mut d = env.watch();
+    let site = env.cfg().join("site");
+    let arrived = |v: &str| {
+        [&a, &b]
+            .iter()
+            .all(|h| std::fs::read(www(h).join("page.html")).is_ok_and(|c| c == v.as_bytes()))
+    };
+    wait_until(ARRIVE, "the initial reconcile", || arrived("v0"));
+    for i in 1..=20 {
+        let content = format!("v{i}");
+        std::fs::write(site.join(".page.html.tmp"), &content).unwrap();
+        std::fs::rename(site.join(".page.html.tmp"), site.join("page.html")).unwrap();
+        if i % 4 == 0 {
+            wait_until(ARRIVE, &format!("save {i} on both hosts"), || {
+                arrived(&content)
+            });
+        }
+    }
+    wait_until(ARRIVE, "the last save on both hosts", || arrived("v20"));
+    // A temporary read before its rename may land; its removal follows in the
+    // next round, so wait for it rather than catch a round in flight.
+    wait_until(ARRIVE, "no .tmp name on either host", || {
+        [&a, &b].iter().all(|h| tmp_names(&www(h)).is_empty())
+    });
+    let (code, _) = d.terminate();
+    assert_eq!(code, Some(0), "{}", d.dump());
+    let out = d.output();
+    for h in [&a, &b] {
+        assert_eq!(table_status(&out, &h.addr), "ok", "{}", d.dump());
+        assert!(tmp_names(&www(h)).is_empty(), "{}", env.dir.listing());
+    }
+    assert_eq!(d.error_log(), "", "{}", d.dump());
+    assert!(arrived("v20"), "{}", d.dump());
+}
+
+/// The second every same-second test edit is made in.
+const SECOND: u64 = 1_700_000_000;
+
+/// Sets `p`'s mtime to `SECOND` and `nanos` nanoseconds (futimens, as `touch -d` does).
+fn set_mtime_in_second(p: &Path, nanos: u32) {
+    let at = std::time::UNIX_EPOCH + Duration::new(SECOND, nanos);
+    std::fs::File::open(p)
+        .and_then(|f| f.set_modified(at))
+        .unwrap_or_else(|e| panic!("set the mtime of {}: {e}", p.display()));
+}
+
+/// `p`'s mtime as (seconds, nanoseconds).
+fn mtime_of(p: &Path) -> (i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (m.mtime(), m.mtime_nsec())
+}
+
+/// See: issue 14, bug 4. Two edits of equal size within one second both arrive,
+/// on the agent (default), over tar and over scp, with and without `--checksum`.
+/// The mtimes are set, not waited for: the same second, other nanoseconds.
+/// - The remote keeps the fraction (nanoseconds; microseconds over scp), so the
+///   second edit is seen by mtime alone, with the host's record deleted.
+/// - Where the remote copy has whole seconds only (the test truncates it, as such
+///   a file system would), the record of what was last pushed tells the edits
+///   apart, and a mere touch is still skipped by its content hash.
+/// - An edit with the very size and nanosecond mtime of what was pushed is seen
+///   only by `--checksum` (dry run and sync), which needs no record.
+#[test]
+fn same_second_edit_arrives_on_the_agent() {
+    same_second_edit_case("agent");
+}
+
+/// The same over tar (`HOSTSYNC_TRANSFER=tar`: pax headers carry the nanoseconds).
+#[test]
+fn same_second_edit_arrives_over_tar() {
+    same_second_edit_case("tar");
+}
+
+/// The same over scp (`HOSTSYNC_TRANSFER=scp`: the `T` record carries microseconds).
+#[test]
+fn same_second_edit_arrives_over_scp() {
+    same_second_edit_case("scp");
+}
+
+fn same_second_edit_case(transport: &str) {
+    let mut env = Env::new(&format!("audit-second-{transport}"));
+    let h = env.sshd();
+    env.add_host(&h, Auth::Key);
+    let local = [env.src("site/f.txt", ""), env.src("app.conf", "")];
+    let r = env.remote("r");
+    let remote = [r.join("www/f.txt"), r.join("etc/app.conf")];
+    env.map(
+        &h.addr,
+        json!([{"src": "site/", "dest": r.join("www")},
+               {"src": "app.conf", "dest": remote[1]}]),
+    );
+    let record = env.cfg().join("logs/pushed").join(&h.addr);
+    let vars: Vec<(&str, &str)> = match transport {
+        "agent" => Vec::new(),
+        t => vec![("HOSTSYNC_TRANSFER", t)],
+    };
+    let sync = |extra: &[&str]| {
+        let mut args = vec!["-v", "sync"];
+        args.extend_from_slice(extra);
+        env.run_env(&args, &vars)
+    };
+    let edit = |text: &str, nanos: u32| {
+        for p in &local {
+            std::fs::write(p, text).unwrap();
+            set_mtime_in_second(p, nanos);
+        }
+    };
+    let on_remote = |text: &str| {
+        remote
+            .iter()
+            .all(|p| std::fs::read(p).unwrap() == text.as_bytes())
+    };
+    let why_sent = |run: &crate::util::hostsync::Run, why: &str| {
+        for p in &remote {
+            let tail = format!(" -> {} (4 bytes; why: {why})", p.display());
+            assert!(
+                run.stdout.lines().any(|l| l.ends_with(&tail)),
+                "{tail}\n{}",
+                run.dump()
+            );
+        }
+    };
+
+    edit("AAAA", 100_000_000);
+    let first = sync(&[]);
+    first.expect(0);
+    assert_eq!(first.row(&h.addr), (2, 0, 0, 0, 8), "{}", first.dump());
+    let info = env.info_log();
+    assert_eq!(
+        (
+            info.contains("served by hostsync's agent"),
+            info.contains("tar stream of")
+        ),
+        (transport == "agent", transport == "tar"),
+        "transport {transport} not used\n{info}"
+    );
+    for p in &remote {
+        let (secs, nanos) = mtime_of(p);
+        assert_eq!(secs, SECOND as i64, "{}", p.display());
+        assert!(
+            (nanos - 100_000_000).abs() < 1_000,
+            "{}: {nanos} ns",
+            p.display()
+        );
+    }
+    let lines = std::fs::read_to_string(&record).unwrap();
+    assert_eq!(
+        lines.lines().filter(|l| !l.starts_with('#')).count(),
+        2,
+        "{lines}"
+    );
+
+    // The remote kept the fraction: the mtime tells the second edit apart.
+    edit("BBBB", 600_000_000);
+    std::fs::remove_file(&record).unwrap();
+    let second = sync(&[]);
+    second.expect(0);
+    assert_eq!(second.row(&h.addr), (2, 0, 0, 0, 8), "{}", second.dump());
+    why_sent(&second, "mtime");
+    assert!(on_remote("BBBB"), "{}", second.dump());
+    let again = sync(&[]);
+    assert_eq!(
+        again.expect(0).row(&h.addr),
+        (0, 2, 0, 0, 0),
+        "{}",
+        again.dump()
+    );
+
+    // A remote that keeps whole seconds: the record decides.
+    let truncate = || remote.iter().for_each(|p| set_mtime_in_second(p, 0));
+    truncate();
+    edit("CCCC", 300_000_000);
+    let third = sync(&[]);
+    third.expect(0);
+    assert_eq!(third.row(&h.addr), (2, 0, 0, 0, 8), "{}", third.dump());
+    why_sent(&third, "content");
+    assert!(on_remote("CCCC"), "{}", third.dump());
+    truncate();
+    let same = sync(&[]);
+    assert_eq!(
+        same.expect(0).row(&h.addr),
+        (0, 2, 0, 0, 0),
+        "{}",
+        same.dump()
+    );
+    local
+        .iter()
+        .for_each(|p| set_mtime_in_second(p, 900_000_000));
+    let touched = sync(&[]);
+    assert_eq!(
+        touched.expect(0).row(&h.addr),
+        (0, 2, 0, 0, 0),
+        "{}",
+        touched.dump()
+    );
+
+    // Same size, same nanosecond as recorded: only the content differs.
+    edit("DDDD", 300_000_000);
+    let blind = sync(&[]);
+    assert_eq!(
+        blind.expect(0).row(&h.addr),
+        (0, 2, 0, 0, 0),
+        "{}",
+        blind.dump()
+    );
+    std::fs::remove_file(&record).unwrap();
+    let mut dry_args = vec!["sync", "--dry-run", "--checksum"];
+    let dry = env.run_env(&dry_args, &vars);
+    dry.expect(0);
+    let mut shown: Vec<&str> = dry.stdout.lines().collect();
+    shown.sort();
+    let mut want: Vec<String> = remote
+        .iter()
+        .map(|p| format!("[M] {} {} updated", h.addr, p.display()))
+        .collect();
+    want.sort();
+    assert_eq!(shown, want, "{}", dry.dump());
+    assert!(
+        on_remote("CCCC"),
+        "the dry run changed nothing\n{}",
+        dry.dump()
+    );
+    let checked = sync(&["--checksum"]);
+    checked.expect(0);
+    assert_eq!(checked.row(&h.addr), (2, 0, 0, 0, 8), "{}", checked.dump());
+    why_sent(&checked, "content");
+    assert!(on_remote("DDDD"), "{}", checked.dump());
+    dry_args.push("--exit-code");
+    env.run_env(&dry_args, &vars).expect(0);
+    let settled = sync(&["--checksum"]);
+    assert_eq!(
+        settled.expect(0).row(&h.addr),
+        (0, 2, 0, 0, 0),
+        "{}",
+        settled.dump()
+    );
+    let plain = sync(&[]);
+    assert_eq!(
+        plain.expect(0).row(&h.addr),
+        (0, 2, 0, 0, 0),
+        "{}",
+        plain.dump()
+    );
+    assert_eq!(env.error_log(), "", "{}", plain.dump());
+}
+
+/// The remote path of a failure line `error: HOST: LOCAL -> REMOTE: REASON`.
+fn failed_remote<'a>(line: &'a str, addr: &str) -> &'a str {
+    let what = line
+        .strip_prefix(&format!("error: {addr}: "))
+        .unwrap_or_else(|| panic!("not a failure of {addr}: {line:?}"));
+    let remote = what.split_once(" -> ").map_or(what, |(_, r)| r);
+    remote.split_once(": ").map_or(remote, |(p, _)| p)
+}
+
+/// See: issue 14, bug 5. The dry run asks check's question: a dest the login user
+/// cannot write (or make) is one `[!] HOST PATH/ not writable: REASON` line among
+/// the others (JSON `"change": "unwritable"`), exit 1, instead of promising its
+/// files; every directory it would make is listed, not only the deepest; and the
+/// following sync fails exactly under the `[!]` paths and delivers the rest.
+#[test]
+fn dry_run_flags_unwritable_dests_and_sync_fails_exactly_those() {
+    use std::collections::BTreeSet;
+    use std::os::unix::fs::PermissionsExt;
+    let mut env = Env::new("audit-unwritable");
+    let h = env.sshd();
+    env.add_host(&h, Auth::Key);
+    env.src("site/index.html", "hi");
+    env.src("site/sub/a.txt", "a");
+    env.src("tree/t.txt", "t");
+    env.src("app.conf", "c");
+    let r = env.remote("r");
+    let locked = env.remote("r/locked");
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let www = r.join("new/deeper/www");
+    env.map(
+        &h.addr,
+        json!([{"src": "site/", "dest": www},
+               {"src": "app.conf", "dest": locked.join("app.conf")},
+               {"src": "tree/", "dest": locked.join("sub/www")}]),
+    );
+    let dir = |p: &Path| format!("{}/", p.display());
+
+    let dry = env.run(&["sync", "--dry-run"]);
+    dry.expect(1);
+    let lines: BTreeSet<&str> = dry.stdout.lines().collect();
+    let want_added: BTreeSet<String> = [
+        dir(&r.join("new")),
+        dir(&r.join("new/deeper")),
+        dir(&www),
+        www.join("index.html").display().to_string(),
+        dir(&www.join("sub")),
+        www.join("sub/a.txt").display().to_string(),
+    ]
+    .iter()
+    .map(|p| format!("[+] {} {p} added", h.addr))
+    .collect();
+    let added: BTreeSet<String> = lines
+        .iter()
+        .filter(|l| l.starts_with("[+] "))
+        .map(|l| l.to_string())
+        .collect();
+    assert_eq!(added, want_added, "{}", dry.dump());
+    let flagged: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("[!] "))
+        .collect();
+    let user = crate::util::test_user();
+    let want_flagged = [
+        format!(
+            "[!] {} {} not writable: permission denied on the remote: {user} cannot write {}; make it writable for {user} or change dest",
+            h.addr,
+            dir(&locked),
+            locked.display()
+        ),
+        format!(
+            "[!] {} {} not writable: permission denied on the remote: {} is missing and {user} cannot create it in {}; create it for {user} or change dest",
+            h.addr,
+            dir(&locked.join("sub/www")),
+            locked.join("sub/www").display(),
+            locked.display()
+        ),
+    ];
+    assert_eq!(flagged, want_flagged, "{}", dry.dump());
+    assert_eq!(lines.len(), added.len() + flagged.len(), "{}", dry.dump());
+    assert!(!r.join("new").exists(), "the dry run made nothing");
+    let failures = dry
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .count();
+    assert_eq!(failures, 2, "{}", dry.dump());
+    // The same where the host is served without the agent (listing script).
+    let scripted = env.run_env(&["sync", "--dry-run"], &[("HOSTSYNC_TRANSFER", "tar")]);
+    scripted.expect(1);
+    assert_eq!(scripted.stdout, dry.stdout, "{}", scripted.dump());
+    let json = env.run(&["sync", "--dry-run", "--json"]);
+    json.expect(1);
+    let unwritable: Vec<serde_json::Value> = json
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["change"] == "unwritable")
+        .collect();
+    assert_eq!(unwritable.len(), 2, "{}", json.dump());
+    assert!(
+        unwritable.iter().all(|v| v["dir"] == true
+            && v["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("permission denied on the remote")),
+        "{}",
+        json.dump()
+    );
+
+    // The sync fails exactly under the [!] paths, and delivers the rest.
+    let run = env.run(&["sync"]);
+    run.expect(1);
+    assert_eq!(std::fs::read(www.join("sub/a.txt")).unwrap(), b"a");
+    let flagged_dirs = [dir(&locked), dir(&locked.join("sub/www"))];
+    // sync prints its failures after the table, on stdout (the dry run: on stderr).
+    let errors: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert!(!errors.is_empty(), "{}", run.dump());
+    for e in &errors {
+        let at = format!("{}/", failed_remote(e, &h.addr));
+        assert!(
+            flagged_dirs.iter().any(|d| at.starts_with(d.as_str())),
+            "{e}: not under a [!] path\n{}",
+            run.dump()
+        );
+    }
+    for d in &flagged_dirs {
+        assert!(
+            errors
+                .iter()
+                .any(|e| format!("{}/", failed_remote(e, &h.addr)).starts_with(d.as_str())),
+            "no failure under {d}\n{}",
+            run.dump()
+        );
+    }
+    let (sent, _, _, failed, _) = run.row(&h.addr);
+    assert_eq!((sent, failed), (2, errors.len() as u64), "{}", run.dump());
+}
+
+/// See: issue 14, "Every new option, including usage errors". `--checksum` is a
+/// `sync` option (with or without `--dry-run`): on `watch` or `check`, or given a
+/// value, it is exit 2 naming it, and no host is contacted. With `sync PATH...`
+/// it also compares the files below a named directory by content.
+#[test]
+fn checksum_is_a_sync_option_only() {
+    let mut env = Env::new("audit-checksum-usage");
+    let h = env.sshd();
+    env.add_host(&h, Auth::Key);
+    env.src("site/a.txt", "a");
+    let www = env.remote("r").join("www");
+    env.map(&h.addr, json!([{"src": "site/", "dest": www}]));
+    for args in [
+        &["watch", "--checksum"][..],
+        &["check", "--checksum"],
+        &["sync", "--checksum=yes"],
+    ] {
+        let run = env.run(args);
+        run.expect(2);
+        let first = run.stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error: ") && first.contains("--checksum"),
+            "{}",
+            run.dump()
+        );
+    }
+    assert!(!h.log().contains("Accepted"), "{}", h.log());
+    env.run(&["sync", "--dry-run", "--checksum"]).expect(0);
+    env.run(&["sync", "--checksum"]).expect(0);
+    assert_eq!(std::fs::read(www.join("a.txt")).unwrap(), b"a");
+    // Same size, same mtime to the nanosecond, other content, below a named dir.
+    let b = env.src("site/sub/b.txt", "bbbb");
+    set_mtime_in_second(&b, 0);
+    env.run(&["sync", "site/sub"]).expect(0);
+    std::fs::write(&b, "cccc").unwrap();
+    set_mtime_in_second(&b, 0);
+    let by_mtime = env.run(&["sync", "site/sub"]);
+    assert_eq!(by_mtime.expect(0).row(&h.addr).0, 0, "{}", by_mtime.dump());
+    let by_content = env.run(&["sync", "--checksum", "site/sub"]);
+    assert_eq!(
+        by_content.expect(0).row(&h.addr).0,
+        1,
+        "{}",
+        by_content.dump()
+    );
+    assert_eq!(std::fs::read(www.join("sub/b.txt")).unwrap(), b"cccc");
 }

@@ -409,6 +409,8 @@ fn dry_run_matches_the_real_run_and_changes_nothing() {
         ("[+]", p("www/link"), "added"),
         ("[-]", p("www/gone.html"), "deleted"),
         ("[+]", p("new/dir/app.conf"), "added"),
+        // Every directory the sync makes, not only the deepest (issue 14, bug 5).
+        ("[+]", format!("{}/", p("new")), "added"),
         ("[+]", format!("{}/", p("new/dir")), "added"),
     ]
     .into_iter()
@@ -422,7 +424,7 @@ fn dry_run_matches_the_real_run_and_changes_nothing() {
         "{}",
         dry.dump()
     );
-    assert!(dry.stderr.contains("8 difference(s)"), "{}", dry.dump());
+    assert!(dry.stderr.contains("9 difference(s)"), "{}", dry.dump());
 
     // --exit-code: 3 with differences; --json: one object per difference.
     env.run(&["sync", "--dry-run", "--exit-code"]).expect(3);

@@ -4,9 +4,10 @@
 /// The shared harness: temp dirs, real sshd, fault proxy, polling, hostsync runs.
 mod util;
 
-/// Issue 14 (the audit trail tells the truth): removals, trailing-slash dests,
-/// unmapped hosts, host-key hints, systemd steps, narrowed runs, did-you-mean,
-/// watch lines, `sync -v` reasons, readable bytes, default keys.
+/// Issue 14 (the audit trail tells the truth): editor saves under watch,
+/// removals, trailing-slash dests, same-second edits and `--checksum`, dry runs
+/// on unwritable dests, unmapped hosts, host-key hints, systemd steps, narrowed
+/// runs, did-you-mean, watch lines, `sync -v` reasons, readable bytes, default keys.
 mod audit;
 /// Malformed configuration files: exit 2 with one line naming file and problem.
 mod config_errors;

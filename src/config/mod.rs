@@ -47,6 +47,9 @@ pub struct SshSettings {
     pub client_id: String,
     /// Where each run holds its lock (`<log_path>/runs`, see [`crate::transfer::runs`]).
     pub runs_dir: PathBuf,
+    /// Where each host's record of what was last pushed to it lives
+    /// (`<log_path>/pushed`, see [`crate::pushed`]).
+    pub pushed_dir: PathBuf,
 }
 
 /// A host together with what to push to it.
@@ -130,6 +133,7 @@ pub fn load_with(config_path: &Path, unset: UnsetVars) -> Result<Config> {
             strict_modes: settings.strict_modes,
             client_id,
             runs_dir: ini::resolve(&base, &settings.log_path).join("runs"),
+            pushed_dir: ini::resolve(&base, &settings.log_path).join("pushed"),
         },
         debounce: settings.debounce,
         retry_max: settings.retry_max,

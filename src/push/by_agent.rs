@@ -28,6 +28,7 @@ use super::{
     describe, join, show,
 };
 use crate::local::{FileMeta, Source, Unsendable};
+use crate::pushed::{Pushed, Record};
 use crate::report::{Event, HostReport};
 use crate::transfer::agent::{Agent, Answer, NoAgent, Sent};
 use crate::transfer::remote::{ListRoot, RemoteEntry, RootState};
@@ -62,7 +63,7 @@ pub(super) fn list<'c>(
     for (id, root) in roots.iter().enumerate() {
         ids.entry(root.dir.clone()).or_insert(id);
         agent.root(id, &root.dir, create)?;
-        agent.list(id, root.max_depth, root.paths.as_deref())?;
+        agent.list(id, root.max_depth, root.paths.as_deref(), root.checksum)?;
     }
     let mut states = Vec::with_capacity(roots.len());
     for root in &roots {
@@ -160,9 +161,18 @@ fn open_below(root: &[u8], rel: &[u8], e: &RemoteEntry, owner: u32, me: u32) -> 
 pub(super) fn compare(
     usable: &[(usize, &Unit<'_>, &Source)],
     listed: &Listed,
+    pushed: &Pushed,
     report: &mut HostReport,
 ) -> Plan {
-    compare_states(usable, &listed.roots, &listed.states, report, "", None)
+    compare_states(
+        usable,
+        &listed.roots,
+        &listed.states,
+        pushed,
+        report,
+        "",
+        None,
+    )
 }
 
 /// What one request, once answered, reports.
@@ -189,6 +199,8 @@ struct Run<'a, 'c, 'u> {
     /// Steps sent and not answered yet, in request order.
     steps: VecDeque<Step>,
     report: &'a mut HostReport,
+    /// What the host's record notes of each confirmed step ([`crate::pushed`]).
+    pushed: &'a mut Pushed,
     units: &'a [Unit<'u>],
     /// What each unit changed (for post_sync).
     changed: Vec<u64>,
@@ -198,13 +210,15 @@ struct Run<'a, 'c, 'u> {
     attempt: usize,
 }
 
-/// Applies `plan` through `agent` (see the module doc), then runs post_sync.
+/// Applies `plan` through `agent` (see the module doc), noting each confirmed
+/// file, symlink and removal in `pushed`, then runs post_sync.
 pub(super) fn apply(
     conn: &Connection,
     agent: Agent<'_>,
     plan: Plan,
     listed: &Listed,
     units: &[Unit<'_>],
+    pushed: &mut Pushed,
     report: &mut HostReport,
 ) -> Result<()> {
     let (files, bytes) = plan
@@ -218,6 +232,7 @@ pub(super) fn apply(
         agent,
         steps: VecDeque::new(),
         report,
+        pushed,
         units,
         changed: vec![0; units.len()],
         again: BTreeMap::new(),
@@ -436,8 +451,9 @@ impl Run<'_, '_, '_> {
             (Step::Remove(item, root), None) => {
                 self.changed[item.unit] += 1;
                 let local = item.local.display().to_string();
-                self.report
-                    .removed_path(&local, &show(&join(&root, &item.rel)));
+                let remote = join(&root, &item.rel);
+                self.report.removed_path(&local, &show(&remote));
+                self.pushed.forget(remote);
             }
             (Step::Dir(item, _) | Step::Mode(item, _), None) => self.changed[item.unit] += 1,
             (Step::Dir(item, root), Some(why)) => self.report.fail(
@@ -448,15 +464,13 @@ impl Run<'_, '_, '_> {
                 ),
             ),
             (Step::File(item, root, sent), None) => match sent {
-                Sent::Whole(meta) => {
+                Sent::Whole(meta, sha256) => {
                     self.changed[item.unit] += 1;
                     let local = item.local.display().to_string();
-                    self.report.sent_file(
-                        &local,
-                        &show(&join(&root, &item.rel)),
-                        meta.size,
-                        &item.why,
-                    );
+                    let remote = join(&root, &item.rel);
+                    self.report
+                        .sent_file(&local, &show(&remote), meta.size, &item.why);
+                    self.pushed.set(remote, Record::sent(&meta, &sha256));
                 }
                 Sent::Changed => {
                     let modes = HashMap::new();
@@ -467,8 +481,9 @@ impl Run<'_, '_, '_> {
             (Step::Link(item, root), None) => {
                 self.changed[item.unit] += 1;
                 let local = item.local.display().to_string();
-                self.report
-                    .sent_file(&local, &show(&join(&root, &item.rel)), 0, &item.why);
+                let remote = join(&root, &item.rel);
+                self.report.sent_file(&local, &show(&remote), 0, &item.why);
+                self.pushed.forget(remote);
             }
             (
                 Step::Remove(item, root)

@@ -6,7 +6,10 @@
 # Reads:  frames on stdin, each TAG (1 byte), LEN (4 bytes, big-endian), then LEN
 #         bytes of NUL-separated fields. Requests, with their fields:
 #           R root-id path create      resolve a destination root (mkdir -p if create)
-#           L root-id depth [rel...]   list below a root (all, or only these paths)
+#           L root-id depth hash [rel...]
+#                                      list below a root (all, or only these paths,
+#                                      whose files are hashed); hash 1: hash every
+#                                      file, also below the listed directories
 #           D root-id rel mode         make a directory, or set an existing one's mode
 #           P root-id rel mode mtime-s mtime-ns size backups
 #                                      a file; its bytes follow as `d` frames (raw
@@ -335,8 +338,9 @@ sub hash_here { my ($name) = @_;
   my $line = <$kid>; close $kid;
   return ($? == 0 && defined $line && $line =~ /^([0-9a-f]{64})/) ? $1 : undef;
 }
-# Lists the current directory (as `prefix`), `depth` more levels (-1: all).
-sub list_here { my ($prefix, $depth) = @_;
+# Lists the current directory (as `prefix`), `depth` more levels (-1: all), with a
+# hash of each file when `hash`.
+sub list_here { my ($prefix, $depth, $hash) = @_;
   opendir(my $dh, ".") or do { send_frame("x", "cannot list " . ($prefix eq "" ? "." : $prefix) . ": $!"); return };
   my $mine = $PFX . "$CID.$RUN.";
   my @names = sort grep { $_ ne "." && $_ ne ".." && index($_, $mine) != 0 } readdir($dh);
@@ -345,19 +349,20 @@ sub list_here { my ($prefix, $depth) = @_;
     my @l = lstat($n) or next;
     my $rel = $prefix eq "" ? $n : "$prefix/$n";
     my $type = entry($rel, $n, @l);
+    if ($hash && $type eq "f") { my $h = hash_here($n); send_frame("h", $rel, $h) if defined $h }
     next unless $type eq "d" && $depth != 0;
     sysopen(my $back, ".", O_RDONLY | O_DIRECTORY) or do { send_frame("x", "cannot list $rel: $!"); next };
     my $e = enter($n);
-    if ($e ne "") { send_frame("x", "cannot list $rel: $e") } else { list_here($rel, $depth - 1) }
+    if ($e ne "") { send_frame("x", "cannot list $rel: $e") } else { list_here($rel, $depth - 1, $hash) }
     chdir($back) or do { undef $CUR; die "agent: lost the directory above $rel: $!\n" };
   }
 }
-sub req_list { my ($id, $depth, @paths) = @_;
+sub req_list { my ($id, $depth, $hash, @paths) = @_;
   my $e = walk($id, "");
   if ($e ne "") { fail($e); return }
   undef $CUR;
   $depth = $depth eq "" ? -1 : $depth - 1;
-  if (!@paths) { list_here("", $depth); ok(); return }
+  if (!@paths) { list_here("", $depth, $hash eq "1"); ok(); return }
   my $root = $ROOT{$id}{fh};
   # Each path with its parents (alone), so a parent that is not a directory is seen.
   for my $p (@paths) {
@@ -377,7 +382,7 @@ sub req_list { my ($id, $depth, @paths) = @_;
     my @l = lstat($n) or next;
     my $type = entry($rel, $n, @l);
     if ($type eq "f") { my $h = hash_here($n); send_frame("h", $rel, $h) if defined $h }
-    elsif ($type eq "d" && enter($n) eq "") { list_here($rel, -1) }
+    elsif ($type eq "d" && enter($n) eq "") { list_here($rel, -1, $hash eq "1") }
   }
   ok();
 }

@@ -38,7 +38,8 @@ pub const PROGRAM: &str = include_str!("agent.pl");
 pub mod tag {
     /// Request: resolve a destination root (`id path create`).
     pub const ROOT: u8 = b'R';
-    /// Request: list below a root (`id depth [rel...]`).
+    /// Request: list below a root (`id depth hash [rel...]`; `hash` `1`: every file
+    /// is hashed, also below the listed directories).
     pub const LIST: u8 = b'L';
     /// Request: make a directory or set its mode (`id rel mode`).
     pub const DIR: u8 = b'D';
@@ -150,7 +151,8 @@ pub enum Answer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sent {
     /// All of it, unchanged while read: the agent keeps it (its answer confirms).
-    Whole(FileMeta),
+    /// With the attributes it had while read and the SHA-256 of its content.
+    Whole(FileMeta, String),
     /// It changed while it was read: the agent drops it.
     Changed,
     /// It could not be read (the agent drops what came): the reason.
@@ -245,11 +247,19 @@ impl<'c> Agent<'c> {
     }
 
     /// Lists root `id`, `depth` levels deep (`None`: all), or only `paths` (each
-    /// with its parents, alone, and what is below it, hashing files).
-    pub fn list(&mut self, id: usize, depth: Option<u32>, paths: Option<&[Vec<u8>]>) -> Result<()> {
+    /// with its parents, alone, and what is below it, hashing the files named);
+    /// with `checksum` (`sync --checksum`) every file listed is hashed.
+    pub fn list(
+        &mut self,
+        id: usize,
+        depth: Option<u32>,
+        paths: Option<&[Vec<u8>]>,
+        checksum: bool,
+    ) -> Result<()> {
         let id = id.to_string();
         let depth = depth.map(|d| d.to_string()).unwrap_or_default();
-        let mut fields: Vec<&[u8]> = vec![id.as_bytes(), depth.as_bytes()];
+        let hash: &[u8] = if checksum { b"1" } else { b"0" };
+        let mut fields: Vec<&[u8]> = vec![id.as_bytes(), depth.as_bytes(), hash];
         if let Some(paths) = paths {
             fields.extend(paths.iter().map(Vec::as_slice));
         }
@@ -321,7 +331,7 @@ impl<'c> Agent<'c> {
         id: usize,
         rel: &[u8],
         mode: u32,
-        file: &mut std::fs::File,
+        file: &mut crate::local::Opened,
         before: &FileMeta,
         backups: u32,
         lane: u8,
@@ -380,12 +390,12 @@ impl<'c> Agent<'c> {
         let sent = match trouble {
             Some(t) => t,
             None => match file.metadata() {
-                Ok(m) if before.unchanged(&FileMeta::of(&m)) => Sent::Whole(*before),
+                Ok(m) if before.unchanged(&FileMeta::of(&m)) => Sent::Whole(*before, file.sha256()),
                 Ok(_) => Sent::Changed,
                 Err(e) => Sent::Unreadable(format!("cannot stat local file: {e}")),
             },
         };
-        let keep: &[u8] = if matches!(sent, Sent::Whole(_)) {
+        let keep: &[u8] = if matches!(sent, Sent::Whole(..)) {
             b"1"
         } else {
             b"0"
@@ -810,8 +820,11 @@ mod tests {
             true,
         ));
         input.extend(req(tag::LINK, &[b"0", b"ln", b"../t", b"0"]));
-        input.extend(req(tag::LIST, &[b"0", b""]));
-        input.extend(req(tag::LIST, &[b"0", b"", b"sub/a\nb.txt", b"gone"]));
+        input.extend(req(tag::LIST, &[b"0", b"", b"0"]));
+        input.extend(req(tag::LIST, &[b"0", b"", b"0", b"sub/a\nb.txt", b"gone"]));
+        input.extend(req(tag::LIST, &[b"0", b"", b"1"]));
+        input.extend(req(tag::LIST, &[b"0", b"", b"0", b"sub"]));
+        input.extend(req(tag::LIST, &[b"0", b"", b"1", b"sub"]));
         input.extend(req(tag::QUIT, &[]));
         let (groups, status, stderr) = run(&input, true);
         assert_eq!(status, 0, "{stderr}");
@@ -862,6 +875,18 @@ mod tests {
             String::from_utf8_lossy(&hash.1[1]),
             "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
         );
+        // A whole listing with hashes (`sync --checksum`): one per regular file.
+        let hashes: Vec<&Vec<Vec<u8>>> = groups[7]
+            .iter()
+            .filter(|(t, _)| *t == tag::HASH)
+            .map(|(_, f)| f)
+            .collect();
+        assert_eq!(hashes.len(), 1, "{:?}", groups[7]);
+        assert_eq!(hashes[0][..], [b"sub/a\nb.txt".to_vec(), hash.1[1].clone()]);
+        assert!(groups[5].iter().all(|(t, _)| *t != tag::HASH));
+        // A named directory's files are hashed only for `--checksum`.
+        let hashed = |g: &[Rec]| g.iter().filter(|(t, _)| *t == tag::HASH).count();
+        assert_eq!((hashed(&groups[8]), hashed(&groups[9])), (0, 1));
         assert!(
             temporaries(d.path()).is_empty(),
             "{:?}",
@@ -889,7 +914,7 @@ mod tests {
         input.extend(req(tag::DIR, &[b"0", b"z/new", b"755"]));
         input.extend(req(tag::REMOVE, &[b"0", b"z/conf.txt"]));
         input.extend(req(tag::LINK, &[b"0", b"z/l", b"x", b"0"]));
-        input.extend(req(tag::LIST, &[b"0", b"", b"z/conf.txt"]));
+        input.extend(req(tag::LIST, &[b"0", b"", b"0", b"z/conf.txt"]));
         input.extend(req(tag::REMOVE, &[b"0", b"t"]));
         input.extend(req(tag::REMOVE, &[b"0", b"z"]));
         let (groups, status, stderr) = run(&input, true);

@@ -150,8 +150,10 @@ impl HostState {
 
     /// Takes the pending work as push scopes. A pending full reconcile goes first and
     /// leaves the pending paths for the next round: the full pass compares by size and
-    /// mtime (whole seconds), which cannot tell a same-size change within the same
-    /// second, so those paths go again, compared by content (as any path push is).
+    /// mtime, which cannot always tell a same-size change within the same second (on
+    /// a remote that keeps whole seconds and has no record of the path, see
+    /// `crate::pushed`), so those paths go again, compared by content (as any path
+    /// push is).
     fn take(&mut self, mappings: usize) -> Vec<(usize, Scope)> {
         if std::mem::take(&mut self.full) {
             return (0..mappings).map(|m| (m, Scope::All)).collect();
@@ -298,7 +300,7 @@ impl Worker {
             let (_, conn) = self.conn.as_ref().expect("connected above");
             let mut round =
                 HostReport::observed(&target.host.address, self.shared.observer.clone());
-            result = push::push_changes(conn, target, &work, &mut round).map(|()| round);
+            result = push::push_changes(conn, target, &work, false, &mut round).map(|()| round);
             if result.is_ok() || !reused || attempt == 1 || self.cancelled() {
                 break;
             }

@@ -8,7 +8,9 @@
 //!   creates missing destination roots and lists what is under each one (GNU
 //!   `find -printf`, NUL-separated, so any byte in a name is safe), with the owner
 //!   and mode of the root, its parent and every directory below: one round trip
-//!   for the whole host, not one stat per file;
+//!   for the whole host, not one stat per file; mtimes come with their fraction
+//!   (`%T@`). Path listings, and whole ones for `sync --checksum`, add a
+//!   `sha256sum` of each regular file (one process per file);
 //! - the *commit* renames every uploaded temporary file over its destination,
 //!   confirming each step with a record, and removes the temporaries of runs that
 //!   are over. With `"backups": N` it first rotates the numbered backups of a
@@ -68,6 +70,10 @@ pub struct ListRoot {
     /// (alone), so a parent that is a symlink on the remote is seen and never
     /// written or deleted through; `None` lists the whole root.
     pub paths: Option<Vec<Vec<u8>>>,
+    /// Also a content hash of every regular file (`sync --checksum`): of the whole
+    /// root, or also below the directories among `paths` (whose own files are
+    /// hashed in any case).
+    pub checksum: bool,
 }
 
 /// The ancestor rule in sh, for hosts the agent cannot serve and for `check`
@@ -130,13 +136,18 @@ R() {
   printf 'M\0%s\0' "$1"
   find "$2" "$2/.." -maxdepth 0 -printf 'O\0%U\0%m\0%p\0' 2>/dev/null
 }
+H() {
+  find "$@" -type f -exec sh -c 'for p in "$@"; do h=$(sha256sum < "$p" 2>/dev/null) && printf "H\0%s\0%s\0" "$p" "${h%% *}"; done' sh {} + 2>/dev/null
+}
 L() {
-  i=$1; r=$2; shift 2
+  i=$1; c=$2; r=$3; shift 3
   R "$i" "$r" || return 0
   find "$r" -mindepth 1 "$@" -printf 'F\0%y\0%s\0%T@\0%m\0%U\0%P\0%l\0' || printf 'X\0%s\0' "$i"
+  [ "$c" = 1 ] || return 0
+  ( cd -- "$r" || exit 0; H . -mindepth 1 "$@" )
 }
 P() {
-  i=$1; r=$2; shift 2
+  i=$1; c=$2; r=$3; shift 3
   R "$i" "$r" || return 0
   ( cd -- "$r" || exit 0
     for p in "$@"; do
@@ -144,6 +155,8 @@ P() {
       find "$p" -printf 'F\0%y\0%s\0%T@\0%m\0%U\0%p\0%l\0' 2>/dev/null
       if [ -f "$p" ] && [ ! -L "$p" ]; then
         h=$(sha256sum < "$p" 2>/dev/null) && printf 'H\0%s\0%s\0' "$p" "${h%% *}"
+      elif [ "$c" = 1 ] && [ -d "$p" ] && [ ! -L "$p" ]; then
+        H "$p" -mindepth 1
       fi
     done )
 }
@@ -229,7 +242,7 @@ fn listing_calls(roots: &[ListRoot], probe_tar: bool) -> Vec<u8> {
     let mut s = Vec::new();
     for (i, root) in roots.iter().enumerate() {
         let f = if root.paths.is_some() { 'P' } else { 'L' };
-        s.extend_from_slice(format!("{f} {i} ").as_bytes());
+        s.extend_from_slice(format!("{f} {i} {} ", u8::from(root.checksum)).as_bytes());
         s.extend_from_slice(&quote(&root.dir));
         match &root.paths {
             // `./` keeps a name starting with `-` from reading as a find option.
@@ -757,6 +770,7 @@ mod tests {
             dir: d.path().join(p).as_os_str().as_bytes().to_vec(),
             max_depth: None,
             paths: None,
+            checksum: false,
         };
         let list = |roots: &[ListRoot], strict: bool| {
             let out = run_local("sh", &["-s"], &listing_script(roots, false, false, strict));
@@ -815,11 +829,13 @@ mod tests {
                 dir: rb.clone(),
                 max_depth: None,
                 paths: None,
+                checksum: false,
             },
             ListRoot {
                 dir: d.path().join("nope").as_os_str().as_bytes().to_vec(),
                 max_depth: Some(1),
                 paths: None,
+                checksum: false,
             },
         ];
         let run = |script: Vec<u8>| run_local("sh", &["-s"], &script);
@@ -845,6 +861,7 @@ mod tests {
             dir: rb.clone(),
             max_depth: None,
             paths: Some(vec![b"a\nb".to_vec(), b"-d".to_vec(), b"gone".to_vec()]),
+            checksum: false,
         }];
         let st = parse_listing(&run(listing_script(&only, false, false, true)), 1)
             .unwrap()
@@ -948,6 +965,60 @@ mod tests {
             assert!(!tmp.exists() && !root.join(".hostsync-tmp.9").exists());
             assert!(!root.join("-d").exists() && root.join("dir").is_dir());
         }
+    }
+
+    /// Issue 14, `sync --checksum`: a listing also hashes every regular file (any
+    /// name, at any depth; only as deep as the root is listed; below a directory a
+    /// path listing names), and mtimes keep their nanoseconds.
+    #[test]
+    fn checksum_listing_hashes_every_file() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("r");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("-odd\nname"), "12345").unwrap();
+        std::fs::write(root.join("sub/deep"), "x").unwrap();
+        std::os::unix::fs::symlink("sub/deep", root.join("link")).unwrap();
+        let f = std::fs::File::options()
+            .write(true)
+            .open(root.join("sub/deep"))
+            .unwrap();
+        f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 5))
+            .unwrap();
+        let list_paths = |max_depth, paths: Option<Vec<Vec<u8>>>, checksum| {
+            let roots = [ListRoot {
+                dir: root.as_os_str().as_bytes().to_vec(),
+                max_depth,
+                paths,
+                checksum,
+            }];
+            let out = run_local("sh", &["-s"], &listing_script(&roots, false, false, true));
+            parse_listing(&out, 1).unwrap().states.remove(0)
+        };
+        let list = |max_depth, checksum| list_paths(max_depth, None, checksum);
+        let all = list(None, true);
+        let mut hashed: Vec<_> = all.hashes.keys().cloned().collect();
+        hashed.sort();
+        assert_eq!(hashed, [b"-odd\nname".to_vec(), b"sub/deep".to_vec()]);
+        assert_eq!(
+            all.hashes[&b"-odd\nname".to_vec()],
+            "5994471abb01112afcc18159f6cc74b4f511b99806da59b3caf5a9c173cacfc5"
+        );
+        let deep = &all.entries[&b"sub/deep".to_vec()];
+        assert_eq!((deep.mtime, deep.mtime_nsec), (1_700_000_000, 5));
+        assert!(list(None, false).hashes.is_empty());
+        let top: Vec<_> = list(Some(1), true).hashes.into_keys().collect();
+        assert_eq!(top, [b"-odd\nname".to_vec()]);
+        let below = |checksum| -> Vec<Vec<u8>> {
+            list_paths(None, Some(vec![b"sub".to_vec()]), checksum)
+                .hashes
+                .into_keys()
+                .collect()
+        };
+        assert_eq!(below(true), [b"sub/deep".to_vec()]);
+        assert!(
+            below(false).is_empty(),
+            "a named directory's files: by mtime"
+        );
     }
 
     /// Issue 5: `backups` rotates to exactly N numbered versions, newest in `.1`,

@@ -2,7 +2,8 @@
 //!
 //! One channel carries a whole batch of files and directories: `D` records
 //! enter a directory (creating it), `E` leaves it, `T` sets the next file's
-//! times, `C` announces a file, its bytes follow, then a `\0`. The remote `scp`
+//! times (to the microsecond: OpenSSH's sink uses utimes(2)), `C` announces a
+//! file, its bytes follow, then a `\0`. The remote `scp`
 //! answers every record with one status byte: `\0` ok, `\1`/`\2` followed by an
 //! error line.
 //!
@@ -20,7 +21,6 @@
 //! success (../shared/LIBSSH2-NOTES.md).
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +29,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::remote::quote;
 use super::ssh::Connection;
-use crate::local::FileMeta;
+use crate::local::{FileMeta, Opened};
 
 /// The longest error line the remote scp may send (issue 13, "Bounded").
 const MAX_LINE: usize = 8 * 1024;
@@ -55,8 +55,9 @@ enum Ack {
 /// How one uploaded file ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Stored under its temporary name, with these attributes, `bytes` long.
-    Stored { meta: FileMeta },
+    /// Stored under its temporary name, with these attributes (as the file was, unchanged,
+    /// while it was read) and the SHA-256 of its content.
+    Stored { meta: FileMeta, sha256: String },
     /// The local file changed while it was read (or is no longer the file the scan
     /// saw); the temporary copy must not be used.
     Changed,
@@ -152,7 +153,7 @@ impl ScpSink {
                 return Ok(id);
             }
         };
-        let times = format!("T{} 0 {} 0\n", before.mtime.max(0), before.atime.max(0));
+        let times = times_record(&before);
         self.write(times.as_bytes())?;
         self.pending.push_back(Ack::Times);
         let mut header = format!("C{:04o} {} ", before.mode, before.size).into_bytes();
@@ -171,14 +172,17 @@ impl ScpSink {
         self.outcomes[id] = Some(if torn || !unchanged {
             Outcome::Changed
         } else {
-            Outcome::Stored { meta: before }
+            Outcome::Stored {
+                meta: before,
+                sha256: file.sha256(),
+            }
         });
         Ok(id)
     }
 
     /// Writes exactly `size` bytes of `file`; pads with zeros if it shrank meanwhile.
     /// Returns true when the file did not have `size` bytes to give (it changed).
-    fn stream(&mut self, file: &mut File, size: u64) -> Result<bool> {
+    fn stream(&mut self, file: &mut Opened, size: u64) -> Result<bool> {
         let mut left = size;
         let mut torn = false;
         while left > 0 {
@@ -304,6 +308,19 @@ impl ScpSink {
     }
 }
 
+/// The `T` record before a file: mtime and atime, each as seconds and microseconds.
+/// OpenSSH's sink sets both with utimes(2), so the remote copy keeps its mtime to the
+/// microsecond, not only the second (issue 14, bug 4).
+fn times_record(meta: &FileMeta) -> String {
+    let usec = |secs: i64, nsec: i64| if secs < 0 { 0 } else { nsec / 1000 };
+    format!(
+        "T{} {} {} 0\n",
+        meta.mtime.max(0),
+        usec(meta.mtime, meta.mtime_nsec),
+        meta.atime.max(0)
+    )
+}
+
 /// The outcome of a file that was not read.
 pub fn unsendable(why: crate::local::Unsendable) -> Outcome {
     match why {
@@ -353,6 +370,48 @@ mod tests {
         assert_eq!(
             reason("scp: /a: No space left on device"),
             "no space left on device on the remote"
+        );
+    }
+
+    /// Issue 14, bug 4: the `T` record carries the microseconds, and OpenSSH's own
+    /// `scp -t` (run here locally, as the remote runs it) sets them.
+    #[test]
+    fn times_keep_microseconds() {
+        use std::io::Write as _;
+        use std::os::unix::fs::MetadataExt;
+        let meta = FileMeta {
+            size: 3,
+            mtime: 1_700_000_000,
+            mtime_nsec: 123_456_789,
+            atime: 1_700_000_005,
+            mode: 0o640,
+            dev: 0,
+            ino: 0,
+        };
+        assert_eq!(times_record(&meta), "T1700000000 123456 1700000005 0\n");
+        let before_epoch = FileMeta { mtime: -5, ..meta };
+        assert_eq!(times_record(&before_epoch), "T0 0 1700000005 0\n");
+        let d = tempfile::tempdir().unwrap();
+        let mut scp = std::process::Command::new("scp")
+            .args(["-p", "-t"])
+            .arg(d.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("OpenSSH's scp");
+        let mut input = scp.stdin.take().unwrap();
+        input.write_all(times_record(&meta).as_bytes()).unwrap();
+        input.write_all(b"C0640 3 f\nabc\0").unwrap();
+        drop(input);
+        let out = scp.wait_with_output().unwrap();
+        assert!(
+            out.status.success() && out.stdout.iter().all(|&b| b == 0),
+            "{out:?}"
+        );
+        let got = std::fs::metadata(d.path().join("f")).unwrap();
+        assert_eq!(
+            (got.mtime(), got.mtime_nsec()),
+            (1_700_000_000, 123_456_000)
         );
     }
 

@@ -53,6 +53,8 @@ pub struct Connection {
     names: super::runs::Names,
     /// `<log_path>/runs`.
     runs_dir: std::path::PathBuf,
+    /// `<log_path>/pushed`.
+    pushed_dir: std::path::PathBuf,
     /// This session's run lock here (see [`super::runs`]); `None` if it could not
     /// be taken.
     _run: Option<super::runs::RunLock>,
@@ -110,6 +112,7 @@ impl Connection {
             strict_modes: ssh.strict_modes,
             _run: super::runs::hold(&ssh.runs_dir, &run),
             runs_dir: ssh.runs_dir.clone(),
+            pushed_dir: ssh.pushed_dir.clone(),
             names: super::runs::Names {
                 client: ssh.client_id.clone(),
                 run,
@@ -197,6 +200,11 @@ impl Connection {
     /// Where the runs of this client hold their locks (see [`super::runs`]).
     pub fn runs_dir(&self) -> &std::path::Path {
         &self.runs_dir
+    }
+
+    /// Where the record of what was last pushed to each host lives (`crate::pushed`).
+    pub fn pushed_dir(&self) -> &std::path::Path {
+        &self.pushed_dir
     }
 
     /// This client's id (see [`crate::config::client_id`]).

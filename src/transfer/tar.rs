@@ -10,7 +10,9 @@
 //!
 //! The guarantees stay those of the SCP path: members are the same temporary
 //! names in each file's own destination directory (`.hostsync-tmp.<hash>`),
-//! committed by the same rename step; modes (`-p`) and mtimes are kept; owner
+//! committed by the same rename step; modes (`-p`) and mtimes are kept, mtimes
+//! to the nanosecond through a pax `mtime` record where the second has a fraction
+//! (GNU tar and bsdtar set it; issue 14, bug 4); owner
 //! is the remote user (`--no-same-owner`). If the remote tar exits non-zero,
 //! nothing from that stream is committed and the caller sends the same batch
 //! again over SCP, which reports a reason per file. A file that changes while
@@ -48,7 +50,6 @@
 //! and not when the environment says `HOSTSYNC_TRANSFER=scp`.
 
 use std::cell::RefCell;
-use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 use std::rc::Rc;
@@ -656,17 +657,22 @@ fn send_file<W: Write>(
     local: &crate::local::ToSend<'_>,
     cancel: &std::sync::atomic::AtomicBool,
 ) -> Result<Outcome> {
-    let (file, before) = match local.open() {
+    let (mut file, before) = match local.open() {
         Ok(opened) => opened,
         Err(why) => return Ok(super::scp::unsendable(why)),
     };
+    if let Some(mtime) = pax_mtime(&before) {
+        builder
+            .append_pax_extensions([("mtime", mtime.as_bytes())])
+            .context("sending to the remote tar")?;
+    }
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Regular);
     h.set_mode(before.mode);
     h.set_size(before.size);
     h.set_mtime(before.mtime.max(0) as u64);
     let mut reader = Exact {
-        file: &file,
+        file: &mut file,
         left: before.size,
         torn: false,
         cancel,
@@ -674,22 +680,35 @@ fn send_file<W: Write>(
     builder
         .append_data(&mut h, bytes_path(rel), &mut reader)
         .context("sending to the remote tar")?;
+    let torn = reader.torn;
     if cancel.load(Ordering::Relaxed) {
         bail!("transfer cancelled by shutdown");
     }
     let after = file.metadata().map(|m| FileMeta::of(&m)).ok();
     let unchanged = after.is_some_and(|a| before.unchanged(&a));
-    Ok(if reader.torn || !unchanged {
+    Ok(if torn || !unchanged {
         Outcome::Changed
     } else {
-        Outcome::Stored { meta: before }
+        Outcome::Stored {
+            meta: before,
+            sha256: file.sha256(),
+        }
     })
 }
 
+/// A pax `mtime` record with the nanoseconds a tar header has no room for
+/// (`S.NNNNNNNNN`), so GNU tar and bsdtar set the remote file's mtime to the
+/// nanosecond and two saves within one second stay apart (issue 14, bug 4);
+/// `None` for a whole second, which the header itself carries.
+fn pax_mtime(meta: &FileMeta) -> Option<String> {
+    (meta.mtime >= 0 && meta.mtime_nsec > 0)
+        .then(|| format!("{}.{:09}", meta.mtime, meta.mtime_nsec))
+}
+
 /// Reads exactly `left` bytes: pads with zeros if the file shrank, stops if it grew.
-struct Exact<'a> {
+struct Exact<'a, R> {
     /// The open local file.
-    file: &'a File,
+    file: &'a mut R,
     /// Bytes still owed to the archive.
     left: u64,
     /// The file had fewer bytes than announced.
@@ -698,7 +717,7 @@ struct Exact<'a> {
     cancel: &'a std::sync::atomic::AtomicBool,
 }
 
-impl Read for Exact<'_> {
+impl<R: Read> Read for Exact<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.left == 0 {
             return Ok(0);
@@ -710,7 +729,7 @@ impl Read for Exact<'_> {
         let n = if self.torn {
             0
         } else {
-            (&*self.file).read(&mut buf[..want])?
+            self.file.read(&mut buf[..want])?
         };
         let n = if n == 0 {
             self.torn = true;
@@ -741,6 +760,7 @@ fn bytes_path(b: &[u8]) -> &Path {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::PermissionsExt;
     use std::process::{Command, Stdio};
@@ -773,7 +793,9 @@ mod tests {
         b.append_data(&mut h, "sub dir", std::io::empty()).unwrap();
         let a = src.join("a");
         let o = send_file(&mut b, b"sub dir/.hostsync-tmp.1", &plain(&a), &never).unwrap();
-        assert!(matches!(o, Outcome::Stored { meta } if meta.size == 5));
+        assert!(matches!(&o, Outcome::Stored { meta, .. } if meta.size == 5));
+        let hello = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+        assert!(matches!(o, Outcome::Stored { sha256, .. } if sha256 == hello));
         b.into_inner().unwrap();
         assert!(child.wait().unwrap().success());
         let got = out.join("sub dir/.hostsync-tmp.1");
@@ -791,9 +813,9 @@ mod tests {
         );
 
         // A reader that runs short is padded and flagged.
-        let f = File::open(src.join("a")).unwrap();
+        let mut f = File::open(src.join("a")).unwrap();
         let mut r = Exact {
-            file: &f,
+            file: &mut f,
             left: 8,
             torn: false,
             cancel: &never,
@@ -802,6 +824,59 @@ mod tests {
         r.read_to_end(&mut buf).unwrap();
         assert_eq!(buf, b"hello\0\0\0");
         assert!(r.torn);
+    }
+
+    /// Issue 14, bug 4: GNU tar keeps the nanoseconds of a file's mtime, which a
+    /// pax record carries (also ahead of a GNU long name); a whole second needs none.
+    #[test]
+    fn extracted_files_keep_nanosecond_mtimes() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let long = "n".repeat(150);
+        let at = |secs, nanos| std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos);
+        let files = [
+            ("short", at(1_700_000_000, 123_456_789)),
+            (long.as_str(), at(1_700_000_000, 600_000_001)),
+            ("whole", at(1_700_000_001, 0)),
+        ];
+        for (name, mtime) in &files {
+            let p = d.path().join(name);
+            std::fs::write(&p, "x").unwrap();
+            File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(*mtime)
+                .unwrap();
+        }
+        let out = d.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let mut child = Command::new("tar")
+            .args(["-x", "-p", "--no-same-owner", "-f", "-", "-C"])
+            .arg(&out)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut b = tar::Builder::new(child.stdin.take().unwrap());
+        let never = AtomicBool::new(false);
+        for (name, _) in &files {
+            let p = d.path().join(name);
+            let o = send_file(&mut b, name.as_bytes(), &plain(&p), &never).unwrap();
+            assert!(matches!(o, Outcome::Stored { .. }), "{name}");
+        }
+        b.into_inner().unwrap();
+        assert!(child.wait().unwrap().success());
+        for (name, mtime) in &files {
+            let got = std::fs::metadata(out.join(name)).unwrap();
+            let want = std::fs::metadata(d.path().join(name)).unwrap();
+            assert_eq!(
+                (got.mtime(), got.mtime_nsec()),
+                (want.mtime(), want.mtime_nsec())
+            );
+            assert_eq!(got.modified().unwrap(), *mtime, "{name}");
+        }
+        let whole = FileMeta::of(&std::fs::metadata(d.path().join("whole")).unwrap());
+        assert_eq!(pax_mtime(&whole), None);
     }
 
     /// An archive as [`upload`] writes it: one file under its temporary name and,
@@ -996,6 +1071,7 @@ mod tests {
             dir: p.as_os_str().as_bytes().to_vec(),
             max_depth: None,
             paths: None,
+            checksum: false,
         };
         let roots = [root(&a), root(&b)];
         let script = listing_then_tar(
