@@ -335,16 +335,8 @@ fn environment() -> String {
             "Secrets kept out of connection_info.json.",
         ),
         (
-            "HOSTSYNC_TRANSFER=scp",
-            "Send over SCP even where the remote has tar.",
-        ),
-        (
-            "HOSTSYNC_INFLIGHT=N",
-            "The most unacknowledged bytes in a tar stream; 0 turns pacing off.",
-        ),
-        (
-            "HOSTSYNC_SPLIT=0",
-            "Never split a big tar stream over two remote tars.",
+            "HOSTSYNC_TRANSFER=tar|scp",
+            "Serve every host as one without perl is served (tar: a tar stream where the remote has tar, else SCP; scp: SCP only), for tests and measurements; agent, or unset, is the default. Any other value is an error.",
         ),
     ] {
         item(&mut r, var, text);

@@ -630,25 +630,10 @@ fn try_push(
         for (root, mut w) in std::mem::take(&mut to_send) {
             w.items.sort_by(|a, b| a.rel.cmp(&b.rel));
             let links = symlink_steps(conn.names(), &root, &w, &units);
-            let written: HashSet<Vec<u8>> = w
-                .items
-                .iter()
-                .filter(|i| matches!(i.what, ItemKind::File))
-                .map(|i| conn.names().for_path(&join(&root, &i.rel)))
-                .collect();
-            // What the stream may commit in the same exec: exactly the steps
-            // this function queues below once it has the results.
-            let commit_with = |results: &[(Item, Outcome)]| {
-                let mut all = stale_steps(stale.as_ref(), &written);
-                all.extend(pending.clone());
-                all.extend(rename_steps(conn.names(), &root, results, &units));
-                all.extend(links.clone());
-                remote::commit_records(&all.steps)
-            };
-            let uploaded = upload(conn, &root, &w, report, &commit_with, &mut reserved)?;
-            pending.extend(rename_steps(conn.names(), &root, &uploaded.results, &units));
+            let results = upload(conn, &root, &w, report, &mut reserved)?;
+            pending.extend(rename_steps(conn.names(), &root, &results, &units));
             pending.extend(links);
-            for (item, outcome) in uploaded.results {
+            for (item, outcome) in results {
                 match outcome {
                     Outcome::Stored { .. } => {
                         if let Some(stale) = &mut stale {
@@ -680,11 +665,6 @@ fn try_push(
                         item.local.display()
                     ),
                 }
-            }
-            if let Some(out) = uploaded.committed {
-                let mut all = stale_steps(stale.take().as_ref(), &written);
-                all.extend(std::mem::take(&mut pending));
-                settle(&all, &out, report, pushed, &mut changed);
             }
         }
         if retry.is_empty() {
@@ -928,9 +908,6 @@ fn plan(
     if let Some(found) = parsed.tar {
         conn.set_tar_probed(found);
     }
-    if let Some(found) = parsed.split {
-        conn.set_split_probed(found);
-    }
     if !conn.tar_maybe()
         && let Some(r) = reserved.take()
     {
@@ -1079,14 +1056,7 @@ fn list(
     if create && conn.tar_maybe() {
         // No listing record can match a fresh token by chance.
         let token = remote::fresh_hex();
-        let script = remote::listing_then_tar(
-            roots,
-            probe_tar,
-            conn.strict_modes(),
-            tar::REMOTE,
-            remote::COMMIT_PERL.as_bytes(),
-            tar::SPLIT_PERL.as_bytes(),
-        );
+        let script = remote::listing_then_tar(roots, probe_tar, conn.strict_modes(), tar::REMOTE);
         let command = format!(
             "sh -c {} {token}",
             String::from_utf8_lossy(&remote::quote(&script))
@@ -1105,20 +1075,10 @@ fn list(
     Ok((out, None))
 }
 
-/// Runs the commit steps in one remote perl process, or with sh and `mv` where the
-/// remote has no perl (exit status 127).
+/// Runs the commit steps with sh and `mv` (see [`remote::commit_script`]).
 fn commit(conn: &Connection, steps: &[Commit]) -> Result<crate::transfer::ssh::ScriptOutput> {
-    let perl = format!(
-        "perl -e {}",
-        String::from_utf8(remote::quote(remote::COMMIT_PERL.as_bytes())).expect("ASCII program")
-    );
     // Each step answers with one short record; its reason is at most a path long.
     let cap = 64 * 1024 + 8 * 1024 * steps.len() as u64;
-    let out = conn.run_command(&perl, &remote::commit_records(steps), cap)?;
-    if out.status != 127 {
-        return Ok(out);
-    }
-    log::debug!("no perl on the remote; committing with sh and mv");
     conn.run_script(&remote::commit_script(steps), cap)
 }
 
@@ -1403,21 +1363,9 @@ fn is_backup_name(rel: &[u8], n: u32) -> bool {
             .is_some_and(|k| (1..=n).contains(&k))
 }
 
-/// Given an upload's results, the commit records its own exec may run (see [`upload`]).
-type CommitWith<'a> = dyn Fn(&[(Item, Outcome)]) -> Vec<u8> + 'a;
-
-/// What one upload did.
-struct Uploaded {
-    /// Each file item with its outcome; refused directories fail their contents.
-    results: Vec<(Item, Outcome)>,
-    /// The output of the commit that ran in the upload's own exec (tar path, remote
-    /// with perl); `None`: the steps offered to it still have to be committed.
-    committed: Option<crate::transfer::ssh::ScriptOutput>,
-}
-
 /// Uploads the directories and files of one root: one tar stream where the remote
-/// has tar, which also runs `commit_with(results)`'s records when it can; otherwise
-/// (or when the remote tar fails) one SCP sink, which commits nothing.
+/// has tar; otherwise (or when the remote tar fails) one SCP sink. Neither commits:
+/// each file item comes back with its outcome.
 /// When the upload breaks off (connection lost, shutdown), the temporaries it may have
 /// written are removed, best effort, before the error is returned.
 fn upload(
@@ -1425,12 +1373,24 @@ fn upload(
     root: &[u8],
     w: &RootWork,
     report: &mut HostReport,
-    commit_with: &CommitWith<'_>,
     reserved: &mut Option<tar::Reserved>,
-) -> Result<Uploaded> {
+) -> Result<Vec<(Item, Outcome)>> {
+    let files = w.items.iter().filter(|i| matches!(i.what, ItemKind::File));
+    let files = files.count();
+    // Named in README, "Logs": the way each batch goes.
+    let way = |how: &str| {
+        if files > 0 {
+            let root = crate::escape::escape(root);
+            log::debug!(
+                "{}: {files} item(s) under {root} over {how}",
+                report.address
+            );
+        }
+    };
     if conn.has_tar() {
+        way("tar");
         let tick = |bytes| report.event(Event::Uploaded { bytes });
-        let why = match upload_tar(conn, root, w, commit_with, reserved, &tick)
+        let why = match upload_tar(conn, root, w, reserved, &tick)
             .inspect_err(|_| cleanup(conn, root, w))?
         {
             Ok(uploaded) => return Ok(uploaded),
@@ -1443,11 +1403,8 @@ fn upload(
         );
         conn.disable_tar();
     }
-    let results = upload_all(conn, root, w, report).inspect_err(|_| cleanup(conn, root, w))?;
-    Ok(Uploaded {
-        results,
-        committed: None,
-    })
+    way("scp");
+    upload_all(conn, root, w, report).inspect_err(|_| cleanup(conn, root, w))
 }
 
 /// Removes, best effort, the temporaries an interrupted upload under `root` may have left.
@@ -1464,16 +1421,15 @@ fn cleanup(conn: &Connection, root: &[u8], w: &RootWork) {
 }
 
 /// Sends the directories and files of one root as one tar stream (see
-/// [`crate::transfer::tar`]). `Ok(Err(why))`: the remote tar failed, nothing was
-/// committed.
+/// [`crate::transfer::tar`]). `Ok(Err(why))`: the remote tar failed, nothing may
+/// be committed.
 fn upload_tar(
     conn: &Connection,
     root: &[u8],
     w: &RootWork,
-    commit_with: &CommitWith<'_>,
     reserved: &mut Option<tar::Reserved>,
     tick: &dyn Fn(u64),
-) -> Result<Result<Uploaded, tar::TarFailed>> {
+) -> Result<Result<Vec<(Item, Outcome)>, tar::TarFailed>> {
     let mut members = Vec::new();
     let mut files = Vec::new();
     for item in &w.items {
@@ -1486,7 +1442,6 @@ fn upload_tar(
                 members.push(tar::Member::File {
                     rel: conn.names().for_path(&item.rel),
                     local: item.to_send(),
-                    size: item.size,
                 });
                 files.push(item.clone());
             }
@@ -1501,24 +1456,10 @@ fn upload_tar(
             .collect()
     };
     if members.is_empty() {
-        return Ok(Ok(Uploaded {
-            results: Vec::new(),
-            committed: None,
-        }));
+        return Ok(Ok(Vec::new()));
     }
-    let streamed = tar::upload(
-        conn,
-        root,
-        &members,
-        |outcomes| commit_with(&zip(outcomes)),
-        reserved,
-        &|k| tick(files[k].size),
-        conn.can_split(),
-    )?;
-    Ok(streamed.map(|s| Uploaded {
-        results: zip(&s.outcomes),
-        committed: s.commit,
-    }))
+    let streamed = tar::upload(conn, root, &members, reserved, &|k| tick(files[k].size))?;
+    Ok(streamed.map(|outcomes| zip(&outcomes)))
 }
 
 /// The body of [`upload`].

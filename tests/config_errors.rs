@@ -40,6 +40,18 @@ fn cases() -> Vec<(&'static str, Edit, &'static str, &'static str)> {
         ),
         ("ini empty", w("config.ini", ""), "config.ini", "empty"),
         (
+            "split not yes/no",
+            w("config.ini", &ini("[sync]\nsplit = true\n")),
+            "config.ini",
+            "[sync] split",
+        ),
+        (
+            "inflight_kib not a number",
+            w("config.ini", &ini("[sync]\ninflight_kib = 1M\n")),
+            "config.ini",
+            "[sync] inflight_kib",
+        ),
+        (
             "ini bom",
             Write(
                 "config.ini",
@@ -457,6 +469,26 @@ fn malformed_config_exits_2_with_one_line_naming_file_and_problem() {
 }
 
 /// A missing config.ini via `-c`, and a usage error, also exit 2.
+/// Issue 15: `HOSTSYNC_TRANSFER` is read once, at start-up, and a value it does
+/// not know is an error, not silently the default.
+#[test]
+fn unknown_transfer_variable_exits_2() {
+    let dir = Dir::new("badtransfer");
+    dir.write("config.ini", INI);
+    dir.write("connection_info.json", HOSTS);
+    dir.write(MAP_FILE, MAP);
+    dir.mkdir("site");
+    let vars = [("HOSTSYNC_TRANSFER", "rsync")];
+    let run = crate::util::hostsync::run_in_env(dir.path(), dir.path(), &["sync"], &vars);
+    assert_eq!(run.code, 2, "{}", run.dump());
+    assert_eq!(
+        run.stderr.trim_end(),
+        "hostsync: HOSTSYNC_TRANSFER=rsync: unknown transfer; set it to agent, tar or scp, or unset it for the default",
+        "{}",
+        run.dump()
+    );
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let dir = Dir::new("usage");

@@ -51,6 +51,12 @@ pub struct Settings {
     pub debounce: Duration,
     /// `[sync] retry_max_s`: cap of the retry backoff for a host that is down (watch).
     pub retry_max: Duration,
+    /// `[sync] split`: a big batch on a host with the agent is made by two remote
+    /// processes (the agent's lanes).
+    pub split: bool,
+    /// `[sync] inflight_kib`: most KiB written ahead of the remote's
+    /// acknowledgements; `None` (`auto`): from the measured round trip; 0: no pacing.
+    pub inflight_kib: Option<u32>,
 }
 
 impl Default for Settings {
@@ -67,6 +73,8 @@ impl Default for Settings {
             strict_modes: true,
             debounce: Duration::from_millis(50),
             retry_max: Duration::from_secs(30),
+            split: true,
+            inflight_kib: None,
         }
     }
 }
@@ -92,7 +100,10 @@ pub(crate) const KNOWN: &[(&str, &[&str])] = &[
             "strict_modes",
         ],
     ),
-    ("sync", &["debounce_ms", "retry_max_s"]),
+    (
+        "sync",
+        &["debounce_ms", "retry_max_s", "split", "inflight_kib"],
+    ),
 ];
 
 /// Reads and parses `config.ini`. A missing file is an error that says how to make one.
@@ -244,6 +255,17 @@ fn apply(s: &mut Settings, section: &str, key: &str, value: &str) -> Result<(), 
         ("ssh", "strict_modes") => s.strict_modes = yes_no(value)?,
         ("sync", "debounce_ms") => s.debounce = Duration::from_millis(int(value, 0, 60_000)?),
         ("sync", "retry_max_s") => s.retry_max = Duration::from_secs(int(value, 1, 86400)?),
+        ("sync", "split") => s.split = yes_no(value)?,
+        ("sync", "inflight_kib") => {
+            s.inflight_kib = match value {
+                "auto" => None,
+                n => Some(
+                    int(n, 0, 1 << 22)
+                        .map_err(|e| format!("{e}, or auto (from the measured round trip)"))?
+                        as u32,
+                ),
+            }
+        }
         _ => unreachable!("key list and apply() disagree on [{section}] {key}"),
     }
     Ok(())
@@ -313,6 +335,33 @@ mod tests {
         assert_eq!(s.host_key_policy, HostKeyPolicy::AcceptNew);
         assert_eq!(s.connect_timeout, Duration::from_secs(3));
         assert_eq!(s.debounce, Duration::ZERO);
+        assert!(s.split);
+        assert_eq!(s.inflight_kib, None);
+        let s = p("[sync]\nsplit = no\ninflight_kib = 0\n").unwrap();
+        assert_eq!((s.split, s.inflight_kib), (false, Some(0)));
+        let s = p("[sync]\ninflight_kib = auto\n").unwrap();
+        assert_eq!(s.inflight_kib, None);
+        assert_eq!(
+            p("[sync]\ninflight_kib = 64\n").unwrap().inflight_kib,
+            Some(64)
+        );
+    }
+
+    /// The settings that were environment variables (issue 15) are validated like
+    /// every key: one line naming file, section, key and what to write.
+    #[test]
+    fn transfer_settings_are_validated() {
+        let e = p("[sync]\nsplit = 1\n").unwrap_err().to_string();
+        assert!(
+            e.contains("[sync] split") && e.contains("expected yes or no"),
+            "{e}"
+        );
+        let e = p("[sync]\ninflight_kib = lots\n").unwrap_err().to_string();
+        assert!(
+            e.contains("[sync] inflight_kib") && e.contains("or auto"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
     }
 
     #[test]

@@ -50,6 +50,38 @@ pub struct SshSettings {
     /// Where each host's record of what was last pushed to it lives
     /// (`<log_path>/pushed`, see [`crate::pushed`]).
     pub pushed_dir: PathBuf,
+    /// How files go to a host (`HOSTSYNC_TRANSFER`, read once here).
+    pub transfer: Transfer,
+    /// `[sync] split`: the agent may make a big batch in two lanes.
+    pub split: bool,
+    /// `[sync] inflight_kib`: `None` for automatic (from the round trip).
+    pub inflight_kib: Option<u32>,
+}
+
+/// How files go to a host: `HOSTSYNC_TRANSFER`, until `[ssh] transfer` replaces
+/// it (issue 16). Read once, at start-up, in [`transfer_from_env`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transfer {
+    /// Unset (or `agent`): the agent where the host has perl, else a tar stream
+    /// where it has GNU tar or bsdtar, else SCP.
+    Auto,
+    /// `tar`: as a host without perl is served (tar stream, else SCP).
+    Tar,
+    /// `scp`: as a host without perl and tar is served (SCP only).
+    Scp,
+}
+
+/// Reads `HOSTSYNC_TRANSFER`; a value other than `agent`, `tar` or `scp` is an error.
+pub fn transfer_from_env() -> Result<Transfer> {
+    match std::env::var("HOSTSYNC_TRANSFER").as_deref() {
+        Err(_) | Ok("" | "agent") => Ok(Transfer::Auto),
+        Ok("tar") => Ok(Transfer::Tar),
+        Ok("scp") => Ok(Transfer::Scp),
+        Ok(other) => bail!(
+            "HOSTSYNC_TRANSFER={}: unknown transfer; set it to agent, tar or scp, or unset it for the default",
+            crate::escape::controls(other)
+        ),
+    }
 }
 
 /// A host together with what to push to it.
@@ -134,6 +166,9 @@ pub fn load_with(config_path: &Path, unset: UnsetVars) -> Result<Config> {
             client_id,
             runs_dir: ini::resolve(&base, &settings.log_path).join("runs"),
             pushed_dir: ini::resolve(&base, &settings.log_path).join("pushed"),
+            transfer: transfer_from_env()?,
+            split: settings.split,
+            inflight_kib: settings.inflight_kib,
         },
         debounce: settings.debounce,
         retry_max: settings.retry_max,

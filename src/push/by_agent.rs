@@ -208,6 +208,8 @@ struct Run<'a, 'c, 'u> {
     again: BTreeMap<Vec<u8>, RootWork>,
     /// Which round this is (1 to [`MAX_ATTEMPTS`]).
     attempt: usize,
+    /// `[sync] split`: a big batch may go in two lanes.
+    split: bool,
 }
 
 /// Applies `plan` through `agent` (see the module doc), noting each confirmed
@@ -237,6 +239,7 @@ pub(super) fn apply(
         changed: vec![0; units.len()],
         again: BTreeMap::new(),
         attempt: 1,
+        split: conn.may_split(),
     };
     if let Err(e) = run.all(plan, &listed.ids) {
         run.unconfirmed(&e);
@@ -328,14 +331,18 @@ impl Run<'_, '_, '_> {
             self.agent.mkdir(id, &item.rel, first)?;
             self.steps.push_back(Step::Dir(item, root.to_vec()));
         }
-        let lanes = worth_two_lanes(&sent);
-        if lanes {
+        let lanes = self.split && worth_two_lanes(&sent);
+        if !sent.is_empty() {
+            // Named in README, "Logs": the way each batch goes.
             log::debug!(
-                "{}: {} file(s) and link(s) under {} in 2 lanes",
+                "{}: {} item(s) under {} over {}",
                 self.report.address,
                 sent.len(),
-                show(root)
+                show(root),
+                if lanes { "agent in 2 lanes" } else { "agent" }
             );
+        }
+        if lanes {
             self.agent.lanes()?;
             self.steps.push_back(Step::Lanes);
         }

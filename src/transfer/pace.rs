@@ -16,7 +16,7 @@
 //! the channel window binds first, exactly as without pacing. A server that
 //! sends no window adjust within [`STALL`] gets an unpaced stream.
 //!
-//! `HOSTSYNC_INFLIGHT=N` sets the limit in bytes (`0`: no pacing), for measuring.
+//! `[sync] inflight_kib = N` sets the limit in KiB (`0`: no pacing).
 
 use std::io::Write;
 use std::time::Duration;
@@ -49,15 +49,12 @@ pub fn limit_for(rtt: Option<Duration>) -> u32 {
     }
 }
 
-/// The limit to use on `conn`: [`limit_for`] its round trip, unless the environment
-/// says otherwise.
+/// The limit to use on `conn`: [`limit_for`] its round trip, unless `[sync]
+/// inflight_kib` says otherwise.
 fn limit(conn: &Connection) -> u32 {
-    match std::env::var("HOSTSYNC_INFLIGHT")
-        .ok()
-        .map(|v| v.parse::<u32>())
-    {
-        Some(Ok(n)) => n,
-        _ => limit_for(conn.rtt()),
+    match conn.inflight_kib() {
+        Some(kib) => kib.saturating_mul(1024),
+        None => limit_for(conn.rtt()),
     }
 }
 

@@ -1,9 +1,8 @@
 //! What the remote shell is asked to do on a host the agent cannot serve (no
 //! perl), and how its answers are read.
 //!
-//! Per batch such a host runs two small POSIX sh scripts: the listing under
-//! `sh -c` (or `sh -s` when it is long), the commit as one perl process where
-//! perl was forced off but exists, else under `sh -s`:
+//! Per batch such a host runs two small POSIX sh scripts, fed as the argument of
+//! `sh -c` (or on stdin to `sh -s` when they are long): the listing and the commit.
 //! - the *listing* applies the ancestor rule to each destination ([`TRUST`]),
 //!   creates missing destination roots and lists what is under each one (GNU
 //!   `find -printf`, NUL-separated, so any byte in a name is safe), with the owner
@@ -173,13 +172,11 @@ A() {
 
 /// Appended to a listing when the connection does not know yet whether the remote
 /// has GNU tar or bsdtar: one `T` record, `1` or `0`, instead of an exec of its own
-/// (one round trip less per connection); and one `S` record, `1` where perl is there
-/// to split a stream over two tars ([`crate::transfer::tar::SPLIT_PERL`]).
+/// (one round trip less per connection).
 const TAR_PROBE: &[u8] = br#"case "$(tar --version 2>/dev/null)" in
   *"GNU tar"* | *bsdtar*) printf 'T\000%s\000' 1 ;;
   *) printf 'T\000%s\000' 0 ;;
 esac
-if command -v perl >/dev/null 2>&1; then printf 'S\000%s\000' 1; else printf 'S\000%s\000' 0; fi
 "#;
 
 /// The listing script. With `create`, missing roots are made (`mkdir -p`);
@@ -200,19 +197,11 @@ pub fn listing_end(token: &str) -> Vec<u8> {
 
 /// A listing (creating missing roots) that keeps its channel: run as
 /// `sh -c SCRIPT TOKEN`, it prints the listing, then [`listing_end`] with the
-/// listing's stderr, then waits for one line on stdin. `tar I NAME LANES` runs `tail`
-/// (see [`crate::transfer::tar::REMOTE`]) with root `I` of `roots` as `$1`, NAME as
-/// `$2`, `commit_arg` as `$3`, LANES as `$4` and `split_arg` as `$5`; anything else,
-/// or EOF, ends it. Reading that line with sh's `read` takes nothing more from
-/// stdin, so what follows is tar's.
-pub fn listing_then_tar(
-    roots: &[ListRoot],
-    probe_tar: bool,
-    strict: bool,
-    tail: &str,
-    commit_arg: &[u8],
-    split_arg: &[u8],
-) -> Vec<u8> {
+/// listing's stderr, then waits for one line on stdin. `tar I` runs `tail` (see
+/// [`crate::transfer::tar::REMOTE`]) with root `I` of `roots` as `$1`; anything
+/// else, or EOF, ends it. Reading that line with sh's `read` takes nothing more
+/// from stdin, so what follows is tar's.
+pub fn listing_then_tar(roots: &[ListRoot], probe_tar: bool, strict: bool, tail: &str) -> Vec<u8> {
     let mut s = [TRUST, LIST_PRELUDE].concat();
     s.extend_from_slice(if strict { b"SM=1\n" } else { b"SM=0\n" });
     s.extend_from_slice(b"MK=1\nexec 3>&1\ne=$( {\n");
@@ -220,18 +209,14 @@ pub fn listing_then_tar(
     s.extend_from_slice(b"} 2>&1 >&3 )\nexec 3>&-\n");
     s.extend_from_slice(b"printf 'Z\\000%s\\000%s\\000' \"$0\" \"$e\"\n");
     s.extend_from_slice(
-        b"IFS=' ' read -r go i n l || exit 0\n[ \"$go\" = tar ] || exit 0\ncase $i in\n",
+        b"IFS=' ' read -r go i || exit 0\n[ \"$go\" = tar ] || exit 0\ncase $i in\n",
     );
     for (i, root) in roots.iter().enumerate() {
         s.extend_from_slice(format!("{i}) r=").as_bytes());
         s.extend_from_slice(&quote(&root.dir));
         s.extend_from_slice(b" ;;\n");
     }
-    s.extend_from_slice(b"*) exit 0 ;;\nesac\nset -- \"$r\" \"$n\" ");
-    s.extend_from_slice(&quote(commit_arg));
-    s.extend_from_slice(b" \"$l\" ");
-    s.extend_from_slice(&quote(split_arg));
-    s.push(b'\n');
+    s.extend_from_slice(b"*) exit 0 ;;\nesac\nset -- \"$r\"\n");
     s.extend_from_slice(tail.as_bytes());
     s.push(b'\n');
     s
@@ -335,15 +320,12 @@ pub struct Listing {
     pub states: Vec<RootState>,
     /// Whether the remote has GNU tar or bsdtar, when the listing probed for it.
     pub tar: Option<bool>,
-    /// Whether the remote has perl to split a stream, when the listing probed for tar.
-    pub split: Option<bool>,
 }
 
 /// Parses the listing's NUL-separated records into one state per root.
 pub fn parse_listing(out: &[u8], roots: usize) -> Result<Listing, String> {
     let mut states = vec![RootState::default(); roots];
     let mut tar = None;
-    let mut split = None;
     let mut fields = out.split(|&b| b == 0);
     let mut current: Option<usize> = None;
     let mut me: Option<u32> = None;
@@ -404,7 +386,6 @@ pub fn parse_listing(out: &[u8], roots: usize) -> Result<Listing, String> {
                     states[i].open = open(me, owner, mode, at);
                 }
             }
-            b"S" => split = Some(fields.next() == Some(b"1")),
             b"F" => {
                 let mut f = [&b""[..]; 7];
                 for slot in &mut f {
@@ -432,7 +413,7 @@ pub fn parse_listing(out: &[u8], roots: usize) -> Result<Listing, String> {
             }
         }
     }
-    Ok(Listing { states, tar, split })
+    Ok(Listing { states, tar })
 }
 
 /// Drops the `./` that path listings put before each path.
@@ -544,86 +525,6 @@ d() {
   if rm -rf -- "$1/$2"; then printf 'K\0%s\0' "$3"; else printf 'F\0%s\0%s\0' "$3" "remove failed"; fi
 }
 "#;
-
-/// The commit as one perl process: every step is a NUL-separated record on stdin, so
-/// a batch of N files costs one process start on the remote, not N `mv`s (which took
-/// over 100 s for 100,000 files). perl is essential on Debian and standard almost
-/// everywhere else; where it is missing, [`commit_script`] does the same with `mv`.
-/// Each step is confirmed exactly as the shell version does: `K\0i\0` when done,
-/// `F\0i\0reason\0` when not; a step with neither did not happen (issue 13).
-pub const COMMIT_PERL: &str = r#"$/ = "\0"; my $i = 0; my $bad;
-sub fail { print "F\0$_[0]\0$_[1]\0"; $bad = 1 }
-sub arg { my $x = <STDIN>; chomp $x; $x }
-sub backup {
-  my ($d, $n) = @_;
-  return "" unless $n > 0 && -f $d && !-l $d;
-  for (my $k = $n - 1; $k >= 1; $k--) {
-    my ($from, $to) = ("$d.$k", "$d." . ($k + 1));
-    next unless -e $from || -l $from;
-    rename($from, $to) or return "cannot rotate $from to $to: $!";
-  }
-  if (-e "$d.1" || -l "$d.1") { unlink("$d.1") or return "cannot drop the oldest backup $d.1: $!" }
-  link($d, "$d.1") or rename($d, "$d.1") or return "cannot keep the previous version as $d.1: $!";
-  return "";
-}
-while (defined(my $op = <STDIN>)) {
-  chomp $op;
-  if ($op eq "R") {
-    my ($t, $d, $n) = (arg(), arg(), arg());
-    if (-d $d && !-l $d) { unlink $t; fail($i, "remote path is a directory") }
-    elsif ((my $e = backup($d, $n)) ne "") { unlink $t; fail($i, "not replaced: $e") }
-    else { unlink $d if -l $d && -d $d; rename($t, $d) or fail($i, "rename into place failed: $!") }
-  } elsif ($op eq "S") {
-    my ($g, $t, $d, $n) = (arg(), arg(), arg(), arg());
-    unlink $t;
-    if (-d $d && !-l $d) { fail($i, "remote path is a directory") }
-    elsif ((my $e = backup($d, $n)) ne "") { fail($i, "not replaced: $e") }
-    else { unlink $d if -l $d && -d $d; (symlink($g, $t) && rename($t, $d)) or fail($i, "symlink failed: $!") }
-  } elsif ($op eq "D") {
-    my ($r, $rel) = (arg(), arg()); my $p = $r; my $safe = 1;
-    my @parts = split m{/}, $rel; pop @parts;
-    for my $c (@parts) {
-      $p .= "/$c";
-      if (!-e $p && !-l $p) { $safe = 2; last }
-      if (-l $p || !-d $p) { $safe = 0; last }
-    }
-    if ($safe == 2) { }
-    elsif (!$safe) { fail($i, "not removed: a parent is a symlink or not a directory on the remote") }
-    else { system("rm", "-rf", "--", "$r/$rel") == 0 or fail($i, "remove failed") }
-  } elsif ($op eq "X") {
-    my $p = arg(); unlink $p
-  }
-  print "K\0$i\0" unless $bad;
-  $bad = 0;
-  $i++;
-}"#;
-
-/// The steps as the records [`COMMIT_PERL`] reads.
-pub fn commit_records(steps: &[Commit]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut push = |fields: &[&[u8]]| {
-        for f in fields {
-            out.extend_from_slice(f);
-            out.push(0);
-        }
-    };
-    for step in steps {
-        match step {
-            Commit::Rename { tmp, dest, backups } => {
-                push(&[b"R", tmp, dest, backups.to_string().as_bytes()])
-            }
-            Commit::Symlink {
-                target,
-                tmp,
-                dest,
-                backups,
-            } => push(&[b"S", target, tmp, dest, backups.to_string().as_bytes()]),
-            Commit::Remove { root, rel } => push(&[b"D", root, rel]),
-            Commit::RemoveStale { path } => push(&[b"X", path]),
-        }
-    }
-    out
-}
 
 /// The commit script. Step `i` reports a failure as `F\0i\0reason\0`.
 pub fn commit_script(steps: &[Commit]) -> Vec<u8> {
@@ -882,11 +783,11 @@ mod tests {
             "5994471abb01112afcc18159f6cc74b4f511b99806da59b3caf5a9c173cacfc5"
         );
         assert_eq!(st[0].hashes.len(), 1);
-        // Commit, with sh and with perl: rename a temp into place, make a symlink,
-        // refuse to replace a directory, remove a tree, drop a stale temp.
-        for use_perl in [false, true] {
+        // Commit, under dash (Debian's sh) and bash: rename a temp into place, make
+        // a symlink, refuse to replace a directory, remove a tree, drop a stale temp.
+        for shell in ["sh", "bash"] {
             let tmp = root.join(".hostsync-tmp.1");
-            std::fs::write(&tmp, format!("new {use_perl}")).unwrap();
+            std::fs::write(&tmp, format!("new {shell}")).unwrap();
             std::fs::write(root.join(".hostsync-tmp.9"), "stale").unwrap();
             std::fs::create_dir_all(root.join("dir")).unwrap();
             std::fs::create_dir_all(root.join("-d/sub")).unwrap();
@@ -929,18 +830,14 @@ mod tests {
                     rel: b"gone-parent/x".to_vec(),
                 },
             ];
-            let out = if use_perl {
-                run_local("perl", &["-e", COMMIT_PERL], &commit_records(&steps))
-            } else {
-                run(commit_script(&steps))
-            };
+            let out = run_local(shell, &["-s"], &commit_script(&steps));
             let fails = parse_failures(&out);
             // Every step that happened is confirmed; the refused ones are not.
             let (_, done) = parse_commit(&out);
             for i in [1, 2, 4, 6] {
-                assert!(done.contains(&i), "step {i} unconfirmed, perl: {use_perl}");
+                assert!(done.contains(&i), "step {i} unconfirmed, {shell}");
             }
-            assert!(!done.contains(&3) && !done.contains(&5), "perl: {use_perl}");
+            assert!(!done.contains(&3) && !done.contains(&5), "{shell}");
             assert_eq!(
                 fails,
                 vec![
@@ -951,12 +848,12 @@ mod tests {
                             .to_string()
                     )
                 ],
-                "perl: {use_perl}"
+                "{shell}"
             );
             assert_eq!(std::fs::read(d.path().join("outside/x")).unwrap(), b"keep");
             assert_eq!(
                 std::fs::read(root.join("a\nb")).unwrap(),
-                format!("new {use_perl}").as_bytes()
+                format!("new {shell}").as_bytes()
             );
             assert_eq!(
                 std::fs::read_link(root.join("ln")).unwrap(),
@@ -1022,27 +919,14 @@ mod tests {
     }
 
     /// Issue 5: `backups` rotates to exactly N numbered versions, newest in `.1`,
-    /// with perl and with sh; a symlink or missing dest makes no backup; a
+    /// under dash and bash; a symlink or missing dest makes no backup; a
     /// backup that cannot be kept leaves dest as it was.
     #[test]
     fn commit_rotates_numbered_backups() {
-        let commit = |use_perl: bool, steps: &[Commit]| {
-            let (prog, input) = if use_perl {
-                (vec!["perl", "-e", COMMIT_PERL], commit_records(steps))
-            } else {
-                (vec!["sh", "-s"], commit_script(steps))
-            };
-            let mut child = Command::new(prog[0])
-                .args(&prog[1..])
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(&input).unwrap();
-            parse_failures(&child.wait_with_output().unwrap().stdout)
+        let commit = |shell: &str, steps: &[Commit]| {
+            parse_failures(&run_local(shell, &["-s"], &commit_script(steps)))
         };
-        for use_perl in [false, true] {
+        for shell in ["sh", "bash"] {
             let d = tempfile::tempdir().unwrap();
             let b = |s: &str| d.path().join(s).as_os_str().as_bytes().to_vec();
             let read = |s: &str| std::fs::read_to_string(d.path().join(s)).ok();
@@ -1053,13 +937,13 @@ mod tests {
                     dest: b("app.conf"),
                     backups: n,
                 };
-                commit(use_perl, &[step])
+                commit(shell, &[step])
             };
             // No dest yet: nothing to keep.
             assert!(put("v0", 3).is_empty());
             assert_eq!(read("app.conf.1"), None);
             for v in 1..=5 {
-                assert!(put(&format!("v{v}"), 3).is_empty(), "perl {use_perl}");
+                assert!(put(&format!("v{v}"), 3).is_empty(), "{shell}");
             }
             let got: Vec<_> = [
                 "app.conf",
@@ -1071,8 +955,8 @@ mod tests {
             .map(read)
             .to_vec();
             let want = ["v5", "v4", "v3", "v2"].map(|v| Some(v.to_string()));
-            assert_eq!(got[..4], want, "perl {use_perl}");
-            assert_eq!(got[4], None, "exactly N, perl {use_perl}");
+            assert_eq!(got[..4], want, "{shell}");
+            assert_eq!(got[4], None, "exactly N, {shell}");
             // N = 1 replaces the one backup; 0 keeps none and leaves old ones alone.
             assert!(put("v6", 1).is_empty());
             assert_eq!(
@@ -1089,7 +973,7 @@ mod tests {
                 dest: b("ln"),
                 backups: 2,
             };
-            assert!(commit(use_perl, &[step]).is_empty());
+            assert!(commit(shell, &[step]).is_empty());
             assert_eq!(read("ln").as_deref(), Some("file"));
             assert!(std::fs::symlink_metadata(d.path().join("ln.1")).is_err());
             // A symlink replacing a regular file keeps the file.
@@ -1099,7 +983,7 @@ mod tests {
                 dest: b("ln"),
                 backups: 2,
             };
-            assert!(commit(use_perl, &[step]).is_empty());
+            assert!(commit(shell, &[step]).is_empty());
             assert_eq!(read("ln.1").as_deref(), Some("file"));
             // A backup slot that is a directory: the step fails, dest is untouched.
             std::fs::create_dir(d.path().join("x.1")).unwrap();
@@ -1111,8 +995,8 @@ mod tests {
                 dest: b("x"),
                 backups: 1,
             };
-            let fails = commit(use_perl, &[step]);
-            assert_eq!(fails.len(), 1, "perl {use_perl}");
+            let fails = commit(shell, &[step]);
+            assert_eq!(fails.len(), 1, "{shell}");
             assert!(
                 fails[0]
                     .1

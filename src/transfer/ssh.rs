@@ -37,9 +37,12 @@ pub struct Connection {
     tar: std::cell::Cell<Option<bool>>,
     /// The quickest channel open seen: an estimate of the round trip.
     rtt: std::cell::Cell<Option<Duration>>,
-    /// Whether the remote has perl to split a tar stream over two tars, once a
-    /// listing said so.
-    split: std::cell::Cell<Option<bool>>,
+    /// `HOSTSYNC_TRANSFER` and the `[sync]` transfer settings.
+    transfer: crate::config::Transfer,
+    /// `[sync] split`.
+    split: bool,
+    /// `[sync] inflight_kib`.
+    inflight_kib: Option<u32>,
     /// `[ssh] io_timeout`, for the rate rule of replies ([`super::bounded`]).
     io_timeout: Duration,
     /// Whether the remote has perl for hostsync's agent ([`super::agent`]), once a
@@ -105,7 +108,9 @@ impl Connection {
             cancel: Arc::new(AtomicBool::new(false)),
             tar: std::cell::Cell::new(None),
             rtt: std::cell::Cell::new(None),
-            split: std::cell::Cell::new(None),
+            transfer: ssh.transfer,
+            split: ssh.split,
+            inflight_kib: ssh.inflight_kib,
             io_timeout: ssh.io_timeout,
             agent: std::cell::Cell::new(None),
             client_id: ssh.client_id.clone(),
@@ -126,7 +131,7 @@ impl Connection {
         if let Some(known) = self.tar.get() {
             return known;
         }
-        if scp_forced() {
+        if self.scp_forced() {
             self.tar.set(Some(false));
             return false;
         }
@@ -142,13 +147,13 @@ impl Connection {
 
     /// Whether a tar stream may be used: not forced off, and not known to be missing.
     pub fn tar_maybe(&self) -> bool {
-        self.tar.get() != Some(false) && !scp_forced()
+        self.tar.get() != Some(false) && !self.scp_forced()
     }
 
     /// Whether nobody has asked the remote about tar yet (a listing may ask for
     /// [`Connection::has_tar`], saving it an exec of its own).
     pub fn tar_unknown(&self) -> bool {
-        self.tar.get().is_none() && !scp_forced()
+        self.tar.get().is_none() && !self.scp_forced()
     }
 
     /// Records what a listing found out about the remote's tar (first answer wins).
@@ -158,15 +163,19 @@ impl Connection {
         }
     }
 
-    /// Whether a tar stream may be split over two tars (see
-    /// [`crate::transfer::tar::SPLIT_PERL`]): a listing found perl on the remote.
-    pub fn can_split(&self) -> bool {
-        self.split.get() == Some(true)
+    /// `[sync] split`: whether the agent may make a big batch in two lanes.
+    pub fn may_split(&self) -> bool {
+        self.split
     }
 
-    /// Records what a listing found out about the remote's perl.
-    pub fn set_split_probed(&self, found: bool) {
-        self.split.set(Some(found));
+    /// `[sync] inflight_kib`: `None` for automatic.
+    pub fn inflight_kib(&self) -> Option<u32> {
+        self.inflight_kib
+    }
+
+    /// Whether the transfer is forced to SCP (`HOSTSYNC_TRANSFER=scp`).
+    fn scp_forced(&self) -> bool {
+        self.transfer == crate::config::Transfer::Scp
     }
 
     /// Stops using the tar fast path on this connection (after a tar stream failed).
@@ -178,8 +187,7 @@ impl Connection {
     /// not forced off (`HOSTSYNC_TRANSFER=tar` or `scp`: the way hosts without perl
     /// are served, for tests and measurements).
     pub fn agent_maybe(&self) -> bool {
-        self.agent.get() != Some(false)
-            && !std::env::var("HOSTSYNC_TRANSFER").is_ok_and(|t| t == "scp" || t == "tar")
+        self.agent.get() != Some(false) && self.transfer == crate::config::Transfer::Auto
     }
 
     /// Whether no agent start has shown yet whether the remote has perl.
@@ -417,11 +425,6 @@ fn find_end(out: &[u8], end: &[u8], from: usize) -> Option<usize> {
 
 /// libssh2's `LIBSSH2_ERROR_TIMEOUT`: a blocking call passed `Session::set_timeout`.
 const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
-
-/// True when the environment says `HOSTSYNC_TRANSFER=scp`: SCP only, no tar fast path.
-fn scp_forced() -> bool {
-    std::env::var("HOSTSYNC_TRANSFER").is_ok_and(|t| t == "scp")
-}
 
 /// Words a failed handshake; a timeout means TCP was accepted but SSH never answered
 /// (a stalled server or network path), which deserves more than libssh2's wording.

@@ -475,3 +475,14 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// The ways batches went, from the `-v` line README's "Logs" names (`HOST: N
+/// item(s) under DIR over WAY`), in log order: `agent`, `agent in 2 lanes`,
+/// `tar` or `scp`.
+pub fn ways(info: &str) -> Vec<String> {
+    info.lines()
+        .filter(|l| l.contains(" item(s) under "))
+        .filter_map(|l| l.rsplit_once(" over "))
+        .map(|(_, way)| way.to_string())
+        .collect()
+}
