@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::dry_run::Diff;
+use crate::reconcile::render::Diff;
 
 /// Something that happened on a host during a sync, as it happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

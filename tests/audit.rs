@@ -1093,7 +1093,7 @@ fn readme_systemd_steps_work_as_written() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     assert!(unit_text.contains("exits 0 within 5 s"), "{unit_text}");
     assert!(readme.contains("exits 0 within 5 seconds") && readme.contains("exits within 5 s"));
-    assert!(hostsync::daemon::SHUTDOWN_GRACE < Duration::from_secs(5));
+    assert!(hostsync::cmd::watch::SHUTDOWN_GRACE < Duration::from_secs(5));
     assert!(
         unit_text.contains("TimeoutStopSec=15s"),
         "systemd waits longer than that"

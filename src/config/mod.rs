@@ -10,6 +10,7 @@
 //! file included, then set apart in [`Config::disabled`]: every command works on
 //! [`Config::targets`] only, so a disabled host is never contacted or reported.
 
+pub mod example;
 /// Property tests of the parsers (issue 4); see the module for running them longer.
 #[cfg(test)]
 mod fuzz;
@@ -45,10 +46,10 @@ pub struct SshSettings {
     /// Who this client is, in every remote temporary's name: 8 hex digits of a
     /// hash of this machine's id and config.ini's path ([`client_id`]).
     pub client_id: String,
-    /// Where each run holds its lock (`<log_path>/runs`, see [`crate::transfer::runs`]).
+    /// Where each run holds its lock (`<log_path>/runs`, see [`crate::remote::runs`]).
     pub runs_dir: PathBuf,
     /// Where each host's record of what was last pushed to it lives
-    /// (`<log_path>/pushed`, see [`crate::pushed`]).
+    /// (`<log_path>/pushed`, see [`crate::local::pushed`]).
     pub pushed_dir: PathBuf,
     /// How files go to a host (`HOSTSYNC_TRANSFER`, read once here).
     pub transfer: Transfer,

@@ -10,12 +10,12 @@
 //! 2. each local entry is compared with the remote one by the rules both ways
 //!    share ([`compare`]): a file with the same size, mtime (at the precision the
 //!    remote keeps, with the host's record of what was last pushed where that is
-//!    whole seconds: `push::skip`, [`crate::pushed`]) and mode is skipped, or with
+//!    whole seconds: `push::skip`, [`crate::local::pushed`]) and mode is skipped, or with
 //!    `--checksum` the same content; what is sent records why (new, size, mtime,
 //!    ...), which `-v` shows; a destination others can write is refused;
 //! 3. what differs is uploaded as one tar stream, or through one SCP sink per
 //!    destination root, every file under a temporary name of this run in its own
-//!    destination directory ([`crate::transfer::runs`]); a file that changed
+//!    destination directory ([`crate::remote::runs`]); a file that changed
 //!    while it was read is sent again;
 //! 4. one commit script renames each complete temporary over its destination,
 //!    confirming each step, and removes the temporaries of runs that are over.
@@ -39,7 +39,7 @@
 //! numbered previous versions of a replaced file (and `"delete": true` leaves
 //! those `dest.N` files alone); `post_sync` commands run over the same session
 //! after the commit, once per batch for each mapping under which something
-//! changed ([`crate::post_sync`]). [`dry_run_host`] plans exactly as a push does,
+//! changed ([`crate::exec::post_sync`]). [`dry_run_host`] plans exactly as a push does,
 //! with a listing that creates nothing, and records the differences instead of
 //! acting on them.
 
@@ -50,20 +50,20 @@ use std::sync::Arc;
 
 use anyhow::{Result, anyhow};
 
-use crate::check;
+use crate::cmd::check;
 use crate::config::{Mapping, Target};
-use crate::dry_run::{Change, Diff};
+use crate::local::pushed::{Pushed, Record};
 use crate::local::{self, Entry, Kind, Source};
-use crate::pushed::{Pushed, Record};
+use crate::reconcile::render::{Change, Diff};
+use crate::reconcile::skip;
+use crate::remote::runs::Names;
+use crate::remote::{self, Commit, ListRoot, RootState};
 use crate::report::{Event, HostReport};
-use crate::transfer::remote::{self, Commit, ListRoot, RootState};
-use crate::transfer::runs::Names;
-use crate::transfer::scp::{Outcome, ScpSink};
-use crate::transfer::ssh::Connection;
-use crate::transfer::tar;
+use crate::transport::scp::{Outcome, ScpSink};
+use crate::transport::ssh::Connection;
+use crate::transport::tar;
 
 mod by_agent;
-mod skip;
 
 /// Why a file cannot replace what is at its dest. No "remove it": that directory
 /// may hold anything (issue 14, bug 3).
@@ -207,7 +207,7 @@ pub fn push_host(
     save_record(&mut pushed, report);
 }
 
-/// Saves what this run sent to the host's record ([`crate::pushed`]), also after a
+/// Saves what this run sent to the host's record ([`crate::local::pushed`]), also after a
 /// failure, for what the host confirmed. A record that cannot be written is a
 /// warning: nothing on the host is wrong.
 fn save_record(pushed: &mut Pushed, report: &HostReport) {
@@ -348,7 +348,7 @@ fn diffs(plan: &Plan, made_below: &MadeBelow) -> Vec<Diff> {
         .missing
         .iter()
         .flat_map(|root| match made_below.get(root) {
-            Some(existing) => crate::dry_run::made_dirs(root, existing),
+            Some(existing) => crate::reconcile::render::made_dirs(root, existing),
             None => vec![root.clone()],
         })
         .map(|path| Diff {
@@ -688,7 +688,7 @@ fn try_push(
     // post_sync: once per batch for each mapping under which something landed.
     for (unit, n) in units.iter().zip(changed) {
         if n > 0 && !unit.mapping.post_sync.is_empty() {
-            crate::post_sync::run(conn, unit.mapping, report);
+            crate::exec::post_sync::run(conn, unit.mapping, report);
         }
     }
     Ok(())
@@ -711,7 +711,7 @@ struct Reported {
     item: Item,
     /// Bytes of content it carried (0 but for files).
     bytes: u64,
-    /// For a file, what the host's record keeps of it ([`crate::pushed`]).
+    /// For a file, what the host's record keeps of it ([`crate::local::pushed`]).
     record: Option<Record>,
 }
 
@@ -803,7 +803,7 @@ fn symlink_steps(names: &Names, root: &[u8], w: &RootWork, units: &[Unit<'_>]) -
 /// 13, finding 6).
 fn settle(
     all: &Steps,
-    out: &crate::transfer::ssh::ScriptOutput,
+    out: &crate::transport::ssh::ScriptOutput,
     report: &mut HostReport,
     pushed: &mut Pushed,
     changed: &mut [u64],
@@ -920,8 +920,8 @@ fn plan(
     let client = conn.client_id();
     let removable = |name: &[u8], e: &remote::RemoteEntry| {
         e.kind != b'd'
-            && crate::transfer::runs::removable(name, e.mtime, now, client, &|run| {
-                crate::transfer::runs::alive(runs, run)
+            && crate::remote::runs::removable(name, e.mtime, now, client, &|run| {
+                crate::remote::runs::alive(runs, run)
             })
     };
     let mut plan = compare(
@@ -947,7 +947,7 @@ type StaleRule<'a> = dyn Fn(&[u8], &remote::RemoteEntry) -> bool + 'a;
 /// serves, which acts relative to checked directories (so a destination others can
 /// write is served) and decides itself which temporaries are stale; otherwise such
 /// a destination is refused (issue 13), and `stale_rule` says which temporaries
-/// found may be removed ([`crate::transfer::runs::removable`]).
+/// found may be removed ([`crate::remote::runs::removable`]).
 fn compare(
     usable: &[(usize, &Unit<'_>, &Source)],
     roots: &[ListRoot],
@@ -1052,7 +1052,7 @@ fn list(
     roots: &[ListRoot],
     create: bool,
     probe_tar: bool,
-) -> Result<(crate::transfer::ssh::ScriptOutput, Option<tar::Reserved>)> {
+) -> Result<(crate::transport::ssh::ScriptOutput, Option<tar::Reserved>)> {
     if create && conn.tar_maybe() {
         // No listing record can match a fresh token by chance.
         let token = remote::fresh_hex();
@@ -1076,7 +1076,7 @@ fn list(
 }
 
 /// Runs the commit steps with sh and `mv` (see [`remote::commit_script`]).
-fn commit(conn: &Connection, steps: &[Commit]) -> Result<crate::transfer::ssh::ScriptOutput> {
+fn commit(conn: &Connection, steps: &[Commit]) -> Result<crate::transport::ssh::ScriptOutput> {
     // Each step answers with one short record; its reason is at most a path long.
     let cap = 64 * 1024 + 8 * 1024 * steps.len() as u64;
     conn.run_script(&remote::commit_script(steps), cap)
@@ -1119,7 +1119,7 @@ struct Remote<'a> {
     root: &'a [u8],
     /// What the listing found below it.
     state: &'a RootState,
-    /// What this host was last sent ([`crate::pushed`]), by absolute remote path.
+    /// What this host was last sent ([`crate::local::pushed`]), by absolute remote path.
     pushed: &'a Pushed,
 }
 
@@ -1421,7 +1421,7 @@ fn cleanup(conn: &Connection, root: &[u8], w: &RootWork) {
 }
 
 /// Sends the directories and files of one root as one tar stream (see
-/// [`crate::transfer::tar`]). `Ok(Err(why))`: the remote tar failed, nothing may
+/// [`crate::transport::tar`]). `Ok(Err(why))`: the remote tar failed, nothing may
 /// be committed.
 fn upload_tar(
     conn: &Connection,
@@ -1605,7 +1605,9 @@ fn show(p: &[u8]) -> String {
 
 /// The local side of every mapping (src, its excludes, whether links below it are
 /// followed), for `local::scan_all`.
-pub fn srcs(targets: &[Target]) -> impl Iterator<Item = (&Path, &crate::exclude::Excludes, bool)> {
+pub fn srcs(
+    targets: &[Target],
+) -> impl Iterator<Item = (&Path, &crate::local::exclude::Excludes, bool)> {
     targets.iter().flat_map(|t| {
         t.mappings
             .iter()

@@ -53,14 +53,14 @@ pub struct Connection {
     /// `[ssh] strict_modes`.
     strict_modes: bool,
     /// The names of this session's temporaries on a host without perl.
-    names: super::runs::Names,
+    names: crate::remote::runs::Names,
     /// `<log_path>/runs`.
     runs_dir: std::path::PathBuf,
     /// `<log_path>/pushed`.
     pushed_dir: std::path::PathBuf,
-    /// This session's run lock here (see [`super::runs`]); `None` if it could not
+    /// This session's run lock here (see [`crate::remote::runs`]); `None` if it could not
     /// be taken.
-    _run: Option<super::runs::RunLock>,
+    _run: Option<crate::remote::runs::RunLock>,
 }
 
 /// What a remote script printed, and how it exited.
@@ -93,7 +93,7 @@ impl Connection {
         );
         let fingerprint = verify_host_key(&session, host, ssh)?;
         let auth_method = authenticate(&session, host)?;
-        let run = super::remote::fresh_hex();
+        let run = crate::remote::fresh_hex();
         session.set_timeout(millis(ssh.io_timeout));
         log::info!(
             "{}: connected as {} on port {} ({auth_method}, host key {fingerprint})",
@@ -115,10 +115,10 @@ impl Connection {
             agent: std::cell::Cell::new(None),
             client_id: ssh.client_id.clone(),
             strict_modes: ssh.strict_modes,
-            _run: super::runs::hold(&ssh.runs_dir, &run),
+            _run: crate::remote::runs::hold(&ssh.runs_dir, &run),
             runs_dir: ssh.runs_dir.clone(),
             pushed_dir: ssh.pushed_dir.clone(),
-            names: super::runs::Names {
+            names: crate::remote::runs::Names {
                 client: ssh.client_id.clone(),
                 run,
             },
@@ -201,16 +201,16 @@ impl Connection {
     }
 
     /// The names of this session's temporaries on a host without perl.
-    pub fn names(&self) -> &super::runs::Names {
+    pub fn names(&self) -> &crate::remote::runs::Names {
         &self.names
     }
 
-    /// Where the runs of this client hold their locks (see [`super::runs`]).
+    /// Where the runs of this client hold their locks (see [`crate::remote::runs`]).
     pub fn runs_dir(&self) -> &std::path::Path {
         &self.runs_dir
     }
 
-    /// Where the record of what was last pushed to each host lives (`crate::pushed`).
+    /// Where the record of what was last pushed to each host lives (`crate::local::pushed`).
     pub fn pushed_dir(&self) -> &std::path::Path {
         &self.pushed_dir
     }
@@ -293,7 +293,7 @@ impl Connection {
     }
 
     /// Runs `command` and reads its stdout up to `end` followed by a NUL-terminated
-    /// text (see [`super::remote::listing_then_tar`]), leaving the channel open for
+    /// text (see [`crate::remote::listing_then_tar`]), leaving the channel open for
     /// what comes next. Returns the channel, the output before `end`, and the text.
     /// If the output ends first, the error shows what came, the stderr and the status.
     pub fn run_until(

@@ -23,21 +23,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use super::pool::{Panicked, Workers};
 use crate::config::{SshSettings, Target};
-use crate::plan::{Dispatch, Job};
-use crate::push::{self, Scope};
+use crate::exec::push::{self, Scope};
 use crate::report::{Event, HostReport, Observer};
-use crate::transfer::ssh::Connection;
+use crate::transport::ssh::Connection;
+use crate::watch::Change;
+use crate::watch::route::{Dispatch, Job};
 
 /// First retry delay after a host went down; doubles up to `retry_max`.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
-/// The pool of workers.
+/// The live workers: one queue each, on the threads of [`super::pool`].
 pub struct Pool {
     /// One queue per worker.
     senders: Vec<Sender<(usize, Job)>>,
@@ -45,6 +46,8 @@ pub struct Pool {
     reports: Receiver<HostReport>,
     /// Number of hosts, to know when every report is in.
     hosts: usize,
+    /// The threads.
+    workers: Workers,
 }
 
 /// What every worker shares.
@@ -60,6 +63,31 @@ pub struct Shared {
     pub cancel: Arc<AtomicBool>,
     /// Hears every round's events (the lines `watch` prints on a terminal).
     pub observer: Observer,
+    /// Where a worker that panics sends [`Change::Stop`], so the daemon stops,
+    /// joins it and exits non-zero instead of running on without it.
+    pub stop: Option<Sender<Change>>,
+}
+
+/// Sends [`Change::Stop`] when dropped while its thread panics.
+struct StopOnPanic(Option<Sender<Change>>);
+
+impl Drop for StopOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(tx) = &self.0
+        {
+            let _ = tx.send(Change::Stop);
+        }
+    }
+}
+
+/// How the pool ended: the reports that came in before the deadline, and how many
+/// workers were still busy then.
+pub struct Stopped {
+    /// One total per host whose worker stopped in time.
+    pub reports: Vec<HostReport>,
+    /// Hosts whose worker was still busy at the deadline.
+    pub abandoned: usize,
 }
 
 impl Pool {
@@ -68,26 +96,21 @@ impl Pool {
         let hosts = shared.targets.len();
         let n = workers.clamp(1, hosts.max(1));
         let (report_tx, reports) = crossbeam_channel::unbounded();
-        let mut senders = Vec::new();
-        for w in 0..n {
-            let (tx, rx) = crossbeam_channel::unbounded();
-            senders.push(tx);
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..n).map(|_| crossbeam_channel::unbounded()).unzip();
+        let workers = Workers::start(n, move |w| {
+            let _stop = StopOnPanic(shared.stop.clone());
             let mine: Vec<usize> = (0..hosts).filter(|h| h % n == w).collect();
             let worker = Worker::new(shared.clone(), &mine);
-            let report_tx = report_tx.clone();
-            thread::Builder::new()
-                .name(format!("xfer-{w}"))
-                .spawn(move || {
-                    for r in worker.run(rx) {
-                        let _ = report_tx.send(r);
-                    }
-                })
-                .expect("cannot start a worker thread");
-        }
+            for r in worker.run(receivers[w].clone()) {
+                let _ = report_tx.send(r);
+            }
+        });
         Pool {
             senders,
             reports,
             hosts,
+            workers,
         }
     }
 
@@ -98,18 +121,21 @@ impl Pool {
         let _ = self.senders[w].send((d.host, d.job));
     }
 
-    /// Stops accepting jobs, lets workers finish (or abort, via the cancel flag) and
-    /// collects the reports that arrive before `deadline`.
-    pub fn shutdown(self, deadline: Instant) -> Vec<HostReport> {
+    /// Stops accepting jobs, lets workers finish (or abort, via the cancel flag),
+    /// collects the reports that arrive before `deadline` and joins every worker
+    /// that stopped by then; a worker's panic is [`Panicked`].
+    pub fn shutdown(self, deadline: Instant) -> Result<Stopped, Panicked> {
         drop(self.senders);
-        let mut out = Vec::new();
-        while out.len() < self.hosts {
+        let mut reports = Vec::new();
+        while reports.len() < self.hosts {
             match self.reports.recv_deadline(deadline) {
-                Ok(r) => out.push(r),
+                Ok(r) => reports.push(r),
                 Err(_) => break,
             }
         }
-        out
+        self.workers.join(Some(deadline))?;
+        let abandoned = self.hosts - reports.len();
+        Ok(Stopped { reports, abandoned })
     }
 }
 
@@ -152,7 +178,7 @@ impl HostState {
     /// leaves the pending paths for the next round: the full pass compares by size and
     /// mtime, which cannot always tell a same-size change within the same second (on
     /// a remote that keeps whole seconds and has no record of the path, see
-    /// `crate::pushed`), so those paths go again, compared by content (as any path
+    /// `crate::local::pushed`), so those paths go again, compared by content (as any path
     /// push is).
     fn take(&mut self, mappings: usize) -> Vec<(usize, Scope)> {
         if std::mem::take(&mut self.full) {
@@ -367,6 +393,21 @@ fn add_up(total: &mut HostReport, round: &HostReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A worker that panics tells the daemon to stop; one that ends normally does not.
+    #[test]
+    fn a_panicking_worker_stops_the_daemon() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let guard = StopOnPanic(Some(tx.clone()));
+        drop(guard);
+        assert!(rx.try_recv().is_err());
+        let t = std::thread::spawn(move || {
+            let _guard = StopOnPanic(Some(tx));
+            panic!("boom");
+        });
+        assert!(t.join().is_err());
+        assert!(matches!(rx.try_recv(), Ok(Change::Stop)));
+    }
 
     #[test]
     fn pending_work_merges_and_full_goes_first() {

@@ -15,6 +15,9 @@
 //! editor's temporary, renamed over the real file) has nothing to send: a debug
 //! line, not an error, whether the scan or the send notices it (issue 14, bug 1).
 
+pub mod exclude;
+pub mod pushed;
+
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
@@ -23,7 +26,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::exclude::Excludes;
+use crate::local::exclude::Excludes;
 
 /// What kind of thing an entry is, with what the remote copy must match.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +117,7 @@ impl ToSend<'_> {
 
 /// A local file opened for sending: what is read through it is hashed on the way,
 /// so a host's record of what it was sent carries the content's SHA-256
-/// ([`crate::pushed`]) without the file being read twice.
+/// ([`crate::local::pushed`]) without the file being read twice.
 pub struct Opened {
     /// The open file.
     file: std::fs::File,

@@ -11,7 +11,7 @@
 //!   microseconds, and the agent's perl passes times as doubles. Where it has none
 //!   (a remote that keeps whole seconds, or a copy made over whole seconds), only
 //!   the second can match, and the host's record of what was last pushed decides
-//!   ([`crate::pushed`]): skipped when the record is of this very file (size and
+//!   ([`crate::local::pushed`]): skipped when the record is of this very file (size and
 //!   mtime to the nanosecond) or of the same content, sent otherwise, and skipped
 //!   as rsync does when there is no record for that path.
 //!
@@ -20,19 +20,19 @@
 
 use std::path::Path;
 
+use crate::local::pushed::Record;
 use crate::local::{self, FileMeta, Kind};
-use crate::pushed::Record;
-use crate::transfer::remote::RemoteEntry;
+use crate::remote::RemoteEntry;
 
 /// How far apart two mtimes may be and still count as equal where the remote keeps
 /// fractions of a second. OpenSSH's scp sink keeps microseconds (the rest is
 /// dropped), and the agent's Time::HiRes passes times as doubles, exact to about
 /// 0.24 µs at today's epoch.
-pub(super) const MTIME_SLACK_NS: i128 = 1_000;
+pub(crate) const MTIME_SLACK_NS: i128 = 1_000;
 
 /// What a remote file's mtime says about a local file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Mtime {
+pub(crate) enum Mtime {
     /// The same, at the precision the remote keeps.
     Same,
     /// Different.
@@ -42,7 +42,7 @@ pub(super) enum Mtime {
 }
 
 /// Compares the mtime of remote file `r` with local `meta` (see the module doc).
-pub(super) fn mtime(r: &RemoteEntry, meta: &FileMeta) -> Mtime {
+pub(crate) fn mtime(r: &RemoteEntry, meta: &FileMeta) -> Mtime {
     let ns = |secs: i64, nsec: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsec);
     if (ns(r.mtime, r.mtime_nsec) - ns(meta.mtime, meta.mtime_nsec)).abs() <= MTIME_SLACK_NS {
         Mtime::Same
@@ -57,7 +57,7 @@ pub(super) fn mtime(r: &RemoteEntry, meta: &FileMeta) -> Mtime {
 /// holds its content: by `remote_hash` when the listing gave one, else by mtime, and
 /// for the same second without a fraction by `recorded`, what this host was last
 /// sent at that path (see the module doc).
-pub(super) fn same_content(
+pub(crate) fn same_content(
     remote_hash: Option<&String>,
     r: &RemoteEntry,
     meta: &FileMeta,
@@ -82,7 +82,7 @@ pub(super) fn same_content(
 /// told apart within one second by the host's record differs in `content`.
 /// `mode_mask`: the mode bits a remote copy keeps (see
 /// [`crate::config::Mapping::file_mode`]).
-pub(super) fn why_sent(
+pub(crate) fn why_sent(
     kind: &Kind,
     there: Option<&RemoteEntry>,
     hashed: bool,

@@ -9,7 +9,7 @@
 //!
 //! What clap knows (synopsis, options, the about text) comes from clap_mangen,
 //! with one section per subcommand. The configuration reference is built from
-//! the example `config.ini` ([`crate::example`]: every key, its default and its
+//! the example `config.ini` ([`crate::config::example`]: every key, its default and its
 //! comment) and from the field tables below, whose completeness a unit test
 //! checks against the parsers' own field lists. Exit codes come from
 //! [`ExitCode`] through an exhaustive match.
@@ -21,7 +21,7 @@ use clap_mangen::Man;
 use clap_mangen::roff::{Roff, bold, italic, roman};
 
 use crate::cli::Cli;
-use crate::example;
+use crate::config::example;
 use crate::exit::ExitCode;
 
 /// The fields of a connection_info.json entry, with their meaning and default.

@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
 
-use crate::check::src_is_dir;
+use crate::cmd::check::src_is_dir;
 use crate::config::{Config, Target};
 use crate::exit::ExitCode;
 

@@ -22,6 +22,8 @@
 //! must not drop changes. If that stalls notify's thread long enough for the
 //! kernel queue to overflow, the overflow turns into a full reconcile.
 
+pub mod route;
+
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -30,7 +32,7 @@ use crossbeam_channel::Sender;
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher as _};
 
-use crate::transfer::remote::TMP_PREFIX;
+use crate::remote::TMP_PREFIX;
 
 /// Capacity of the change channel between the watcher and the planner.
 pub const CHANNEL_CAPACITY: usize = 65_536;

@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::remote::TMP_PREFIX;
+use super::TMP_PREFIX;
 
 /// How old a temporary of another client (or of an older version) must be before
 /// it is removed: its run is surely over.

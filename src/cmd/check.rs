@@ -16,12 +16,12 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::thread;
+use std::sync::Arc;
 
 use crate::config::{Host, Mapping, SshSettings, Target};
 use crate::exit::ExitCode;
-use crate::transfer::remote::quote;
-use crate::transfer::ssh::{Connection, ScriptOutput};
+use crate::remote::quote;
+use crate::transport::ssh::{Connection, ScriptOutput};
 
 /// One row of the table: what was learned about one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,15 +71,37 @@ impl HostCheck {
     }
 }
 
+/// `hostsync check`: log in to every host and test its destinations; sends nothing.
+/// An `Err` is a setup problem (exit 2); host failures are in the exit code.
+pub fn run(
+    config: &crate::config::Config,
+    json: bool,
+    hosts: &[String],
+    verbose: bool,
+) -> anyhow::Result<ExitCode> {
+    let targets: Vec<Target> = super::select_hosts(config, hosts)?
+        .into_iter()
+        .cloned()
+        .collect();
+    let _logs = super::start_logs(config, verbose)?;
+    ::log::info!("config {}", config.path.display());
+    Ok(probe_all(&targets, &config.ssh, config.connections, json)?)
+}
+
 /// Checks every host, prints the table (or JSON lines), and says how it ended
 /// (0 ready, 1 not).
-pub fn run(targets: &[Target], ssh: &SshSettings, workers: usize, json: bool) -> ExitCode {
+fn probe_all(
+    targets: &[Target],
+    ssh: &SshSettings,
+    workers: usize,
+    json: bool,
+) -> Result<ExitCode, crate::exec::pool::Panicked> {
     log::info!(
         "check started: {} host(s), {} connection(s) at most",
         targets.len(),
         workers
     );
-    let rows = check_all(targets, ssh, workers);
+    let rows = check_all(targets, ssh, workers)?;
     if json {
         for r in &rows {
             println!("{}", json_row(r));
@@ -89,42 +111,23 @@ pub fn run(targets: &[Target], ssh: &SshSettings, workers: usize, json: bool) ->
     }
     let failed = rows.iter().filter(|r| !r.ok()).count();
     log::info!("check finished: {failed} of {} host(s) failed", rows.len());
-    if failed == 0 {
+    Ok(if failed == 0 {
         ExitCode::Success
     } else {
         ExitCode::Failure
-    }
+    })
 }
 
 /// Visits the hosts with at most `workers` threads; rows come back in `targets` order.
-fn check_all(targets: &[Target], ssh: &SshSettings, workers: usize) -> Vec<HostCheck> {
-    let (tx, rx) = crossbeam_channel::unbounded::<(usize, &Target)>();
-    for job in targets.iter().enumerate() {
-        tx.send(job).expect("receiver is alive");
-    }
-    drop(tx);
-    let mut rows: Vec<(usize, HostCheck)> = thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers.min(targets.len()))
-            .map(|n| {
-                let rx = rx.clone();
-                thread::Builder::new()
-                    .name(format!("check-{n}"))
-                    .spawn_scoped(scope, move || {
-                        rx.iter()
-                            .map(|(i, t)| (i, check_host(t, ssh)))
-                            .collect::<Vec<_>>()
-                    })
-                    .expect("cannot start a worker thread")
-            })
-            .collect();
-        // A worker's panic is a bug: let it propagate, as the style guide asks.
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
-    rows.sort_by_key(|(i, _)| *i);
-    rows.into_iter().map(|(_, r)| r).collect()
+fn check_all(
+    targets: &[Target],
+    ssh: &SshSettings,
+    workers: usize,
+) -> Result<Vec<HostCheck>, crate::exec::pool::Panicked> {
+    let ssh = ssh.clone();
+    crate::exec::pool::for_each(Arc::new(targets.to_vec()), workers, move |_, t| {
+        check_host(t, &ssh)
+    })
 }
 
 /// Connects to one host, logs in and tests its destination directories.
@@ -239,7 +242,7 @@ fn parent(dest: &str) -> String {
 }
 
 /// Shell function run once per probe: first the ancestor rule (`G`, the same as
-/// `sync`'s, from [`crate::transfer::remote::TRUST`]), then walks up to the nearest
+/// `sync`'s, from [`crate::remote::TRUST`]), then walks up to the nearest
 /// existing path and prints `R\0index\0verdict\0path\0`. Verdicts: `ok` (dir is a
 /// writable directory), `new` (missing; path is a writable ancestor that `mkdir -p`
 /// can use), `notdir`, `ro` (path is not writable or not searchable), `isdir` (the
@@ -276,7 +279,7 @@ C() {
 
 /// The whole script: the prelude, then one quoted call per probe.
 fn probe_script(probes: &[Probe], strict: bool) -> Vec<u8> {
-    let mut s = crate::transfer::remote::TRUST.to_vec();
+    let mut s = crate::remote::TRUST.to_vec();
     s.extend_from_slice(if strict { b"SM=1\n" } else { b"SM=0\n" });
     s.extend_from_slice(PROBE_PRELUDE);
     for (i, p) in probes.iter().enumerate() {
@@ -521,7 +524,7 @@ mod tests {
 
     /// Everything the probe script says, run with the local sh.
     fn answers(probes: &[Probe]) -> Answers {
-        let out = crate::transfer::remote::run_local("sh", &["-s"], &probe_script(probes, true));
+        let out = crate::remote::run_local("sh", &["-s"], &probe_script(probes, true));
         parse_answers(&out)
     }
 

@@ -27,12 +27,12 @@ use anyhow::{Result, anyhow, bail};
 
 use super::bounded::Budget;
 use super::pace::Paced;
-use super::remote::{RemoteEntry, quote};
 use super::ssh::Connection;
 use crate::local::FileMeta;
+use crate::remote::{RemoteEntry, quote};
 
 /// The agent's program, sent with every start (comment lines dropped, see [`program`]).
-pub const PROGRAM: &str = include_str!("agent.pl");
+pub const PROGRAM: &str = include_str!("../remote/agent.pl");
 
 /// The record tags, in both directions; no tag means two things.
 pub mod tag {
@@ -981,7 +981,7 @@ mod tests {
             root_only(&open, false).starts_with("K dir"),
             "strict_modes = no"
         );
-        if crate::transfer::agent::tests::is_root() {
+        if crate::transport::agent::tests::is_root() {
             // In a sticky directory, someone else's link is not followed.
             std::os::unix::fs::lchown(sticky.parent().unwrap(), Some(65534), None).unwrap();
             let refused = root_only(&sticky, true);

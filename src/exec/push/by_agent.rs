@@ -27,12 +27,12 @@ use super::{
     Item, ItemKind, MAX_ATTEMPTS, Plan, RootWork, Unit, basename, compare as compare_states,
     describe, join, show,
 };
+use crate::local::pushed::{Pushed, Record};
 use crate::local::{FileMeta, Source, Unsendable};
-use crate::pushed::{Pushed, Record};
+use crate::remote::{ListRoot, RemoteEntry, RootState};
 use crate::report::{Event, HostReport};
-use crate::transfer::agent::{Agent, Answer, NoAgent, Sent};
-use crate::transfer::remote::{ListRoot, RemoteEntry, RootState};
-use crate::transfer::ssh::Connection;
+use crate::transport::agent::{Agent, Answer, NoAgent, Sent};
+use crate::transport::ssh::Connection;
 
 /// What the listing phase learned: the roots in unit order, their states, and the
 /// agent's id for each root directory.
@@ -56,7 +56,7 @@ pub(super) fn list<'c>(
     if usable.is_empty() || !conn.agent_maybe() {
         return Ok(None);
     }
-    let run = crate::transfer::remote::fresh_hex();
+    let run = crate::remote::fresh_hex();
     let mut agent = Agent::start(conn, conn.client_id(), &run, conn.strict_modes())?;
     let roots: Vec<ListRoot> = usable.iter().map(|(_, u, _)| u.root.clone()).collect();
     let mut ids = HashMap::new();
@@ -199,7 +199,7 @@ struct Run<'a, 'c, 'u> {
     /// Steps sent and not answered yet, in request order.
     steps: VecDeque<Step>,
     report: &'a mut HostReport,
-    /// What the host's record notes of each confirmed step ([`crate::pushed`]).
+    /// What the host's record notes of each confirmed step ([`crate::local::pushed`]).
     pushed: &'a mut Pushed,
     units: &'a [Unit<'u>],
     /// What each unit changed (for post_sync).
@@ -254,7 +254,7 @@ pub(super) fn apply(
     agent.finish()?;
     for (unit, n) in units.iter().zip(changed) {
         if n > 0 && !unit.mapping.post_sync.is_empty() {
-            crate::post_sync::run(conn, unit.mapping, report);
+            crate::exec::post_sync::run(conn, unit.mapping, report);
         }
     }
     Ok(())

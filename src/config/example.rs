@@ -3,8 +3,8 @@
 //! binary (issue 20).
 //!
 //! These files are the one source of three things that must never drift apart:
-//! what `hostsync init` writes ([`crate::init`]), the configuration reference of
-//! the man page ([`crate::man`], which reads the comments of `config.ini`), and
+//! what `hostsync init` writes ([`crate::cmd::init`]), the configuration reference of
+//! the man page ([`crate::cmd::man`], which reads the comments of `config.ini`), and
 //! the setup of `scripts/demo.sh` (which copies the top-level files and points them
 //! at its own sshd). The example's hosts use documentation addresses (192.0.2.x,
 //! RFC 5737) and are `"disabled": true`, so running hostsync on them dials nothing.
@@ -22,23 +22,23 @@ pub struct File {
 pub const FILES: &[File] = &[
     File {
         path: "config.ini",
-        text: include_str!("../config.ini"),
+        text: include_str!("../../config.ini"),
     },
     File {
         path: "connection_info.json",
-        text: include_str!("../connection_info.json"),
+        text: include_str!("../../connection_info.json"),
     },
     File {
         path: "mappings/192.0.2.10.json",
-        text: include_str!("../mappings/192.0.2.10.json"),
+        text: include_str!("../../mappings/192.0.2.10.json"),
     },
     File {
         path: "mappings/192.0.2.11.json",
-        text: include_str!("../mappings/192.0.2.11.json"),
+        text: include_str!("../../mappings/192.0.2.11.json"),
     },
     File {
         path: "logs/.gitignore",
-        text: include_str!("../logs/.gitignore"),
+        text: include_str!("../../logs/.gitignore"),
     },
 ];
 

@@ -35,10 +35,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, anyhow, bail};
 
 use super::pace::Paced;
-use super::remote::quote;
 use super::scp::Outcome;
 use super::ssh::Connection;
 use crate::local::FileMeta;
+use crate::remote::quote;
 
 /// Bytes buffered before a write to the channel (tar headers are 512 bytes each).
 const BUFFER: usize = 256 * 1024;
@@ -566,7 +566,7 @@ mod tests {
     /// root, then the stream into that root, all on one stdin.
     #[test]
     fn listing_hands_its_channel_to_the_stream() {
-        use super::super::remote::{ListRoot, listing_end, listing_then_tar, parse_listing};
+        use crate::remote::{ListRoot, listing_end, listing_then_tar, parse_listing};
         let d = tempfile::tempdir().unwrap();
         let a = d.path().join("a root");
         let b = d.path().join("b's root");

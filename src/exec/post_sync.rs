@@ -1,7 +1,7 @@
 //! `"post_sync"`: remote commands run after a batch of changes under a mapping
 //! has landed on a host (issue 5; csync2's actions, Syncr's post commands).
 //!
-//! [`crate::push`] calls [`run`] once per batch for each mapping under which
+//! [`crate::exec::push`] calls [`run`] once per batch for each mapping under which
 //! something changed (a file or symlink arrived, a remote path was removed, a
 //! directory was made), after the commit step, over the same SSH session. Each
 //! command is one exec request, so the remote user's login shell runs it, with
@@ -16,7 +16,7 @@
 
 use crate::config::Mapping;
 use crate::report::{Event, HostReport};
-use crate::transfer::ssh::Connection;
+use crate::transport::ssh::Connection;
 
 /// The most output of one command that is read (issue 13, "Bounded"): more fails it.
 pub const MAX_OUTPUT: u64 = 1 << 20;

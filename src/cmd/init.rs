@@ -1,4 +1,4 @@
-//! `hostsync init [DIR]`: writes the example configuration ([`crate::example`])
+//! `hostsync init [DIR]`: writes the example configuration ([`crate::config::example`])
 //! into DIR, so a new user starts from files that work instead of writing three
 //! of them from the README, then says what to edit next (issue 20).
 //!
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::example::{ENTRIES, FILES};
+use crate::config::example::{ENTRIES, FILES};
 use crate::exit::ExitCode;
 
 /// Writes the example into `dir` and prints the next steps; exit 2 on any refusal

@@ -3,7 +3,7 @@
 //!
 //! A file is skipped when the remote copy has its size, mode and mtime. Most
 //! remotes keep mtimes to the nanosecond (the agent, GNU tar) or the microsecond
-//! (OpenSSH's scp), and [`crate::push`] compares at that precision. A remote that
+//! (OpenSSH's scp), and [`crate::exec::push`] compares at that precision. A remote that
 //! keeps whole seconds (an old file system, a perl without Time::HiRes, a copy an
 //! older hostsync or another tool made) shows the same second with no fraction, and
 //! then this record decides, instead of reading the remote copy back: the file is

@@ -21,6 +21,8 @@
 //! Every path is single-quoted byte by byte ([`quote`]); nothing the user or the
 //! local file system supplies is ever interpreted by the remote shell.
 
+pub mod runs;
+
 use std::collections::HashMap;
 
 /// Prefix of every temporary file hostsync writes on a remote host.
@@ -198,7 +200,7 @@ pub fn listing_end(token: &str) -> Vec<u8> {
 /// A listing (creating missing roots) that keeps its channel: run as
 /// `sh -c SCRIPT TOKEN`, it prints the listing, then [`listing_end`] with the
 /// listing's stderr, then waits for one line on stdin. `tar I` runs `tail` (see
-/// [`crate::transfer::tar::REMOTE`]) with root `I` of `roots` as `$1`; anything
+/// [`crate::transport::tar::REMOTE`]) with root `I` of `roots` as `$1`; anything
 /// else, or EOF, ends it. Reading that line with sh's `read` takes nothing more
 /// from stdin, so what follows is tar's.
 pub fn listing_then_tar(roots: &[ListRoot], probe_tar: bool, strict: bool, tail: &str) -> Vec<u8> {

@@ -29,9 +29,9 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::cli::WatchArgs;
 use crate::config::{Config, Target};
+use crate::exec::live::{Pool, Shared};
 use crate::exit::ExitCode;
-use crate::plan::{Planner, Route};
-use crate::transfer::live::{Pool, Shared};
+use crate::watch::route::{Planner, Route};
 use crate::watch::{self, Change};
 
 /// How long shutdown waits for workers before exiting anyway.
@@ -40,9 +40,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(4_000);
 /// Runs the daemon until a signal. `Err` is a setup problem (exit 2).
 pub fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<ExitCode> {
     config.check_log_dir_outside_sources()?;
-    let all = crate::select_hosts(config, &args.hosts)?;
-    let _logs = crate::start_logs(config, verbose)?;
-    let skipped = crate::skip_unmapped(config, &all);
+    let all = super::select_hosts(config, &args.hosts)?;
+    let _logs = super::start_logs(config, verbose)?;
+    let skipped = super::skip_unmapped(config, &all);
     let targets: Vec<Target> = all
         .into_iter()
         .filter(|t| t.mapping_file.is_some())
@@ -59,7 +59,7 @@ pub fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<ExitCode>
         log::error!("{}: not watched: {reason}", src.display());
     }
     let cancel = Arc::new(AtomicBool::new(false));
-    spawn_signal_thread(tx.clone())?;
+    let signals = spawn_signal_thread(tx.clone())?;
 
     let hosts = targets.len();
     let pool = Pool::start(
@@ -69,6 +69,7 @@ pub fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<ExitCode>
             retry_max: config.retry_max,
             cancel: cancel.clone(),
             observer: push_lines(args),
+            stop: Some(tx.clone()),
         },
         config.connections,
     );
@@ -107,7 +108,8 @@ pub fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<ExitCode>
     log::info!("shutting down: no more changes are taken");
     drop(watcher);
     cancel.store(true, Ordering::Relaxed);
-    let reports = pool.shutdown(Instant::now() + SHUTDOWN_GRACE);
+    let stopped = pool.shutdown(Instant::now() + SHUTDOWN_GRACE)?;
+    let reports = stopped.reports;
     for r in &reports {
         log::info!(
             "{}: summary since start: {} sent, {} removed, {} failed, {} bytes",
@@ -118,16 +120,18 @@ pub fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<ExitCode>
             r.bytes
         );
     }
-    if reports.len() < hosts {
+    if stopped.abandoned > 0 {
         log::warn!(
             "{} host(s) were still busy after {}s and were abandoned; their temporaries are removed by the next run",
-            hosts - reports.len(),
+            stopped.abandoned,
             SHUTDOWN_GRACE.as_secs()
         );
     }
-    let reports = crate::in_config_order(config, reports.into_iter().chain(skipped).collect());
+    let reports = super::in_config_order(config, reports.into_iter().chain(skipped).collect());
     let human = std::io::stdout().is_terminal();
     print!("{}", crate::report::summary(&reports, human));
+    // Last: a second signal during the shutdown still exits at once.
+    signals.stop();
     log::info!("stopped");
     Ok(ExitCode::Success)
 }
@@ -157,11 +161,28 @@ fn routes(targets: &[Target]) -> Vec<Route> {
         .collect()
 }
 
+/// The signal thread, to be stopped and joined at shutdown.
+struct SignalThread {
+    handle: signal_hook::iterator::Handle,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl SignalThread {
+    /// Closes the signal iterator and joins the thread.
+    fn stop(self) {
+        self.handle.close();
+        if self.thread.join().is_err() {
+            log::error!("the signal thread panicked; this is a bug in hostsync");
+        }
+    }
+}
+
 /// A thread that turns the first SIGINT/SIGTERM into [`Change::Stop`]; a second one exits.
-fn spawn_signal_thread(tx: crossbeam_channel::Sender<Change>) -> Result<()> {
+fn spawn_signal_thread(tx: crossbeam_channel::Sender<Change>) -> Result<SignalThread> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .context("cannot install signal handlers")?;
-    std::thread::Builder::new()
+    let handle = signals.handle();
+    let thread = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut seen = 0;
@@ -169,6 +190,7 @@ fn spawn_signal_thread(tx: crossbeam_channel::Sender<Change>) -> Result<()> {
                 seen += 1;
                 if seen > 1 {
                     log::warn!("second signal {sig}: exiting now");
+                    log::logger().flush();
                     std::process::exit(130);
                 }
                 log::info!("signal {sig} received");
@@ -176,5 +198,5 @@ fn spawn_signal_thread(tx: crossbeam_channel::Sender<Change>) -> Result<()> {
             }
         })
         .context("cannot start the signal thread")?;
-    Ok(())
+    Ok(SignalThread { handle, thread })
 }

@@ -27,9 +27,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use super::remote::quote;
 use super::ssh::Connection;
 use crate::local::{FileMeta, Opened};
+use crate::remote::quote;
 
 /// The longest error line the remote scp may send (issue 13, "Bounded").
 const MAX_LINE: usize = 8 * 1024;
