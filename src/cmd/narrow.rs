@@ -13,7 +13,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Result, bail};
 
 use crate::config::{Mapping, Target};
-use crate::exec::push::Scope;
+use crate::reconcile::Scope;
 
 /// The paths as absolute, lexically normal paths (relative ones from `cwd`).
 pub fn resolve(paths: &[PathBuf], cwd: &Path) -> Vec<PathBuf> {

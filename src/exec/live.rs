@@ -29,7 +29,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::pool::{Panicked, Workers};
 use crate::config::{SshSettings, Target};
-use crate::exec::push::{self, Scope};
+use crate::exec::push;
+use crate::reconcile::Scope;
 use crate::report::{Event, HostReport, Observer};
 use crate::transport::ssh::Connection;
 use crate::watch::Change;

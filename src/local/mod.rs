@@ -17,6 +17,7 @@
 
 pub mod exclude;
 pub mod pushed;
+pub mod scope;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -27,6 +28,9 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::local::exclude::Excludes;
+
+/// Scanned sources by src path and exclude patterns (see [`scan_all`]).
+pub type Sources = std::collections::HashMap<ScanKey, std::sync::Arc<Result<Source, ScanError>>>;
 
 /// What kind of thing an entry is, with what the remote copy must match.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,6 +28,7 @@
 //! [!] 10.0.0.12 /opt/app/ not writable: permission denied on the remote: deploy cannot write /opt/app; make it writable for deploy or change dest
 //! ```
 
+use super::{ItemKind, Plan, join};
 use serde_json::{Value, json};
 
 /// What a sync would do to one remote path.
@@ -163,6 +164,62 @@ pub fn render(hosts: &[(&str, &[Diff])], as_json: bool) -> String {
         }
     }
     out
+}
+
+/// For each root `sync` would make, its nearest existing ancestor.
+pub(crate) type MadeBelow = std::collections::HashMap<Vec<u8>, Vec<u8>>;
+
+/// The differences a plan would make, as absolute remote paths. A missing root is
+/// made (`mkdir -p`) by the real run's listing: every directory from below its
+/// nearest existing ancestor (`made_below`, where known) down to it is added.
+pub(crate) fn diffs(plan: &Plan, made_below: &MadeBelow) -> Vec<Diff> {
+    let mut out: Vec<Diff> = plan
+        .missing
+        .iter()
+        .flat_map(|root| match made_below.get(root) {
+            Some(existing) => made_dirs(root, existing),
+            None => vec![root.clone()],
+        })
+        .map(|path| Diff {
+            path,
+            change: Change::Added,
+            is_dir: true,
+            reason: String::new(),
+        })
+        .collect();
+    for (root, w) in &plan.work {
+        for item in &w.items {
+            let (change, is_dir) = match item.what {
+                ItemKind::Dir => (added_or_updated(item.exists), true),
+                ItemKind::File | ItemKind::Symlink { .. } => (added_or_updated(item.exists), false),
+                ItemKind::Removed => (Change::Deleted, false),
+            };
+            out.push(Diff {
+                path: join(root, &item.rel),
+                change,
+                is_dir,
+                reason: String::new(),
+            });
+        }
+        for r in &w.removes {
+            out.push(Diff {
+                path: join(root, &r.rel),
+                change: Change::Deleted,
+                is_dir: r.is_dir,
+                reason: String::new(),
+            });
+        }
+    }
+    out
+}
+
+/// `[M]` when something is there already, `[+]` when not.
+fn added_or_updated(exists: bool) -> Change {
+    if exists {
+        Change::Updated
+    } else {
+        Change::Added
+    }
 }
 
 #[cfg(test)]

@@ -15,13 +15,11 @@
 //!   mtime to the nanosecond) or of the same content, sent otherwise, and skipped
 //!   as rsync does when there is no record for that path.
 //!
-//! These rules are pure (apart from hashing local files) and shared by every way a
-//! host is served.
-
-use std::path::Path;
+//! These rules are pure (a local file's hash is asked of the caller, only when
+//! needed) and shared by every way a host is served.
 
 use crate::local::pushed::Record;
-use crate::local::{self, FileMeta, Kind};
+use crate::local::{FileMeta, Kind};
 use crate::remote::RemoteEntry;
 
 /// How far apart two mtimes may be and still count as equal where the remote keeps
@@ -53,26 +51,26 @@ pub(crate) fn mtime(r: &RemoteEntry, meta: &FileMeta) -> Mtime {
     }
 }
 
-/// Whether remote file `r`, of the size and mode of local file `local` (`meta`),
+/// Whether remote file `r`, of the size and mode of the local file (`meta`),
 /// holds its content: by `remote_hash` when the listing gave one, else by mtime, and
 /// for the same second without a fraction by `recorded`, what this host was last
-/// sent at that path (see the module doc).
+/// sent at that path (see the module doc). `local_hash` hashes the local file,
+/// only when needed (`None`: it cannot be read).
 pub(crate) fn same_content(
     remote_hash: Option<&String>,
     r: &RemoteEntry,
     meta: &FileMeta,
-    local: &Path,
+    local_hash: &dyn Fn() -> Option<String>,
     recorded: Option<&Record>,
 ) -> bool {
     if let Some(hash) = remote_hash {
-        return local::sha256_hex(local).is_ok_and(|h| &h == hash);
+        return local_hash().is_some_and(|h| &h == hash);
     }
     match mtime(r, meta) {
         Mtime::Same => true,
         Mtime::Differs => false,
-        Mtime::SameSecond => recorded.is_none_or(|rec| {
-            rec.same_file(meta) || local::sha256_hex(local).is_ok_and(|h| h == rec.sha256)
-        }),
+        Mtime::SameSecond => recorded
+            .is_none_or(|rec| rec.same_file(meta) || local_hash().is_some_and(|h| h == rec.sha256)),
     }
 }
 
@@ -180,11 +178,9 @@ mod tests {
     #[test]
     fn the_record_decides_within_one_second() {
         const S: i64 = 1_700_000_000;
-        let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("f");
-        std::fs::write(&f, "BBBB").unwrap();
-        let bbbb = local::sha256_hex(&f).unwrap();
+        let bbbb = "b".repeat(64);
         let aaaa = "a".repeat(64);
+        let f = || Some(bbbb.clone());
         let now = meta(4, S, 600_000_000);
         let whole = remote(4, S, 0);
         let sent = |m: &FileMeta, h: &str| Record::sent(m, h);
@@ -208,9 +204,11 @@ mod tests {
             &f,
             Some(&sent(&now, &bbbb))
         ));
-        // A remote hash (path push, --checksum) decides alone.
+        // A remote hash (path push, --checksum) decides alone; an unreadable
+        // local file never matches it.
         assert!(same_content(Some(&bbbb), &fraction, &now, &f, None));
         assert!(!same_content(Some(&aaaa), &whole, &now, &f, None));
+        assert!(!same_content(Some(&bbbb), &whole, &now, &|| None, None));
     }
 
     /// Issue 14: `sync -v` says why, in rsync -i's terms.

@@ -23,12 +23,12 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use anyhow::Result;
 
-use super::{
-    Item, ItemKind, MAX_ATTEMPTS, Plan, RootWork, Unit, basename, compare as compare_states,
-    describe, join, show,
-};
+use super::MAX_ATTEMPTS;
 use crate::local::pushed::{Pushed, Record};
 use crate::local::{FileMeta, Source, Unsendable};
+use crate::reconcile::{
+    self, Item, ItemKind, Plan, RootWork, Unit, Usable, basename, describe, join, show,
+};
 use crate::remote::{ListRoot, RemoteEntry, RootState};
 use crate::report::{Event, HostReport};
 use crate::transport::agent::{Agent, Answer, NoAgent, Sent};
@@ -36,7 +36,7 @@ use crate::transport::ssh::Connection;
 
 /// What the listing phase learned: the roots in unit order, their states, and the
 /// agent's id for each root directory.
-pub(super) struct Listed {
+pub(super) struct AgentListing {
     /// One root per usable unit.
     roots: Vec<ListRoot>,
     /// One state per usable unit.
@@ -52,7 +52,7 @@ pub(super) fn list<'c>(
     conn: &'c Connection,
     usable: &[(usize, &Unit<'_>, &Source)],
     create: bool,
-) -> Result<Option<(Agent<'c>, Listed)>> {
+) -> Result<Option<(Agent<'c>, AgentListing)>> {
     if usable.is_empty() || !conn.agent_maybe() {
         return Ok(None);
     }
@@ -96,7 +96,7 @@ pub(super) fn list<'c>(
         let uid = agent.hello().map_or(u32::MAX, |h| h.uid);
         states.push(state(root, resolved, listing, uid));
     }
-    Ok(Some((agent, Listed { roots, states, ids })))
+    Ok(Some((agent, AgentListing { roots, states, ids })))
 }
 
 /// A root's state from the agent's answers to its resolution and its listing.
@@ -157,22 +157,23 @@ fn open_below(root: &[u8], rel: &[u8], e: &RemoteEntry, owner: u32, me: u32) -> 
     }
 }
 
-/// [`super::compare`] for a host the agent serves.
+/// [`reconcile::compare`] for a host the agent serves; what it could not do
+/// goes into `report`.
 pub(super) fn compare(
-    usable: &[(usize, &Unit<'_>, &Source)],
-    listed: &Listed,
+    usable: &[Usable<'_, '_>],
+    listed: &AgentListing,
     pushed: &Pushed,
     report: &mut HostReport,
 ) -> Plan {
-    compare_states(
-        usable,
-        &listed.roots,
-        &listed.states,
+    let remote = reconcile::Listed {
+        roots: &listed.roots,
+        states: &listed.states,
         pushed,
-        report,
-        "",
-        None,
-    )
+        stderr: "",
+    };
+    let plan = reconcile::compare(usable, &remote, None, &super::hash_local);
+    super::take_findings(&plan, report);
+    plan
 }
 
 /// What one request, once answered, reports.
@@ -218,18 +219,12 @@ pub(super) fn apply(
     conn: &Connection,
     agent: Agent<'_>,
     plan: Plan,
-    listed: &Listed,
+    listed: &AgentListing,
     units: &[Unit<'_>],
     pushed: &mut Pushed,
     report: &mut HostReport,
 ) -> Result<()> {
-    let (files, bytes) = plan
-        .work
-        .values()
-        .flat_map(|w| &w.items)
-        .filter(|i| matches!(i.what, ItemKind::File))
-        .fold((0, 0), |(n, b), i| (n + 1, b + i.size));
-    report.event(Event::Planned { files, bytes });
+    super::report_planned(&plan, report);
     let mut run = Run {
         agent,
         steps: VecDeque::new(),

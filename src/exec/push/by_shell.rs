@@ -1,0 +1,662 @@
+//! Serving a host without perl (or with `HOSTSYNC_TRANSFER=tar|scp`) over its
+//! shell, as README's "How a push works" tells it:
+//! 1. one listing script creates missing destination roots and lists what is
+//!    there ([`remote::listing_script`], which also applies the ancestor rule and
+//!    says who else can write there); where a tar stream may follow, its channel
+//!    then waits to become the first stream ([`tar::Reserved`]);
+//! 2. [`crate::reconcile::compare`] decides what to send, remove and clean up;
+//! 3. what differs is uploaded as one tar stream, or through one SCP sink per
+//!    destination root, every file under a temporary name of this run in its own
+//!    destination directory ([`crate::remote::runs`]); a file that changed while
+//!    it was read is sent again;
+//! 4. one commit script renames each complete temporary over its destination,
+//!    confirming each step, and removes the temporaries of runs that are over.
+//!    What the remote confirmed goes into the host's record.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use anyhow::{Result, anyhow};
+
+use super::{MAX_ATTEMPTS, by_agent};
+use crate::local::pushed::{Pushed, Record};
+use crate::reconcile::{
+    self, Item, ItemKind, Listed, Plan, RootWork, Unit, Usable, describe, is_below, join, show,
+};
+use crate::remote::runs::Names;
+use crate::remote::{self, Commit, ListRoot};
+use crate::report::{Event, HostReport};
+use crate::transport::scp::{Outcome, ScpSink};
+use crate::transport::ssh::Connection;
+use crate::transport::tar;
+
+/// Pushes the usable units over the host's shell (see the module doc); an `Err`
+/// means the connection or the remote shell failed.
+pub(super) fn push(
+    conn: &Connection,
+    usable: &[Usable<'_, '_>],
+    units: &[Unit<'_>],
+    pushed: &mut Pushed,
+    report: &mut HostReport,
+) -> Result<()> {
+    let Some((plan, reserved)) = plan(conn, usable, pushed, report, true)? else {
+        return Ok(());
+    };
+    super::report_planned(&plan, report);
+    let mut batch = Batch {
+        conn,
+        units,
+        report,
+        pending: Steps::default(),
+        stale: plan.stale,
+        changed: vec![0; units.len()],
+        reserved,
+    };
+    let work = batch.queue_removals(plan.work);
+    batch.upload_rounds(work)?;
+    batch.commit(pushed)?;
+    let Batch {
+        changed, report, ..
+    } = batch;
+    super::run_post_sync(conn, units, &changed, report);
+    Ok(())
+}
+
+/// One batch on a host served over its shell, while it runs.
+struct Batch<'a, 'u> {
+    conn: &'a Connection,
+    units: &'a [Unit<'u>],
+    report: &'a mut HostReport,
+    /// Commit steps not run yet, in order.
+    pending: Steps,
+    /// Stale temporaries found by the listing, to remove in the commit.
+    stale: HashSet<Vec<u8>>,
+    /// What each unit changed (files, links, removals, directories): for post_sync.
+    changed: Vec<u64>,
+    /// The listing's channel, waiting to become the first tar stream.
+    reserved: Option<tar::Reserved>,
+}
+
+impl Batch<'_, '_> {
+    /// Queues the removals of `"delete": true` and counts the directories the
+    /// upload makes (a refused one fails its contents anyway); returns the work.
+    fn queue_removals(
+        &mut self,
+        mut work: BTreeMap<Vec<u8>, RootWork>,
+    ) -> BTreeMap<Vec<u8>, RootWork> {
+        for (root, w) in work.iter_mut() {
+            for r in std::mem::take(&mut w.removes) {
+                let path = join(root, &r.rel);
+                self.stale.retain(|s| !is_below(s, &path));
+                let rel = r.rel.clone();
+                let item = Item::removed(r);
+                let step = Commit::Remove {
+                    root: root.clone(),
+                    rel,
+                };
+                self.pending.push(step, Some(Reported::plain(item)));
+            }
+            for item in w.items.iter().filter(|i| matches!(i.what, ItemKind::Dir)) {
+                self.changed[item.unit] += 1;
+            }
+        }
+        work
+    }
+
+    /// Uploads every root's items; a file that changed while it was read goes
+    /// again, up to [`MAX_ATTEMPTS`] rounds. Queues the commit steps.
+    fn upload_rounds(&mut self, mut to_send: BTreeMap<Vec<u8>, RootWork>) -> Result<()> {
+        for attempt in 1..=MAX_ATTEMPTS {
+            let mut retry: BTreeMap<Vec<u8>, RootWork> = BTreeMap::new();
+            for (root, mut w) in std::mem::take(&mut to_send) {
+                w.items.sort_by(|a, b| a.rel.cmp(&b.rel));
+                let names = self.conn.names();
+                let links = symlink_steps(names, &root, &w, self.units);
+                let results = upload(self.conn, &root, &w, self.report, &mut self.reserved)?;
+                self.pending
+                    .extend(rename_steps(names, &root, &results, self.units));
+                self.pending.extend(links);
+                for (item, outcome) in results {
+                    if let Some(again) = self.outcome(&root, item, outcome, attempt) {
+                        let r = retry.entry(root.clone()).or_default();
+                        r.dir_modes.clone_from(&w.dir_modes);
+                        r.items.push(again);
+                    }
+                }
+            }
+            if retry.is_empty() {
+                break;
+            }
+            // Symlinks were already queued; only files are retried.
+            to_send = retry;
+        }
+        Ok(())
+    }
+
+    /// Takes one upload outcome; returns the item to send again, as it is now, when
+    /// it changed while it was read and another round is allowed.
+    fn outcome(
+        &mut self,
+        root: &[u8],
+        item: Item,
+        outcome: Outcome,
+        attempt: usize,
+    ) -> Option<Item> {
+        match outcome {
+            Outcome::Stored { .. } => {
+                let tmp = self.conn.names().for_path(&join(root, &item.rel));
+                self.stale.remove(&tmp);
+            }
+            Outcome::Changed if attempt < MAX_ATTEMPTS => {
+                log::info!(
+                    "{}: {} changed while it was read; sending it again",
+                    self.report.address,
+                    item.local.display()
+                );
+                // As it is now: a file is sent if it is still that file, a
+                // symlink as a symlink (issue 13); gone, nothing is sent.
+                return by_agent::rescan(&item);
+            }
+            Outcome::Changed => self.report.fail(
+                &describe(&item, root),
+                "the local file kept changing while it was read; it will be sent on the next run",
+            ),
+            Outcome::Failed(reason) => self.report.fail(&describe(&item, root), &reason),
+            Outcome::Vanished => log::debug!(
+                "{}: {} is gone; nothing to send",
+                self.report.address,
+                item.local.display()
+            ),
+        }
+        None
+    }
+
+    /// Runs the commit: stale temporaries first, so nothing this run commits is
+    /// removed; then what the uploads queued. Notes what the remote confirmed.
+    fn commit(&mut self, pushed: &mut Pushed) -> Result<()> {
+        if let Some(r) = self.reserved.take() {
+            r.release();
+        }
+        let mut all = stale_steps(&self.stale);
+        all.extend(std::mem::take(&mut self.pending));
+        if !all.steps.is_empty() {
+            let out = commit(self.conn, &all.steps)?;
+            settle(&all, &out, self.report, pushed, &mut self.changed);
+        }
+        Ok(())
+    }
+}
+
+/// Commit steps in order, each with what it reports on (`None` for the removal of a
+/// stale temporary, which reports nothing).
+#[derive(Default, Clone)]
+struct Steps {
+    /// The steps, as the commit runs them.
+    steps: Vec<Commit>,
+    /// One per step.
+    items: Vec<Option<Reported>>,
+}
+
+/// What a commit step reports once the remote confirms it.
+#[derive(Clone)]
+struct Reported {
+    /// The item.
+    item: Item,
+    /// Bytes of content it carried (0 but for files).
+    bytes: u64,
+    /// For a file, what the host's record keeps of it ([`crate::local::pushed`]).
+    record: Option<Record>,
+}
+
+impl Reported {
+    /// A step that carries no content: a removal, a symlink.
+    fn plain(item: Item) -> Reported {
+        Reported {
+            item,
+            bytes: 0,
+            record: None,
+        }
+    }
+}
+
+impl Steps {
+    fn push(&mut self, step: Commit, item: Option<Reported>) {
+        self.steps.push(step);
+        self.items.push(item);
+    }
+
+    fn extend(&mut self, other: Steps) {
+        self.steps.extend(other.steps);
+        self.items.extend(other.items);
+    }
+}
+
+/// Removals of the stale temporaries, in path order.
+fn stale_steps(stale: &HashSet<Vec<u8>>) -> Steps {
+    let mut out = Steps::default();
+    let mut paths: Vec<&Vec<u8>> = stale.iter().collect();
+    paths.sort();
+    for path in paths {
+        out.push(Commit::RemoveStale { path: path.clone() }, None);
+    }
+    out
+}
+
+/// A rename into place for every file of `results` that arrived whole.
+fn rename_steps(
+    names: &Names,
+    root: &[u8],
+    results: &[(Item, Outcome)],
+    units: &[Unit<'_>],
+) -> Steps {
+    let mut out = Steps::default();
+    for (item, outcome) in results {
+        if let Outcome::Stored { meta, sha256 } = outcome {
+            let dest = join(root, &item.rel);
+            let tmp = names.for_path(&dest);
+            let backups = units[item.unit].mapping.backups;
+            let reported = Reported {
+                item: item.clone(),
+                bytes: meta.size,
+                record: Some(Record::sent(meta, sha256)),
+            };
+            out.push(Commit::Rename { tmp, dest, backups }, Some(reported));
+        }
+    }
+    out
+}
+
+/// The symlinks to make below `root`.
+fn symlink_steps(names: &Names, root: &[u8], w: &RootWork, units: &[Unit<'_>]) -> Steps {
+    let mut out = Steps::default();
+    for item in &w.items {
+        if let ItemKind::Symlink { target } = &item.what {
+            let dest = join(root, &item.rel);
+            out.push(
+                Commit::Symlink {
+                    target: target.clone(),
+                    tmp: names.for_path(&dest),
+                    dest,
+                    backups: units[item.unit].mapping.backups,
+                },
+                Some(Reported::plain(item.clone())),
+            );
+        }
+    }
+    out
+}
+
+/// Reports what a commit of `all` did, per item; counts what changed per unit and
+/// notes it in the host's record. A step is done only where the commit confirmed
+/// it; one it neither confirmed nor refused did not happen (the commit died: issue
+/// 13, finding 6).
+fn settle(
+    all: &Steps,
+    out: &crate::transport::ssh::ScriptOutput,
+    report: &mut HostReport,
+    pushed: &mut Pushed,
+    changed: &mut [u64],
+) {
+    let (failures, done) = remote::parse_commit(&out.stdout);
+    let mut failed: HashMap<usize, String> = failures.into_iter().collect();
+    let stderr = crate::escape::first_line(out.stderr.as_bytes(), 200);
+    for (i, (step, reported)) in all.steps.iter().zip(&all.items).enumerate() {
+        let Some(Reported {
+            item,
+            bytes,
+            record,
+        }) = reported
+        else {
+            continue;
+        };
+        let remote = match step {
+            Commit::Rename { dest, .. } | Commit::Symlink { dest, .. } => dest.clone(),
+            Commit::Remove { root, rel } => join(root, rel),
+            Commit::RemoveStale { path } => path.clone(),
+        };
+        let remote_path = show(&remote);
+        let local = item.local.display().to_string();
+        let refused = failed.remove(&i).map(|reason| {
+            if stderr.is_empty() {
+                reason
+            } else {
+                format!("{reason} ({stderr})")
+            }
+        });
+        match refused {
+            Some(reason) => report.fail(&format!("{local} -> {remote_path}"), &reason),
+            None if !done.contains(&i) => report.fail(
+                &format!("{local} -> {remote_path}"),
+                &format!(
+                    "not confirmed by the remote: the commit stopped (exit status {}{})",
+                    out.status,
+                    if stderr.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {stderr}")
+                    }
+                ),
+            ),
+            None if matches!(item.what, ItemKind::Removed) => {
+                changed[item.unit] += 1;
+                report.removed_path(&local, &remote_path);
+                pushed.forget(remote);
+            }
+            None => {
+                changed[item.unit] += 1;
+                report.sent_file(&local, &remote_path, *bytes, &item.why);
+                match record {
+                    Some(r) => pushed.set(remote, r.clone()),
+                    None => pushed.forget(remote),
+                }
+            }
+        }
+    }
+}
+
+/// Lists the remote side of every usable unit over the listing script and
+/// compares it with the local side (what could not be done goes into `report`).
+/// `create`: the listing makes missing destination roots (false for a dry run,
+/// which changes nothing). `Ok(None)` when no unit is usable; with the plan comes
+/// the listing's channel, kept for the first tar stream. An `Err` means the
+/// connection or remote shell failed.
+pub(super) fn plan(
+    conn: &Connection,
+    usable: &[Usable<'_, '_>],
+    pushed: &Pushed,
+    report: &mut HostReport,
+    create: bool,
+) -> Result<Option<(Plan, Option<tar::Reserved>)>> {
+    let roots: Vec<ListRoot> = usable.iter().map(|(_, u, _)| u.root.clone()).collect();
+    if roots.is_empty() {
+        return Ok(None);
+    }
+    let probe_tar = conn.tar_unknown();
+    let (listing, mut reserved) = list(conn, &roots, create, probe_tar)?;
+    let parsed = remote::parse_listing(&listing.stdout, roots.len()).map_err(|e| {
+        anyhow!(
+            "cannot read the remote listing: {e} (does the remote login shell print text, e.g. from ~/.bashrc? it must not, as for rsync; does the remote have GNU find?); stderr: {}",
+            crate::escape::first_line(listing.stderr.as_bytes(), 200)
+        )
+    })?;
+    if let Some(found) = parsed.tar {
+        conn.set_tar_probed(found);
+    }
+    if !conn.tar_maybe()
+        && let Some(r) = reserved.take()
+    {
+        r.release();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let (runs, client) = (conn.runs_dir(), conn.client_id());
+    let removable = |name: &[u8], e: &remote::RemoteEntry| {
+        e.kind != b'd'
+            && remote::runs::removable(name, e.mtime, now, client, &|run| {
+                remote::runs::alive(runs, run)
+            })
+    };
+    let listed = Listed {
+        roots: &roots,
+        states: &parsed.states,
+        pushed,
+        stderr: &listing.stderr,
+    };
+    let plan = reconcile::compare(usable, &listed, Some(&removable), &super::hash_local);
+    super::take_findings(&plan, report);
+    Ok(Some((plan, reserved)))
+}
+
+/// The longest listing command that goes inline (`sh -c SCRIPT`, one argument, which
+/// Linux caps at 128 KiB); a longer one is fed on stdin and keeps no channel.
+const MAX_INLINE_COMMAND: usize = 96 * 1024;
+
+/// The most a listing of `roots` may print: a generous allowance per root, plus
+/// one per path a path listing asks about (issue 13, "Bounded").
+fn listing_cap(roots: &[ListRoot]) -> u64 {
+    roots
+        .iter()
+        .map(|r| (64 << 20) + 64 * 1024 * r.paths.as_ref().map_or(0, Vec::len) as u64)
+        .sum()
+}
+
+/// Runs the listing. Where a tar stream may follow (a real run, tar not known to be
+/// missing) and the script is short enough to go inline, the listing keeps its
+/// channel for the batch's first stream ([`tar::Reserved`]): two round trips less.
+fn list(
+    conn: &Connection,
+    roots: &[ListRoot],
+    create: bool,
+    probe_tar: bool,
+) -> Result<(crate::transport::ssh::ScriptOutput, Option<tar::Reserved>)> {
+    if create && conn.tar_maybe() {
+        // No listing record can match a fresh token by chance.
+        let token = remote::fresh_hex();
+        let script = remote::listing_then_tar(roots, probe_tar, conn.strict_modes(), tar::REMOTE);
+        let command = format!(
+            "sh -c {} {token}",
+            String::from_utf8_lossy(&remote::quote(&script))
+        );
+        if command.len() <= MAX_INLINE_COMMAND {
+            let (channel, out) =
+                conn.run_until(&command, &remote::listing_end(&token), listing_cap(roots))?;
+            let roots = roots.iter().map(|r| r.dir.clone()).collect();
+            return Ok((out, Some(tar::Reserved { channel, roots })));
+        }
+    }
+    let out = conn.run_script(
+        &remote::listing_script(roots, create, probe_tar, conn.strict_modes()),
+        listing_cap(roots),
+    )?;
+    Ok((out, None))
+}
+
+/// Runs the commit steps with sh and `mv` (see [`remote::commit_script`]).
+fn commit(conn: &Connection, steps: &[Commit]) -> Result<crate::transport::ssh::ScriptOutput> {
+    // Each step answers with one short record; its reason is at most a path long.
+    let cap = 64 * 1024 + 8 * 1024 * steps.len() as u64;
+    conn.run_script(&remote::commit_script(steps), cap)
+}
+
+/// Uploads the directories and files of one root: one tar stream where the remote
+/// has tar; otherwise (or when the remote tar fails) one SCP sink. Neither commits:
+/// each file item comes back with its outcome.
+/// When the upload breaks off (connection lost, shutdown), the temporaries it may have
+/// written are removed, best effort, before the error is returned.
+fn upload(
+    conn: &Connection,
+    root: &[u8],
+    w: &RootWork,
+    report: &mut HostReport,
+    reserved: &mut Option<tar::Reserved>,
+) -> Result<Vec<(Item, Outcome)>> {
+    let files = w.items.iter().filter(|i| matches!(i.what, ItemKind::File));
+    let files = files.count();
+    // Named in README, "Logs": the way each batch goes.
+    let way = |how: &str| {
+        if files > 0 {
+            let root = crate::escape::escape(root);
+            log::debug!(
+                "{}: {files} item(s) under {root} over {how}",
+                report.address
+            );
+        }
+    };
+    if conn.has_tar() {
+        way("tar");
+        let tick = |bytes| report.event(Event::Uploaded { bytes });
+        let why = match upload_tar(conn, root, w, reserved, &tick)
+            .inspect_err(|_| cleanup(conn, root, w))?
+        {
+            Ok(uploaded) => return Ok(uploaded),
+            Err(why) => why,
+        };
+        log::info!(
+            "{}: the remote tar failed under {} ({why}); sending this batch over scp",
+            report.address,
+            crate::escape::escape(root)
+        );
+        conn.disable_tar();
+    }
+    way("scp");
+    upload_all(conn, root, w, report).inspect_err(|_| cleanup(conn, root, w))
+}
+
+/// Removes, best effort, the temporaries an interrupted upload under `root` may have left.
+fn cleanup(conn: &Connection, root: &[u8], w: &RootWork) {
+    let steps: Vec<Commit> = w
+        .items
+        .iter()
+        .filter(|i| matches!(i.what, ItemKind::File))
+        .map(|i| Commit::RemoveStale {
+            path: conn.names().for_path(&join(root, &i.rel)),
+        })
+        .collect();
+    let _ = commit(conn, &steps);
+}
+
+/// Sends the directories and files of one root as one tar stream (see
+/// [`crate::transport::tar`]). `Ok(Err(why))`: the remote tar failed, nothing may
+/// be committed.
+fn upload_tar(
+    conn: &Connection,
+    root: &[u8],
+    w: &RootWork,
+    reserved: &mut Option<tar::Reserved>,
+    tick: &dyn Fn(u64),
+) -> Result<Result<Vec<(Item, Outcome)>, tar::TarFailed>> {
+    let mut members = Vec::new();
+    let mut files = Vec::new();
+    for item in &w.items {
+        match item.what {
+            ItemKind::Dir => members.push(tar::Member::Dir {
+                rel: &item.rel,
+                mode: w.dir_modes.get(&item.rel).copied().unwrap_or(0o755),
+            }),
+            ItemKind::File => {
+                members.push(tar::Member::File {
+                    rel: conn.names().for_path(&item.rel),
+                    local: item.to_send(),
+                });
+                files.push(item.clone());
+            }
+            ItemKind::Symlink { .. } | ItemKind::Removed => {}
+        }
+    }
+    let zip = |outcomes: &[Outcome]| -> Vec<(Item, Outcome)> {
+        files
+            .iter()
+            .cloned()
+            .zip(outcomes.iter().cloned())
+            .collect()
+    };
+    if members.is_empty() {
+        return Ok(Ok(Vec::new()));
+    }
+    let streamed = tar::upload(conn, root, &members, reserved, &|k| tick(files[k].size))?;
+    Ok(streamed.map(|outcomes| zip(&outcomes)))
+}
+
+/// The body of [`upload`].
+fn upload_all(
+    conn: &Connection,
+    root: &[u8],
+    w: &RootWork,
+    report: &mut HostReport,
+) -> Result<Vec<(Item, Outcome)>> {
+    let uploads = w
+        .items
+        .iter()
+        .any(|i| !matches!(i.what, ItemKind::Symlink { .. }));
+    if !uploads {
+        return Ok(Vec::new());
+    }
+    let mut sink = ScpSink::open(conn, root)?;
+    let mut stack: Vec<Vec<u8>> = Vec::new(); // components entered below root
+    let mut refused: Vec<(Vec<u8>, String)> = Vec::new();
+    let mut sent: Vec<(Item, usize)> = Vec::new();
+    let mut results = Vec::new();
+    for item in &w.items {
+        let parts: Vec<&[u8]> = item.rel.split(|&b| b == b'/').collect();
+        let (dirs, name): (&[&[u8]], Option<&[u8]>) = match item.what {
+            ItemKind::Dir => (&parts[..], None),
+            ItemKind::File => (&parts[..parts.len() - 1], parts.last().copied()),
+            ItemKind::Symlink { .. } | ItemKind::Removed => (&parts[..parts.len() - 1], None),
+        };
+        if let Some((_, why)) = refused
+            .iter()
+            .find(|(p, _)| is_below(&item.rel, p) || item.rel == *p)
+        {
+            if matches!(item.what, ItemKind::File) {
+                report.event(Event::Uploaded { bytes: item.size });
+            }
+            if !matches!(item.what, ItemKind::Dir) {
+                results.push((item.clone(), Outcome::Failed(why.clone())));
+            }
+            continue;
+        }
+        // Navigate: leave what is not shared, enter what is missing.
+        let common = stack
+            .iter()
+            .zip(dirs)
+            .take_while(|(a, b)| a.as_slice() == **b)
+            .count();
+        while stack.len() > common {
+            sink.leave()?;
+            stack.pop();
+        }
+        let mut ok = true;
+        for d in &dirs[common..] {
+            let mut path = stack.join(&b'/');
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(d);
+            let mode = w.dir_modes.get(&path).copied().unwrap_or(0o755);
+            if let Err(why) = sink.enter(d, mode)? {
+                let why = format!(
+                    "cannot create remote directory {}: {why}",
+                    show(&join(root, &path))
+                );
+                if matches!(item.what, ItemKind::Dir) && path == item.rel {
+                    report.fail(&describe(item, root), &why);
+                }
+                refused.push((path, why.clone()));
+                if matches!(item.what, ItemKind::File) {
+                    report.event(Event::Uploaded { bytes: item.size });
+                }
+                if !matches!(item.what, ItemKind::Dir) {
+                    results.push((item.clone(), Outcome::Failed(why)));
+                }
+                ok = false;
+                break;
+            }
+            stack.push(d.to_vec());
+        }
+        if let (true, Some(name)) = (ok, name) {
+            // OpenSSH's scp sink drops setuid and setgid: an option this way cannot
+            // honour fails the file instead of being skipped in silence.
+            let special = item.meta.map_or(0, |m| m.mode) & item.mode_mask & 0o6000;
+            if special != 0 {
+                report.event(Event::Uploaded { bytes: item.size });
+                results.push((
+                    item.clone(),
+                    Outcome::Failed(
+                        "keep_special_bits: the remote scp cannot keep setuid or setgid; this host needs perl or tar for that"
+                            .into(),
+                    ),
+                ));
+                continue;
+            }
+            let id = sink.send(&conn.names().for_name(name), item.to_send())?;
+            report.event(Event::Uploaded { bytes: item.size });
+            sent.push((item.clone(), id));
+        }
+    }
+    debug_assert_eq!(sink.depth(), stack.len());
+    let outcomes = sink.finish()?;
+    for (item, id) in sent {
+        results.push((item, outcomes[id].clone()));
+    }
+    Ok(results)
+}
