@@ -702,30 +702,6 @@ pub(crate) fn describe(item: &Item, root: &[u8]) -> String {
     )
 }
 
+/// The rules as tables (issue 15): each case is data in, a plan out.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dest_paths() {
-        assert_eq!(
-            split_dest("/etc/app/app.conf"),
-            (&b"/etc/app"[..], &b"app.conf"[..])
-        );
-        assert_eq!(split_dest("/top"), (&b"/"[..], &b"top"[..]));
-        assert_eq!(join(b"/", b"x"), b"/x");
-        assert_eq!(join(b"/a", b""), b"/a");
-        assert_eq!(basename(b"a/b/c"), b"c");
-        assert!(is_backup_name(b"etc/app.conf.1", 6) && is_backup_name(b"x.6", 6));
-        for (name, n) in [
-            (&b"x.7"[..], 6),
-            (b"x.0", 6),
-            (b"x.01", 6),
-            (b"x.1", 0),
-            (b".1", 6),
-        ] {
-            assert!(!is_backup_name(name, n), "{}", show(name));
-        }
-        assert!(!is_backup_name(b"x.1a", 6) && !is_backup_name(b"noext", 6));
-    }
-}
+mod tests;
