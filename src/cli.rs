@@ -17,20 +17,20 @@ pub struct Cli {
         value_name = "PATH",
         default_value = "config.ini"
     )]
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
 
     /// Also write debug lines to info.log; `sync` prints a plain line per file.
     #[arg(short, long, global = true)]
-    pub verbose: bool,
+    pub(crate) verbose: bool,
 
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Push every mapping to every host once, then print a summary per host.
     Sync(SyncArgs),
     /// Push everything once, then push every change to the mapped hosts as it
@@ -70,46 +70,46 @@ pub enum Command {
 
 /// The flags of `hostsync sync`.
 #[derive(Debug, Clone, Default, Args)]
-pub struct SyncArgs {
+pub(crate) struct SyncArgs {
     /// Push only the mappings and files under these local paths (relative to the
     /// current directory); each must lie inside, or contain, a mapping's src.
     #[arg(value_name = "PATH")]
-    pub paths: Vec<PathBuf>,
+    pub(crate) paths: Vec<PathBuf>,
 
     /// Only these hosts (as written in connection_info.json); repeatable.
     #[arg(long = "host", value_name = "IP")]
-    pub hosts: Vec<String>,
+    pub(crate) hosts: Vec<String>,
 
     /// Compare local and remote and print one line per difference; change nothing.
     #[arg(short = 'n', long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
 
     /// With --dry-run: exit 3 when there are differences (0 when there are none).
     #[arg(long, requires = "dry_run")]
-    pub exit_code: bool,
+    pub(crate) exit_code: bool,
 
     /// Compare every file by content (SHA-256 on both sides), not by size and
     /// mtime, as rsync -c does; slower, since every file is read (-c is --config).
     #[arg(long)]
-    pub checksum: bool,
+    pub(crate) checksum: bool,
 
     /// Print one JSON object per result line (files, errors, post_sync, hosts).
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 
     /// No progress bars: only the summary table and errors.
     #[arg(short, long)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 /// The flags of `hostsync watch`.
 #[derive(Debug, Clone, Default, Args)]
-pub struct WatchArgs {
+pub(crate) struct WatchArgs {
     /// Only these hosts (as written in connection_info.json); repeatable.
     #[arg(long = "host", value_name = "IP")]
-    pub hosts: Vec<String>,
+    pub(crate) hosts: Vec<String>,
 
     /// No line per push on a terminal; only the summary table when it stops.
     #[arg(short, long)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 }

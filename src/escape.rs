@@ -5,7 +5,7 @@
 //! terminal, and every log line stays one line. `--json` does its own escaping.
 
 /// `bytes` escaped for a terminal or a log line (see the module doc).
-pub fn escape(bytes: &[u8]) -> String {
+pub(crate) fn escape(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
@@ -35,7 +35,7 @@ pub fn escape(bytes: &[u8]) -> String {
 /// `text` with its control characters escaped C-style, and nothing else changed
 /// (a backslash stays one): for text that may already hold escaped parts, such as
 /// a log message, so it stays one line and moves no cursor.
-pub fn controls(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn controls(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(char::is_control) {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -57,7 +57,7 @@ pub fn controls(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// The first non-empty line of `bytes`, trimmed, escaped, and cut to `max` characters
 /// (with `…` when cut): how a remote program's stderr goes onto one log line.
-pub fn first_line(bytes: &[u8], max: usize) -> String {
+pub(crate) fn first_line(bytes: &[u8], max: usize) -> String {
     let line = bytes
         .split(|&b| b == b'\n')
         .map(|l| l.trim_ascii())
@@ -67,7 +67,7 @@ pub fn first_line(bytes: &[u8], max: usize) -> String {
 }
 
 /// `text` cut to at most `max` characters, with `…` at the end when it was longer.
-pub fn cut(text: &str, max: usize) -> String {
+pub(crate) fn cut(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         None => text.to_string(),
         Some((at, _)) => format!("{}…", &text[..at]),

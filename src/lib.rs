@@ -23,18 +23,18 @@
 
 pub mod cli;
 pub mod cmd;
-pub mod config;
-pub mod escape;
-pub mod exec;
+pub(crate) mod config;
+pub(crate) mod escape;
+pub(crate) mod exec;
 pub mod exit;
-pub mod local;
-pub mod log;
-pub mod output;
-pub mod reconcile;
-pub mod remote;
-pub mod report;
-pub mod transport;
-pub mod watch;
+pub(crate) mod local;
+pub(crate) mod log;
+pub(crate) mod output;
+pub(crate) mod reconcile;
+pub(crate) mod remote;
+pub(crate) mod report;
+pub(crate) mod transport;
+pub(crate) mod watch;
 
 use clap::CommandFactory as _;
 

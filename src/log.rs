@@ -20,18 +20,18 @@ use flexi_logger::{
 use log::{Level, Record};
 
 /// A log file is rotated when it passes this size.
-pub const ROTATE_BYTES: u64 = 10 * 1024 * 1024;
+pub(crate) const ROTATE_BYTES: u64 = 10 * 1024 * 1024;
 /// How many rotated files of each log are kept.
-pub const KEEP_FILES: usize = 5;
+pub(crate) const KEEP_FILES: usize = 5;
 
 /// Keeps the logger alive; dropping it flushes and closes the files.
-pub struct Logs {
+pub(crate) struct Logs {
     /// flexi_logger's handle.
     _handle: LoggerHandle,
 }
 
 /// Starts logging into `dir` (created if missing). `verbose` adds debug lines to info.log.
-pub fn start(dir: &Path, verbose: bool) -> Result<Logs> {
+pub(crate) fn start(dir: &Path, verbose: bool) -> Result<Logs> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("{}: cannot create the log folder (log_path)", dir.display()))?;
     // Both files exist from the start, so an empty error.log plainly means no failures.

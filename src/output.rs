@@ -25,7 +25,7 @@ use crate::report::{self, Event, HostReport, Observer};
 
 /// How `sync` shows what happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Style {
+pub(crate) enum Style {
     /// Progress bars per host on a terminal.
     Bars,
     /// The summary table only; with `per_file`, also a line per event as it happens.
@@ -36,7 +36,7 @@ pub enum Style {
 
 impl Style {
     /// The style for these flags, when stdout is (`tty`) or is not a terminal.
-    pub fn choose(json: bool, quiet: bool, verbose: bool, tty: bool) -> Style {
+    pub(crate) fn choose(json: bool, quiet: bool, verbose: bool, tty: bool) -> Style {
         if json {
             Style::Json
         } else if verbose {
@@ -50,7 +50,7 @@ impl Style {
 }
 
 /// The output of one `sync` run.
-pub struct Output {
+pub(crate) struct Output {
     /// The style in force.
     style: Style,
     /// The bars' container (only for [`Style::Bars`]).
@@ -83,7 +83,7 @@ impl HostBar {
 impl Output {
     /// An output in `style`; `dry_run` drops the per-host summaries; `human` shows
     /// the table's bytes for a person (on a terminal) instead of raw counts.
-    pub fn new(style: Style, dry_run: bool, human: bool) -> Output {
+    pub(crate) fn new(style: Style, dry_run: bool, human: bool) -> Output {
         let multi = (style == Style::Bars)
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout()));
         Output {
@@ -95,7 +95,7 @@ impl Output {
     }
 
     /// The observer for host `address`. Call it in host order: bars stack in that order.
-    pub fn observer(&self, address: &str) -> Observer {
+    pub(crate) fn observer(&self, address: &str) -> Observer {
         let dry_run = self.dry_run;
         match (self.style, &self.multi) {
             (Style::Bars, Some(multi)) => {
@@ -113,7 +113,7 @@ impl Output {
                     files_done: AtomicU64::new(0),
                     files_total: AtomicU64::new(0),
                 });
-                Observer::new(move |_, e| on_bar(&host, e)).with_progress()
+                Observer::new(move |_, e| on_bar(&host, e))
             }
             (Style::Json, _) => Observer::new(move |host, e| {
                 if let Some(v) = json_event(host, e, dry_run) {
@@ -133,7 +133,7 @@ impl Output {
     /// What is printed after every host finished: the summary table, except in JSON
     /// mode (the host lines were printed as each host finished) and in a dry run.
     /// Finished bars stay on screen, above the table.
-    pub fn finish(&self, reports: &[HostReport]) -> String {
+    pub(crate) fn finish(&self, reports: &[HostReport]) -> String {
         if self.style == Style::Json || self.dry_run {
             String::new()
         } else if self.multi.is_some() {
@@ -147,7 +147,7 @@ impl Output {
 
 /// An observer that prints the `--verbose` line of each event as it happens (the
 /// lines `watch` prints on a terminal).
-pub fn plain_lines() -> Observer {
+pub(crate) fn plain_lines() -> Observer {
     Observer::new(|host, e| {
         if let Some(line) = plain_event(host, e, false) {
             print_line(&line);
@@ -255,7 +255,7 @@ fn plain_event(host: &str, e: &Event<'_>, dry_run: bool) -> Option<String> {
 }
 
 /// A `--json` object for an event, if it deserves one (see README, "JSON output").
-pub fn json_event(host: &str, e: &Event<'_>, dry_run: bool) -> Option<Value> {
+pub(crate) fn json_event(host: &str, e: &Event<'_>, dry_run: bool) -> Option<Value> {
     Some(match e {
         Event::Sent {
             local,

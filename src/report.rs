@@ -15,7 +15,7 @@ use crate::reconcile::render::Diff;
 
 /// Something that happened on a host during a sync, as it happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event<'a> {
+pub(crate) enum Event<'a> {
     /// The plan: this many files with this many bytes are about to be uploaded.
     Planned { files: u64, bytes: u64 },
     /// One file's content went out (it is committed, or fails, later).
@@ -45,36 +45,22 @@ pub enum Event<'a> {
 }
 
 /// The callback type an [`Observer`] wraps: host address and event.
-pub type ObserverFn = dyn Fn(&str, &Event<'_>) + Send + Sync;
+pub(crate) type ObserverFn = dyn Fn(&str, &Event<'_>) + Send + Sync;
 
 /// Receives a report's events; the default observes nothing. Reports compare
 /// equal whatever their observers.
 #[derive(Clone, Default)]
-pub struct Observer {
+pub(crate) struct Observer {
     /// The callback, if any.
     f: Option<Arc<ObserverFn>>,
-    /// A progress bar is drawn from the events: uploads should report as they go.
-    progress: bool,
 }
 
 impl Observer {
     /// An observer calling `f` for every event.
-    pub fn new(f: impl Fn(&str, &Event<'_>) + Send + Sync + 'static) -> Observer {
+    pub(crate) fn new(f: impl Fn(&str, &Event<'_>) + Send + Sync + 'static) -> Observer {
         Observer {
             f: Some(Arc::new(f)),
-            progress: false,
         }
-    }
-
-    /// The same observer, marked as drawing a progress bar.
-    pub fn with_progress(mut self) -> Observer {
-        self.progress = true;
-        self
-    }
-
-    /// Whether a progress bar is drawn from the events (see [`Observer::with_progress`]).
-    pub fn wants_progress(&self) -> bool {
-        self.progress
     }
 
     /// Hands `event` of `host` to the callback, if any.
@@ -105,35 +91,35 @@ impl std::fmt::Debug for Observer {
 
 /// The outcome of one host's run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HostReport {
+pub(crate) struct HostReport {
     /// The host's address as configured.
-    pub address: String,
+    pub(crate) address: String,
     /// Files and symlinks that arrived.
-    pub sent: u64,
+    pub(crate) sent: u64,
     /// Files already up to date.
-    pub skipped: u64,
+    pub(crate) skipped: u64,
     /// Remote paths removed because they are gone locally (`"delete": true`).
-    pub removed: u64,
+    pub(crate) removed: u64,
     /// Files or mappings that did not arrive, and post_sync commands that failed.
-    pub failed: u64,
+    pub(crate) failed: u64,
     /// Bytes of file content that arrived.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// The host could not be served at all (unreachable, auth, host key): the reason.
-    pub fatal: Option<String>,
+    pub(crate) fatal: Option<String>,
     /// The host was not served on purpose: why (`no mapping file mappings/IP.json`).
     /// Not a failure (issue 14, bug 6).
-    pub skip: Option<String>,
+    pub(crate) skip: Option<String>,
     /// One line per failure, without the host prefix.
-    pub errors: Vec<String>,
+    pub(crate) errors: Vec<String>,
     /// `sync --dry-run`: the differences found (nothing was changed).
-    pub diffs: Vec<Diff>,
+    pub(crate) diffs: Vec<Diff>,
     /// Who hears about each event as it happens.
-    pub observer: Observer,
+    pub(crate) observer: Observer,
 }
 
 impl HostReport {
     /// An empty report for `address`.
-    pub fn new(address: &str) -> HostReport {
+    pub(crate) fn new(address: &str) -> HostReport {
         HostReport {
             address: address.to_string(),
             ..HostReport::default()
@@ -141,7 +127,7 @@ impl HostReport {
     }
 
     /// An empty report for `address` whose events go to `observer`.
-    pub fn observed(address: &str, observer: Observer) -> HostReport {
+    pub(crate) fn observed(address: &str, observer: Observer) -> HostReport {
         HostReport {
             observer,
             ..HostReport::new(address)
@@ -149,12 +135,12 @@ impl HostReport {
     }
 
     /// Hands an event to the observer (nothing is counted or logged).
-    pub fn event(&self, event: Event<'_>) {
+    pub(crate) fn event(&self, event: Event<'_>) {
         self.observer.emit(&self.address, &event);
     }
 
     /// Records and logs a failure of one file or mapping.
-    pub fn fail(&mut self, what: &str, reason: &str) {
+    pub(crate) fn fail(&mut self, what: &str, reason: &str) {
         log::error!("{}: {what}: {reason}", self.address);
         self.failed += 1;
         self.errors.push(format!("{what}: {reason}"));
@@ -162,7 +148,7 @@ impl HostReport {
     }
 
     /// Records and logs that the whole host failed.
-    pub fn fail_host(&mut self, reason: &str) {
+    pub(crate) fn fail_host(&mut self, reason: &str) {
         log::error!("{}: {reason}", self.address);
         self.fatal = Some(reason.to_string());
         self.event(Event::HostFailed { reason });
@@ -171,7 +157,7 @@ impl HostReport {
     /// Records and logs a file or symlink that arrived.
     /// `why`: why it was sent, for `sync -v`; with debug lines on (`-v`), info.log's
     /// line says it too, in the same words (issue 14).
-    pub fn sent_file(&mut self, local: &str, remote: &str, bytes: u64, why: &str) {
+    pub(crate) fn sent_file(&mut self, local: &str, remote: &str, bytes: u64, why: &str) {
         if log::log_enabled!(log::Level::Debug) && !why.is_empty() {
             log::info!(
                 "{}: sent {local} -> {remote} ({bytes} bytes; why: {why})",
@@ -191,21 +177,21 @@ impl HostReport {
     }
 
     /// Records and logs a remote path removed because it is gone locally.
-    pub fn removed_path(&mut self, local: &str, remote: &str) {
+    pub(crate) fn removed_path(&mut self, local: &str, remote: &str) {
         log::info!("{}: removed {remote} ({local} is gone)", self.address);
         self.removed += 1;
         self.event(Event::Removed { local, remote });
     }
 
     /// True when everything for this host arrived.
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         self.fatal.is_none() && self.failed == 0
     }
 }
 
 /// Bytes for a person: `512 B`, `1.2 MiB`, `586 KiB` (binary units; one decimal
 /// below 10, none above), at most 8 characters. Scripts get raw numbers instead.
-pub fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if n < 1024 {
         return format!("{n} B");
@@ -226,7 +212,7 @@ pub fn human_bytes(n: u64) -> String {
 
 /// The table printed after `sync`: one row per host, then every failure. With
 /// `human`, BYTES reads like `1.2 MiB` (a terminal); else it is the raw count.
-pub fn summary(reports: &[HostReport], human: bool) -> String {
+pub(crate) fn summary(reports: &[HostReport], human: bool) -> String {
     let width = reports
         .iter()
         .map(|r| r.address.len())
@@ -271,7 +257,7 @@ pub fn summary(reports: &[HostReport], human: bool) -> String {
 }
 
 /// The host summary as one JSON object (`sync --json`); see README, "JSON output".
-pub fn json_summary(r: &HostReport) -> Value {
+pub(crate) fn json_summary(r: &HostReport) -> Value {
     let status = match (r.ok(), &r.skip) {
         (false, _) => "failed",
         (true, Some(_)) => "skipped",

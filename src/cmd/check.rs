@@ -1,47 +1,46 @@
 //! `hostsync check`: is every host ready for `sync`? Sends nothing.
 //!
 //! After the configuration has loaded (any problem there is exit 2, with the same
-//! messages as `sync`), every host is visited in parallel, at most
-//! `number_of_connections` at once, each by a named worker thread (`check-<n>`):
-//! connect, verify the host key, log in (the same [`Connection::open`] as
-//! `sync`), then one remote `sh -s` script asks, for each mapping, whether the
-//! directory `sync` would write into (dest itself for a directory src, dest's
-//! parent for a file src) is writable, or could be created because its nearest
-//! existing ancestor is a writable directory. Nothing is created or changed on
-//! the remote. The result is a table, one row per host (or with `--json` one JSON
-//! object per host, issue 5); each failure is also one error.log line, as in
-//! `sync` (issue 4, "Trust"). `sync --dry-run` asks the same question through
-//! [`probe_dirs`] before it lists, so it never promises what `sync` cannot write
-//! (issue 14, bug 5).
+//! messages as `sync`), every host is visited by the worker pool
+//! ([`crate::exec::pool`]), at most `number_of_connections` at once: connect,
+//! verify the host key, log in (the same [`Connection::open`] as `sync`), then
+//! the writability probe ([`crate::remote::probe`]) asks, for each mapping,
+//! whether the directory `sync` would write into is writable or could be made.
+//! Nothing is created or changed on the remote. The result is a table, one row
+//! per host (or with `--json` one JSON object per host, issue 5); each failure
+//! is also one error.log line, as in `sync` (issue 4, "Trust"). `sync --dry-run`
+//! asks the same question before it lists, so it never promises what `sync`
+//! cannot write (issue 14, bug 5).
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::{Host, Mapping, SshSettings, Target};
+use crate::exec::probe::run_probes;
 use crate::exit::ExitCode;
-use crate::remote::quote;
-use crate::transport::ssh::{Connection, ScriptOutput};
+use crate::remote::probe::{Probe, dir_state};
+use crate::transport::ssh::Connection;
 
 /// One row of the table: what was learned about one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostCheck {
+pub(crate) struct HostCheck {
     /// `ip_address` as configured.
-    pub address: String,
+    pub(crate) address: String,
     /// sshd port.
-    pub port: u16,
+    pub(crate) port: u16,
     /// Remote login.
-    pub user: String,
+    pub(crate) user: String,
     /// The auth method that worked, `-` when login did not happen.
-    pub auth: String,
+    pub(crate) auth: String,
     /// The server's host key fingerprint, `-` when the handshake did not happen.
-    pub fingerprint: String,
+    pub(crate) fingerprint: String,
     /// Destination directories found writable (or creatable).
-    pub writable: usize,
+    pub(crate) writable: usize,
     /// Remarks that are not failures (no mapping file).
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
     /// Failures, each a full reason; empty means the host is ready.
-    pub problems: Vec<String>,
+    pub(crate) problems: Vec<String>,
 }
 
 impl HostCheck {
@@ -66,14 +65,14 @@ impl HostCheck {
     }
 
     /// True when nothing failed.
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         self.problems.is_empty()
     }
 }
 
 /// `hostsync check`: log in to every host and test its destinations; sends nothing.
 /// An `Err` is a setup problem (exit 2); host failures are in the exit code.
-pub fn run(
+pub(crate) fn run(
     config: &crate::config::Config,
     json: bool,
     hosts: &[String],
@@ -159,53 +158,6 @@ fn check_host(target: &Target, ssh: &SshSettings) -> HostCheck {
     row
 }
 
-/// What to ask the remote about one mapping.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Probe {
-    /// `src -> dest`, for messages.
-    label: String,
-    /// The directory `sync` writes into: dest, or the parent of [`Mapping::file_dest`] for a file src.
-    dir: String,
-    /// For a file src, [`Mapping::file_dest`] (it must not be a directory).
-    file: Option<String>,
-}
-
-impl Probe {
-    /// The probe for mapping `m`, whose src is a directory when `src_is_dir`.
-    pub(crate) fn of(m: &Mapping, src_is_dir: bool) -> Probe {
-        let label = format!("{} -> {}", m.src.display(), m.dest);
-        if src_is_dir {
-            Probe {
-                label,
-                dir: m.dest.clone(),
-                file: None,
-            }
-        } else {
-            Probe {
-                label,
-                dir: parent(&m.file_dest()),
-                file: Some(m.file_dest()),
-            }
-        }
-    }
-
-    /// `src -> dest`, for messages.
-    pub(crate) fn label(&self) -> &str {
-        &self.label
-    }
-}
-
-/// What the probe script found for one directory `sync` writes into: the same
-/// verdict `check` gives (`sync --dry-run` runs it too, issue 14, bug 5).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DirState {
-    /// Why `sync` cannot write there, as `check` words it; `None` when it can.
-    pub problem: Option<String>,
-    /// For a missing directory `sync` would make: its nearest existing ancestor,
-    /// below which every directory is new.
-    pub made_below: Option<String>,
-}
-
 /// One probe per mapping whose src is usable; a missing or odd src is a failure
 /// here, as it would be in `sync`.
 fn probes(mappings: &[Mapping], row: &mut HostCheck) -> Vec<Probe> {
@@ -233,156 +185,6 @@ pub(crate) fn src_is_dir(src: &Path) -> Result<bool, String> {
     }
 }
 
-/// The parent of a normalised absolute dest (`/` for a top-level name).
-fn parent(dest: &str) -> String {
-    match dest.rfind('/') {
-        Some(0) | None => "/".into(),
-        Some(i) => dest[..i].into(),
-    }
-}
-
-/// Shell function run once per probe: first the ancestor rule (`G`, the same as
-/// `sync`'s, from [`crate::remote::TRUST`]), then walks up to the nearest
-/// existing path and prints `R\0index\0verdict\0path\0`. Verdicts: `ok` (dir is a
-/// writable directory), `new` (missing; path is a writable ancestor that `mkdir -p`
-/// can use), `notdir`, `ro` (path is not writable or not searchable), `isdir` (the
-/// file dest is a directory), `ancestor` (path is why a symlink on the way is not
-/// followed). `test -w` asks the kernel with the remote user's own rights. For an
-/// existing dir that others than root and the login user can write (or whose
-/// parent they can, unless it is sticky), `O\0index\0owner mode path\0` follows; a
-/// `P\0\0` record says the host has perl for the agent, which serves such a dir.
-const PROBE_PRELUDE: &[u8] = br#"command -v perl >/dev/null 2>&1 && printf 'P\0\0'
-C() {
-  i=$1; d=$2; f=$3; p=$d
-  if ! G "$d"; then printf 'R\0%s\0%s\0%s\0' "$i" ancestor "$g"; return; fi
-  while [ "$p" != / ] && [ ! -e "$p" ] && [ ! -L "$p" ]; do
-    p=${p%/*}; [ -n "$p" ] || p=/
-  done
-  if [ "$p" = "$d" ] && [ -L "$p" ]; then r=notdir
-  elif [ ! -d "$p" ]; then r=notdir
-  elif [ ! -w "$p" ] || [ ! -x "$p" ]; then r=ro
-  elif [ -n "$f" ] && [ -d "$f" ] && [ ! -L "$f" ]; then r=isdir; p=$f
-  elif [ "$p" = "$d" ]; then r=ok
-  else r=new
-  fi
-  printf 'R\0%s\0%s\0%s\0' "$i" "$r" "$p"
-  [ "$r" = ok ] || [ "$r" = isdir ] || return 0
-  for q in "$d" "$d/.."; do
-    o=$(find "$q" -maxdepth 0 -printf '%U %m' 2>/dev/null) || continue
-    [ -n "$o" ] || continue
-    T "${o% *}" "${o#* }" && continue
-    [ "$q" != "$d" ] && [ $((0${o#* } & 01000)) != 0 ] && continue
-    printf 'O\0%s\0%s %s\0' "$i" "$o" "$q"
-  done
-}
-"#;
-
-/// The whole script: the prelude, then one quoted call per probe.
-fn probe_script(probes: &[Probe], strict: bool) -> Vec<u8> {
-    let mut s = crate::remote::TRUST.to_vec();
-    s.extend_from_slice(if strict { b"SM=1\n" } else { b"SM=0\n" });
-    s.extend_from_slice(PROBE_PRELUDE);
-    for (i, p) in probes.iter().enumerate() {
-        s.extend_from_slice(format!("C {i} ").as_bytes());
-        s.extend_from_slice(&quote(p.dir.as_bytes()));
-        s.push(b' ');
-        s.extend_from_slice(&quote(p.file.as_deref().unwrap_or("").as_bytes()));
-        s.push(b'\n');
-    }
-    s
-}
-
-/// What [`probe_script`] said.
-#[derive(Debug, Default)]
-struct Answers {
-    /// Per probe index, the verdict and the path it names.
-    verdicts: Vec<(usize, String, String)>,
-    /// Per probe index, `owner mode path` of a directory others can write.
-    open: Vec<(usize, String)>,
-    /// The host has perl for the agent.
-    perl: bool,
-}
-
-/// Parses the records of [`probe_script`].
-fn parse_answers(out: &[u8]) -> Answers {
-    let fields: Vec<&[u8]> = out.split(|&b| b == 0).collect();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let mut answers = Answers::default();
-    let mut i = 0;
-    while i < fields.len() {
-        let n = fields
-            .get(i + 1)
-            .and_then(|f| text(f).parse::<usize>().ok());
-        match (fields[i], n) {
-            (b"R", Some(n)) if i + 3 < fields.len() => {
-                answers
-                    .verdicts
-                    .push((n, text(fields[i + 2]), text(fields[i + 3])));
-                i += 4;
-            }
-            (b"O", Some(n)) if i + 2 < fields.len() => {
-                answers.open.push((n, text(fields[i + 2])));
-                i += 3;
-            }
-            (b"P", _) => {
-                answers.perl = true;
-                i += 2;
-            }
-            _ => i += 1,
-        }
-    }
-    answers
-}
-
-/// Runs the probe script for `probes` over `conn`; an `Err` means it could not run.
-fn run_probes(conn: &Connection, probes: &[Probe]) -> anyhow::Result<(Answers, ScriptOutput)> {
-    let out = conn.run_script(
-        &probe_script(probes, conn.strict_modes()),
-        64 * 1024 + 8 * 1024 * probes.len() as u64,
-    )?;
-    Ok((parse_answers(&out.stdout), out))
-}
-
-/// What the answers say of probe `i`, for login `user` (see [`DirState`]); a probe
-/// the remote did not answer is a problem.
-fn dir_state(
-    answers: &Answers,
-    out: &ScriptOutput,
-    i: usize,
-    probe: &Probe,
-    user: &str,
-) -> DirState {
-    let Some((_, verdict, path)) = answers.verdicts.iter().find(|(n, _, _)| *n == i) else {
-        return DirState {
-            problem: Some(format!(
-                "the remote shell gave no answer (exit {}, stderr: {})",
-                out.status,
-                out.stderr.trim()
-            )),
-            made_below: None,
-        };
-    };
-    DirState {
-        problem: verdict_problem(verdict, path, probe, user),
-        made_below: (verdict == "new").then(|| path.clone()),
-    }
-}
-
-/// The writability check of `check` for `sync --dry-run`: one [`DirState`] per
-/// probe, in order, from one remote script. An `Err` means it could not run.
-pub(crate) fn probe_dirs(
-    conn: &Connection,
-    probes: &[Probe],
-    user: &str,
-) -> anyhow::Result<Vec<DirState>> {
-    let (answers, out) = run_probes(conn, probes)?;
-    Ok(probes
-        .iter()
-        .enumerate()
-        .map(|(i, p)| dir_state(&answers, &out, i, p, user))
-        .collect())
-}
-
 /// Runs the probe script over `conn` and records each verdict in `row`.
 fn test_dirs(conn: &Connection, probes: &[Probe], row: &mut HostCheck) {
     let (answers, out) = match run_probes(conn, probes) {
@@ -390,9 +192,9 @@ fn test_dirs(conn: &Connection, probes: &[Probe], row: &mut HostCheck) {
         Err(e) => return row.fail(format!("cannot run the remote check: {e:#}")),
     };
     for (i, probe) in probes.iter().enumerate() {
-        match dir_state(&answers, &out, i, probe, &row.user).problem {
+        match dir_state(&answers, (out.status, &out.stderr), i, probe, &row.user).problem {
             None => row.writable += 1,
-            Some(why) => row.fail(format!("{}: {why}", probe.label)),
+            Some(why) => row.fail(format!("{}: {why}", probe.label())),
         }
         // The same rule as sync (issue 13): others can write there, which only the
         // agent serves safely.
@@ -406,42 +208,20 @@ fn test_dirs(conn: &Connection, probes: &[Probe], row: &mut HostCheck) {
             if answers.perl {
                 row.notes.push(format!(
                     "{}: {why}; served by hostsync's agent, which writes there safely",
-                    probe.label
+                    probe.label()
                 ));
             } else {
                 row.fail(format!(
                     "{}: {why}, and this host has no perl for hostsync's agent, which is what writes safely there; install perl, or set [ssh] strict_modes = no",
-                    probe.label
+                    probe.label()
                 ));
             }
         }
     }
 }
 
-/// The failure a verdict means, or `None` when the directory is usable.
-fn verdict_problem(verdict: &str, path: &str, probe: &Probe, user: &str) -> Option<String> {
-    let dir = &probe.dir;
-    match verdict {
-        "ok" | "new" => None,
-        "ancestor" => Some(format!("cannot use remote directory {dir}: {path}")),
-        "notdir" => Some(format!(
-            "cannot use remote directory {dir}: {path} exists and is not a directory; remove it or change dest"
-        )),
-        "ro" if path == dir => Some(format!(
-            "permission denied on the remote: {user} cannot write {dir}; make it writable for {user} or change dest"
-        )),
-        "ro" => Some(format!(
-            "permission denied on the remote: {dir} is missing and {user} cannot create it in {path}; create it for {user} or change dest"
-        )),
-        "isdir" => Some(format!(
-            "the remote path {path} is a directory, but src is a file; change dest (a dest ending in / puts the file inside that directory)"
-        )),
-        other => Some(format!("unexpected answer {other:?} from the remote check")),
-    }
-}
-
 /// The table printed by `check`: one row per host.
-pub fn table(rows: &[HostCheck]) -> String {
+pub(crate) fn table(rows: &[HostCheck]) -> String {
     let cells: Vec<[String; 7]> = rows
         .iter()
         .map(|r| {
@@ -484,7 +264,7 @@ pub fn table(rows: &[HostCheck]) -> String {
 }
 
 /// One host as a JSON object (`check --json`); see README, "JSON output".
-pub fn json_row(r: &HostCheck) -> serde_json::Value {
+pub(crate) fn json_row(r: &HostCheck) -> serde_json::Value {
     serde_json::json!({
         "type": "check",
         "host": r.address,
@@ -516,100 +296,6 @@ fn reason(r: &HostCheck) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Runs the probe script with the local sh, as the remote would.
-    fn run_local(probes: &[Probe]) -> Vec<(usize, String, String)> {
-        answers(probes).verdicts
-    }
-
-    /// Everything the probe script says, run with the local sh.
-    fn answers(probes: &[Probe]) -> Answers {
-        let out = crate::remote::run_local("sh", &["-s"], &probe_script(probes, true));
-        parse_answers(&out)
-    }
-
-    fn probe(dir: &Path, file: Option<&Path>) -> Probe {
-        Probe {
-            label: "x".into(),
-            dir: dir.display().to_string(),
-            file: file.map(|f| f.display().to_string()),
-        }
-    }
-
-    #[test]
-    fn probe_script_verdicts() {
-        let d = tempfile::tempdir().unwrap();
-        let root = d.path().join("it's $(x) `y`; z");
-        std::fs::create_dir_all(root.join("sub dir")).unwrap();
-        std::fs::write(root.join("file"), "").unwrap();
-        std::os::unix::fs::symlink("sub dir", root.join("link")).unwrap();
-        let probes = [
-            probe(&root, None),
-            probe(&root.join("missing/deeper"), None),
-            probe(&root.join("file/below"), None),
-            probe(&root.join("link"), None),
-            probe(&root, Some(&root.join("sub dir"))),
-            probe(&root, Some(&root.join("new.txt"))),
-        ];
-        let got: Vec<(usize, String)> = run_local(&probes)
-            .into_iter()
-            .map(|(i, v, _)| (i, v))
-            .collect();
-        let want = ["ok", "new", "notdir", "notdir", "isdir", "ok"];
-        assert_eq!(
-            got,
-            want.iter()
-                .enumerate()
-                .map(|(i, v)| (i, v.to_string()))
-                .collect::<Vec<_>>()
-        );
-        // Nothing was created by the check.
-        assert!(!root.join("missing").exists());
-    }
-
-    /// Issue 13: `check` applies sync's ancestor rule and names a destination others
-    /// can write (a sticky parent such as /tmp does not count).
-    #[test]
-    fn probe_script_applies_the_ancestor_rule_and_reports_open_dirs() {
-        use std::os::unix::fs::PermissionsExt;
-        let d = tempfile::tempdir().unwrap();
-        let open = d.path().join("open");
-        std::fs::create_dir_all(d.path().join("real/dest")).unwrap();
-        std::fs::create_dir_all(&open).unwrap();
-        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
-        std::os::unix::fs::symlink(d.path().join("real"), open.join("l")).unwrap();
-        let shared = d.path().join("real/shared");
-        std::fs::create_dir_all(&shared).unwrap();
-        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let sticky = d.path().join("sticky");
-        std::fs::create_dir_all(sticky.join("dest")).unwrap();
-        std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        let a = answers(&[
-            probe(&open.join("l/dest"), None),
-            probe(&shared, None),
-            probe(&sticky.join("dest"), None),
-        ]);
-        let (_, verdict, why) = &a.verdicts[0];
-        assert_eq!(verdict, "ancestor");
-        assert!(
-            why.contains("/open/l is a symlink and its directory"),
-            "{why}"
-        );
-        assert_eq!(a.verdicts[1].1, "ok");
-        let open_dirs: Vec<&(usize, String)> = a.open.iter().collect();
-        assert_eq!(open_dirs.len(), 1, "{open_dirs:?}");
-        assert!(
-            open_dirs[0].0 == 1 && open_dirs[0].1.contains(" 777 "),
-            "{open_dirs:?}"
-        );
-        assert!(a.perl, "Debian has perl");
-    }
-
-    #[test]
-    fn parent_of_dest() {
-        assert_eq!(parent("/etc/app/app.conf"), "/etc/app");
-        assert_eq!(parent("/top"), "/");
-    }
 
     #[test]
     fn table_has_one_row_per_host_and_reasons() {

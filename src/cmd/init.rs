@@ -22,7 +22,7 @@ use crate::exit::ExitCode;
 
 /// Writes the example into `dir` and prints the next steps; exit 2 on any refusal
 /// or write error, with nothing left behind.
-pub fn run(dir: &Path) -> ExitCode {
+pub(crate) fn run(dir: &Path) -> ExitCode {
     match write_example(dir) {
         Ok(()) => {
             print!("{}", next_steps(dir));

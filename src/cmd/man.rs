@@ -25,7 +25,7 @@ use crate::config::example;
 use crate::exit::ExitCode;
 
 /// The fields of a connection_info.json entry, with their meaning and default.
-pub const HOST_FIELDS: &[(&str, &str)] = &[
+pub(crate) const HOST_FIELDS: &[(&str, &str)] = &[
     (
         "ip_address",
         "Required. An IPv4 or IPv6 literal, or a DNS name; also the name of the host's mapping file.",
@@ -56,7 +56,7 @@ pub const HOST_FIELDS: &[(&str, &str)] = &[
 ];
 
 /// The fields of a mapping, with their meaning and default.
-pub const MAPPING_FIELDS: &[(&str, &str)] = &[
+pub(crate) const MAPPING_FIELDS: &[(&str, &str)] = &[
     (
         "src",
         "Required. A local file, or a folder whose tree is mirrored; relative to config.ini's folder.",
@@ -140,14 +140,14 @@ const EXIT_CODES: [ExitCode; 4] = [
 ];
 
 /// `hostsync man`: the page on stdout. A closed pipe is not an error.
-pub fn print() -> ExitCode {
+pub(crate) fn print() -> ExitCode {
     let page = render();
     let _ = std::io::stdout().lock().write_all(page.as_bytes());
     ExitCode::Success
 }
 
 /// The whole page, as roff source.
-pub fn render() -> String {
+pub(crate) fn render() -> String {
     let cmd = Cli::command();
     let man = Man::new(cmd.clone())
         .title("HOSTSYNC")

@@ -1,12 +1,12 @@
 //! One module per subcommand, each thin: it picks the hosts, starts the logs and
 //! hands the work to the layers below.
 
-pub mod check;
-pub mod init;
-pub mod man;
-pub mod narrow;
-pub mod offline;
-pub mod sync;
+pub(crate) mod check;
+pub(crate) mod init;
+pub(crate) mod man;
+pub(crate) mod narrow;
+pub(crate) mod offline;
+pub(crate) mod sync;
 pub mod watch;
 
 use anyhow::{Result, bail};

@@ -16,7 +16,7 @@ use crate::config::{Mapping, Target};
 use crate::reconcile::Scope;
 
 /// The paths as absolute, lexically normal paths (relative ones from `cwd`).
-pub fn resolve(paths: &[PathBuf], cwd: &Path) -> Vec<PathBuf> {
+pub(crate) fn resolve(paths: &[PathBuf], cwd: &Path) -> Vec<PathBuf> {
     paths.iter().map(|p| normal(&cwd.join(p))).collect()
 }
 
@@ -54,7 +54,7 @@ fn scope(m: &Mapping, paths: &[PathBuf]) -> Option<Scope> {
 }
 
 /// The work for `target`: per mapping index, what of it the paths ask for.
-pub fn work(target: &Target, paths: &[PathBuf]) -> Vec<(usize, Scope)> {
+pub(crate) fn work(target: &Target, paths: &[PathBuf]) -> Vec<(usize, Scope)> {
     target
         .mappings
         .iter()
@@ -65,7 +65,11 @@ pub fn work(target: &Target, paths: &[PathBuf]) -> Vec<(usize, Scope)> {
 
 /// Refuses (exit 2) a path that no mapping of `targets` covers; `given` are the
 /// paths as written, `resolved` as [`resolve`] made them.
-pub fn check_covered(targets: &[&Target], given: &[PathBuf], resolved: &[PathBuf]) -> Result<()> {
+pub(crate) fn check_covered(
+    targets: &[&Target],
+    given: &[PathBuf],
+    resolved: &[PathBuf],
+) -> Result<()> {
     for (g, p) in given.iter().zip(resolved) {
         let one = std::slice::from_ref(p);
         let covered = targets

@@ -25,7 +25,7 @@ use crate::exit::ExitCode;
 
 /// Prints the hosts table on stdout, the warnings and a closing line on stderr;
 /// always exit 0 (a configuration error never gets here).
-pub fn run(config: &Config) -> ExitCode {
+pub(crate) fn run(config: &Config) -> ExitCode {
     print!("{}", table(config));
     let warnings = warnings(config);
     for w in &warnings {

@@ -79,7 +79,7 @@ struct Work {
 
 /// `hostsync sync`. An `Err` is a usage or setup problem (exit 2); host
 /// failures are in the exit code.
-pub fn run(config: &Config, args: &SyncArgs, verbose: bool) -> Result<ExitCode> {
+pub(crate) fn run(config: &Config, args: &SyncArgs, verbose: bool) -> Result<ExitCode> {
     let (work, _logs) = prepare(config, args, verbose)?;
     // Narrowed to paths, each host scans what it pushes when it pushes it.
     let scan: Vec<_> = if work.paths.is_empty() {

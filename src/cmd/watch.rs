@@ -38,7 +38,7 @@ use crate::watch::{self, Change};
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(4_000);
 
 /// Runs the daemon until a signal. `Err` is a setup problem (exit 2).
-pub fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<ExitCode> {
+pub(crate) fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<ExitCode> {
     config.check_log_dir_outside_sources()?;
     let all = super::select_hosts(config, &args.hosts)?;
     let _logs = super::start_logs(config, verbose)?;

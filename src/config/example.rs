@@ -11,15 +11,15 @@
 
 /// One file of the example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct File {
+pub(crate) struct File {
     /// Its path relative to the configuration folder, `/`-separated.
-    pub path: &'static str,
+    pub(crate) path: &'static str,
     /// Its content.
-    pub text: &'static str,
+    pub(crate) text: &'static str,
 }
 
 /// Every file of the example, in the order `init` writes them.
-pub const FILES: &[File] = &[
+pub(crate) const FILES: &[File] = &[
     File {
         path: "config.ini",
         text: include_str!("../../config.ini"),
@@ -43,29 +43,29 @@ pub const FILES: &[File] = &[
 ];
 
 /// The top-level entries of the example (what `init` refuses to overwrite).
-pub const ENTRIES: &[&str] = &["config.ini", "connection_info.json", "mappings", "logs"];
+pub(crate) const ENTRIES: &[&str] = &["config.ini", "connection_info.json", "mappings", "logs"];
 
 /// One `key = value` line of the example config.ini with the comment above it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Key {
+pub(crate) struct Key {
     /// The section, without brackets (`DEFAULT`, `ssh`, `sync`).
-    pub section: String,
+    pub(crate) section: String,
     /// The key.
-    pub key: String,
+    pub(crate) key: String,
     /// The value the example sets, which is the default.
-    pub default: String,
+    pub(crate) default: String,
     /// The comment lines right above the key, joined with spaces.
-    pub comment: String,
+    pub(crate) comment: String,
 }
 
 /// The example config.ini's text.
-pub fn config_ini() -> &'static str {
+pub(crate) fn config_ini() -> &'static str {
     FILES[0].text
 }
 
 /// Every key of the example config.ini, in file order, with its comment. Comments
 /// before the first section describe the file, not a key, and are left out.
-pub fn config_keys() -> Vec<Key> {
+pub(crate) fn config_keys() -> Vec<Key> {
     let mut keys = Vec::new();
     let mut section = None;
     let mut comment: Vec<&str> = Vec::new();

@@ -22,11 +22,11 @@ use super::source::{self, Problems};
 
 /// A password or passphrase. Its Debug and Display print `***`, never the value.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
     /// The value, for handing to libssh2 only.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -39,27 +39,27 @@ impl fmt::Debug for Secret {
 
 /// One host as the rest of the program sees it: validated, paths resolved.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Host {
+pub(crate) struct Host {
     /// `ip_address` as written: an IPv4/IPv6 literal or a DNS name. Also names the mapping file.
-    pub address: String,
+    pub(crate) address: String,
     /// TCP port of sshd.
-    pub port: u16,
+    pub(crate) port: u16,
     /// Remote user to log in as.
-    pub user: String,
+    pub(crate) user: String,
     /// Private key file, tried first.
-    pub identity_file: Option<PathBuf>,
+    pub(crate) identity_file: Option<PathBuf>,
     /// Passphrase of `identity_file`.
-    pub passphrase: Option<Secret>,
+    pub(crate) passphrase: Option<Secret>,
     /// Password, tried last.
-    pub password: Option<Secret>,
+    pub(crate) password: Option<Secret>,
     /// `"disabled": true`: left out of every command; its mapping file is still read.
-    pub disabled: bool,
+    pub(crate) disabled: bool,
 }
 
 /// What [`parse_with`] does with a `passkey_env` or `passphrase_env` variable that
 /// is not set in the environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnsetVars {
+pub(crate) enum UnsetVars {
     /// A configuration error for an enabled host (every command but `check --offline`).
     Refuse,
     /// A warning: `check --offline` checks the files, not the calling shell.
@@ -90,7 +90,7 @@ struct RawHost {
 
 /// Reads connection_info.json. `base` is config.ini's directory, for relative key
 /// paths. Returns the hosts and the warnings about unset variables (see [`parse_with`]).
-pub fn load(path: &Path, base: &Path, unset: UnsetVars) -> Result<(Vec<Host>, Vec<String>)> {
+pub(crate) fn load(path: &Path, base: &Path, unset: UnsetVars) -> Result<(Vec<Host>, Vec<String>)> {
     let text = source::read_text(path, "connection_info.json")?;
     parse_with(path, base, &text, unset)
 }
@@ -98,7 +98,7 @@ pub fn load(path: &Path, base: &Path, unset: UnsetVars) -> Result<(Vec<Host>, Ve
 /// A warning when the hosts file holds an inline `passkey` or `passphrase` and group
 /// or others may read it, as ssh warns about an unprotected private key (issue 4).
 /// `None` when it is private, holds no inline secret, or cannot be read again.
-pub fn exposure_warning(path: &Path) -> Option<String> {
+pub(crate) fn exposure_warning(path: &Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
     if mode & 0o044 == 0 {
@@ -123,7 +123,8 @@ pub fn exposure_warning(path: &Path) -> Option<String> {
 
 /// Parses the hosts file text as every command but `check --offline` does; `path`
 /// is used in messages only.
-pub fn parse(path: &Path, base: &Path, text: &str) -> Result<Vec<Host>> {
+#[cfg(test)]
+pub(crate) fn parse(path: &Path, base: &Path, text: &str) -> Result<Vec<Host>> {
     parse_with(path, base, text, UnsetVars::Refuse).map(|(hosts, _)| hosts)
 }
 
@@ -132,7 +133,7 @@ pub fn parse(path: &Path, base: &Path, text: &str) -> Result<Vec<Host>> {
 /// [`UnsetVars::Refuse`] and one of the returned warnings under
 /// [`UnsetVars::Warn`] (one line each, naming file, host and variable); for a
 /// disabled host it is neither. Either way that secret is left out.
-pub fn parse_with(
+pub(crate) fn parse_with(
     path: &Path,
     base: &Path,
     text: &str,
@@ -267,7 +268,7 @@ fn secret(
 }
 
 /// Accepts IPv4 and IPv6 literals and DNS names; refuses things like `300.1.1.1`.
-pub fn check_address(a: &str) -> Result<(), String> {
+pub(crate) fn check_address(a: &str) -> Result<(), String> {
     if a.parse::<Ipv6Addr>().is_ok() || a.parse::<Ipv4Addr>().is_ok() {
         return Ok(());
     }

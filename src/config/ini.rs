@@ -16,7 +16,7 @@ use super::source::{self, Problems};
 
 /// How a server's host key is checked against known_hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostKeyPolicy {
+pub(crate) enum HostKeyPolicy {
     /// Unknown or changed keys are refused (OpenSSH `StrictHostKeyChecking=yes`).
     Strict,
     /// Unknown keys are appended to known_hosts; changed keys are refused.
@@ -27,36 +27,36 @@ pub enum HostKeyPolicy {
 
 /// Everything `config.ini` says, with defaults applied and paths still as written.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// `[DEFAULT] number_of_connections`: at most this many SSH sessions at once.
-    pub connections: usize,
+    pub(crate) connections: usize,
     /// `[DEFAULT] log_path`: folder for info.log and error.log.
-    pub log_path: String,
+    pub(crate) log_path: String,
     /// `[DEFAULT] connection_info_path`: the hosts file.
-    pub connection_info_path: String,
+    pub(crate) connection_info_path: String,
     /// `[DEFAULT] address_mapper_path`: the folder of `<ip>.json` mapping files.
-    pub address_mapper_path: String,
+    pub(crate) address_mapper_path: String,
     /// `[ssh] known_hosts`.
-    pub known_hosts: String,
+    pub(crate) known_hosts: String,
     /// `[ssh] host_key_policy`.
-    pub host_key_policy: HostKeyPolicy,
+    pub(crate) host_key_policy: HostKeyPolicy,
     /// `[ssh] connect_timeout`: TCP connect, handshake and authentication.
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// `[ssh] io_timeout`: any single read or write on an established session.
-    pub io_timeout: Duration,
+    pub(crate) io_timeout: Duration,
     /// `[ssh] strict_modes`: follow a symlink on the way to dest only in a directory
     /// nobody but root and the login user can write (OpenSSH's StrictModes).
-    pub strict_modes: bool,
+    pub(crate) strict_modes: bool,
     /// `[sync] debounce_ms`: quiet period for writes that never close (watch).
-    pub debounce: Duration,
+    pub(crate) debounce: Duration,
     /// `[sync] retry_max_s`: cap of the retry backoff for a host that is down (watch).
-    pub retry_max: Duration,
+    pub(crate) retry_max: Duration,
     /// `[sync] split`: a big batch on a host with the agent is made by two remote
     /// processes (the agent's lanes).
-    pub split: bool,
+    pub(crate) split: bool,
     /// `[sync] inflight_kib`: most KiB written ahead of the remote's
     /// acknowledgements; `None` (`auto`): from the measured round trip; 0: no pacing.
-    pub inflight_kib: Option<u32>,
+    pub(crate) inflight_kib: Option<u32>,
 }
 
 impl Default for Settings {
@@ -107,7 +107,7 @@ pub(crate) const KNOWN: &[(&str, &[&str])] = &[
 ];
 
 /// Reads and parses `config.ini`. A missing file is an error that says how to make one.
-pub fn load(path: &Path) -> Result<Settings> {
+pub(crate) fn load(path: &Path) -> Result<Settings> {
     let text = source::read_text(path, "config.ini")?;
     parse(path, &text)
 }
@@ -122,7 +122,7 @@ fn yes_no(value: &str) -> Result<bool, String> {
 }
 
 /// Parses the text of a config.ini; `path` is used only in messages.
-pub fn parse(path: &Path, text: &str) -> Result<Settings> {
+pub(crate) fn parse(path: &Path, text: &str) -> Result<Settings> {
     let file = path.display();
     if text.trim().is_empty() {
         bail!(
@@ -291,7 +291,7 @@ fn path(value: &str) -> Result<String, String> {
 }
 
 /// Expands a leading `~` and makes `p` absolute against `base`.
-pub fn resolve(base: &Path, p: &str) -> PathBuf {
+pub(crate) fn resolve(base: &Path, p: &str) -> PathBuf {
     let expanded = if p == "~" {
         home()
     } else if let Some(rest) = p.strip_prefix("~/") {

@@ -23,41 +23,41 @@ use super::source::{self, Problems};
 use crate::local::exclude::Excludes;
 
 /// The most numbered backups a mapping may keep (`dest.1` .. `dest.99`).
-pub const MAX_BACKUPS: u32 = 99;
+pub(crate) const MAX_BACKUPS: u32 = 99;
 
 /// One validated mapping.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Mapping {
+pub(crate) struct Mapping {
     /// Local source, absolute.
-    pub src: PathBuf,
+    pub(crate) src: PathBuf,
     /// Remote destination: absolute, normalised (no trailing `/`, no `.` or `..`), never `/`.
-    pub dest: String,
+    pub(crate) dest: String,
     /// `dest` was written ending in `/`: a file src lands inside that directory, as
     /// `dest/<file name of src>`, as with scp and rsync (issue 14, bug 3). Nothing
     /// changes for a directory src, which is always mirrored into dest.
-    pub into_dir: bool,
+    pub(crate) into_dir: bool,
     /// `"delete": true`: what disappears locally is removed below dest (never outside
     /// it); directory src only.
-    pub delete: bool,
+    pub(crate) delete: bool,
     /// `"exclude"`: paths below a directory src that are never sent, deleted or watched.
-    pub exclude: Excludes,
+    pub(crate) exclude: Excludes,
     /// `"backups": N`: a replaced remote file is kept as `dest.1` .. `dest.N` (0 = none).
-    pub backups: u32,
+    pub(crate) backups: u32,
     /// `"post_sync"`: remote shell commands run, in order, after a batch under this
     /// mapping landed on the host; the first failure stops the rest.
-    pub post_sync: Vec<String>,
+    pub(crate) post_sync: Vec<String>,
     /// `"follow_symlinks": true`: a symlink below a directory src is followed (its
     /// target's content is sent), instead of being recreated as a symlink.
-    pub follow_symlinks: bool,
+    pub(crate) follow_symlinks: bool,
     /// `"keep_special_bits": true`: setuid and setgid on regular files are kept;
     /// by default they are dropped, so a local user's setuid file never becomes a
     /// root-owned setuid file on the remote.
-    pub keep_special_bits: bool,
+    pub(crate) keep_special_bits: bool,
 }
 
 impl Mapping {
     /// The mode a remote copy of a regular file with local mode `mode` gets.
-    pub fn file_mode(&self, mode: u32) -> u32 {
+    pub(crate) fn file_mode(&self, mode: u32) -> u32 {
         if self.keep_special_bits {
             mode & 0o7777
         } else {
@@ -69,7 +69,7 @@ impl Mapping {
 impl Mapping {
     /// The remote file a file src is written to: dest, or `dest/<file name of src>`
     /// when dest ends in `/` ([`Mapping::into_dir`]).
-    pub fn file_dest(&self) -> String {
+    pub(crate) fn file_dest(&self) -> String {
         match self.src.file_name().filter(|_| self.into_dir) {
             Some(name) => format!("{}/{}", self.dest, name.to_string_lossy()),
             None => self.dest.clone(),
@@ -98,13 +98,13 @@ struct RawMapping {
 }
 
 /// Reads one mapping file. `base` is config.ini's directory.
-pub fn load(path: &Path, base: &Path) -> Result<Vec<Mapping>> {
+pub(crate) fn load(path: &Path, base: &Path) -> Result<Vec<Mapping>> {
     let text = source::read_text(path, "mapping file")?;
     parse(path, base, &text)
 }
 
 /// Parses a mapping file's text; `path` is used in messages only.
-pub fn parse(path: &Path, base: &Path, text: &str) -> Result<Vec<Mapping>> {
+pub(crate) fn parse(path: &Path, base: &Path, text: &str) -> Result<Vec<Mapping>> {
     let file = path.display();
     if text.trim().is_empty() {
         bail!(
@@ -196,7 +196,7 @@ fn options(r: &RawMapping, src: &Path) -> Result<(Excludes, u32), String> {
 }
 
 /// Checks a remote destination and returns it without trailing slashes or `.` parts.
-pub fn normalize_dest(dest: &str) -> Result<String, String> {
+pub(crate) fn normalize_dest(dest: &str) -> Result<String, String> {
     if !dest.starts_with('/') {
         return Err("must be an absolute path on the remote host (start with /)".into());
     }

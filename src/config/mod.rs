@@ -10,59 +10,61 @@
 //! file included, then set apart in [`Config::disabled`]: every command works on
 //! [`Config::targets`] only, so a disabled host is never contacted or reported.
 
-pub mod example;
+pub(crate) mod example;
 /// Property tests of the parsers (issue 4); see the module for running them longer.
 #[cfg(test)]
 mod fuzz;
-pub mod hosts;
-pub mod ini;
-pub mod mapping;
-pub mod source;
-pub mod ssh_config;
-pub mod typo;
+pub(crate) mod hosts;
+pub(crate) mod ini;
+pub(crate) mod mapping;
+pub(crate) mod source;
+/// Read by `[ssh] ssh_config` and `proxy_jump` (issue 18), which wire it in.
+#[allow(dead_code)]
+pub(crate) mod ssh_config;
+pub(crate) mod typo;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-pub use hosts::{Host, Secret, UnsetVars};
-pub use ini::HostKeyPolicy;
-pub use mapping::Mapping;
+pub(crate) use hosts::{Host, UnsetVars};
+pub(crate) use ini::HostKeyPolicy;
+pub(crate) use mapping::Mapping;
 
 /// SSH client settings shared by every connection.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SshSettings {
+pub(crate) struct SshSettings {
     /// known_hosts file (OpenSSH format).
-    pub known_hosts: PathBuf,
+    pub(crate) known_hosts: PathBuf,
     /// What to do with unknown or changed host keys.
-    pub host_key_policy: HostKeyPolicy,
+    pub(crate) host_key_policy: HostKeyPolicy,
     /// Limit for TCP connect, handshake and authentication.
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// Limit for any single read or write once connected.
-    pub io_timeout: Duration,
+    pub(crate) io_timeout: Duration,
     /// `[ssh] strict_modes`: the ancestor rule for symlinks on the way to dest.
-    pub strict_modes: bool,
+    pub(crate) strict_modes: bool,
     /// Who this client is, in every remote temporary's name: 8 hex digits of a
     /// hash of this machine's id and config.ini's path ([`client_id`]).
-    pub client_id: String,
+    pub(crate) client_id: String,
     /// Where each run holds its lock (`<log_path>/runs`, see [`crate::remote::runs`]).
-    pub runs_dir: PathBuf,
+    pub(crate) runs_dir: PathBuf,
     /// Where each host's record of what was last pushed to it lives
     /// (`<log_path>/pushed`, see [`crate::local::pushed`]).
-    pub pushed_dir: PathBuf,
+    pub(crate) pushed_dir: PathBuf,
     /// How files go to a host (`HOSTSYNC_TRANSFER`, read once here).
-    pub transfer: Transfer,
+    pub(crate) transfer: Transfer,
     /// `[sync] split`: the agent may make a big batch in two lanes.
-    pub split: bool,
+    pub(crate) split: bool,
     /// `[sync] inflight_kib`: `None` for automatic (from the round trip).
-    pub inflight_kib: Option<u32>,
+    pub(crate) inflight_kib: Option<u32>,
 }
 
 /// How files go to a host: `HOSTSYNC_TRANSFER`, until `[ssh] transfer` replaces
 /// it (issue 16). Read once, at start-up, in [`transfer_from_env`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transfer {
+pub(crate) enum Transfer {
     /// Unset (or `agent`): the agent where the host has perl, else a tar stream
     /// where it has GNU tar or bsdtar, else SCP.
     Auto,
@@ -73,7 +75,7 @@ pub enum Transfer {
 }
 
 /// Reads `HOSTSYNC_TRANSFER`; a value other than `agent`, `tar` or `scp` is an error.
-pub fn transfer_from_env() -> Result<Transfer> {
+pub(crate) fn transfer_from_env() -> Result<Transfer> {
     match std::env::var("HOSTSYNC_TRANSFER").as_deref() {
         Err(_) | Ok("" | "agent") => Ok(Transfer::Auto),
         Ok("tar") => Ok(Transfer::Tar),
@@ -87,50 +89,51 @@ pub fn transfer_from_env() -> Result<Transfer> {
 
 /// A host together with what to push to it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Target {
+pub(crate) struct Target {
     /// How to reach and log in.
-    pub host: Host,
+    pub(crate) host: Host,
     /// Its mapping file, if there is one.
-    pub mapping_file: Option<PathBuf>,
+    pub(crate) mapping_file: Option<PathBuf>,
     /// What to push (empty when there is no mapping file).
-    pub mappings: Vec<Mapping>,
+    pub(crate) mappings: Vec<Mapping>,
 }
 
 /// Everything a run needs, validated.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Config {
+pub(crate) struct Config {
     /// config.ini itself.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// At most this many SSH sessions at once.
-    pub connections: usize,
+    pub(crate) connections: usize,
     /// Folder of info.log and error.log.
-    pub log_dir: PathBuf,
+    pub(crate) log_dir: PathBuf,
     /// The mappings folder (`address_mapper_path`), resolved.
-    pub map_dir: PathBuf,
+    pub(crate) map_dir: PathBuf,
     /// SSH client settings.
-    pub ssh: SshSettings,
+    pub(crate) ssh: SshSettings,
     /// Quiet period for writes that never close (watch).
-    pub debounce: Duration,
+    pub(crate) debounce: Duration,
     /// Cap of the retry backoff for an unreachable host (watch).
-    pub retry_max: Duration,
+    pub(crate) retry_max: Duration,
     /// Every enabled host of connection_info.json, in file order.
-    pub targets: Vec<Target>,
+    pub(crate) targets: Vec<Target>,
     /// The hosts marked `"disabled": true`, in file order: validated, never contacted.
-    pub disabled: Vec<Target>,
+    pub(crate) disabled: Vec<Target>,
     /// Problems that do not stop a run (a hosts file with secrets others can
     /// read); logged as warnings once logging has started.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Loads config.ini (`config_path`, or the `config.ini` in that directory) and the
 /// files it names. Every error names its file.
-pub fn load(config_path: &Path) -> Result<Config> {
+#[cfg(test)]
+pub(crate) fn load(config_path: &Path) -> Result<Config> {
     load_with(config_path, UnsetVars::Refuse)
 }
 
 /// [`load`], choosing what a `passkey_env`/`passphrase_env` variable that is not set
 /// is; under [`UnsetVars::Warn`] (`check --offline`) it joins [`Config::warnings`].
-pub fn load_with(config_path: &Path, unset: UnsetVars) -> Result<Config> {
+pub(crate) fn load_with(config_path: &Path, unset: UnsetVars) -> Result<Config> {
     let mut config_path = absolute(config_path)?;
     if config_path.is_dir() {
         // `-c /etc/hostsync` (issue 14), as `-c /etc/hostsync/config.ini`.
@@ -230,7 +233,7 @@ fn load_targets(map_dir: &Path, base: &Path, hosts: Vec<Host>) -> Result<Vec<Tar
 /// This client's id: 8 hex digits of SHA-256 over the machine's id (systemd's
 /// /etc/machine-id, else the host name) and config.ini's canonical path, so two
 /// fleets on one machine, or one config on two machines, never share temporaries.
-pub fn client_id(config_path: &Path) -> String {
+pub(crate) fn client_id(config_path: &Path) -> String {
     use sha2::{Digest, Sha256};
     let machine = [
         "/etc/machine-id",
@@ -345,7 +348,7 @@ fn unknown_field_hint(msg: &str) -> Option<String> {
 impl Config {
     /// Where `address`'s mapping file is or would be, for messages: relative to
     /// config.ini's directory when it lies below it (`mappings/192.0.2.11.json`).
-    pub fn mapping_file_shown(&self, address: &str) -> String {
+    pub(crate) fn mapping_file_shown(&self, address: &str) -> String {
         let file = self.map_dir.join(format!("{address}.json"));
         let base = self.path.parent().unwrap_or(Path::new("/"));
         file.strip_prefix(base)
@@ -355,7 +358,7 @@ impl Config {
     }
 
     /// Refuses a log folder inside a local src, which a watcher would see change.
-    pub fn check_log_dir_outside_sources(&self) -> Result<()> {
+    pub(crate) fn check_log_dir_outside_sources(&self) -> Result<()> {
         for t in &self.targets {
             for m in &t.mappings {
                 if self.log_dir.starts_with(&m.src) {

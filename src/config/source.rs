@@ -9,10 +9,10 @@ use std::path::Path;
 use anyhow::{Result, anyhow, bail};
 
 /// Configuration files are small; anything bigger is a mistake (a log, an archive).
-pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// Reads `path` as UTF-8 text. `what` is the role of the file, used in the missing-file hint.
-pub fn read_text(path: &Path, what: &str) -> Result<String> {
+pub(crate) fn read_text(path: &Path, what: &str) -> Result<String> {
     let file = path.display();
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
@@ -49,16 +49,16 @@ pub fn read_text(path: &Path, what: &str) -> Result<String> {
 
 /// Problems collected across a file, so one run reports all of them.
 #[derive(Default, Debug)]
-pub struct Problems(Vec<String>);
+pub(crate) struct Problems(Vec<String>);
 
 impl Problems {
     /// Records one problem (a full one-line message).
-    pub fn push(&mut self, msg: String) {
+    pub(crate) fn push(&mut self, msg: String) {
         self.0.push(msg);
     }
 
     /// Ok when nothing was recorded, else one error with one line per problem.
-    pub fn into_result(self) -> Result<()> {
+    pub(crate) fn into_result(self) -> Result<()> {
         if self.0.is_empty() {
             Ok(())
         } else {

@@ -27,11 +27,11 @@ const MAX_DEPTH: usize = 16;
 
 /// Where a value was written: file and line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
+pub(crate) struct Origin {
     /// The file.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// Its line, from 1.
-    pub line: usize,
+    pub(crate) line: usize,
 }
 
 impl std::fmt::Display for Origin {
@@ -59,59 +59,59 @@ enum Item {
 
 /// A parsed ssh_config with its includes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SshConfig {
+pub(crate) struct SshConfig {
     /// The main file's lines.
     items: Vec<Item>,
 }
 
 /// What the configuration says about one host name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     /// `HostName`, with `%h` and `%%` expanded.
-    pub host_name: Option<(String, Origin)>,
+    pub(crate) host_name: Option<(String, Origin)>,
     /// `User`.
-    pub user: Option<(String, Origin)>,
+    pub(crate) user: Option<(String, Origin)>,
     /// `Port`.
-    pub port: Option<(u16, Origin)>,
+    pub(crate) port: Option<(u16, Origin)>,
     /// Every `IdentityFile`, in order (`~` not expanded).
-    pub identity_files: Vec<(String, Origin)>,
+    pub(crate) identity_files: Vec<(String, Origin)>,
     /// `ProxyJump` (`none` is no jump).
-    pub proxy_jump: Option<(String, Origin)>,
+    pub(crate) proxy_jump: Option<(String, Origin)>,
     /// `ConnectTimeout`, seconds.
-    pub connect_timeout: Option<(u64, Origin)>,
+    pub(crate) connect_timeout: Option<(u64, Origin)>,
     /// `ServerAliveInterval`, seconds.
-    pub server_alive_interval: Option<(u64, Origin)>,
+    pub(crate) server_alive_interval: Option<(u64, Origin)>,
     /// `UserKnownHostsFile` (the first file named).
-    pub user_known_hosts_file: Option<(String, Origin)>,
+    pub(crate) user_known_hosts_file: Option<(String, Origin)>,
     /// `StrictHostKeyChecking`.
-    pub strict_host_key_checking: Option<(String, Origin)>,
+    pub(crate) strict_host_key_checking: Option<(String, Origin)>,
     /// Keywords and `Match` blocks that applied or were met and are not used, with
     /// where they are.
-    pub skipped: Vec<(String, Origin)>,
+    pub(crate) skipped: Vec<(String, Origin)>,
 }
 
 impl SshConfig {
     /// Reads `path` and the files it includes (relative ones from `~/.ssh`).
-    pub fn load(path: &Path) -> Result<SshConfig> {
+    pub(crate) fn load(path: &Path) -> Result<SshConfig> {
         SshConfig::load_in(path, &home())
     }
 
     /// [`SshConfig::load`] for a user whose home directory is `home`.
-    pub fn load_in(path: &Path, home: &Path) -> Result<SshConfig> {
+    pub(crate) fn load_in(path: &Path, home: &Path) -> Result<SshConfig> {
         Ok(SshConfig {
             items: read_file(path, home, 0)?,
         })
     }
 
     /// Parses `text` as file `path` (its includes are read from disk).
-    pub fn parse(path: &Path, text: &str) -> Result<SshConfig> {
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<SshConfig> {
         Ok(SshConfig {
             items: parse_text(path, text, &home(), 0)?,
         })
     }
 
     /// What applies to `name` (first value wins).
-    pub fn resolve(&self, name: &str) -> Result<Resolved> {
+    pub(crate) fn resolve(&self, name: &str) -> Result<Resolved> {
         let mut r = Resolved::default();
         let mut active = true;
         apply(

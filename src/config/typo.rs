@@ -9,7 +9,7 @@
 /// The known name closest to `word`, if it is close enough to be a likely typo:
 /// at most one edit for names of up to 5 characters, two for longer ones
 /// (a swap of two neighbours counts as one edit).
-pub fn closest<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let word = word.to_ascii_lowercase();
     let limit = if word.chars().count() <= 5 { 1 } else { 2 };
     known
@@ -21,7 +21,10 @@ pub fn closest<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Opti
 }
 
 /// `did you mean \`NAME\`?` for the closest known name, if any.
-pub fn did_you_mean<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub(crate) fn did_you_mean<'a>(
+    word: &str,
+    known: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     closest(word, known).map(|k| format!("did you mean `{k}`?"))
 }
 

@@ -40,7 +40,7 @@ use crate::watch::route::{Dispatch, Job};
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
 /// The live workers: one queue each, on the threads of [`super::pool`].
-pub struct Pool {
+pub(crate) struct Pool {
     /// One queue per worker.
     senders: Vec<Sender<(usize, Job)>>,
     /// Final reports, one per host, sent by workers when they stop.
@@ -53,20 +53,20 @@ pub struct Pool {
 
 /// What every worker shares.
 #[derive(Clone)]
-pub struct Shared {
+pub(crate) struct Shared {
     /// All targets, indexed by host number.
-    pub targets: Arc<Vec<Target>>,
+    pub(crate) targets: Arc<Vec<Target>>,
     /// SSH settings.
-    pub ssh: SshSettings,
+    pub(crate) ssh: SshSettings,
     /// Cap of the retry backoff.
-    pub retry_max: Duration,
+    pub(crate) retry_max: Duration,
     /// Set at shutdown: stop between chunks and rounds.
-    pub cancel: Arc<AtomicBool>,
+    pub(crate) cancel: Arc<AtomicBool>,
     /// Hears every round's events (the lines `watch` prints on a terminal).
-    pub observer: Observer,
+    pub(crate) observer: Observer,
     /// Where a worker that panics sends [`Change::Stop`], so the daemon stops,
     /// joins it and exits non-zero instead of running on without it.
-    pub stop: Option<Sender<Change>>,
+    pub(crate) stop: Option<Sender<Change>>,
 }
 
 /// Sends [`Change::Stop`] when dropped while its thread panics.
@@ -84,16 +84,16 @@ impl Drop for StopOnPanic {
 
 /// How the pool ended: the reports that came in before the deadline, and how many
 /// workers were still busy then.
-pub struct Stopped {
+pub(crate) struct Stopped {
     /// One total per host whose worker stopped in time.
-    pub reports: Vec<HostReport>,
+    pub(crate) reports: Vec<HostReport>,
     /// Hosts whose worker was still busy at the deadline.
-    pub abandoned: usize,
+    pub(crate) abandoned: usize,
 }
 
 impl Pool {
     /// Starts `workers` (at least 1, at most one per host) worker threads.
-    pub fn start(shared: Shared, workers: usize) -> Pool {
+    pub(crate) fn start(shared: Shared, workers: usize) -> Pool {
         let hosts = shared.targets.len();
         let n = workers.clamp(1, hosts.max(1));
         let (report_tx, reports) = crossbeam_channel::unbounded();
@@ -116,7 +116,7 @@ impl Pool {
     }
 
     /// Queues a job for its host's worker.
-    pub fn send(&self, d: Dispatch) {
+    pub(crate) fn send(&self, d: Dispatch) {
         let w = d.host % self.senders.len();
         // A worker only stops after the pool is shut down, so this cannot fail before.
         let _ = self.senders[w].send((d.host, d.job));
@@ -125,7 +125,7 @@ impl Pool {
     /// Stops accepting jobs, lets workers finish (or abort, via the cancel flag),
     /// collects the reports that arrive before `deadline` and joins every worker
     /// that stopped by then; a worker's panic is [`Panicked`].
-    pub fn shutdown(self, deadline: Instant) -> Result<Stopped, Panicked> {
+    pub(crate) fn shutdown(self, deadline: Instant) -> Result<Stopped, Panicked> {
         drop(self.senders);
         let mut reports = Vec::new();
         while reports.len() < self.hosts {

@@ -1,7 +1,8 @@
 //! Applying plans to hosts: a push over one connection, the worker pool, the
 //! live workers of `watch`, post_sync.
 
-pub mod live;
-pub mod pool;
-pub mod post_sync;
-pub mod push;
+pub(crate) mod live;
+pub(crate) mod pool;
+pub(crate) mod post_sync;
+pub(crate) mod probe;
+pub(crate) mod push;

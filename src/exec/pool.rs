@@ -27,9 +27,9 @@ use crate::transport::ssh::Connection;
 
 /// A worker thread panicked: a bug. Its message was logged when it was joined.
 #[derive(Debug)]
-pub struct Panicked {
+pub(crate) struct Panicked {
     /// `THREAD: MESSAGE` of each worker that panicked.
-    pub workers: Vec<String>,
+    pub(crate) workers: Vec<String>,
 }
 
 impl std::fmt::Display for Panicked {
@@ -45,7 +45,7 @@ impl std::fmt::Display for Panicked {
 impl std::error::Error for Panicked {}
 
 /// Running worker threads.
-pub struct Workers {
+pub(crate) struct Workers {
     /// Each worker's name and handle.
     handles: Vec<(String, JoinHandle<()>)>,
     /// The index of each worker that ended, however it ended.
@@ -64,7 +64,7 @@ impl Drop for Ended {
 
 impl Workers {
     /// Starts `n` worker threads named `xfer-<i>`, each running `body(i)`.
-    pub fn start(n: usize, body: impl Fn(usize) + Send + Sync + 'static) -> Workers {
+    pub(crate) fn start(n: usize, body: impl Fn(usize) + Send + Sync + 'static) -> Workers {
         let body = Arc::new(body);
         let (tx, ended) = crossbeam_channel::unbounded();
         let handles = (0..n)
@@ -87,7 +87,7 @@ impl Workers {
     /// Joins every worker that has ended by `deadline` (`None`: waits for all).
     /// Returns how many were still running then (abandoned: the process exits
     /// without them), or [`Panicked`] when any worker panicked.
-    pub fn join(self, deadline: Option<Instant>) -> Result<usize, Panicked> {
+    pub(crate) fn join(self, deadline: Option<Instant>) -> Result<usize, Panicked> {
         let mut ended = vec![false; self.handles.len()];
         for _ in 0..self.handles.len() {
             let got = match deadline {
@@ -133,7 +133,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Runs `each(i, &items[i])` for every item on at most `workers` threads, from one
 /// shared queue; the results come back in the order of `items`.
-pub fn for_each<T, R>(
+pub(crate) fn for_each<T, R>(
     items: Arc<Vec<T>>,
     workers: usize,
     each: impl Fn(usize, &T) -> R + Send + Sync + 'static,
@@ -163,12 +163,12 @@ where
 }
 
 /// What a worker does with a connected host: fill the report.
-pub type Job = dyn Fn(&Connection, &Target, &mut HostReport) + Send + Sync;
+pub(crate) type Job = dyn Fn(&Connection, &Target, &mut HostReport) + Send + Sync;
 
 /// Runs `job` on every target with at most `workers` sessions at once; each host's
 /// events go to its observer (`observers[i]` for `targets[i]`, none if missing).
 /// Reports come back in the order of `targets`.
-pub fn run(
+pub(crate) fn run(
     targets: Vec<Target>,
     ssh: &SshSettings,
     workers: usize,

@@ -19,17 +19,17 @@ use crate::report::{Event, HostReport};
 use crate::transport::ssh::Connection;
 
 /// The most output of one command that is read (issue 13, "Bounded"): more fails it.
-pub const MAX_OUTPUT: u64 = 1 << 20;
+pub(crate) const MAX_OUTPUT: u64 = 1 << 20;
 
 /// How many lines of a command's output go to info.log.
-pub const LOG_LINES: usize = 5;
+pub(crate) const LOG_LINES: usize = 5;
 
 /// Longest output line logged, in characters (longer ones are cut).
 const LINE_CHARS: usize = 200;
 
 /// Runs `mapping`'s post_sync commands in order over `conn`, stopping at the first
 /// failure, which is recorded in `report` (and so in error.log and the exit code).
-pub fn run(conn: &Connection, mapping: &Mapping, report: &mut HostReport) {
+pub(crate) fn run(conn: &Connection, mapping: &Mapping, report: &mut HostReport) {
     let label = format!("{} -> {}", mapping.src.display(), mapping.dest);
     for (i, cmd) in mapping.post_sync.iter().enumerate() {
         let rest = mapping.post_sync.len() - i - 1;

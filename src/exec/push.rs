@@ -34,7 +34,6 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use crate::cmd::check;
 use crate::config::Target;
 use crate::local::pushed::Pushed;
 use crate::local::{self, Source, Sources};
@@ -48,7 +47,7 @@ const MAX_ATTEMPTS: usize = 3;
 
 /// Pushes every mapping of `target` over `conn`, filling `report` (one-shot `sync`);
 /// with `checksum` (`sync --checksum`) every file is compared by content.
-pub fn push_host(
+pub(crate) fn push_host(
     conn: &Connection,
     target: &Target,
     sources: &Sources,
@@ -98,7 +97,7 @@ fn whole_units<'a>(target: &'a Target, sources: &Sources, checksum: bool) -> Vec
 /// compares as [`push_host`] would, and records each difference in `report.diffs`.
 /// Nothing on the remote changes: no directory, temporary, backup or removal, and
 /// no post_sync command runs.
-pub fn dry_run_host(
+pub(crate) fn dry_run_host(
     conn: &Connection,
     target: &Target,
     sources: &Sources,
@@ -149,14 +148,14 @@ fn writable_units<'u, 'm>(
     user: &str,
     report: &mut HostReport,
 ) -> Option<(Vec<Usable<'u, 'm>>, MadeBelow)> {
-    let probes: Vec<check::Probe> = usable
+    let probes: Vec<crate::remote::probe::Probe> = usable
         .iter()
-        .map(|(_, u, src)| check::Probe::of(u.mapping, src.is_dir))
+        .map(|(_, u, src)| crate::remote::probe::Probe::of(u.mapping, src.is_dir))
         .collect();
     let states = if probes.is_empty() {
         Vec::new()
     } else {
-        match check::probe_dirs(conn, &probes, user) {
+        match crate::exec::probe::probe_dirs(conn, &probes, user) {
             Ok(states) => states,
             Err(e) => {
                 report.fail_host(&format!("cannot run the remote check: {e:#}"));
@@ -196,7 +195,7 @@ fn writable_units<'u, 'm>(
 /// side now, so the latest content is what is sent. An `Err` means the connection or
 /// the remote shell failed and the whole batch should be retried; per-file failures
 /// are in `report`.
-pub fn push_changes(
+pub(crate) fn push_changes(
     conn: &Connection,
     target: &Target,
     work: &[(usize, Scope)],
@@ -216,7 +215,7 @@ pub fn push_changes(
 
 /// `sync --dry-run PATH...` for one host: [`dry_run_host`] for what `work` names,
 /// scanned now (see [`push_changes`]).
-pub fn dry_run_changes(
+pub(crate) fn dry_run_changes(
     conn: &Connection,
     target: &Target,
     work: &[(usize, Scope)],
@@ -313,7 +312,7 @@ fn run_post_sync(conn: &Connection, units: &[Unit<'_>], changed: &[u64], report:
 
 /// The local side of every mapping (src, its excludes, whether links below it are
 /// followed), for `local::scan_all`.
-pub fn srcs(
+pub(crate) fn srcs(
     targets: &[Target],
 ) -> impl Iterator<Item = (&Path, &crate::local::exclude::Excludes, bool)> {
     targets.iter().flat_map(|t| {

@@ -21,7 +21,7 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 /// A mapping's compiled exclude patterns. Cheap to clone; compares by pattern text.
 #[derive(Clone, Default)]
-pub struct Excludes {
+pub(crate) struct Excludes {
     /// The patterns as written in the mapping file.
     patterns: Vec<String>,
     /// The compiled matcher; `None` when there are no patterns.
@@ -31,7 +31,7 @@ pub struct Excludes {
 impl Excludes {
     /// Compiles `patterns`. An `Err` names the first bad pattern (1-based) and says
     /// how to fix it; it does not name the file, which the caller adds.
-    pub fn new(patterns: &[String]) -> Result<Excludes, String> {
+    pub(crate) fn new(patterns: &[String]) -> Result<Excludes, String> {
         if patterns.is_empty() {
             return Ok(Excludes::default());
         }
@@ -73,19 +73,19 @@ impl Excludes {
     }
 
     /// True when there are no patterns.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.patterns.is_empty()
     }
 
     /// The patterns as written.
-    pub fn patterns(&self) -> &[String] {
+    pub(crate) fn patterns(&self) -> &[String] {
         &self.patterns
     }
 
     /// Whether `rel` (relative to src; `is_dir` says whether it is a directory, not
     /// following symlinks) is excluded, by itself or through an excluded parent.
     /// The empty path (src itself) is never excluded.
-    pub fn is_excluded(&self, rel: &Path, is_dir: bool) -> bool {
+    pub(crate) fn is_excluded(&self, rel: &Path, is_dir: bool) -> bool {
         let Some(m) = &self.matcher else {
             return false;
         };
@@ -106,14 +106,14 @@ impl Excludes {
     }
 
     /// [`Excludes::is_excluded`] for a `/`-separated byte path (a remote listing entry).
-    pub fn is_excluded_bytes(&self, rel: &[u8], is_dir: bool) -> bool {
+    pub(crate) fn is_excluded_bytes(&self, rel: &[u8], is_dir: bool) -> bool {
         self.is_excluded(Path::new(std::ffi::OsStr::from_bytes(rel)), is_dir)
     }
 
     /// Whether `rel` is excluded whether it is a file or a directory. For the
     /// planner, which sees paths that may no longer exist; a path excluded only as
     /// a directory (`cache/`) is left to the worker, which looks at it.
-    pub fn surely_excluded(&self, rel: &Path) -> bool {
+    pub(crate) fn surely_excluded(&self, rel: &Path) -> bool {
         self.is_excluded(rel, false) && self.is_excluded(rel, true)
     }
 }

@@ -15,9 +15,9 @@
 //! editor's temporary, renamed over the real file) has nothing to send: a debug
 //! line, not an error, whether the scan or the send notices it (issue 14, bug 1).
 
-pub mod exclude;
-pub mod pushed;
-pub mod scope;
+pub(crate) mod exclude;
+pub(crate) mod pushed;
+pub(crate) mod scope;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -30,11 +30,12 @@ use rayon::prelude::*;
 use crate::local::exclude::Excludes;
 
 /// Scanned sources by src path and exclude patterns (see [`scan_all`]).
-pub type Sources = std::collections::HashMap<ScanKey, std::sync::Arc<Result<Source, ScanError>>>;
+pub(crate) type Sources =
+    std::collections::HashMap<ScanKey, std::sync::Arc<Result<Source, ScanError>>>;
 
 /// What kind of thing an entry is, with what the remote copy must match.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A regular file.
     File(FileMeta),
     /// A directory with its permission bits.
@@ -45,26 +46,26 @@ pub enum Kind {
 
 /// The attributes of a regular file that a transfer preserves and a skip compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileMeta {
+pub(crate) struct FileMeta {
     /// Size in bytes.
-    pub size: u64,
+    pub(crate) size: u64,
     /// Modification time, whole seconds (with `mtime_nsec`, the time a transfer keeps).
-    pub mtime: i64,
+    pub(crate) mtime: i64,
     /// Modification time, nanosecond part (to notice a rewrite within the same second).
-    pub mtime_nsec: i64,
+    pub(crate) mtime_nsec: i64,
     /// Access time, whole seconds.
-    pub atime: i64,
+    pub(crate) atime: i64,
     /// Permission bits (`0o7777` part of st_mode).
-    pub mode: u32,
+    pub(crate) mode: u32,
     /// Device of the file, to recognise it when it is opened for sending.
-    pub dev: u64,
+    pub(crate) dev: u64,
     /// Inode of the file, likewise.
-    pub ino: u64,
+    pub(crate) ino: u64,
 }
 
 impl FileMeta {
     /// Reads the attributes from file metadata.
-    pub fn of(m: &std::fs::Metadata) -> FileMeta {
+    pub(crate) fn of(m: &std::fs::Metadata) -> FileMeta {
         FileMeta {
             size: m.len(),
             mtime: m.mtime(),
@@ -78,14 +79,14 @@ impl FileMeta {
 
     /// Whether `now` says the file is unchanged since `self` was taken: same size
     /// and mtime to the nanosecond (a file that changed while it was read).
-    pub fn unchanged(&self, now: &FileMeta) -> bool {
+    pub(crate) fn unchanged(&self, now: &FileMeta) -> bool {
         self.size == now.size && self.mtime == now.mtime && self.mtime_nsec == now.mtime_nsec
     }
 }
 
 /// Why a local file is not sent now.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Unsendable {
+pub(crate) enum Unsendable {
     /// It no longer exists: nothing to send (an editor's temporary renamed away).
     Vanished,
     /// It is no longer what the scan saw (another file, a symlink now): scan again.
@@ -97,22 +98,22 @@ pub enum Unsendable {
 /// What to read for one upload: the path, the file the scan saw there, whether a
 /// symlink there is followed, and which mode bits the remote copy keeps.
 #[derive(Debug, Clone, Copy)]
-pub struct ToSend<'a> {
+pub(crate) struct ToSend<'a> {
     /// The local path.
-    pub path: &'a Path,
+    pub(crate) path: &'a Path,
     /// The file as scanned (`None`: whatever is there now, on a retry).
-    pub expect: Option<&'a FileMeta>,
+    pub(crate) expect: Option<&'a FileMeta>,
     /// Follow a symlink at `path` (a file src, or `"follow_symlinks": true`).
-    pub follow: bool,
+    pub(crate) follow: bool,
     /// The mode bits kept (`0o1777` drops setuid and setgid; see
     /// [`crate::config::Mapping::file_mode`]).
-    pub mode_mask: u32,
+    pub(crate) mode_mask: u32,
 }
 
 impl ToSend<'_> {
     /// Opens it (see [`open_for_send`]); the attributes returned carry the mode the
     /// remote copy gets.
-    pub fn open(&self) -> Result<(Opened, FileMeta), Unsendable> {
+    pub(crate) fn open(&self) -> Result<(Opened, FileMeta), Unsendable> {
         let (file, mut meta) = open_for_send(self.path, self.expect, self.follow)?;
         meta.mode &= self.mode_mask;
         Ok((Opened::new(file), meta))
@@ -122,7 +123,7 @@ impl ToSend<'_> {
 /// A local file opened for sending: what is read through it is hashed on the way,
 /// so a host's record of what it was sent carries the content's SHA-256
 /// ([`crate::local::pushed`]) without the file being read twice.
-pub struct Opened {
+pub(crate) struct Opened {
     /// The open file.
     file: std::fs::File,
     /// SHA-256 of every byte read so far.
@@ -131,7 +132,7 @@ pub struct Opened {
 
 impl Opened {
     /// Wraps `file`, nothing read yet.
-    pub fn new(file: std::fs::File) -> Opened {
+    pub(crate) fn new(file: std::fs::File) -> Opened {
         use sha2::Digest;
         Opened {
             file,
@@ -140,13 +141,13 @@ impl Opened {
     }
 
     /// The file's attributes now (to see whether it changed while it was read).
-    pub fn metadata(&self) -> std::io::Result<std::fs::Metadata> {
+    pub(crate) fn metadata(&self) -> std::io::Result<std::fs::Metadata> {
         self.file.metadata()
     }
 
     /// SHA-256, lowercase hex, of what was read: the file's content once it was
     /// read to its end without changing.
-    pub fn sha256(&self) -> String {
+    pub(crate) fn sha256(&self) -> String {
         use sha2::Digest;
         hex(&self.hasher.clone().finalize())
     }
@@ -169,7 +170,7 @@ fn hex(bytes: &[u8]) -> String {
 /// Opens local file `path` for sending: without following a symlink at `path`
 /// unless `follow`, and, with `expect`, only if it is still the file the scan saw
 /// (same device and inode). Returns the file and its attributes now.
-pub fn open_for_send(
+pub(crate) fn open_for_send(
     path: &Path,
     expect: Option<&FileMeta>,
     follow: bool,
@@ -209,31 +210,31 @@ pub fn open_for_send(
 
 /// One thing below a src.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Path relative to src; empty for a file src itself.
-    pub rel: PathBuf,
+    pub(crate) rel: PathBuf,
     /// What it is.
-    pub kind: Kind,
+    pub(crate) kind: Kind,
 }
 
 /// A scanned src.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Source {
+pub(crate) struct Source {
     /// True when src is a directory (mirrored into dest), false for a single file.
-    pub is_dir: bool,
+    pub(crate) is_dir: bool,
     /// For a directory: every entry below it, parents before children, sorted by name.
     /// For a file: one entry with an empty `rel`.
-    pub entries: Vec<Entry>,
+    pub(crate) entries: Vec<Entry>,
     /// Entries that could not be read (permission denied, vanished), with the reason.
-    pub errors: Vec<(PathBuf, String)>,
+    pub(crate) errors: Vec<(PathBuf, String)>,
 }
 
 /// Why a src could not be scanned at all.
-pub type ScanError = String;
+pub(crate) type ScanError = String;
 
 /// Scans one src, leaving out what `exclude` names (directory src only); with
 /// `follow`, symlinks below a directory src are followed.
-pub fn scan(src: &Path, exclude: &Excludes, follow: bool) -> Result<Source, ScanError> {
+pub(crate) fn scan(src: &Path, exclude: &Excludes, follow: bool) -> Result<Source, ScanError> {
     let meta = std::fs::metadata(src).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => "src does not exist".to_string(),
         _ => format!("cannot read src: {e}"),
@@ -263,7 +264,7 @@ pub fn scan(src: &Path, exclude: &Excludes, follow: bool) -> Result<Source, Scan
 
 /// Why [`scan_below`] found nothing to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Below {
+pub(crate) enum Below {
     /// The path does not exist (any more): it was deleted or renamed away.
     Missing,
     /// The path exists but cannot be read (permission denied, I/O error). This is
@@ -274,7 +275,7 @@ pub enum Below {
 /// Scans `src/rel` alone (not following a symlink there unless `follow`) and, for a
 /// directory, everything below it that `exclude` does not name. Entries are
 /// relative to `src`.
-pub fn scan_below(
+pub(crate) fn scan_below(
     src: &Path,
     rel: &Path,
     exclude: &Excludes,
@@ -361,7 +362,7 @@ fn gone_while_scanned(path: &Path) {
 }
 
 /// SHA-256 of a file's content as lowercase hex (what `sha256sum` prints).
-pub fn sha256_hex(path: &Path) -> std::io::Result<String> {
+pub(crate) fn sha256_hex(path: &Path) -> std::io::Result<String> {
     use sha2::{Digest, Sha256};
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
@@ -399,10 +400,10 @@ fn entry_kind(e: &walkdir::DirEntry) -> Result<Option<Kind>, String> {
 
 /// What a scan is keyed by: the src, the exclude patterns applied to it, and
 /// whether symlinks below it are followed.
-pub type ScanKey = (PathBuf, Vec<String>, bool);
+pub(crate) type ScanKey = (PathBuf, Vec<String>, bool);
 
 /// Scans every distinct (src, excludes, follow) once, in parallel.
-pub fn scan_all<'a>(
+pub(crate) fn scan_all<'a>(
     srcs: impl IntoIterator<Item = (&'a Path, &'a Excludes, bool)>,
 ) -> HashMap<ScanKey, Arc<Result<Source, ScanError>>> {
     let mut unique: Vec<(&Path, &Excludes, bool)> = srcs.into_iter().collect();

@@ -37,20 +37,20 @@ const HEADER: &str =
 
 /// What one remote file was last sent: its size, the local mtime it had, its content.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
+pub(crate) struct Record {
     /// Size in bytes.
-    pub size: u64,
+    pub(crate) size: u64,
     /// The local file's mtime, whole seconds.
-    pub mtime: i64,
+    pub(crate) mtime: i64,
     /// The local file's mtime, nanosecond part.
-    pub mtime_nsec: i64,
+    pub(crate) mtime_nsec: i64,
     /// SHA-256 of the content sent, lowercase hex.
-    pub sha256: String,
+    pub(crate) sha256: String,
 }
 
 impl Record {
     /// The record of a file sent with attributes `meta` and content `sha256`.
-    pub fn sent(meta: &FileMeta, sha256: &str) -> Record {
+    pub(crate) fn sent(meta: &FileMeta, sha256: &str) -> Record {
         Record {
             size: meta.size,
             mtime: meta.mtime,
@@ -61,7 +61,7 @@ impl Record {
 
     /// Whether a local file with `meta` is, by size and mtime to the nanosecond, the
     /// file this record was made of.
-    pub fn same_file(&self, meta: &FileMeta) -> bool {
+    pub(crate) fn same_file(&self, meta: &FileMeta) -> bool {
         (self.size, self.mtime, self.mtime_nsec) == (meta.size, meta.mtime, meta.mtime_nsec)
     }
 }
@@ -77,7 +77,7 @@ enum Change {
 
 /// One host's record, as one run (a `sync` of that host, one `watch` round) uses it.
 #[derive(Debug)]
-pub struct Pushed {
+pub(crate) struct Pushed {
     /// The record file.
     file: PathBuf,
     /// The lines of the file as the run first needed them (loaded on first use).
@@ -88,7 +88,7 @@ pub struct Pushed {
 
 impl Pushed {
     /// The record of host `address` in `dir` (`<log_path>/pushed`); nothing is read yet.
-    pub fn open(dir: &Path, address: &str) -> Pushed {
+    pub(crate) fn open(dir: &Path, address: &str) -> Pushed {
         Pushed {
             file: dir.join(address),
             known: std::cell::OnceCell::new(),
@@ -98,24 +98,24 @@ impl Pushed {
 
     /// What remote path `remote` was last sent, as the record said when the run
     /// first asked.
-    pub fn get(&self, remote: &[u8]) -> Option<&Record> {
+    pub(crate) fn get(&self, remote: &[u8]) -> Option<&Record> {
         self.known.get_or_init(|| load(&self.file)).get(remote)
     }
 
     /// Notes that `remote` was sent `record`.
-    pub fn set(&mut self, remote: Vec<u8>, record: Record) {
+    pub(crate) fn set(&mut self, remote: Vec<u8>, record: Record) {
         self.changes.push(Change::Set(remote, record));
     }
 
     /// Notes that `remote` and everything below it no longer hold a file hostsync sent.
-    pub fn forget(&mut self, remote: Vec<u8>) {
+    pub(crate) fn forget(&mut self, remote: Vec<u8>) {
         self.changes.push(Change::Forget(remote));
     }
 
     /// Applies this run's changes to the record file (see the module doc); a run
     /// that changed nothing writes nothing. An `Err` says why the file could not be
     /// written, with its path.
-    pub fn save(&mut self) -> std::io::Result<()> {
+    pub(crate) fn save(&mut self) -> std::io::Result<()> {
         let file = &self.file;
         if self.changes.is_empty() {
             return Ok(());

@@ -12,7 +12,7 @@ use crate::config::Mapping;
 
 /// What part of a mapping looks like here now.
 #[derive(Debug)]
-pub enum Scoped {
+pub(crate) enum Scoped {
     /// A path is the mapping's src itself: all of it, scanned.
     Whole(Arc<Result<Source, ScanError>>),
     /// Only some paths.
@@ -30,7 +30,7 @@ pub enum Scoped {
 
 /// Scans `paths` (local paths below, or equal to, `m.src`) as they are now. An
 /// excluded path is left out (issue 5); a file mapping's only path is src.
-pub fn scan_paths(m: &Mapping, paths: &BTreeSet<PathBuf>) -> Scoped {
+pub(crate) fn scan_paths(m: &Mapping, paths: &BTreeSet<PathBuf>) -> Scoped {
     let mut found = Found::default();
     let src_is_dir = std::fs::metadata(&m.src).map(|md| md.is_dir());
     match src_is_dir {

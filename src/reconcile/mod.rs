@@ -20,8 +20,8 @@
 //!
 //! [`render`] turns a plan into a dry run's `[+]`/`[M]`/`[-]` lines.
 
-pub mod render;
-pub mod skip;
+pub(crate) mod render;
+pub(crate) mod skip;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
@@ -39,7 +39,7 @@ const IS_A_DIRECTORY: &str = "the remote path is a directory; change dest (a des
 
 /// How much of one mapping to bring up to date.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// Everything: compare the whole tree by size, mtime and mode.
     All,
     /// Only these local paths (each with what is below it), compared by content.

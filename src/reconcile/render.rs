@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 
 /// What a sync would do to one remote path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Change {
+pub(crate) enum Change {
     /// It does not exist on the remote and would be created.
     Added,
     /// It exists and would be replaced (content, mode or mtime differ, or another kind).
@@ -47,7 +47,7 @@ pub enum Change {
 
 impl Change {
     /// The tag at the start of a line.
-    pub fn tag(self) -> &'static str {
+    pub(crate) fn tag(self) -> &'static str {
         match self {
             Change::Added => "[+]",
             Change::Updated => "[M]",
@@ -57,7 +57,7 @@ impl Change {
     }
 
     /// The word at the end of a line, and the `change` field of a JSON line.
-    pub fn word(self) -> &'static str {
+    pub(crate) fn word(self) -> &'static str {
         match self {
             Change::Added => "added",
             Change::Updated => "updated",
@@ -69,15 +69,15 @@ impl Change {
 
 /// One difference on one host.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Diff {
+pub(crate) struct Diff {
     /// The absolute remote path (bytes: remote names need not be UTF-8).
-    pub path: Vec<u8>,
+    pub(crate) path: Vec<u8>,
     /// What a sync would do there.
-    pub change: Change,
+    pub(crate) change: Change,
     /// Whether the path is (or would be) a directory.
-    pub is_dir: bool,
+    pub(crate) is_dir: bool,
     /// For [`Change::Unwritable`], why (as `check` says it); empty otherwise.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 impl Diff {
@@ -93,7 +93,7 @@ impl Diff {
 }
 
 /// One text line: `[+] HOST PATH added`, or `[!] HOST PATH not writable: REASON`.
-pub fn line(host: &str, d: &Diff) -> String {
+pub(crate) fn line(host: &str, d: &Diff) -> String {
     match d.change {
         Change::Unwritable => format!(
             "{} {host} {} not writable: {}",
@@ -112,7 +112,7 @@ pub fn line(host: &str, d: &Diff) -> String {
 
 /// One JSON object: `{"type":"diff","host":..,"path":..,"change":"added","dir":false}`,
 /// with `"reason"` for `"change":"unwritable"`.
-pub fn json_line(host: &str, d: &Diff) -> Value {
+pub(crate) fn json_line(host: &str, d: &Diff) -> Value {
     let mut v = json!({
         "type": "diff",
         "host": host,
@@ -129,7 +129,7 @@ pub fn json_line(host: &str, d: &Diff) -> Value {
 /// The directories `mkdir -p ROOT` makes when `existing` is the nearest ancestor of
 /// `root` that exists, top first, `root` last: each gets its line (issue 14, bug 5).
 /// Just `root` when `existing` is not one of its ancestors.
-pub fn made_dirs(root: &[u8], existing: &[u8]) -> Vec<Vec<u8>> {
+pub(crate) fn made_dirs(root: &[u8], existing: &[u8]) -> Vec<Vec<u8>> {
     let base = existing.strip_suffix(b"/").unwrap_or(existing);
     let Some(rest) = root.strip_prefix(base).filter(|r| r.starts_with(b"/")) else {
         return vec![root.to_vec()];
@@ -149,7 +149,7 @@ pub fn made_dirs(root: &[u8], existing: &[u8]) -> Vec<Vec<u8>> {
 
 /// Every host's differences, grouped by host in the order given and sorted by
 /// path within a host, as text lines or JSON lines.
-pub fn render(hosts: &[(&str, &[Diff])], as_json: bool) -> String {
+pub(crate) fn render(hosts: &[(&str, &[Diff])], as_json: bool) -> String {
     let mut out = String::new();
     for (host, diffs) in hosts {
         let mut sorted: Vec<&Diff> = diffs.iter().collect();

@@ -21,15 +21,16 @@
 //! Every path is single-quoted byte by byte ([`quote`]); nothing the user or the
 //! local file system supplies is ever interpreted by the remote shell.
 
-pub mod runs;
+pub(crate) mod probe;
+pub(crate) mod runs;
 
 use std::collections::HashMap;
 
 /// Prefix of every temporary file hostsync writes on a remote host.
-pub const TMP_PREFIX: &str = ".hostsync-tmp.";
+pub(crate) const TMP_PREFIX: &str = ".hostsync-tmp.";
 
 /// Quotes bytes for a POSIX shell: `'...'`, with `'` written as `'\''`.
-pub fn quote(s: &[u8]) -> Vec<u8> {
+pub(crate) fn quote(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len() + 2);
     out.push(b'\'');
     for &b in s {
@@ -45,7 +46,7 @@ pub fn quote(s: &[u8]) -> Vec<u8> {
 
 /// 16 hex digits no other call in any process is likely to return (a per-process
 /// random hash of a counter): listing end tokens and commit-record names.
-pub fn fresh_hex() -> String {
+pub(crate) fn fresh_hex() -> String {
     use std::hash::BuildHasher;
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -55,26 +56,26 @@ pub fn fresh_hex() -> String {
 }
 
 /// True for names hostsync uses for temporaries.
-pub fn is_tmp_name(name: &[u8]) -> bool {
+pub(crate) fn is_tmp_name(name: &[u8]) -> bool {
     name.starts_with(TMP_PREFIX.as_bytes())
 }
 
 /// One root to list: a directory and how deep to look.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListRoot {
+pub(crate) struct ListRoot {
     /// Absolute remote directory.
-    pub dir: Vec<u8>,
+    pub(crate) dir: Vec<u8>,
     /// `Some(1)` for the parent directory of a file mapping, `None` for a whole tree.
-    pub max_depth: Option<u32>,
+    pub(crate) max_depth: Option<u32>,
     /// Only these paths (relative to `dir`, each with what is below it), with a
     /// content hash of each regular file among them, and their parent directories
     /// (alone), so a parent that is a symlink on the remote is seen and never
     /// written or deleted through; `None` lists the whole root.
-    pub paths: Option<Vec<Vec<u8>>>,
+    pub(crate) paths: Option<Vec<Vec<u8>>>,
     /// Also a content hash of every regular file (`sync --checksum`): of the whole
     /// root, or also below the directories among `paths` (whose own files are
     /// hashed in any case).
-    pub checksum: bool,
+    pub(crate) checksum: bool,
 }
 
 /// The ancestor rule in sh, for hosts the agent cannot serve and for `check`
@@ -83,7 +84,7 @@ pub struct ListRoot {
 /// from / and fails, with the reason in `$g`, at a symlink in a directory others
 /// can write (a sticky one counts when the link is root's or the login user's),
 /// unless `$SM` is not 1 (`[ssh] strict_modes = no`). Needs GNU find for owners.
-pub const TRUST: &[u8] = br#"ME=$(id -u)
+pub(crate) const TRUST: &[u8] = br#"ME=$(id -u)
 T() {
   [ "$1" = 0 ] || [ "$1" = "$ME" ] || return 1
   [ $((0$2 & 022)) = 0 ]
@@ -184,7 +185,12 @@ esac
 /// The listing script. With `create`, missing roots are made (`mkdir -p`);
 /// without it (dry run) nothing on the remote changes. With `probe_tar`, it also
 /// says whether the remote has GNU tar or bsdtar ([`Listing::tar`]).
-pub fn listing_script(roots: &[ListRoot], create: bool, probe_tar: bool, strict: bool) -> Vec<u8> {
+pub(crate) fn listing_script(
+    roots: &[ListRoot],
+    create: bool,
+    probe_tar: bool,
+    strict: bool,
+) -> Vec<u8> {
     let mut s = [TRUST, LIST_PRELUDE].concat();
     s.extend_from_slice(if create { b"MK=1\n" } else { b"MK=0\n" });
     s.extend_from_slice(if strict { b"SM=1\n" } else { b"SM=0\n" });
@@ -193,7 +199,7 @@ pub fn listing_script(roots: &[ListRoot], create: bool, probe_tar: bool, strict:
 }
 
 /// The end of a [`listing_then_tar`] listing: `Z\0TOKEN\0`, then its stderr and a NUL.
-pub fn listing_end(token: &str) -> Vec<u8> {
+pub(crate) fn listing_end(token: &str) -> Vec<u8> {
     format!("Z\0{token}\0").into_bytes()
 }
 
@@ -203,7 +209,12 @@ pub fn listing_end(token: &str) -> Vec<u8> {
 /// [`crate::transport::tar::REMOTE`]) with root `I` of `roots` as `$1`; anything
 /// else, or EOF, ends it. Reading that line with sh's `read` takes nothing more
 /// from stdin, so what follows is tar's.
-pub fn listing_then_tar(roots: &[ListRoot], probe_tar: bool, strict: bool, tail: &str) -> Vec<u8> {
+pub(crate) fn listing_then_tar(
+    roots: &[ListRoot],
+    probe_tar: bool,
+    strict: bool,
+    tail: &str,
+) -> Vec<u8> {
     let mut s = [TRUST, LIST_PRELUDE].concat();
     s.extend_from_slice(if strict { b"SM=1\n" } else { b"SM=0\n" });
     s.extend_from_slice(b"MK=1\nexec 3>&1\ne=$( {\n");
@@ -281,51 +292,51 @@ fn parents(paths: &[Vec<u8>]) -> Vec<Vec<u8>> {
 
 /// What the listing found under one root.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct RootState {
+pub(crate) struct RootState {
     /// The root could not be used: the reason (mkdir failed, not a directory).
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// The root does not exist and was not created (a listing without `create`).
-    pub missing: bool,
+    pub(crate) missing: bool,
     /// The listing is partial (find reported errors); entries below may be missing.
-    pub incomplete: bool,
+    pub(crate) incomplete: bool,
     /// Who besides root and the login user can write where this root's mapping
     /// writes (the root, its parent, a directory below), when someone can: such a
     /// destination is served only by the agent (issue 13).
-    pub open: Option<String>,
+    pub(crate) open: Option<String>,
     /// Entries by path relative to the root.
-    pub entries: HashMap<Vec<u8>, RemoteEntry>,
+    pub(crate) entries: HashMap<Vec<u8>, RemoteEntry>,
     /// SHA-256 (lowercase hex) of the regular files a path listing asked about.
-    pub hashes: HashMap<Vec<u8>, String>,
+    pub(crate) hashes: HashMap<Vec<u8>, String>,
 }
 
 /// One remote entry as `find` saw it (not following symlinks).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteEntry {
+pub(crate) struct RemoteEntry {
     /// `f` file, `d` directory, `l` symlink, others as find's `%y`.
-    pub kind: u8,
+    pub(crate) kind: u8,
     /// Size in bytes.
-    pub size: u64,
+    pub(crate) size: u64,
     /// Modification time, whole seconds.
-    pub mtime: i64,
+    pub(crate) mtime: i64,
     /// Modification time, nanosecond part (0 where the remote keeps whole seconds).
-    pub mtime_nsec: i64,
+    pub(crate) mtime_nsec: i64,
     /// Permission bits.
-    pub mode: u32,
+    pub(crate) mode: u32,
     /// Symlink target (empty for other kinds).
-    pub target: Vec<u8>,
+    pub(crate) target: Vec<u8>,
 }
 
 /// What one listing said.
 #[derive(Debug, Default)]
-pub struct Listing {
+pub(crate) struct Listing {
     /// One state per root, in the order of the roots.
-    pub states: Vec<RootState>,
+    pub(crate) states: Vec<RootState>,
     /// Whether the remote has GNU tar or bsdtar, when the listing probed for it.
-    pub tar: Option<bool>,
+    pub(crate) tar: Option<bool>,
 }
 
 /// Parses the listing's NUL-separated records into one state per root.
-pub fn parse_listing(out: &[u8], roots: usize) -> Result<Listing, String> {
+pub(crate) fn parse_listing(out: &[u8], roots: usize) -> Result<Listing, String> {
     let mut states = vec![RootState::default(); roots];
     let mut tar = None;
     let mut fields = out.split(|&b| b == 0);
@@ -456,7 +467,7 @@ fn parse_entry(f: [&[u8]; 6]) -> Result<(Vec<u8>, RemoteEntry), String> {
 
 /// One step of the commit script.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Commit {
+pub(crate) enum Commit {
     /// Rename an uploaded temporary over its final path, first keeping up to
     /// `backups` previous versions of a regular file there (`dest.1` newest).
     Rename {
@@ -529,7 +540,7 @@ d() {
 "#;
 
 /// The commit script. Step `i` reports a failure as `F\0i\0reason\0`.
-pub fn commit_script(steps: &[Commit]) -> Vec<u8> {
+pub(crate) fn commit_script(steps: &[Commit]) -> Vec<u8> {
     let mut s = COMMIT_PRELUDE.to_vec();
     for (i, step) in steps.iter().enumerate() {
         match step {
@@ -575,13 +586,14 @@ fn push_args(s: &mut Vec<u8>, args: &[&Vec<u8>]) {
 }
 
 /// Reads the commit script's failure records: step index and reason.
-pub fn parse_failures(out: &[u8]) -> Vec<(usize, String)> {
+#[cfg(test)]
+pub(crate) fn parse_failures(out: &[u8]) -> Vec<(usize, String)> {
     parse_commit(out).0
 }
 
 /// Reads the commit script's records: the failed steps with their reasons, and the
 /// steps confirmed done. A step in neither did not happen.
-pub fn parse_commit(out: &[u8]) -> (Vec<(usize, String)>, std::collections::HashSet<usize>) {
+pub(crate) fn parse_commit(out: &[u8]) -> (Vec<(usize, String)>, std::collections::HashSet<usize>) {
     let mut fields = out.split(|&b| b == 0);
     let mut failures = Vec::new();
     let mut done = std::collections::HashSet::new();

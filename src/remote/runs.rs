@@ -16,21 +16,21 @@ use super::TMP_PREFIX;
 
 /// How old a temporary of another client (or of an older version) must be before
 /// it is removed: its run is surely over.
-pub const STALE_AFTER_S: i64 = 24 * 3600;
+pub(crate) const STALE_AFTER_S: i64 = 24 * 3600;
 
 /// The names of one run's temporaries.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Names {
+pub(crate) struct Names {
     /// This client's id (8 hex digits).
-    pub client: String,
+    pub(crate) client: String,
     /// This run's id (16 hex digits).
-    pub run: String,
+    pub(crate) run: String,
 }
 
 impl Names {
     /// The temporary for `name` in the same directory: the same for the same name in
     /// one run (so the upload and the commit agree on it), unpredictable to others.
-    pub fn for_name(&self, name: &[u8]) -> Vec<u8> {
+    pub(crate) fn for_name(&self, name: &[u8]) -> Vec<u8> {
         // FNV-1a, 64 bit: short, and stable within the run.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for &b in name {
@@ -41,7 +41,7 @@ impl Names {
     }
 
     /// The temporary path for destination path `dest`: same directory.
-    pub fn for_path(&self, dest: &[u8]) -> Vec<u8> {
+    pub(crate) fn for_path(&self, dest: &[u8]) -> Vec<u8> {
         let cut = dest.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
         let mut p = dest[..cut].to_vec();
         p.extend_from_slice(&self.for_name(&dest[cut..]));
@@ -50,7 +50,7 @@ impl Names {
 }
 
 /// `.hostsync-tmp.CLIENT.RUN.REST` split into CLIENT and RUN, if `name` has that form.
-pub fn parse(name: &[u8]) -> Option<(&str, &str)> {
+pub(crate) fn parse(name: &[u8]) -> Option<(&str, &str)> {
     let rest = std::str::from_utf8(name.strip_prefix(TMP_PREFIX.as_bytes())?).ok()?;
     let mut parts = rest.splitn(3, '.');
     let (client, run, _) = (parts.next()?, parts.next()?, parts.next()?);
@@ -60,7 +60,7 @@ pub fn parse(name: &[u8]) -> Option<(&str, &str)> {
 
 /// This process's hold on a run id: the lock file `<dir>/RUN.lock`, removed on drop.
 #[derive(Debug)]
-pub struct RunLock {
+pub(crate) struct RunLock {
     /// The lock file.
     path: PathBuf,
     /// Its open file, holding the flock.
@@ -76,7 +76,7 @@ impl Drop for RunLock {
 /// Takes the lock of run `run` in `dir` (made if missing). `None` when that fails
 /// (an unwritable log folder): then no run of this client counts as dead, and only
 /// day-old temporaries are removed on hosts without perl.
-pub fn hold(dir: &Path, run: &str) -> Option<RunLock> {
+pub(crate) fn hold(dir: &Path, run: &str) -> Option<RunLock> {
     use std::os::fd::AsRawFd;
     std::fs::create_dir_all(dir).ok()?;
     let path = dir.join(format!("{run}.lock"));
@@ -89,7 +89,7 @@ pub fn hold(dir: &Path, run: &str) -> Option<RunLock> {
 }
 
 /// Whether run `run` of this client is alive: its lock file in `dir` is held.
-pub fn alive(dir: &Path, run: &str) -> bool {
+pub(crate) fn alive(dir: &Path, run: &str) -> bool {
     use std::os::fd::AsRawFd;
     let Ok(file) = std::fs::File::open(dir.join(format!("{run}.lock"))) else {
         return false;
@@ -103,7 +103,7 @@ pub fn alive(dir: &Path, run: &str) -> bool {
 /// perl, may be removed by a run of client `client` at time `now`, given which runs
 /// are alive (`alive`, this client's only). A directory planted at such a name is
 /// never removed (the caller checks the kind).
-pub fn removable(
+pub(crate) fn removable(
     name: &[u8],
     mtime: i64,
     now: i64,

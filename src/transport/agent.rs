@@ -32,51 +32,51 @@ use crate::local::FileMeta;
 use crate::remote::{RemoteEntry, quote};
 
 /// The agent's program, sent with every start (comment lines dropped, see [`program`]).
-pub const PROGRAM: &str = include_str!("../remote/agent.pl");
+pub(crate) const PROGRAM: &str = include_str!("../remote/agent.pl");
 
 /// The record tags, in both directions; no tag means two things.
-pub mod tag {
+pub(crate) mod tag {
     /// Request: resolve a destination root (`id path create`).
-    pub const ROOT: u8 = b'R';
+    pub(crate) const ROOT: u8 = b'R';
     /// Request: list below a root (`id depth hash [rel...]`; `hash` `1`: every file
     /// is hashed, also below the listed directories).
-    pub const LIST: u8 = b'L';
+    pub(crate) const LIST: u8 = b'L';
     /// Request: make a directory or set its mode (`id rel mode`).
-    pub const DIR: u8 = b'D';
+    pub(crate) const DIR: u8 = b'D';
     /// Request: a file (`id rel mode mtime-s mtime-ns size backups`), then data.
-    pub const PUT: u8 = b'P';
+    pub(crate) const PUT: u8 = b'P';
     /// Request: raw bytes of the file being put.
-    pub const DATA: u8 = b'd';
+    pub(crate) const DATA: u8 = b'd';
     /// Request: the end of a file's data, with the verdict `1` keep or `0` drop.
-    pub const VERDICT: u8 = b'z';
+    pub(crate) const VERDICT: u8 = b'z';
     /// Request: make a symlink (`id rel target backups`).
-    pub const LINK: u8 = b'S';
+    pub(crate) const LINK: u8 = b'S';
     /// Request: remove a file or tree (`id rel`).
-    pub const REMOVE: u8 = b'X';
+    pub(crate) const REMOVE: u8 = b'X';
     /// Request: remove a stale temporary if its run is dead (`id rel`).
-    pub const STALE: u8 = b'T';
+    pub(crate) const STALE: u8 = b'T';
     /// Request: end; release the run's locks.
-    pub const QUIT: u8 = b'Q';
+    pub(crate) const QUIT: u8 = b'Q';
     /// Request: start lanes (a helper process makes the files of lane 1).
-    pub const LANES: u8 = b'W';
+    pub(crate) const LANES: u8 = b'W';
     /// Request: end the lanes (wait for the helper).
-    pub const JOIN: u8 = b'J';
+    pub(crate) const JOIN: u8 = b'J';
     /// Reply: the agent is up (`version uid hires hash`).
-    pub const HELLO: u8 = b'H';
+    pub(crate) const HELLO: u8 = b'H';
     /// Reply: one listed entry (`type size mtime-s mtime-ns mode uid rel target`).
-    pub const ENTRY: u8 = b'e';
+    pub(crate) const ENTRY: u8 = b'e';
     /// Reply: a listed file's SHA-256 (`rel hex`).
-    pub const HASH: u8 = b'h';
+    pub(crate) const HASH: u8 = b'h';
     /// Reply: part of a listing could not be read (`reason`).
-    pub const NOTE: u8 = b'x';
+    pub(crate) const NOTE: u8 = b'x';
     /// Reply: the request is done (fields depend on the request).
-    pub const DONE: u8 = b'K';
+    pub(crate) const DONE: u8 = b'K';
     /// Reply: the request failed (`reason`).
-    pub const FAILED: u8 = b'F';
+    pub(crate) const FAILED: u8 = b'F';
 }
 
 /// The largest record the agent may send (a path, a link target and a reason).
-pub const MAX_RECORD: usize = 64 * 1024;
+pub(crate) const MAX_RECORD: usize = 64 * 1024;
 
 /// The largest data frame hostsync sends.
 const CHUNK: usize = 256 * 1024;
@@ -93,7 +93,7 @@ const LISTING_PER_PATH: u64 = 64 * 1024;
 
 /// The remote has no perl (the exec exited 127 without a record): serve it another way.
 #[derive(Debug)]
-pub struct NoAgent;
+pub(crate) struct NoAgent;
 
 impl std::fmt::Display for NoAgent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,40 +105,40 @@ impl std::error::Error for NoAgent {}
 
 /// What the agent said about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hello {
+pub(crate) struct Hello {
     /// The login user's uid.
-    pub uid: u32,
+    pub(crate) uid: u32,
     /// Whether mtimes are read and set to the nanosecond (Time::HiRes).
-    pub hires: bool,
+    pub(crate) hires: bool,
     /// Whether listings carry SHA-256 of files (Digest::SHA or sha256sum).
-    pub hashes: bool,
+    pub(crate) hashes: bool,
 }
 
 /// One listed entry, with what only the agent reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
+pub(crate) struct Listed {
     /// Path below the root.
-    pub rel: Vec<u8>,
+    pub(crate) rel: Vec<u8>,
     /// The entry.
-    pub entry: RemoteEntry,
+    pub(crate) entry: RemoteEntry,
     /// Its owner.
-    pub uid: u32,
+    pub(crate) uid: u32,
 }
 
 /// What a listing found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Listing {
+pub(crate) struct Listing {
     /// Every entry, parents before children.
-    pub entries: Vec<Listed>,
+    pub(crate) entries: Vec<Listed>,
     /// SHA-256 of the files a path listing named.
-    pub hashes: Vec<(Vec<u8>, String)>,
+    pub(crate) hashes: Vec<(Vec<u8>, String)>,
     /// Parts that could not be listed.
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 /// The answer to one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// Done, with the request's fields (e.g. `placed`, `dropped`, `missing`).
     Done(Vec<Vec<u8>>),
     /// A listing, complete.
@@ -149,7 +149,7 @@ pub enum Answer {
 
 /// How a file's data went.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Sent {
+pub(crate) enum Sent {
     /// All of it, unchanged while read: the agent keeps it (its answer confirms).
     /// With the attributes it had while read and the SHA-256 of its content.
     Whole(FileMeta, String),
@@ -168,7 +168,7 @@ enum Waiting {
 }
 
 /// A running agent on one connection.
-pub struct Agent<'c> {
+pub(crate) struct Agent<'c> {
     /// The channel, paced, buffered.
     out: BufWriter<Paced<'c>>,
     /// Reply bytes received and not parsed yet (from `at` on).
@@ -191,7 +191,7 @@ pub struct Agent<'c> {
 
 /// The program without its comment lines and indentation: about half the bytes on
 /// every exec. Only whole-line comments go; no line of the program starts a string.
-pub fn program() -> String {
+pub(crate) fn program() -> String {
     PROGRAM
         .lines()
         .map(str::trim_start)
@@ -205,7 +205,12 @@ impl<'c> Agent<'c> {
     /// hex; see agent.pl), following symlinked ancestors only as the ancestor rule
     /// allows unless `strict` is false. Nothing is read yet: requests may follow at
     /// once, and the first answer shows whether the remote has perl ([`NoAgent`]).
-    pub fn start(conn: &'c Connection, client: &str, run: &str, strict: bool) -> Result<Agent<'c>> {
+    pub(crate) fn start(
+        conn: &'c Connection,
+        client: &str,
+        run: &str,
+        strict: bool,
+    ) -> Result<Agent<'c>> {
         let command = format!(
             "perl -e {} {client} {run} {}",
             String::from_utf8(quote(program().as_bytes())).expect("ASCII program"),
@@ -226,19 +231,14 @@ impl<'c> Agent<'c> {
     }
 
     /// The agent's greeting, once an answer has been read.
-    pub fn hello(&self) -> Option<&Hello> {
+    pub(crate) fn hello(&self) -> Option<&Hello> {
         self.hello.as_ref()
-    }
-
-    /// Requests remaining to be answered.
-    pub fn unanswered(&self) -> usize {
-        self.waiting.len() + self.answers.len()
     }
 
     /// Resolves destination root `id` at absolute `path` (made if `create`).
     /// Answer: `Done(["dir", dev, ino, open])` (`open` says who else can write
     /// there, or is empty), `Done(["missing"])`, or `Failed`.
-    pub fn root(&mut self, id: usize, path: &[u8], create: bool) -> Result<()> {
+    pub(crate) fn root(&mut self, id: usize, path: &[u8], create: bool) -> Result<()> {
         let id = id.to_string();
         self.request(
             tag::ROOT,
@@ -249,7 +249,7 @@ impl<'c> Agent<'c> {
     /// Lists root `id`, `depth` levels deep (`None`: all), or only `paths` (each
     /// with its parents, alone, and what is below it, hashing the files named);
     /// with `checksum` (`sync --checksum`) every file listed is hashed.
-    pub fn list(
+    pub(crate) fn list(
         &mut self,
         id: usize,
         depth: Option<u32>,
@@ -273,14 +273,14 @@ impl<'c> Agent<'c> {
 
     /// Makes directory `rel` below root `id` with `mode`, or sets the mode of the
     /// directory that is there.
-    pub fn mkdir(&mut self, id: usize, rel: &[u8], mode: u32) -> Result<()> {
+    pub(crate) fn mkdir(&mut self, id: usize, rel: &[u8], mode: u32) -> Result<()> {
         let (id, mode) = (id.to_string(), format!("{mode:o}"));
         self.request(tag::DIR, &[id.as_bytes(), rel, mode.as_bytes()])
     }
 
     /// Makes symlink `rel` → `target` below root `id`, keeping `backups` of a file
     /// there, in `lane` (see [`Agent::lanes`]).
-    pub fn link(
+    pub(crate) fn link(
         &mut self,
         id: usize,
         rel: &[u8],
@@ -299,23 +299,23 @@ impl<'c> Agent<'c> {
     /// are made by a helper process of the agent, the others by the agent, so
     /// creating files (CPU work in the remote kernel) uses two cores. Answers stay
     /// in request order.
-    pub fn lanes(&mut self) -> Result<()> {
+    pub(crate) fn lanes(&mut self) -> Result<()> {
         self.request(tag::LANES, &[])
     }
 
     /// Ends the lanes: the agent waits for its helper.
-    pub fn join(&mut self) -> Result<()> {
+    pub(crate) fn join(&mut self) -> Result<()> {
         self.request(tag::JOIN, &[])
     }
 
     /// Removes `rel` (a file or a whole tree) below root `id`.
-    pub fn remove(&mut self, id: usize, rel: &[u8]) -> Result<()> {
+    pub(crate) fn remove(&mut self, id: usize, rel: &[u8]) -> Result<()> {
         let id = id.to_string();
         self.request(tag::REMOVE, &[id.as_bytes(), rel])
     }
 
     /// Removes temporary `rel` below root `id` if the run that made it is dead.
-    pub fn stale(&mut self, id: usize, rel: &[u8]) -> Result<()> {
+    pub(crate) fn stale(&mut self, id: usize, rel: &[u8]) -> Result<()> {
         let id = id.to_string();
         self.request(tag::STALE, &[id.as_bytes(), rel])
     }
@@ -326,7 +326,7 @@ impl<'c> Agent<'c> {
     /// when it arrived whole and did not change while read; its answer (see
     /// [`Agent::answer`]) confirms the step.
     #[allow(clippy::too_many_arguments)]
-    pub fn put(
+    pub(crate) fn put(
         &mut self,
         id: usize,
         rel: &[u8],
@@ -406,7 +406,7 @@ impl<'c> Agent<'c> {
     }
 
     /// Takes in what the agent has answered so far, without waiting.
-    pub fn poll(&mut self) -> Result<()> {
+    pub(crate) fn poll(&mut self) -> Result<()> {
         let paced = self.out.get_mut();
         paced.pull()?;
         let early = paced.take_early();
@@ -417,7 +417,7 @@ impl<'c> Agent<'c> {
     }
 
     /// The next answer, in request order, waiting for it if need be.
-    pub fn answer(&mut self) -> Result<Answer> {
+    pub(crate) fn answer(&mut self) -> Result<Answer> {
         self.budget.wait_starts();
         loop {
             if let Some(a) = self.answers.pop_front() {
@@ -431,12 +431,12 @@ impl<'c> Agent<'c> {
     }
 
     /// The next answer if it has arrived already.
-    pub fn try_answer(&mut self) -> Option<Answer> {
+    pub(crate) fn try_answer(&mut self) -> Option<Answer> {
         self.answers.pop_front()
     }
 
     /// Ends the agent: it releases its locks and exits 0, which is checked.
-    pub fn finish(mut self) -> Result<()> {
+    pub(crate) fn finish(mut self) -> Result<()> {
         self.request(tag::QUIT, &[])?;
         while !self.waiting.is_empty() || !self.answers.is_empty() {
             self.answer()?;
@@ -601,7 +601,7 @@ impl<'c> Agent<'c> {
 }
 
 /// One record: the tag, the length (4 bytes, big-endian), the NUL-separated fields.
-pub fn encode(tag: u8, fields: &[&[u8]]) -> Result<Vec<u8>> {
+pub(crate) fn encode(tag: u8, fields: &[&[u8]]) -> Result<Vec<u8>> {
     let len: usize = fields
         .iter()
         .map(|f| f.len() + 1)

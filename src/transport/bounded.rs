@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 
 /// The least a remote must send per `io_timeout` window while hostsync waits.
-pub const MIN_BYTES: u64 = 1024;
+pub(crate) const MIN_BYTES: u64 = 1024;
 
 /// What a reply may still cost, and how fast it has been coming.
 #[derive(Debug)]
-pub struct Budget {
+pub(crate) struct Budget {
     /// What the reply may grow to, in bytes.
     cap: u64,
     /// What it has used so far.
@@ -41,7 +41,7 @@ pub struct Budget {
 
 impl Budget {
     /// A budget of `cap` bytes for `what`, with the rate rule's window `io_timeout`.
-    pub fn new(what: &'static str, cap: u64, io_timeout: Duration) -> Budget {
+    pub(crate) fn new(what: &'static str, cap: u64, io_timeout: Duration) -> Budget {
         Budget {
             cap,
             used: 0,
@@ -53,19 +53,19 @@ impl Budget {
     }
 
     /// Allows `n` more bytes (a request was added that will be answered).
-    pub fn grow(&mut self, n: u64) {
+    pub(crate) fn grow(&mut self, n: u64) {
         self.cap = self.cap.saturating_add(n);
     }
 
     /// Starts a wait: the rate rule counts from now.
-    pub fn wait_starts(&mut self) {
+    pub(crate) fn wait_starts(&mut self) {
         self.window = Instant::now();
         self.in_window = 0;
     }
 
     /// Accounts for `n` bytes that arrived while hostsync was busy elsewhere (sending):
     /// only the size cap applies.
-    pub fn took(&mut self, n: usize) -> Result<()> {
+    pub(crate) fn took(&mut self, n: usize) -> Result<()> {
         self.used += n as u64;
         if self.used > self.cap {
             bail!(
@@ -79,7 +79,7 @@ impl Budget {
 
     /// Accounts for `n` bytes that arrived while waiting. Fails when the reply
     /// outgrew its cap, or when a whole window passed with less than [`MIN_BYTES`].
-    pub fn got(&mut self, n: usize) -> Result<()> {
+    pub(crate) fn got(&mut self, n: usize) -> Result<()> {
         self.took(n)?;
         self.in_window += n as u64;
         if self.window.elapsed() >= self.io_timeout {
@@ -98,7 +98,7 @@ impl Budget {
 }
 
 /// Reads `from` to its end within `budget` (see the module doc).
-pub fn read_to_end(from: &mut impl Read, budget: &mut Budget) -> Result<Vec<u8>> {
+pub(crate) fn read_to_end(from: &mut impl Read, budget: &mut Budget) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 32 * 1024];
     budget.wait_starts();

@@ -1,10 +1,10 @@
 //! Talking to one host: the SSH session, the SCP sink, the tar stream, the
 //! agent's channel, pacing and bounded replies.
 
-pub mod agent;
-pub mod bounded;
-pub mod pace;
+pub(crate) mod agent;
+pub(crate) mod bounded;
+pub(crate) mod pace;
 mod quickack;
-pub mod scp;
-pub mod ssh;
-pub mod tar;
+pub(crate) mod scp;
+pub(crate) mod ssh;
+pub(crate) mod tar;

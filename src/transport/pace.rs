@@ -29,17 +29,17 @@ use super::ssh::Connection;
 /// one 256 MiB file; BENCHMARKS.md): 192-256 KiB were best for small files, 384-512
 /// KiB for the big one. It must stay well above OpenSSH's adjust threshold (three
 /// 32 KiB packets), or the remote would never send an adjust.
-pub const FLOOR: u32 = 384 * 1024;
+pub(crate) const FLOOR: u32 = 384 * 1024;
 
 /// The throughput (bytes per second) the limit always allows: it is at least this
 /// much times the round trip.
-pub const RATE: f64 = 200.0e6;
+pub(crate) const RATE: f64 = 200.0e6;
 
 /// How long to wait for a window adjust before giving up pacing for this stream.
-pub const STALL: Duration = Duration::from_millis(100);
+pub(crate) const STALL: Duration = Duration::from_millis(100);
 
 /// The in-flight limit for a link with round trip `rtt` (unknown: [`FLOOR`]).
-pub fn limit_for(rtt: Option<Duration>) -> u32 {
+pub(crate) fn limit_for(rtt: Option<Duration>) -> u32 {
     let by_rate = rtt.map_or(0.0, |r| RATE * r.as_secs_f64());
     let limit = by_rate.max(f64::from(FLOOR));
     if limit >= f64::from(u32::MAX) {
@@ -59,7 +59,7 @@ fn limit(conn: &Connection) -> u32 {
 }
 
 /// A channel writer that stays at most its limit ahead of the remote.
-pub struct Paced<'a> {
+pub(crate) struct Paced<'a> {
     conn: &'a Connection,
     channel: ssh2::Channel,
     /// Most bytes unacknowledged; 0: no pacing.
@@ -74,7 +74,7 @@ pub struct Paced<'a> {
 
 impl<'a> Paced<'a> {
     /// Paces `channel`, a channel of `conn`.
-    pub fn new(conn: &'a Connection, channel: ssh2::Channel) -> Paced<'a> {
+    pub(crate) fn new(conn: &'a Connection, channel: ssh2::Channel) -> Paced<'a> {
         let limit = limit(conn);
         log::debug!(
             "pacing at {} KiB in flight (round trip {} µs)",
@@ -92,23 +92,23 @@ impl<'a> Paced<'a> {
     }
 
     /// The channel back, with what it already said, and how often the writer waited.
-    pub fn into_parts(self) -> (ssh2::Channel, Vec<u8>, u64) {
+    pub(crate) fn into_parts(self) -> (ssh2::Channel, Vec<u8>, u64) {
         (self.channel, self.early, self.waits)
     }
 
     /// Takes in, without blocking, what the remote has sent so far (see
     /// [`Paced::take_early`]).
-    pub fn pull(&mut self) -> Result<()> {
+    pub(crate) fn pull(&mut self) -> Result<()> {
         self.conn.take_input(&mut self.channel, &mut self.early)
     }
 
     /// What the remote has sent that was taken in while writing, emptied.
-    pub fn take_early(&mut self) -> Vec<u8> {
+    pub(crate) fn take_early(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.early)
     }
 
     /// The channel, for blocking reads once everything is written.
-    pub fn channel_mut(&mut self) -> &mut ssh2::Channel {
+    pub(crate) fn channel_mut(&mut self) -> &mut ssh2::Channel {
         &mut self.channel
     }
 

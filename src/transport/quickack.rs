@@ -13,7 +13,7 @@ use ssh2::Session;
 
 /// Makes `session` set TCP_QUICKACK after each receive. Call before the handshake.
 #[cfg(target_os = "linux")]
-pub fn install(session: &Session) {
+pub(crate) fn install(session: &Session) {
     /// libssh2.h: `LIBSSH2_CALLBACK_RECV`.
     const LIBSSH2_CALLBACK_RECV: libc::c_int = 6;
     unsafe extern "C" {
@@ -36,7 +36,7 @@ pub fn install(session: &Session) {
 
 /// Not Linux: nothing to do.
 #[cfg(not(target_os = "linux"))]
-pub fn install(_session: &Session) {}
+pub(crate) fn install(_session: &Session) {}
 
 /// libssh2's own receive function (`ssh2_recv` in its misc.c: `-errno` on
 /// failure, EINTR as EAGAIN), plus TCP_QUICKACK after each receive.

@@ -54,7 +54,7 @@ enum Ack {
 
 /// How one uploaded file ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Stored under its temporary name, with these attributes (as the file was, unchanged,
     /// while it was read) and the SHA-256 of its content.
     Stored { meta: FileMeta, sha256: String },
@@ -68,7 +68,7 @@ pub enum Outcome {
 }
 
 /// A running remote SCP sink rooted at one remote directory.
-pub struct ScpSink {
+pub(crate) struct ScpSink {
     /// The exec channel running `scp -r -p -t ROOT`.
     channel: ssh2::Channel,
     /// Answers not read yet, oldest first.
@@ -85,7 +85,7 @@ pub struct ScpSink {
 
 impl ScpSink {
     /// Starts `scp -r -p -t -- ROOT` on the remote. ROOT must exist.
-    pub fn open(conn: &Connection, root: &[u8]) -> Result<ScpSink> {
+    pub(crate) fn open(conn: &Connection, root: &[u8]) -> Result<ScpSink> {
         let command = format!(
             "scp -r -p -t -- {}",
             String::from_utf8(quote(root)).map_err(|_| anyhow!(
@@ -108,7 +108,7 @@ impl ScpSink {
 
     /// Enters (creating if needed) directory `name` below the current one, with `mode`.
     /// Returns the remote's refusal as `Ok(Err(reason))`; the sink then stays where it was.
-    pub fn enter(&mut self, name: &[u8], mode: u32) -> Result<Result<(), String>> {
+    pub(crate) fn enter(&mut self, name: &[u8], mode: u32) -> Result<Result<(), String>> {
         check_name(name)?;
         let mut line = format!("D{:04o} 0 ", mode & 0o7777).into_bytes();
         line.extend_from_slice(name);
@@ -125,7 +125,7 @@ impl ScpSink {
     }
 
     /// Leaves the current directory.
-    pub fn leave(&mut self) -> Result<()> {
+    pub(crate) fn leave(&mut self) -> Result<()> {
         if self.depth == 0 {
             bail!("internal error: scp leave() at the root");
         }
@@ -136,13 +136,13 @@ impl ScpSink {
     }
 
     /// How many directories deep the sink currently is.
-    pub fn depth(&self) -> usize {
+    pub(crate) fn depth(&self) -> usize {
         self.depth
     }
 
     /// Sends `local` as `name` in the current directory. Returns the file's id, whose
     /// [`Outcome`] [`finish`](Self::finish) reports. An `Err` means the channel broke.
-    pub fn send(&mut self, name: &[u8], local: crate::local::ToSend<'_>) -> Result<usize> {
+    pub(crate) fn send(&mut self, name: &[u8], local: crate::local::ToSend<'_>) -> Result<usize> {
         check_name(name)?;
         let id = self.outcomes.len();
         self.outcomes.push(None);
@@ -219,7 +219,7 @@ impl ScpSink {
 
     /// Leaves every directory, reads every answer, closes the channel and checks the exit
     /// status. Returns each file's outcome by id. An `Err` means nothing can be trusted.
-    pub fn finish(mut self) -> Result<Vec<Outcome>> {
+    pub(crate) fn finish(mut self) -> Result<Vec<Outcome>> {
         while self.depth > 0 {
             self.leave()?;
         }
@@ -322,7 +322,7 @@ fn times_record(meta: &FileMeta) -> String {
 }
 
 /// The outcome of a file that was not read.
-pub fn unsendable(why: crate::local::Unsendable) -> Outcome {
+pub(crate) fn unsendable(why: crate::local::Unsendable) -> Outcome {
     match why {
         crate::local::Unsendable::Vanished => Outcome::Vanished,
         crate::local::Unsendable::Changed => Outcome::Changed,

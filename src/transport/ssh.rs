@@ -24,13 +24,13 @@ use ssh2::{CheckResult, HashType, HostKeyType, KnownHostFileKind, Session};
 use crate::config::{Host, HostKeyPolicy, SshSettings};
 
 /// An authenticated session to one host.
-pub struct Connection {
+pub(crate) struct Connection {
     /// The libssh2 session (blocking, owned by one thread).
     session: Session,
     /// Which auth method worked: `publickey`, `agent`, `password` or `keyboard-interactive`.
-    pub auth_method: &'static str,
+    pub(crate) auth_method: &'static str,
     /// The server's host key fingerprint, `SHA256:...` as OpenSSH prints it.
-    pub fingerprint: String,
+    pub(crate) fingerprint: String,
     /// Set from outside (shutdown) to abort a file transfer between two chunks.
     cancel: Arc<AtomicBool>,
     /// Whether the remote has GNU tar or bsdtar (the fast path), probed on first use.
@@ -64,18 +64,18 @@ pub struct Connection {
 }
 
 /// What a remote script printed, and how it exited.
-pub struct ScriptOutput {
+pub(crate) struct ScriptOutput {
     /// Everything on stdout.
-    pub stdout: Vec<u8>,
+    pub(crate) stdout: Vec<u8>,
     /// Everything on stderr.
-    pub stderr: String,
+    pub(crate) stderr: String,
     /// Exit status of the remote `sh`.
-    pub status: i32,
+    pub(crate) status: i32,
 }
 
 impl Connection {
     /// Connects, checks the host key and logs in. Errors say which step failed.
-    pub fn open(host: &Host, ssh: &SshSettings) -> Result<Connection> {
+    pub(crate) fn open(host: &Host, ssh: &SshSettings) -> Result<Connection> {
         let tcp = connect_tcp(host, ssh.connect_timeout)?;
         let mut session = Session::new().context("cannot create an ssh session")?;
         super::quickack::install(&session);
@@ -127,7 +127,7 @@ impl Connection {
 
     /// Whether batches may go as a tar stream: the remote has GNU tar or bsdtar and
     /// no tar stream failed on this connection. Asks the remote once.
-    pub fn has_tar(&self) -> bool {
+    pub(crate) fn has_tar(&self) -> bool {
         if let Some(known) = self.tar.get() {
             return known;
         }
@@ -146,30 +146,30 @@ impl Connection {
     }
 
     /// Whether a tar stream may be used: not forced off, and not known to be missing.
-    pub fn tar_maybe(&self) -> bool {
+    pub(crate) fn tar_maybe(&self) -> bool {
         self.tar.get() != Some(false) && !self.scp_forced()
     }
 
     /// Whether nobody has asked the remote about tar yet (a listing may ask for
     /// [`Connection::has_tar`], saving it an exec of its own).
-    pub fn tar_unknown(&self) -> bool {
+    pub(crate) fn tar_unknown(&self) -> bool {
         self.tar.get().is_none() && !self.scp_forced()
     }
 
     /// Records what a listing found out about the remote's tar (first answer wins).
-    pub fn set_tar_probed(&self, found: bool) {
+    pub(crate) fn set_tar_probed(&self, found: bool) {
         if self.tar.get().is_none() {
             self.tar.set(Some(found));
         }
     }
 
     /// `[sync] split`: whether the agent may make a big batch in two lanes.
-    pub fn may_split(&self) -> bool {
+    pub(crate) fn may_split(&self) -> bool {
         self.split
     }
 
     /// `[sync] inflight_kib`: `None` for automatic.
-    pub fn inflight_kib(&self) -> Option<u32> {
+    pub(crate) fn inflight_kib(&self) -> Option<u32> {
         self.inflight_kib
     }
 
@@ -179,65 +179,69 @@ impl Connection {
     }
 
     /// Stops using the tar fast path on this connection (after a tar stream failed).
-    pub fn disable_tar(&self) {
+    pub(crate) fn disable_tar(&self) {
         self.tar.set(Some(false));
     }
 
     /// Whether hostsync's agent may serve this host: not known to lack perl, and
     /// not forced off (`HOSTSYNC_TRANSFER=tar` or `scp`: the way hosts without perl
     /// are served, for tests and measurements).
-    pub fn agent_maybe(&self) -> bool {
+    pub(crate) fn agent_maybe(&self) -> bool {
         self.agent.get() != Some(false) && self.transfer == crate::config::Transfer::Auto
     }
 
     /// Whether no agent start has shown yet whether the remote has perl.
-    pub fn agent_unknown(&self) -> bool {
+    pub(crate) fn agent_unknown(&self) -> bool {
         self.agent.get().is_none()
     }
 
     /// Records whether the remote has perl for the agent.
-    pub fn set_agent(&self, found: bool) {
+    pub(crate) fn set_agent(&self, found: bool) {
         self.agent.set(Some(found));
     }
 
     /// The names of this session's temporaries on a host without perl.
-    pub fn names(&self) -> &crate::remote::runs::Names {
+    pub(crate) fn names(&self) -> &crate::remote::runs::Names {
         &self.names
     }
 
     /// Where the runs of this client hold their locks (see [`crate::remote::runs`]).
-    pub fn runs_dir(&self) -> &std::path::Path {
+    pub(crate) fn runs_dir(&self) -> &std::path::Path {
         &self.runs_dir
     }
 
     /// Where the record of what was last pushed to each host lives (`crate::local::pushed`).
-    pub fn pushed_dir(&self) -> &std::path::Path {
+    pub(crate) fn pushed_dir(&self) -> &std::path::Path {
         &self.pushed_dir
     }
 
     /// This client's id (see [`crate::config::client_id`]).
-    pub fn client_id(&self) -> &str {
+    pub(crate) fn client_id(&self) -> &str {
         &self.client_id
     }
 
     /// `[ssh] strict_modes`: the ancestor rule for symlinks on the way to dest.
-    pub fn strict_modes(&self) -> bool {
+    pub(crate) fn strict_modes(&self) -> bool {
         self.strict_modes
     }
 
     /// How long any single read or write may block (`[ssh] io_timeout`).
-    pub fn io_timeout(&self) -> Duration {
+    pub(crate) fn io_timeout(&self) -> Duration {
         self.io_timeout
     }
 
     /// The round trip to the host, as far as channel opens tell (`None` before the first).
-    pub fn rtt(&self) -> Option<Duration> {
+    pub(crate) fn rtt(&self) -> Option<Duration> {
         self.rtt.get()
     }
 
     /// Lets libssh2 take in whatever the server has sent (window adjusts included)
     /// without blocking; data for `channel` is appended to `early`.
-    pub fn take_input(&self, channel: &mut ssh2::Channel, early: &mut Vec<u8>) -> Result<()> {
+    pub(crate) fn take_input(
+        &self,
+        channel: &mut ssh2::Channel,
+        early: &mut Vec<u8>,
+    ) -> Result<()> {
         self.session.set_blocking(false);
         let mut buf = [0u8; 16 * 1024];
         let result = loop {
@@ -253,7 +257,7 @@ impl Connection {
     }
 
     /// Waits up to `timeout` for bytes from the server; false if none came.
-    pub fn wait_input(&self, timeout: Duration) -> Result<bool> {
+    pub(crate) fn wait_input(&self, timeout: Duration) -> Result<bool> {
         use std::os::fd::AsRawFd;
         let mut fds = libc::pollfd {
             fd: self.session.as_raw_fd(),
@@ -277,18 +281,18 @@ impl Connection {
     }
 
     /// Makes transfers on this connection stop early once `flag` is set.
-    pub fn set_cancel(&mut self, flag: Arc<AtomicBool>) {
+    pub(crate) fn set_cancel(&mut self, flag: Arc<AtomicBool>) {
         self.cancel = flag;
     }
 
     /// The flag that aborts transfers (see [`Connection::set_cancel`]).
-    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+    pub(crate) fn cancel_flag(&self) -> Arc<AtomicBool> {
         self.cancel.clone()
     }
 
     /// Runs a POSIX sh script fed on stdin (`sh -s`) and collects its output, at
     /// most `cap` bytes of it (see [`super::bounded`]).
-    pub fn run_script(&self, script: &[u8], cap: u64) -> Result<ScriptOutput> {
+    pub(crate) fn run_script(&self, script: &[u8], cap: u64) -> Result<ScriptOutput> {
         self.run_command("sh -s", script, cap)
     }
 
@@ -296,7 +300,7 @@ impl Connection {
     /// text (see [`crate::remote::listing_then_tar`]), leaving the channel open for
     /// what comes next. Returns the channel, the output before `end`, and the text.
     /// If the output ends first, the error shows what came, the stderr and the status.
-    pub fn run_until(
+    pub(crate) fn run_until(
         &self,
         command: &str,
         end: &[u8],
@@ -358,7 +362,12 @@ impl Connection {
     /// Runs `command` with `input` on its stdin and collects its output: at most `cap`
     /// bytes of stdout and 64 KiB of stderr, arriving at least as fast as
     /// [`super::bounded`] asks.
-    pub fn run_command(&self, command: &str, input: &[u8], cap: u64) -> Result<ScriptOutput> {
+    pub(crate) fn run_command(
+        &self,
+        command: &str,
+        input: &[u8],
+        cap: u64,
+    ) -> Result<ScriptOutput> {
         let started = std::time::Instant::now();
         let mut ch = self
             .session
@@ -395,7 +404,7 @@ impl Connection {
     }
 
     /// Opens a channel running `command` (the SCP sink), for `transfer::scp`.
-    pub fn exec(&self, command: &str) -> Result<ssh2::Channel> {
+    pub(crate) fn exec(&self, command: &str) -> Result<ssh2::Channel> {
         let opening = std::time::Instant::now();
         let mut ch = self
             .session

@@ -44,7 +44,7 @@ use crate::remote::quote;
 const BUFFER: usize = 256 * 1024;
 
 /// A member to extract below the root.
-pub enum Member<'a> {
+pub(crate) enum Member<'a> {
     /// A directory (created, or its mode set), relative to the root.
     Dir { rel: &'a [u8], mode: u32 },
     /// A local file, stored at `rel` (a temporary name) below the root.
@@ -58,12 +58,12 @@ pub enum Member<'a> {
 /// stderr, e.g. `tar exit 2: Cannot mkdir: File exists`. Nothing from that stream
 /// was committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TarFailed {
+pub(crate) struct TarFailed {
     /// The exit status.
-    pub status: i32,
+    pub(crate) status: i32,
     /// The first line of tar's stderr, without a leading `tar: `, escaped for humans
     /// (empty when tar said nothing).
-    pub first_line: String,
+    pub(crate) first_line: String,
 }
 
 impl std::fmt::Display for TarFailed {
@@ -81,7 +81,7 @@ impl std::fmt::Display for TarFailed {
 /// tar's stderr goes to the channel's stderr, capped at 4 KiB (the rest is read
 /// and dropped, so a tar with many warnings neither blocks nor dies of SIGPIPE):
 /// the caller names its first line when tar fails ([`TarFailed`]).
-pub const REMOTE: &str = r#"exec 4>&1
+pub(crate) const REMOTE: &str = r#"exec 4>&1
 s=$( { { tar -x -p --no-same-owner -f - -C "$1" 2>&1 >&4 4>&- 5>&-; echo "$?" >&5; } | { head -c 4096 >&2; cat >/dev/null; }; } 5>&1 )
 exec 4>&-
 echo "tar-exit:$s""#;
@@ -90,16 +90,16 @@ echo "tar-exit:$s""#;
 /// one line: `tar INDEX` to run [`REMOTE`] on root number INDEX of the listing,
 /// anything else to exit. Saves the first stream of a batch its own channel open
 /// and exec: two round trips.
-pub struct Reserved {
+pub(crate) struct Reserved {
     /// The waiting channel.
-    pub channel: ssh2::Channel,
+    pub(crate) channel: ssh2::Channel,
     /// The listing's roots, in order: what INDEX refers to.
-    pub roots: Vec<Vec<u8>>,
+    pub(crate) roots: Vec<Vec<u8>>,
 }
 
 impl Reserved {
     /// Tells the remote side there is nothing to extract and closes the channel.
-    pub fn release(mut self) {
+    pub(crate) fn release(mut self) {
         // Best effort: the remote exits on this line or on EOF, whichever comes.
         let _ = self.channel.write_all(b"none\n");
         let _ = self.channel.send_eof();
@@ -111,7 +111,7 @@ impl Reserved {
 /// member has gone into the stream (for progress). Returns one outcome per file
 /// member, in order, or `Ok(Err(why))` when the remote tar failed (nothing may be
 /// committed; send the batch another way). `Err` means the connection broke.
-pub fn upload(
+pub(crate) fn upload(
     conn: &Connection,
     root: &[u8],
     members: &[Member<'_>],

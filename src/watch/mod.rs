@@ -22,7 +22,7 @@
 //! must not drop changes. If that stalls notify's thread long enough for the
 //! kernel queue to overflow, the overflow turns into a full reconcile.
 
-pub mod route;
+pub(crate) mod route;
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -35,11 +35,11 @@ use notify::{Event, EventKind, RecursiveMode, Watcher as _};
 use crate::remote::TMP_PREFIX;
 
 /// Capacity of the change channel between the watcher and the planner.
-pub const CHANNEL_CAPACITY: usize = 65_536;
+pub(crate) const CHANNEL_CAPACITY: usize = 65_536;
 
 /// What happened to a local path, as far as pushing is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     /// The writer is done with it (closed after writing, renamed into place, a new directory).
     Ready(PathBuf),
     /// It is being written or its attributes changed; wait for a quiet period.
@@ -53,17 +53,17 @@ pub enum Change {
 }
 
 /// The running watcher; dropping it stops watching.
-pub struct Watcher {
+pub(crate) struct Watcher {
     /// notify's watcher, kept alive.
     _inner: notify::RecommendedWatcher,
     /// How many sources are watched.
-    pub watched: usize,
+    pub(crate) watched: usize,
     /// Sources that could not be watched, with the reason.
-    pub failed: Vec<(PathBuf, String)>,
+    pub(crate) failed: Vec<(PathBuf, String)>,
 }
 
 /// Starts watching every src; changes go to `tx`.
-pub fn start(srcs: &[PathBuf], tx: Sender<Change>) -> Result<Watcher> {
+pub(crate) fn start(srcs: &[PathBuf], tx: Sender<Change>) -> Result<Watcher> {
     let handler_tx = tx.clone();
     let mut inner = notify::recommended_watcher(move |res: notify::Result<Event>| {
         for change in translate(res) {

@@ -21,22 +21,22 @@ use crate::watch::Change;
 
 /// Which host and mapping a local path belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
+pub(crate) struct Route {
     /// Index of the host (target).
-    pub host: usize,
+    pub(crate) host: usize,
     /// Index of the mapping within that host's mappings.
-    pub mapping: usize,
+    pub(crate) mapping: usize,
     /// The mapping's src, normalised.
-    pub src: PathBuf,
+    pub(crate) src: PathBuf,
     /// Whether src is a directory (a tree) or a single file.
-    pub is_dir: bool,
+    pub(crate) is_dir: bool,
     /// The mapping's exclude patterns (relative to src).
-    pub exclude: Excludes,
+    pub(crate) exclude: Excludes,
 }
 
 impl Route {
     /// A route for `src` (trailing slashes and `.` parts removed).
-    pub fn new(host: usize, mapping: usize, src: &Path, is_dir: bool) -> Route {
+    pub(crate) fn new(host: usize, mapping: usize, src: &Path, is_dir: bool) -> Route {
         let src: PathBuf = src
             .components()
             .filter(|c| !matches!(c, Component::CurDir))
@@ -51,7 +51,7 @@ impl Route {
     }
 
     /// The same route with the mapping's exclude patterns.
-    pub fn with_exclude(mut self, exclude: Excludes) -> Route {
+    pub(crate) fn with_exclude(mut self, exclude: Excludes) -> Route {
         self.exclude = exclude;
         self
     }
@@ -70,7 +70,7 @@ impl Route {
 
 /// Work for one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Job {
+pub(crate) enum Job {
     /// Compare and push every mapping (startup, lost events).
     Full,
     /// Push this local path of this mapping (and what is below it).
@@ -79,15 +79,15 @@ pub enum Job {
 
 /// A job for a host.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dispatch {
+pub(crate) struct Dispatch {
     /// Index of the host.
-    pub host: usize,
+    pub(crate) host: usize,
     /// What to do.
-    pub job: Job,
+    pub(crate) job: Job,
 }
 
 /// The planner's state.
-pub struct Planner {
+pub(crate) struct Planner {
     /// Every (host, mapping) with its src.
     routes: Vec<Route>,
     /// Number of hosts, for full reconciles.
@@ -100,7 +100,7 @@ pub struct Planner {
 
 impl Planner {
     /// A planner over `routes` for `hosts` hosts.
-    pub fn new(routes: Vec<Route>, hosts: usize, debounce: Duration) -> Planner {
+    pub(crate) fn new(routes: Vec<Route>, hosts: usize, debounce: Duration) -> Planner {
         Planner {
             routes,
             hosts,
@@ -110,7 +110,7 @@ impl Planner {
     }
 
     /// Takes one change at time `now`; returns what to dispatch right away.
-    pub fn change(&mut self, change: Change, now: Instant) -> Vec<Dispatch> {
+    pub(crate) fn change(&mut self, change: Change, now: Instant) -> Vec<Dispatch> {
         match change {
             Change::Ready(p) | Change::Gone(p) => {
                 self.writing.remove(&p);
@@ -130,7 +130,7 @@ impl Planner {
     }
 
     /// Paths whose quiet period ended by `now`.
-    pub fn due(&mut self, now: Instant) -> Vec<Dispatch> {
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<Dispatch> {
         let mut ready: Vec<PathBuf> = self
             .writing
             .iter()
@@ -147,12 +147,12 @@ impl Planner {
     }
 
     /// When the next quiet period ends, if any path is being written.
-    pub fn next_due(&self) -> Option<Instant> {
+    pub(crate) fn next_due(&self) -> Option<Instant> {
         self.writing.values().min().copied()
     }
 
     /// A full reconcile for every host.
-    pub fn full(&self) -> Vec<Dispatch> {
+    pub(crate) fn full(&self) -> Vec<Dispatch> {
         (0..self.hosts)
             .map(|host| Dispatch {
                 host,
