@@ -20,6 +20,8 @@ mod harness;
 /// Issue 13 (hostile places): planted links, swapped directories, an attacker
 /// user, a lying server, control characters, setuid bits.
 mod hostile;
+/// Issue 15: the folders of src/ depend one way; every file has a true module doc.
+mod layout;
 /// Issue 5 (everything the older sync tools do): excludes, delete, numbered
 /// backups, post_sync, `--dry-run`/`--exit-code`, `--json`, progress bars, completions.
 mod parity;

@@ -13,11 +13,11 @@ use anyhow::{Context as _, Result};
 
 use super::narrow;
 use crate::cli::SyncArgs;
+use crate::config::exclude::Excludes;
 use crate::config::{Config, Target};
 use crate::exec::push;
 use crate::exit::ExitCode;
 use crate::local::Sources;
-use crate::local::exclude::Excludes;
 use crate::output::{Output, Style};
 use crate::reconcile::Scope;
 use crate::reconcile::render::{self, Diff};

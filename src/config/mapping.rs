@@ -6,7 +6,7 @@
 //! missing today is an error for that mapping only, not for the whole run.
 //!
 //! Optional per-mapping fields (issue 5): `exclude` (gitignore-like patterns,
-//! see [`crate::local::exclude`]), `delete`, `backups` (0-99) and `post_sync` (remote
+//! see [`crate::config::exclude`]), `delete`, `backups` (0-99) and `post_sync` (remote
 //! commands); issue 13 adds `follow_symlinks` (follow links below a directory
 //! src instead of recreating them) and `keep_special_bits` (keep setuid and
 //! setgid on files, which are dropped otherwise). `exclude` and `delete` only make sense for a directory src: when
@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::ini::resolve;
 use super::source::{self, Problems};
-use crate::local::exclude::Excludes;
+use crate::config::exclude::Excludes;
 
 /// The most numbered backups a mapping may keep (`dest.1` .. `dest.99`).
 pub(crate) const MAX_BACKUPS: u32 = 99;

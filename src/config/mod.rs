@@ -11,6 +11,7 @@
 //! [`Config::targets`] only, so a disabled host is never contacted or reported.
 
 pub(crate) mod example;
+pub(crate) mod exclude;
 /// Property tests of the parsers (issue 4); see the module for running them longer.
 #[cfg(test)]
 mod fuzz;

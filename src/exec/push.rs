@@ -314,7 +314,7 @@ fn run_post_sync(conn: &Connection, units: &[Unit<'_>], changed: &[u64], report:
 /// followed), for `local::scan_all`.
 pub(crate) fn srcs(
     targets: &[Target],
-) -> impl Iterator<Item = (&Path, &crate::local::exclude::Excludes, bool)> {
+) -> impl Iterator<Item = (&Path, &crate::config::exclude::Excludes, bool)> {
     targets.iter().flat_map(|t| {
         t.mappings
             .iter()

@@ -15,7 +15,6 @@
 //! editor's temporary, renamed over the real file) has nothing to send: a debug
 //! line, not an error, whether the scan or the send notices it (issue 14, bug 1).
 
-pub(crate) mod exclude;
 pub(crate) mod pushed;
 pub(crate) mod scope;
 
@@ -27,7 +26,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::local::exclude::Excludes;
+use crate::config::exclude::Excludes;
 
 /// Scanned sources by src path and exclude patterns (see [`scan_all`]).
 pub(crate) type Sources =

@@ -1,7 +1,7 @@
 //! One SSH connection to one host: TCP, handshake, host-key check, authentication,
 //! and the two ways we talk to the remote: shell scripts and the SCP sink.
 //!
-//! Pitfalls handled here (see ../shared/LIBSSH2-NOTES.md): TCP_NODELAY is set
+//! Pitfalls handled here (each measured with libssh2): TCP_NODELAY is set
 //! before the handshake (without it every small write stalls on Nagle + delayed
 //! ACK); the connect timeout bounds TCP connect, handshake and auth, and the I/O
 //! timeout bounds every later blocking call, so a silent peer becomes an error

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::local::exclude::Excludes;
+use crate::config::exclude::Excludes;
 use crate::watch::Change;
 
 /// Which host and mapping a local path belongs to.
