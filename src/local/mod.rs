@@ -4,7 +4,7 @@
 //! directory tree, walked without following symlinks: a symlink inside a tree is
 //! an entry of its own, recreated as a symlink on the remote, so nothing outside
 //! src is ever read through it (`"follow_symlinks": true` on a mapping follows them
-//! instead). A file is read through [`open_for_send`], which does not follow a
+//! instead). A file is read through [`read::Reading`], which does not follow a
 //! symlink either and checks that the file is still the one the scan saw (same
 //! device and inode): a file another local user swapped for a link to a secret
 //! after the scan is scanned again, never read through (issue 13). Scanning several srcs runs in parallel (rayon),
@@ -16,6 +16,7 @@
 //! line, not an error, whether the scan or the send notices it (issue 14, bug 1).
 
 pub(crate) mod pushed;
+pub(crate) mod read;
 pub(crate) mod scope;
 
 use std::collections::HashMap;
@@ -83,128 +84,9 @@ impl FileMeta {
     }
 }
 
-/// Why a local file is not sent now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Unsendable {
-    /// It no longer exists: nothing to send (an editor's temporary renamed away).
-    Vanished,
-    /// It is no longer what the scan saw (another file, a symlink now): scan again.
-    Changed,
-    /// It exists but cannot be read: the reason.
-    Unreadable(String),
-}
-
-/// What to read for one upload: the path, the file the scan saw there, whether a
-/// symlink there is followed, and which mode bits the remote copy keeps.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ToSend<'a> {
-    /// The local path.
-    pub(crate) path: &'a Path,
-    /// The file as scanned (`None`: whatever is there now, on a retry).
-    pub(crate) expect: Option<&'a FileMeta>,
-    /// Follow a symlink at `path` (a file src, or `"follow_symlinks": true`).
-    pub(crate) follow: bool,
-    /// The mode bits kept (`0o1777` drops setuid and setgid; see
-    /// [`crate::config::Mapping::file_mode`]).
-    pub(crate) mode_mask: u32,
-}
-
-impl ToSend<'_> {
-    /// Opens it (see [`open_for_send`]); the attributes returned carry the mode the
-    /// remote copy gets.
-    pub(crate) fn open(&self) -> Result<(Opened, FileMeta), Unsendable> {
-        let (file, mut meta) = open_for_send(self.path, self.expect, self.follow)?;
-        meta.mode &= self.mode_mask;
-        Ok((Opened::new(file), meta))
-    }
-}
-
-/// A local file opened for sending: what is read through it is hashed on the way,
-/// so a host's record of what it was sent carries the content's SHA-256
-/// ([`crate::local::pushed`]) without the file being read twice.
-pub(crate) struct Opened {
-    /// The open file.
-    file: std::fs::File,
-    /// SHA-256 of every byte read so far.
-    hasher: sha2::Sha256,
-}
-
-impl Opened {
-    /// Wraps `file`, nothing read yet.
-    pub(crate) fn new(file: std::fs::File) -> Opened {
-        use sha2::Digest;
-        Opened {
-            file,
-            hasher: sha2::Sha256::new(),
-        }
-    }
-
-    /// The file's attributes now (to see whether it changed while it was read).
-    pub(crate) fn metadata(&self) -> std::io::Result<std::fs::Metadata> {
-        self.file.metadata()
-    }
-
-    /// SHA-256, lowercase hex, of what was read: the file's content once it was
-    /// read to its end without changing.
-    pub(crate) fn sha256(&self) -> String {
-        use sha2::Digest;
-        hex(&self.hasher.clone().finalize())
-    }
-}
-
-impl std::io::Read for Opened {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use sha2::Digest;
-        let n = self.file.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-/// Bytes as lowercase hex.
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Opens local file `path` for sending: without following a symlink at `path`
-/// unless `follow`, and, with `expect`, only if it is still the file the scan saw
-/// (same device and inode). Returns the file and its attributes now.
-pub(crate) fn open_for_send(
-    path: &Path,
-    expect: Option<&FileMeta>,
-    follow: bool,
-) -> Result<(std::fs::File, FileMeta), Unsendable> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    if !follow {
-        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
-    } else {
-        options.custom_flags(libc::O_NONBLOCK);
-    }
-    let file = match options.open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Unsendable::Vanished),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(Unsendable::Changed),
-        Err(e) => {
-            return Err(Unsendable::Unreadable(format!(
-                "cannot read local file: {e}"
-            )));
-        }
-    };
-    let meta = match file.metadata() {
-        Ok(m) if m.is_file() => FileMeta::of(&m),
-        Ok(_) => return Err(Unsendable::Changed),
-        Err(e) => {
-            return Err(Unsendable::Unreadable(format!(
-                "cannot stat local file: {e}"
-            )));
-        }
-    };
-    if expect.is_some_and(|x| (x.dev, x.ino) != (meta.dev, meta.ino)) {
-        return Err(Unsendable::Changed);
-    }
-    Ok((file, meta))
 }
 
 /// One thing below a src.
@@ -475,21 +357,6 @@ mod tests {
         assert_eq!(
             sha256_hex(&d.path().join("a/b/f")).unwrap(),
             "5994471abb01112afcc18159f6cc74b4f511b99806da59b3caf5a9c173cacfc5"
-        );
-        // What a send reads is hashed on the way, to the same digest.
-        let to_send = ToSend {
-            path: &d.path().join("a/b/f"),
-            expect: None,
-            follow: false,
-            mode_mask: 0o7777,
-        };
-        let (mut opened, meta) = to_send.open().unwrap();
-        let mut content = Vec::new();
-        std::io::Read::read_to_end(&mut opened, &mut content).unwrap();
-        assert_eq!((content.len() as u64, meta.size), (5, 5));
-        assert_eq!(
-            opened.sha256(),
-            sha256_hex(&d.path().join("a/b/f")).unwrap()
         );
     }
 

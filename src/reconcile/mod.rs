@@ -78,7 +78,7 @@ pub(crate) struct Item {
     /// a removal. `sync -v` prints it, and with `-v` info.log's sent line has it.
     pub(crate) why: String,
     /// A file's attributes as the scan saw them: the file is sent only if it is
-    /// still that file (same device and inode; see [`local::open_for_send`]).
+    /// still that file (same device and inode; see [`local::read::open_for_send`]).
     pub(crate) meta: Option<local::FileMeta>,
     /// Whether a symlink at `local` is followed: a file src itself (as scp does), or
     /// a mapping with `"follow_symlinks": true`.
@@ -90,8 +90,8 @@ pub(crate) struct Item {
 
 impl Item {
     /// What to read to send this file.
-    pub(crate) fn to_send(&self) -> local::ToSend<'_> {
-        local::ToSend {
+    pub(crate) fn to_send(&self) -> local::read::ToSend<'_> {
+        local::read::ToSend {
             path: &self.local,
             expect: self.meta.as_ref(),
             follow: self.follow,

@@ -28,7 +28,7 @@ use anyhow::{Result, anyhow, bail};
 use super::bounded::Budget;
 use super::pace::Paced;
 use super::ssh::Connection;
-use crate::local::FileMeta;
+use crate::local::read::{Finished, Reading};
 use crate::remote::{RemoteEntry, quote};
 
 /// The agent's program, sent with every start (comment lines dropped, see [`program`]).
@@ -145,18 +145,6 @@ pub(crate) enum Answer {
     Listing(Listing),
     /// Failed: the agent's reason.
     Failed(String),
-}
-
-/// How a file's data went.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Sent {
-    /// All of it, unchanged while read: the agent keeps it (its answer confirms).
-    /// With the attributes it had while read and the SHA-256 of its content.
-    Whole(FileMeta, String),
-    /// It changed while it was read: the agent drops it.
-    Changed,
-    /// It could not be read (the agent drops what came): the reason.
-    Unreadable(String),
 }
 
 /// A request waiting for its answer.
@@ -325,17 +313,16 @@ impl<'c> Agent<'c> {
     /// file it replaces, in `lane` (see [`Agent::lanes`]). The agent keeps it only
     /// when it arrived whole and did not change while read; its answer (see
     /// [`Agent::answer`]) confirms the step.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn put(
         &mut self,
         id: usize,
         rel: &[u8],
-        mode: u32,
-        file: &mut crate::local::Opened,
-        before: &FileMeta,
+        mut file: Reading,
         backups: u32,
         lane: u8,
-    ) -> Result<Sent> {
+    ) -> Result<Finished> {
+        let before = *file.meta();
+        let mode = before.mode;
         let id = id.to_string();
         let fields = [
             id,
@@ -359,43 +346,21 @@ impl<'c> Agent<'c> {
                 fields[6].as_bytes(),
             ],
         )?;
-        let mut left = before.size;
-        let mut trouble = None;
-        while left > 0 {
+        loop {
             if self.cancel.load(Ordering::Relaxed) {
                 bail!("transfer cancelled by shutdown");
             }
-            let want = left.min(CHUNK as u64) as usize;
-            let n = match file.read(&mut self.buf[..want]) {
-                Ok(0) => {
-                    trouble = Some(Sent::Changed);
-                    break;
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    trouble = Some(Sent::Unreadable(format!("cannot read local file: {e}")));
-                    break;
-                }
-            };
-            let len = (n as u32).to_be_bytes();
-            self.out.write_all(&[tag::DATA])?;
-            self.out.write_all(&len)?;
-            let buf = std::mem::take(&mut self.buf);
-            let written = self.out.write_all(&buf[..n]);
+            let mut buf = std::mem::take(&mut self.buf);
+            let n = file.chunk(&mut buf);
+            let written = if n > 0 { self.data(&buf[..n]) } else { Ok(()) };
             self.buf = buf;
             written?;
-            left -= n as u64;
+            if n == 0 {
+                break;
+            }
         }
-        let sent = match trouble {
-            Some(t) => t,
-            None => match file.metadata() {
-                Ok(m) if before.unchanged(&FileMeta::of(&m)) => Sent::Whole(*before, file.sha256()),
-                Ok(_) => Sent::Changed,
-                Err(e) => Sent::Unreadable(format!("cannot stat local file: {e}")),
-            },
-        };
-        let keep: &[u8] = if matches!(sent, Sent::Whole(..)) {
+        let sent = file.finish();
+        let keep: &[u8] = if matches!(sent, Finished::Whole(..)) {
             b"1"
         } else {
             b"0"
@@ -458,6 +423,16 @@ impl<'c> Agent<'c> {
         self.budget.grow(PER_STEP);
         self.send(tag, fields)?;
         self.waiting.push_back(Waiting::Step);
+        Ok(())
+    }
+
+    /// Writes one frame of file data: the tag, four bytes of length (big-endian),
+    /// the bytes.
+    fn data(&mut self, bytes: &[u8]) -> Result<()> {
+        let len = u32::try_from(bytes.len())?.to_be_bytes();
+        self.out.write_all(&[tag::DATA])?;
+        self.out.write_all(&len)?;
+        self.out.write_all(bytes)?;
         Ok(())
     }
 

@@ -29,7 +29,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, anyhow, bail};
 
 use super::ssh::Connection;
-use crate::local::{FileMeta, Opened};
+use crate::local::FileMeta;
+use crate::local::read::{Finished, Reading, ToSend, Unsendable};
 use crate::remote::quote;
 
 /// The longest error line the remote scp may send (issue 13, "Bounded").
@@ -143,17 +144,18 @@ impl ScpSink {
 
     /// Sends `local` as `name` in the current directory. Returns the file's id, whose
     /// [`Outcome`] [`finish`](Self::finish) reports. An `Err` means the channel broke.
-    pub(crate) fn send(&mut self, name: &[u8], local: crate::local::ToSend<'_>) -> Result<usize> {
+    pub(crate) fn send(&mut self, name: &[u8], local: ToSend<'_>) -> Result<usize> {
         check_name(name)?;
         let id = self.outcomes.len();
         self.outcomes.push(None);
-        let (mut file, before) = match local.open() {
-            Ok(opened) => opened,
+        let mut reading = match Reading::open(&local) {
+            Ok(r) => r,
             Err(why) => {
                 self.outcomes[id] = Some(unsendable(why));
                 return Ok(id);
             }
         };
+        let before = *reading.meta();
         let times = times_record(&before);
         self.write(times.as_bytes())?;
         self.pending.push_back(Ack::Times);
@@ -165,57 +167,36 @@ impl ScpSink {
         if self.settle()?.is_some() {
             return Ok(id); // refused: outcome recorded by settle(), no data follows
         }
-        let torn = self.stream(&mut file, before.size)?;
+        self.stream(&mut reading)?;
         self.write(b"\0")?;
         self.pending.push_back(Ack::Data(id));
-        let after = file.metadata().map(|m| FileMeta::of(&m)).ok();
-        let unchanged = after.is_some_and(|a| before.unchanged(&a));
-        self.outcomes[id] = Some(if torn || !unchanged {
-            Outcome::Changed
-        } else {
-            Outcome::Stored {
-                meta: before,
-                sha256: file.sha256(),
-            }
-        });
+        self.outcomes[id] = Some(outcome_of(reading.finish()));
         Ok(id)
     }
 
-    /// Writes exactly `size` bytes of `file`; pads with zeros if it shrank meanwhile.
-    /// Returns true when the file did not have `size` bytes to give (it changed).
-    fn stream(&mut self, file: &mut Opened, size: u64) -> Result<bool> {
-        let mut left = size;
-        let mut torn = false;
+    /// Writes exactly the size `file` had when opened; pads with zeros if it
+    /// shrank meanwhile (the protocol promised that many bytes), which
+    /// [`Reading::finish`] then calls changed.
+    fn stream(&mut self, file: &mut Reading) -> Result<()> {
+        let mut left = file.owed();
         while left > 0 {
             if self.cancel.load(Ordering::Relaxed) {
                 bail!("transfer cancelled by shutdown");
             }
             let want = left.min(CHUNK as u64) as usize;
-            let n = if torn {
-                0
-            } else {
-                match file.read(&mut self.buf[..want]) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => 0,
+            let n = match file.chunk(&mut self.buf[..want]) {
+                0 => {
+                    self.buf[..want].fill(0);
+                    want
                 }
+                n => n,
             };
-            if n == 0 {
-                // The protocol promised `size` bytes: keep it in sync with zeros.
-                torn = true;
-                self.buf[..want].fill(0);
-                self.channel
-                    .write_all(&self.buf[..want])
-                    .context("sending file data")?;
-                left -= want as u64;
-            } else {
-                self.channel
-                    .write_all(&self.buf[..n])
-                    .context("sending file data")?;
-                left -= n as u64;
-            }
+            self.channel
+                .write_all(&self.buf[..n])
+                .context("sending file data")?;
+            left -= n as u64;
         }
-        Ok(torn)
+        Ok(())
     }
 
     /// Leaves every directory, reads every answer, closes the channel and checks the exit
@@ -322,12 +303,21 @@ fn times_record(meta: &FileMeta) -> String {
     )
 }
 
+/// The outcome of a file read to its end ([`Reading::finish`]).
+pub(crate) fn outcome_of(read: Finished) -> Outcome {
+    match read {
+        Finished::Whole(meta, sha256) => Outcome::Stored { meta, sha256 },
+        Finished::Changed => Outcome::Changed,
+        Finished::Unreadable(reason) => Outcome::Failed(reason),
+    }
+}
+
 /// The outcome of a file that was not read.
-pub(crate) fn unsendable(why: crate::local::Unsendable) -> Outcome {
+pub(crate) fn unsendable(why: Unsendable) -> Outcome {
     match why {
-        crate::local::Unsendable::Vanished => Outcome::Vanished,
-        crate::local::Unsendable::Changed => Outcome::Changed,
-        crate::local::Unsendable::Unreadable(reason) => Outcome::Failed(reason),
+        Unsendable::Vanished => Outcome::Vanished,
+        Unsendable::Changed => Outcome::Changed,
+        Unsendable::Unreadable(reason) => Outcome::Failed(reason),
     }
 }
 

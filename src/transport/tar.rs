@@ -38,6 +38,7 @@ use super::pace::Paced;
 use super::scp::Outcome;
 use super::ssh::Connection;
 use crate::local::FileMeta;
+use crate::local::read::{Reading, ToSend};
 use crate::remote::quote;
 
 /// Bytes buffered before a write to the channel (tar headers are 512 bytes each).
@@ -48,10 +49,7 @@ pub(crate) enum Member<'a> {
     /// A directory (created, or its mode set), relative to the root.
     Dir { rel: &'a [u8], mode: u32 },
     /// A local file, stored at `rel` (a temporary name) below the root.
-    File {
-        rel: Vec<u8>,
-        local: crate::local::ToSend<'a>,
-    },
+    File { rel: Vec<u8>, local: ToSend<'a> },
 }
 
 /// Why a remote tar refused a stream: its exit status and the first line of its
@@ -252,13 +250,14 @@ fn parse_output(out: &[u8]) -> Result<i32> {
 fn send_file<W: Write>(
     builder: &mut tar::Builder<W>,
     rel: &[u8],
-    local: &crate::local::ToSend<'_>,
-    cancel: &std::sync::atomic::AtomicBool,
+    local: &ToSend<'_>,
+    cancel: &AtomicBool,
 ) -> Result<Outcome> {
-    let (mut file, before) = match local.open() {
-        Ok(opened) => opened,
+    let mut reading = match Reading::open(local) {
+        Ok(r) => r,
         Err(why) => return Ok(super::scp::unsendable(why)),
     };
+    let before = *reading.meta();
     if let Some(mtime) = pax_mtime(&before) {
         builder
             .append_pax_extensions([("mtime", mtime.as_bytes())])
@@ -269,29 +268,18 @@ fn send_file<W: Write>(
     h.set_mode(before.mode);
     h.set_size(before.size);
     h.set_mtime(before.mtime.max(0) as u64);
-    let mut reader = Exact {
-        file: &mut file,
-        left: before.size,
-        torn: false,
+    let mut padded = Padded {
+        left: reading.owed(),
+        reading: &mut reading,
         cancel,
     };
     builder
-        .append_data(&mut h, bytes_path(rel), &mut reader)
+        .append_data(&mut h, bytes_path(rel), &mut padded)
         .context("sending to the remote tar")?;
-    let torn = reader.torn;
     if cancel.load(Ordering::Relaxed) {
         bail!("transfer cancelled by shutdown");
     }
-    let after = file.metadata().map(|m| FileMeta::of(&m)).ok();
-    let unchanged = after.is_some_and(|a| before.unchanged(&a));
-    Ok(if torn || !unchanged {
-        Outcome::Changed
-    } else {
-        Outcome::Stored {
-            meta: before,
-            sha256: file.sha256(),
-        }
-    })
+    Ok(super::scp::outcome_of(reading.finish()))
 }
 
 /// A pax `mtime` record with the nanoseconds a tar header has no room for
@@ -303,19 +291,19 @@ fn pax_mtime(meta: &FileMeta) -> Option<String> {
         .then(|| format!("{}.{:09}", meta.mtime, meta.mtime_nsec))
 }
 
-/// Reads exactly `left` bytes: pads with zeros if the file shrank, stops if it grew.
-struct Exact<'a, R> {
-    /// The open local file.
-    file: &'a mut R,
+/// Exactly `left` bytes of a file being read: zeros once it has no more to give
+/// (its member's size is in the header already; [`Reading::finish`] then calls it
+/// changed).
+struct Padded<'a> {
+    /// The file.
+    reading: &'a mut Reading,
     /// Bytes still owed to the archive.
     left: u64,
-    /// The file had fewer bytes than announced.
-    torn: bool,
     /// Shutdown: end the member early (the stream is abandoned anyway).
-    cancel: &'a std::sync::atomic::AtomicBool,
+    cancel: &'a AtomicBool,
 }
 
-impl<R: Read> Read for Exact<'_, R> {
+impl Read for Padded<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.left == 0 {
             return Ok(0);
@@ -324,17 +312,12 @@ impl<R: Read> Read for Exact<'_, R> {
             return Err(std::io::Error::other("cancelled"));
         }
         let want = buf.len().min(self.left.min(usize::MAX as u64) as usize);
-        let n = if self.torn {
-            0
-        } else {
-            self.file.read(&mut buf[..want])?
-        };
-        let n = if n == 0 {
-            self.torn = true;
-            buf[..want].fill(0);
-            want
-        } else {
-            n
+        let n = match self.reading.chunk(&mut buf[..want]) {
+            0 => {
+                buf[..want].fill(0);
+                want
+            }
+            n => n,
         };
         self.left -= n as u64;
         Ok(n)
@@ -410,18 +393,19 @@ mod tests {
             0o750
         );
 
-        // A reader that runs short is padded and flagged.
-        let mut f = File::open(src.join("a")).unwrap();
-        let mut r = Exact {
-            file: &mut f,
-            left: 8,
-            torn: false,
+        // A file that shrinks while it is read is padded to the size in its header,
+        // and then it changed.
+        let mut reading = Reading::open(&plain(&a)).unwrap();
+        let mut r = Padded {
+            left: reading.owed(),
+            reading: &mut reading,
             cancel: &never,
         };
+        File::options().write(true).open(&a).unwrap().set_len(2).unwrap();
         let mut buf = Vec::new();
         r.read_to_end(&mut buf).unwrap();
-        assert_eq!(buf, b"hello\0\0\0");
-        assert!(r.torn);
+        assert_eq!(buf, b"he\0\0\0");
+        assert_eq!(reading.finish(), crate::local::read::Finished::Changed);
     }
 
     /// Issue 14, bug 4: GNU tar keeps the nanoseconds of a file's mtime, which a
@@ -512,8 +496,8 @@ mod tests {
 
     /// A local file to send as the tests send one: whatever is there, not following a
     /// link, every mode bit kept.
-    fn plain(path: &Path) -> crate::local::ToSend<'_> {
-        crate::local::ToSend {
+    fn plain(path: &Path) -> ToSend<'_> {
+        ToSend {
             path,
             expect: None,
             follow: false,

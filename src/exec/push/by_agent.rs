@@ -25,13 +25,14 @@ use anyhow::Result;
 
 use super::MAX_ATTEMPTS;
 use crate::local::pushed::{Pushed, Record};
-use crate::local::{FileMeta, Source, Unsendable};
+use crate::local::read::{Finished, Reading, Unsendable};
+use crate::local::{FileMeta, Source};
 use crate::reconcile::{
     self, Item, ItemKind, Plan, RootWork, Unit, Usable, basename, describe, join, show,
 };
 use crate::remote::{ListRoot, RemoteEntry, RootState};
 use crate::report::{Event, HostReport};
-use crate::transport::agent::{Agent, Answer, NoAgent, Sent};
+use crate::transport::agent::{Agent, Answer, NoAgent};
 use crate::transport::ssh::Connection;
 
 /// What the listing phase learned: the roots in unit order, their states, and the
@@ -187,7 +188,7 @@ enum Step {
     /// A directory's final mode, set after what is below it.
     Mode(Item, Vec<u8>),
     /// A file, with how its data went.
-    File(Item, Vec<u8>, Sent),
+    File(Item, Vec<u8>, Finished),
     /// A symlink.
     Link(Item, Vec<u8>),
     /// The start or the end of the lanes.
@@ -376,17 +377,9 @@ impl Run<'_, '_, '_> {
         lane: u8,
     ) -> Result<()> {
         let mapping = self.units[item.unit].mapping;
-        match item.to_send().open() {
-            Ok((mut file, now)) => {
-                let sent = self.agent.put(
-                    id,
-                    &item.rel,
-                    now.mode,
-                    &mut file,
-                    &now,
-                    mapping.backups,
-                    lane,
-                )?;
+        match Reading::open(&item.to_send()) {
+            Ok(file) => {
+                let sent = self.agent.put(id, &item.rel, file, mapping.backups, lane)?;
                 self.report.event(Event::Uploaded { bytes: item.size });
                 self.steps.push_back(Step::File(item, root.to_vec(), sent));
             }
@@ -466,7 +459,7 @@ impl Run<'_, '_, '_> {
                 ),
             ),
             (Step::File(item, root, sent), None) => match sent {
-                Sent::Whole(meta, sha256) => {
+                Finished::Whole(meta, sha256) => {
                     self.changed[item.unit] += 1;
                     let local = item.local.display().to_string();
                     let remote = join(&root, &item.rel);
@@ -474,11 +467,11 @@ impl Run<'_, '_, '_> {
                         .sent_file(&local, &show(&remote), meta.size, &item.why);
                     self.pushed.set(remote, Record::sent(&meta, &sha256));
                 }
-                Sent::Changed => {
+                Finished::Changed => {
                     let modes = HashMap::new();
                     self.look_again(&root, item, &modes);
                 }
-                Sent::Unreadable(why) => self.report.fail(&describe(&item, &root), &why),
+                Finished::Unreadable(why) => self.report.fail(&describe(&item, &root), &why),
             },
             (Step::Link(item, root), None) => {
                 self.changed[item.unit] += 1;
