@@ -30,8 +30,11 @@ pub const HOST_FIELDS: &[(&str, &str)] = &[
         "ip_address",
         "Required. An IPv4 or IPv6 literal, or a DNS name; also the name of the host's mapping file.",
     ),
-    ("user", "Required. The remote login."),
-    ("port", "The port of sshd (22)."),
+    (
+        "user",
+        "Required, unless the file [ssh] ssh_config names gives a User for this host. The remote login.",
+    ),
+    ("port", "The port of sshd (22, or ssh_config's Port)."),
     (
         "identity_file",
         "A private key file (OpenSSH or PEM format; ed25519, ecdsa or rsa), tried first.",
@@ -52,6 +55,10 @@ pub const HOST_FIELDS: &[(&str, &str)] = &[
     (
         "disabled",
         "true: no command contacts this host or lists it; its mapping file stays and is still validated (false).",
+    ),
+    (
+        "proxy_jump",
+        "The ip_address of another entry, a bastion: it is logged in to first (with its own user, port, key, password and host-key check), and this host is reached through it, its host key checked end to end. The bastion may have its own proxy_jump. Without it, ssh_config's ProxyJump applies.",
     ),
 ];
 

@@ -50,11 +50,13 @@ fn summary(config: &Config, warnings: usize) -> String {
 fn table(config: &Config) -> String {
     let status = |t: &Target| {
         if t.host.disabled {
-            "disabled: no command contacts it"
+            "disabled: no command contacts it".to_string()
+        } else if t.mapping_file.is_none() && t.bastion_for > 0 {
+            format!("bastion for {} host(s)", t.bastion_for)
         } else if t.mapping_file.is_none() {
-            "no mapping file: sync skips this host"
+            "no mapping file: sync skips this host".to_string()
         } else {
-            "ok"
+            "ok".to_string()
         }
     };
     let rows: Vec<[String; 5]> = config
@@ -67,7 +69,7 @@ fn table(config: &Config) -> String {
                 t.host.port.to_string(),
                 t.host.user.clone(),
                 t.mappings.len().to_string(),
-                status(t).to_string(),
+                status(t),
             ]
         })
         .collect();
@@ -212,5 +214,33 @@ mod tests {
         );
         assert!(w[1].contains("mapping #1") && w[1].contains("src does not exist"));
         assert!(summary(&c, 2).contains("3 host(s), 1 disabled, 2 mapping file(s); 2 warning(s)"));
+    }
+
+    /// Issue 18: an entry others jump through, without a mapping file, is a bastion.
+    #[test]
+    fn a_bastion_without_mappings_is_no_skipped_host() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("config.ini"), "[DEFAULT]\n").unwrap();
+        std::fs::write(
+            d.path().join("connection_info.json"),
+            r#"[{"ip_address": "127.0.0.5", "user": "u"},
+                {"ip_address": "127.0.0.6", "user": "u", "proxy_jump": "127.0.0.5"},
+                {"ip_address": "127.0.0.7", "user": "u", "proxy_jump": "127.0.0.5"}]"#,
+        )
+        .unwrap();
+        std::fs::create_dir(d.path().join("mappings")).unwrap();
+        let c = crate::config::load(&d.path().join("config.ini")).unwrap();
+        let t = table(&c);
+        let row = t.lines().nth(1).unwrap();
+        assert!(
+            row.starts_with("127.0.0.5 ") && row.ends_with("  bastion for 2 host(s)"),
+            "{t}"
+        );
+        assert!(
+            t.lines()
+                .nth(2)
+                .unwrap()
+                .ends_with("no mapping file: sync skips this host")
+        );
     }
 }

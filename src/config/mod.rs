@@ -9,6 +9,11 @@
 //! Hosts marked `"disabled": true` (issue 14) are loaded and validated, mapping
 //! file included, then set apart in [`Config::disabled`]: every command works on
 //! [`Config::targets`] only, so a disabled host is never contacted or reported.
+//!
+//! With `[ssh] ssh_config = PATH` (issue 18) that OpenSSH client config (and only
+//! it, with its `Include`s) is read once and applied to every host ([`reach`]);
+//! a host that other hosts jump through and that has no mapping file is a
+//! bastion ([`Target::bastion_for`]), not a host sync skips.
 
 /// Property tests of the parsers (issue 4); see the module for running them longer.
 #[cfg(test)]
@@ -16,6 +21,7 @@ mod fuzz;
 pub mod hosts;
 pub mod ini;
 pub mod mapping;
+pub mod reach;
 pub mod source;
 pub mod ssh_config;
 pub mod typo;
@@ -58,6 +64,8 @@ pub struct Target {
     pub mapping_file: Option<PathBuf>,
     /// What to push (empty when there is no mapping file).
     pub mappings: Vec<Mapping>,
+    /// How many enabled hosts are reached through this one (0: it is no bastion).
+    pub bastion_for: usize,
 }
 
 /// Everything a run needs, validated.
@@ -84,6 +92,9 @@ pub struct Config {
     /// Problems that do not stop a run (a hosts file with secrets others can
     /// read); logged as warnings once logging has started.
     pub warnings: Vec<String>,
+    /// What loading skipped on purpose (ssh_config keywords hostsync does not
+    /// use); logged at debug level once logging has started.
+    pub debug_notes: Vec<String>,
 }
 
 /// Loads config.ini (`config_path`, or the `config.ini` in that directory) and the
@@ -105,13 +116,23 @@ pub fn load_with(config_path: &Path, unset: UnsetVars) -> Result<Config> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/"));
     let settings = ini::load(&config_path)?;
+    let ssh_config = match &settings.ssh_config {
+        Some(p) => Some(ssh_config::SshConfig::load(&ini::resolve(&base, p)).map_err(|e| {
+            anyhow!(
+                "{e:#} (read because {} sets [ssh] ssh_config; fix the file or set ssh_config = none)",
+                config_path.display()
+            )
+        })?),
+        None => None,
+    };
     let hosts_path = ini::resolve(&base, &settings.connection_info_path);
-    let (hosts, unset_vars) = hosts::load(&hosts_path, &base, unset)?;
+    let (hosts, notes) = hosts::load(&hosts_path, &base, unset, ssh_config.as_ref())?;
     let mut warnings: Vec<String> = hosts::exposure_warning(&hosts_path).into_iter().collect();
     // Under Refuse these are only about disabled hosts, which need no secret.
     if unset == UnsetVars::Warn {
-        warnings.extend(unset_vars);
+        warnings.extend(notes.unset);
     }
+    warnings.extend(notes.warnings);
     let map_dir = ini::resolve(&base, &settings.address_mapper_path);
     let (disabled, targets): (Vec<Target>, Vec<Target>) = load_targets(&map_dir, &base, hosts)?
         .into_iter()
@@ -136,6 +157,7 @@ pub fn load_with(config_path: &Path, unset: UnsetVars) -> Result<Config> {
         targets,
         disabled,
         warnings,
+        debug_notes: notes.debug,
     })
 }
 
@@ -181,10 +203,28 @@ fn load_targets(map_dir: &Path, base: &Path, hosts: Vec<Host>) -> Result<Vec<Tar
             host,
             mapping_file,
             mappings,
+            bastion_for: 0,
         });
     }
     problems.into_result()?;
+    count_bastions(&mut targets);
     Ok(targets)
+}
+
+/// Sets each entry's [`Target::bastion_for`]: how many enabled hosts have it on
+/// their way (a hop that is not an entry counts for nothing here).
+fn count_bastions(targets: &mut [Target]) {
+    let mut counts = std::collections::HashMap::<String, usize>::new();
+    for t in targets.iter().filter(|t| !t.host.disabled) {
+        let mut names: Vec<&str> = t.host.hops().iter().map(|h| h.address.as_str()).collect();
+        names.dedup();
+        for name in names {
+            *counts.entry(name.to_string()).or_default() += 1;
+        }
+    }
+    for t in targets.iter_mut() {
+        t.bastion_for = counts.get(&t.host.address).copied().unwrap_or(0);
+    }
 }
 
 /// This client's id: 8 hex digits of SHA-256 over the machine's id (systemd's
