@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod bounded;
+pub mod jump;
 pub mod live;
 pub mod pace;
 mod quickack;
