@@ -69,7 +69,7 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let result = match &cli.command {
         Command::Sync(args) => sync(&config, args, cli.verbose),
-        Command::Check { offline: true, .. } => Ok(offline::run(&config)),
+        Command::Check { offline: true, .. } => Ok(offline::run(&config, cli.verbose)),
         Command::Check { json, hosts, .. } => check(&config, *json, hosts, cli.verbose),
         Command::Watch(args) => daemon::run(&config, args, cli.verbose),
         Command::Completions { .. } | Command::Init { .. } | Command::Man => {
@@ -353,7 +353,8 @@ fn check(config: &Config, json: bool, hosts: &[String], verbose: bool) -> Result
     let targets: Vec<config::Target> = select_hosts(config, hosts)?.into_iter().cloned().collect();
     let _logs = start_logs(config, verbose)?;
     ::log::info!("config {}", config.path.display());
-    Ok(check::run(&targets, &config.ssh, config.connections, json))
+    let how = check::Show { json, verbose };
+    Ok(check::run(&targets, &config.ssh, config.connections, how))
 }
 
 /// Starts info.log and error.log, then records the configuration's warnings

@@ -13,6 +13,10 @@
 //! that does not exist here, a log folder that cannot be created, and a log folder
 //! inside a src (which `watch` refuses). A disabled host's files are validated, but
 //! it gets no such warnings: no command uses it.
+//!
+//! With `-v` it also prints what each enabled host resolved to (issue 18: HostName,
+//! User, Port, ... and where each value was written), the table `check -v` prints,
+//! without contacting anything.
 
 use std::ffi::CString;
 use std::fmt::Write as _;
@@ -23,10 +27,24 @@ use crate::check::src_is_dir;
 use crate::config::{Config, Target};
 use crate::exit::ExitCode;
 
-/// Prints the hosts table on stdout, the warnings and a closing line on stderr;
-/// always exit 0 (a configuration error never gets here).
-pub fn run(config: &Config) -> ExitCode {
+/// Prints the hosts table on stdout (with `verbose`, also what each enabled host
+/// resolved to, as `check -v` shows it), the warnings and a closing line on
+/// stderr; always exit 0 (a configuration error never gets here).
+pub fn run(config: &Config, verbose: bool) -> ExitCode {
     print!("{}", table(config));
+    if verbose {
+        let resolved: Vec<(&str, Vec<crate::config::reach::Setting>)> = config
+            .targets
+            .iter()
+            .map(|t| {
+                let r = crate::check::resolution(&t.host, &config.ssh);
+                (t.host.address.as_str(), r)
+            })
+            .collect();
+        let rows: Vec<(&str, &[crate::config::reach::Setting])> =
+            resolved.iter().map(|(a, r)| (*a, r.as_slice())).collect();
+        print!("\n{}", crate::check::settings_table(&rows));
+    }
     let warnings = warnings(config);
     for w in &warnings {
         eprintln!("hostsync: warning: {w}");
