@@ -111,6 +111,7 @@ fn command_notes(name: &str) -> &'static [&'static str] {
         ],
         "check" => &[
             "Exit 0 when every host is ready, 1 when any failed, 2 for a configuration error.",
+            "ROUTE is direct, or via B for a host reached through the bastion B (via B1,B2 for a chain, B1 logged in to first). With -v a second table shows what each host resolved to (HostName, User, Port, IdentityFile, ProxyJump, ConnectTimeout, ServerAliveInterval, UserKnownHostsFile) and where each value was written: connection_info.json, a FILE:LINE of [ssh] ssh_config, config.ini or the default; check --offline -v prints it without contacting anything.",
             "With --offline the files are loaded exactly as sync loads them (a problem is exit 2 with the same message) and no host is contacted; exit 0 when they are valid. A passkey_env or passphrase_env variable that is not set, or a src or identity_file missing on this machine, is a warning on stderr, not an error.",
         ],
         "init" => &[
