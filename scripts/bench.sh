@@ -15,6 +15,8 @@
 #   4  one 16 MiB file to 8 hosts            vs parallel-scp -p 8, a sequential scp loop
 #   5  hostsync watch on 100,000 files       startup to "watching", idle RSS and CPU
 #   6  scenario 2 at 20 ms round trip        vs rsync -a through the same delay
+#   bastion  scenario 4's 8 hosts behind one bastion (127.0.0.109), vs the same 8
+#            direct, scp -o ProxyJump in a loop and parallel-scp -O ProxyJump
 #   latency  hostsync watch, 50 writes of one file to 1 and 8 hosts, vs lsyncd (delay = 0)
 #
 # 5 and latency need `hostsync watch`; until `hostsync --help` lists it they
@@ -22,7 +24,7 @@
 # back and cannot alternate tools, which is what makes ratios trustworthy here.
 #
 # Usage: scripts/bench.sh [--runs N] [--smoke] [--only LIST] [--hostsync BIN] [--remote-dir DIR]
-#   --only      run only these scenarios, comma-separated: 1,2,3,4,5,6,latency
+#   --only      run only these scenarios, comma-separated: 1,2,3,4,5,6,bastion,latency
 #   --smoke     every available scenario once with tiny sizes (under a minute; for CI);
 #               its timings mean nothing
 #   --hostsync  use this binary instead of building target/release/hostsync
@@ -70,7 +72,7 @@ parse_args() {
   [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive number"
   local s
   for s in ${ONLY//,/ }; do
-    case $s in 1 | 2 | 3 | 4 | 5 | 6 | latency) ;; *) die "--only takes scenarios 1-6 and latency, comma-separated" ;; esac
+    case $s in 1 | 2 | 3 | 4 | 5 | 6 | bastion | latency) ;; *) die "--only takes scenarios 1-6, bastion and latency, comma-separated" ;; esac
   done
   if [ "$SMOKE" = 1 ]; then
     RUNS=1
@@ -549,6 +551,91 @@ scenario_4() {
   rm -f "$W/data/b16.bin"
 }
 
+# ---------------------------------------------------------------- scenario bastion
+
+# The 8 hosts of scenario 4 behind one bastion (host 9, 127.0.0.109), issue 18.
+# hostsync logs in to the bastion once and runs the 8 sessions over its channels;
+# the OpenSSH peers get ProxyJump, which starts one `ssh -W` (one bastion login)
+# per host. Their ssh config file says what the jump ssh must know too: -o
+# options are not passed on to it, -F is.
+SB_JUMP=""
+sb_prep() {
+  local i
+  for ((i = 1; i <= S4_HOSTS; i++)); do
+    fresh_dir "$R/h$i/sb-$1"
+    rm -f "$R/h$i/s4-pscp/sb.bin"
+  done
+}
+sb_run() {
+  local i
+  case $1 in
+    hostsync) "$HOSTSYNC" -c "$W/cfg/sb/config.ini" sync ;;
+    direct) "$HOSTSYNC" -c "$W/cfg/sb-direct/config.ini" sync ;;
+    # Relative path: lands in each host's sftp start directory (see sshd_config).
+    pscp) "$PARALLEL_SCP" -p 8 -t 300 -h "$W/cfg/sb/pssh_hosts" -x "-F $W/ssh_config" \
+      -O "ProxyJump=$SB_JUMP" "$W/data/sb.bin" sb.bin ;;
+    scploop)
+      for ((i = 1; i <= S4_HOSTS; i++)); do
+        scp -F "$W/ssh_config" -o "ProxyJump=$SB_JUMP" -P "${HOST_PORT[i]}" "$W/data/sb.bin" \
+          "$LOGIN@${HOST_ADDR[i]}:$R/h$i/sb-scploop/sb.bin" || return 1
+      done ;;
+  esac
+}
+sb_check() {
+  local i f
+  for ((i = 1; i <= S4_HOSTS; i++)); do
+    f=$R/h$i/sb-$1/sb.bin
+    [ "$1" != pscp ] || f=$R/h$i/s4-pscp/sb.bin
+    [ "$(stat -c %s "$f" 2>/dev/null)" = "$S4_BYTES" ] || return 1
+  done
+}
+
+# connection_info.json in DIR: the bastion (no mapping file), then the 8 hosts
+# with "proxy_jump" naming it.
+sb_hosts() {
+  local dir=$1 i
+  {
+    printf '[\n  {"ip_address": "%s", "user": "%s", "identity_file": "%s", "port": %s}' \
+      "${HOST_ADDR[9]}" "$LOGIN" "$W/client_key" "${HOST_PORT[9]}"
+    for ((i = 1; i <= S4_HOSTS; i++)); do
+      printf ',\n  {"ip_address": "%s", "user": "%s", "identity_file": "%s", "port": %s, "proxy_jump": "%s"}' \
+        "${HOST_ADDR[i]}" "$LOGIN" "$W/client_key" "${HOST_PORT[i]}" "${HOST_ADDR[9]}"
+    done
+    printf '\n]\n'
+  } >"$dir/connection_info.json"
+}
+
+scenario_bastion() {
+  say "== bastion: one $(size "$S4_BYTES") file to $S4_HOSTS hosts behind one bastion, runs: $RUNS"
+  [ -n "${HOST_ADDR[9]:-}" ] || start_host 9
+  SB_JUMP="$LOGIN@${HOST_ADDR[9]}:${HOST_PORT[9]}"
+  printf 'Host *\n  UserKnownHostsFile %s\n  StrictHostKeyChecking yes\n  BatchMode yes\n  IdentitiesOnly yes\n  IdentityFile %s\n' \
+    "$W/known_hosts" "$W/client_key" >"$W/ssh_config"
+  head -c "$S4_BYTES" /dev/urandom >"$W/data/sb.bin"
+  local hps=() i
+  for ((i = 1; i <= S4_HOSTS; i++)); do hps+=("${HOST_ADDR[i]}:${HOST_PORT[i]}"); done
+  # As many connections as parallel-scp's -p 8, both ways.
+  hs_config "$W/cfg/sb-direct" 8 "${hps[@]}"
+  hs_config "$W/cfg/sb" 8 "${hps[@]}"
+  sb_hosts "$W/cfg/sb"
+  for ((i = 1; i <= S4_HOSTS; i++)); do
+    hs_map "$W/cfg/sb-direct" "${HOST_ADDR[i]}" "$W/data/sb.bin" "$R/h$i/sb-direct/sb.bin"
+    hs_map "$W/cfg/sb" "${HOST_ADDR[i]}" "$W/data/sb.bin" "$R/h$i/sb-hostsync/sb.bin"
+    echo "$LOGIN@${HOST_ADDR[i]}:${HOST_PORT[i]}" >>"$W/cfg/sb/pssh_hosts"
+  done
+  LABEL[direct]="hostsync direct" LABEL[pscp]="parallel-scp -p 8 -O ProxyJump" LABEL[scploop]="scp -o ProxyJump loop"
+  local tools=(hostsync direct) peers=(direct:1.3)
+  [ -n "$PARALLEL_SCP" ] && tools+=(pscp) && peers+=(pscp:0.5)
+  tools+=(scploop) peers+=(scploop:-)
+  local logins0
+  logins0=$(grep -c 'Accepted publickey' "$W/hosts/h9/sshd.log" || true)
+  rounds sb "${tools[@]}"
+  cmp "$W/data/sb.bin" "$R/h1/sb-hostsync/sb.bin" || die "scenario bastion: hostsync's copy differs"
+  say "  bastion logins: $(($(grep -c 'Accepted publickey' "$W/hosts/h9/sshd.log") - logins0)) in $RUNS round(s): 1 per hostsync run, 1 per host for each ProxyJump peer"
+  report sb "bastion: $(size "$S4_BYTES") to $S4_HOSTS hosts via 1 bastion" "${peers[@]}"
+  rm -f "$W/data/sb.bin"
+}
+
 # ---------------------------------------------------------------- scenario 6
 
 S6_ADDR="" S6_PORT="" S6_HOW=""
@@ -834,6 +921,7 @@ main() {
   wanted 4 && scenario_4
   wanted 5 && scenario_5
   wanted 6 && scenario_6
+  wanted bastion && scenario_bastion
   wanted latency && scenario_latency
 
   local row

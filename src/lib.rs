@@ -57,7 +57,7 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let result = match &cli.command {
         Command::Sync(args) => cmd::sync::run(&config, args, cli.verbose),
-        Command::Check { offline: true, .. } => Ok(cmd::offline::run(&config)),
+        Command::Check { offline: true, .. } => Ok(cmd::offline::run(&config, cli.verbose)),
         Command::Check { json, hosts, .. } => cmd::check::run(&config, *json, hosts, cli.verbose),
         Command::Watch(args) => cmd::watch::run(&config, args, cli.verbose),
         Command::Completions { .. } | Command::Init { .. } | Command::Man => {

@@ -9,6 +9,9 @@ mod util;
 /// on unwritable dests, unmapped hosts, host-key hints, systemd steps, narrowed
 /// runs, did-you-mean, watch lines, `sync -v` reasons, readable bytes, default keys.
 mod audit;
+/// Issue 18 (fleets behind bastions): proxy_jump, chains, one bastion session for
+/// many targets, a bastion that goes down, ssh_config, check's ROUTE.
+mod bastion;
 /// Malformed configuration files: exit 2 with one line naming file and problem.
 mod config_errors;
 /// Issue 20 (from clone to fleet): the top-level example, `init`, `check

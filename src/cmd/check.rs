@@ -11,11 +11,20 @@
 //! is also one error.log line, as in `sync` (issue 4, "Trust"). `sync --dry-run`
 //! asks the same question before it lists, so it never promises what `sync`
 //! cannot write (issue 14, bug 5).
+//!
+//! Issue 18: the ROUTE column (JSON `route`) says how a host is reached, `direct`
+//! or `via B` (`via B1,B2` for a chain, the first logged in to first). A bastion
+//! without a mapping file is checked like any host and says whom it serves. Under
+//! `-v` a second table shows what each host resolved to (HostName, User, Port,
+//! IdentityFile, ProxyJump, ConnectTimeout, ServerAliveInterval,
+//! UserKnownHostsFile) and where each value was written: connection_info.json, an
+//! ssh_config `FILE:LINE`, config.ini or the default (JSON: `resolved`).
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::config::reach::Setting;
 use crate::config::{Host, Mapping, SshSettings, Target};
 use crate::exec::probe::run_probes;
 use crate::exit::ExitCode;
@@ -31,6 +40,8 @@ pub(crate) struct HostCheck {
     pub(crate) port: u16,
     /// Remote login.
     pub(crate) user: String,
+    /// `direct`, or `via B` (see [`Host::route`]).
+    pub(crate) route: String,
     /// The auth method that worked, `-` when login did not happen.
     pub(crate) auth: String,
     /// The server's host key fingerprint, `-` when the handshake did not happen.
@@ -41,6 +52,17 @@ pub(crate) struct HostCheck {
     pub(crate) notes: Vec<String>,
     /// Failures, each a full reason; empty means the host is ready.
     pub(crate) problems: Vec<String>,
+    /// What the host resolved to and where each value was written (for `-v`).
+    pub(crate) resolved: Vec<Setting>,
+}
+
+/// How `check` shows its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Show {
+    /// One JSON object per host instead of the table.
+    pub(crate) json: bool,
+    /// Also what each host resolved to (`-v`).
+    pub(crate) verbose: bool,
 }
 
 impl HostCheck {
@@ -50,11 +72,13 @@ impl HostCheck {
             address: host.address.clone(),
             port: host.port,
             user: host.user.clone(),
+            route: host.route(),
             auth: "-".into(),
             fingerprint: "-".into(),
             writable: 0,
             notes: Vec::new(),
             problems: Vec::new(),
+            resolved: Vec::new(),
         }
     }
 
@@ -84,7 +108,8 @@ pub(crate) fn run(
         .collect();
     let _logs = super::start_logs(config, verbose)?;
     ::log::info!("config {}", config.path.display());
-    Ok(probe_all(&targets, &config.ssh, config.connections, json)?)
+    let how = Show { json, verbose };
+    Ok(probe_all(&targets, &config.ssh, config.connections, how)?)
 }
 
 /// Checks every host, prints the table (or JSON lines), and says how it ended
@@ -93,20 +118,32 @@ fn probe_all(
     targets: &[Target],
     ssh: &SshSettings,
     workers: usize,
-    json: bool,
+    how: Show,
 ) -> Result<ExitCode, crate::exec::pool::Panicked> {
     log::info!(
         "check started: {} host(s), {} connection(s) at most",
         targets.len(),
         workers
     );
-    let rows = check_all(targets, ssh, workers)?;
-    if json {
+    let mut rows = check_all(targets, ssh, workers)?;
+    if how.verbose {
+        for (row, t) in rows.iter_mut().zip(targets) {
+            row.resolved = resolution(&t.host, ssh);
+        }
+    }
+    if how.json {
         for r in &rows {
-            println!("{}", json_row(r));
+            let mut j = json_row(r);
+            if how.verbose {
+                j["resolved"] = resolved_json(&r.resolved);
+            }
+            println!("{j}");
         }
     } else {
         print!("{}", table(&rows));
+        if how.verbose {
+            print!("\n{}", resolution_table(&rows));
+        }
     }
     let failed = rows.iter().filter(|r| !r.ok()).count();
     log::info!("check finished: {failed} of {} host(s) failed", rows.len());
@@ -133,7 +170,10 @@ fn check_all(
 fn check_host(target: &Target, ssh: &SshSettings) -> HostCheck {
     let host = &target.host;
     let mut row = HostCheck::new(host);
-    if target.mapping_file.is_none() {
+    if target.mapping_file.is_none() && target.bastion_for > 0 {
+        row.notes
+            .push(format!("bastion for {} host(s)", target.bastion_for));
+    } else if target.mapping_file.is_none() {
         log::warn!(
             "{}: no mapping file; sync skips this host (create {}.json in the mappings folder)",
             host.address,
@@ -222,7 +262,7 @@ fn test_dirs(conn: &Connection, probes: &[Probe], row: &mut HostCheck) {
 
 /// The table printed by `check`: one row per host.
 pub(crate) fn table(rows: &[HostCheck]) -> String {
-    let cells: Vec<[String; 7]> = rows
+    let cells: Vec<[String; 8]> = rows
         .iter()
         .map(|r| {
             [
@@ -232,6 +272,7 @@ pub(crate) fn table(rows: &[HostCheck]) -> String {
                 r.auth.clone(),
                 r.fingerprint.clone(),
                 if r.ok() { "ok" } else { "failed" }.to_string(),
+                r.route.clone(),
                 // Remote paths and messages may hold control characters (issue 13).
                 crate::escape::controls(&reason(r)).into_owned(),
             ]
@@ -244,23 +285,119 @@ pub(crate) fn table(rows: &[HostCheck]) -> String {
         "AUTH",
         "FINGERPRINT",
         "STATUS",
+        "ROUTE",
         "REASON",
     ]
     .map(String::from);
-    let mut width = [0usize; 6];
-    for row in std::iter::once(&header).chain(&cells) {
-        for (w, cell) in width.iter_mut().zip(row) {
+    columns(&header, &cells)
+}
+
+/// Rows of cells as aligned columns, two spaces apart; the last column is not padded.
+fn columns<const N: usize>(header: &[String; N], cells: &[[String; N]]) -> String {
+    let mut width = [0usize; N];
+    for row in std::iter::once(header).chain(cells) {
+        for (w, cell) in width.iter_mut().zip(row).take(N - 1) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    for row in std::iter::once(&header).chain(&cells) {
-        for (w, cell) in width.iter().zip(row) {
+    for row in std::iter::once(header).chain(cells) {
+        for (w, cell) in width.iter().zip(row).take(N - 1) {
             let _ = write!(out, "{cell:w$}  ");
         }
-        let _ = writeln!(out, "{}", row[6]);
+        let _ = writeln!(out, "{}", row[N - 1]);
     }
     out
+}
+
+/// What `host` resolved to, value by value, with where each was written (see the
+/// module doc); what no file set comes from config.ini or the default.
+pub(crate) fn resolution(host: &Host, ssh: &SshSettings) -> Vec<Setting> {
+    let set = |keyword: &'static str, value: String, from: &str| Setting {
+        keyword,
+        value,
+        from: from.to_string(),
+    };
+    let mut out = Vec::new();
+    let mut take = |keyword: &'static str, fallback: Option<Setting>| {
+        let found: Vec<Setting> = host
+            .settings
+            .iter()
+            .filter(|s| s.keyword == keyword)
+            .cloned()
+            .collect();
+        if found.is_empty() {
+            out.extend(fallback);
+        } else {
+            out.extend(found);
+        }
+    };
+    take(
+        "HostName",
+        Some(set("HostName", host.host_name.clone(), "ip_address")),
+    );
+    take("User", None);
+    take("Port", Some(set("Port", host.port.to_string(), "default")));
+    take("IdentityFile", None);
+    take(
+        "ProxyJump",
+        Some(set("ProxyJump", "none".into(), "default")),
+    );
+    take(
+        "ConnectTimeout",
+        Some(set(
+            "ConnectTimeout",
+            ssh.connect_timeout.as_secs().to_string(),
+            "[ssh] connect_timeout",
+        )),
+    );
+    take("ServerAliveInterval", None);
+    take(
+        "UserKnownHostsFile",
+        Some(set(
+            "UserKnownHostsFile",
+            ssh.known_hosts.display().to_string(),
+            "[ssh] known_hosts",
+        )),
+    );
+    out
+}
+
+/// The `-v` table: `HOST KEYWORD VALUE FROM`, one row per value.
+fn resolution_table(rows: &[HostCheck]) -> String {
+    let hosts: Vec<(&str, &[Setting])> = rows
+        .iter()
+        .map(|r| (r.address.as_str(), r.resolved.as_slice()))
+        .collect();
+    settings_table(&hosts)
+}
+
+/// `HOST KEYWORD VALUE FROM`, one row per value of each host (`check -v`, and
+/// `check --offline -v`).
+pub(crate) fn settings_table(hosts: &[(&str, &[Setting])]) -> String {
+    let cells: Vec<[String; 4]> = hosts
+        .iter()
+        .flat_map(|(address, settings)| {
+            settings.iter().map(|s| {
+                [
+                    address.to_string(),
+                    s.keyword.to_string(),
+                    crate::escape::controls(&s.value).into_owned(),
+                    crate::escape::controls(&s.from).into_owned(),
+                ]
+            })
+        })
+        .collect();
+    let header = ["HOST", "KEYWORD", "VALUE", "FROM"].map(String::from);
+    columns(&header, &cells)
+}
+
+/// `resolved` for `check -v --json`: `[{"keyword", "value", "from"}, ...]`.
+fn resolved_json(resolved: &[Setting]) -> serde_json::Value {
+    resolved
+        .iter()
+        .map(|s| serde_json::json!({"keyword": s.keyword, "value": s.value, "from": s.from}))
+        .collect()
 }
 
 /// One host as a JSON object (`check --json`); see README, "JSON output".
@@ -270,6 +407,7 @@ pub(crate) fn json_row(r: &HostCheck) -> serde_json::Value {
         "host": r.address,
         "port": r.port,
         "user": r.user,
+        "route": r.route,
         "auth": (r.auth != "-").then_some(&r.auth),
         "fingerprint": (r.fingerprint != "-").then_some(&r.fingerprint),
         "status": if r.ok() { "ok" } else { "failed" },
@@ -303,11 +441,13 @@ mod tests {
             address: "::1".into(),
             port: 2222,
             user: "deploy".into(),
+            route: "direct".into(),
             auth: "publickey".into(),
             fingerprint: "SHA256:abc".into(),
             writable: 2,
             notes: Vec::new(),
             problems: Vec::new(),
+            resolved: Vec::new(),
         };
         let bad = HostCheck {
             address: "127.0.0.9".into(),
@@ -315,13 +455,14 @@ mod tests {
             fingerprint: "-".into(),
             writable: 0,
             problems: vec!["host unreachable: x".into(), "y".into()],
+            route: "via 127.0.0.10".into(),
             ..ok.clone()
         };
         let t = table(&[ok.clone(), bad.clone()]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 3, "{t}");
         assert!(
-            lines[0].starts_with("HOST") && lines[0].ends_with("REASON"),
+            lines[0].starts_with("HOST") && lines[0].ends_with("ROUTE           REASON"),
             "{t}"
         );
         let cols = |l: &str| l.split_whitespace().take(6).collect::<Vec<_>>().join(" ");
@@ -330,13 +471,75 @@ mod tests {
             "::1 2222 deploy publickey SHA256:abc ok",
             "{t}"
         );
-        assert!(lines[1].ends_with("2 destination dirs writable"), "{t}");
+        assert!(
+            lines[1].ends_with("  direct          2 destination dirs writable"),
+            "{t}"
+        );
         assert_eq!(cols(lines[2]), "127.0.0.9 2222 deploy - - failed", "{t}");
-        assert!(lines[2].ends_with("  host unreachable: x; y"), "{t}");
+        assert!(
+            lines[2].ends_with("  via 127.0.0.10  host unreachable: x; y"),
+            "{t}"
+        );
         let j = json_row(&bad);
         assert_eq!(j["status"], "failed");
         assert_eq!(j["auth"], serde_json::Value::Null);
         assert_eq!(j["problems"][1], "y");
         assert_eq!(json_row(&ok)["fingerprint"], "SHA256:abc");
+        assert_eq!(j["route"], "via 127.0.0.10");
+    }
+
+    /// Issue 18: what a host resolved to, and from where; what no file set comes
+    /// from config.ini or the default.
+    #[test]
+    fn resolution_names_where_each_value_came_from() {
+        let host = Host {
+            address: "web".into(),
+            host_name: "10.0.0.5".into(),
+            port: 22,
+            user: "deploy".into(),
+            settings: vec![
+                Setting {
+                    keyword: "HostName",
+                    value: "10.0.0.5".into(),
+                    from: "/c:2".into(),
+                },
+                Setting {
+                    keyword: "User",
+                    value: "deploy".into(),
+                    from: "connection_info.json".into(),
+                },
+            ],
+            ..Host::default()
+        };
+        let ssh = SshSettings {
+            known_hosts: "/k".into(),
+            host_key_policy: crate::config::HostKeyPolicy::Strict,
+            connect_timeout: std::time::Duration::from_secs(10),
+            io_timeout: std::time::Duration::from_secs(30),
+            strict_modes: true,
+            client_id: "c".into(),
+            runs_dir: "/r".into(),
+            pushed_dir: "/p".into(),
+            transfer: crate::config::Transfer::Auto,
+            split: true,
+            inflight_kib: None,
+        };
+        let rows: Vec<(&str, String, String)> = resolution(&host, &ssh)
+            .into_iter()
+            .map(|s| (s.keyword, s.value, s.from))
+            .collect();
+        let want = [
+            ("HostName", "10.0.0.5", "/c:2"),
+            ("User", "deploy", "connection_info.json"),
+            ("Port", "22", "default"),
+            ("ProxyJump", "none", "default"),
+            ("ConnectTimeout", "10", "[ssh] connect_timeout"),
+            ("UserKnownHostsFile", "/k", "[ssh] known_hosts"),
+        ];
+        let want: Vec<(&str, String, String)> = want
+            .iter()
+            .map(|(k, v, f)| (*k, v.to_string(), f.to_string()))
+            .collect();
+        assert_eq!(rows, want);
     }
 }

@@ -30,8 +30,11 @@ pub(crate) const HOST_FIELDS: &[(&str, &str)] = &[
         "ip_address",
         "Required. An IPv4 or IPv6 literal, or a DNS name; also the name of the host's mapping file.",
     ),
-    ("user", "Required. The remote login."),
-    ("port", "The port of sshd (22)."),
+    (
+        "user",
+        "Required, unless the file [ssh] ssh_config names gives a User for this host. The remote login.",
+    ),
+    ("port", "The port of sshd (22, or ssh_config's Port)."),
     (
         "identity_file",
         "A private key file (OpenSSH or PEM format; ed25519, ecdsa or rsa), tried first.",
@@ -52,6 +55,10 @@ pub(crate) const HOST_FIELDS: &[(&str, &str)] = &[
     (
         "disabled",
         "true: no command contacts this host or lists it; its mapping file stays and is still validated (false).",
+    ),
+    (
+        "proxy_jump",
+        "The ip_address of another entry, a bastion: it is logged in to first (with its own user, port, key, password and host-key check), and this host is reached through it, its host key checked end to end. The bastion may have its own proxy_jump. Without it, ssh_config's ProxyJump applies.",
     ),
 ];
 
@@ -104,6 +111,7 @@ fn command_notes(name: &str) -> &'static [&'static str] {
         ],
         "check" => &[
             "Exit 0 when every host is ready, 1 when any failed, 2 for a configuration error.",
+            "ROUTE is direct, or via B for a host reached through the bastion B (via B1,B2 for a chain, B1 logged in to first). With -v a second table shows what each host resolved to (HostName, User, Port, IdentityFile, ProxyJump, ConnectTimeout, ServerAliveInterval, UserKnownHostsFile) and where each value was written: connection_info.json, a FILE:LINE of [ssh] ssh_config, config.ini or the default; check --offline -v prints it without contacting anything.",
             "With --offline the files are loaded exactly as sync loads them (a problem is exit 2 with the same message) and no host is contacted; exit 0 when they are valid. A passkey_env or passphrase_env variable that is not set, or a src or identity_file missing on this machine, is a warning on stderr, not an error.",
         ],
         "init" => &[

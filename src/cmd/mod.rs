@@ -41,13 +41,17 @@ pub(crate) fn select_hosts<'a>(
 
 /// A skipped report for each of `targets` without a mapping file, with a warning
 /// in error.log and on stderr for each: such a host is shown, never silently left
-/// out (issue 14, bug 6).
+/// out (issue 14, bug 6). A bastion without one is just a bastion (issue 18):
+/// neither warned about nor shown.
 pub(crate) fn skip_unmapped(
     config: &Config,
     targets: &[&config::Target],
 ) -> Vec<report::HostReport> {
     let mut out = Vec::new();
-    for t in targets.iter().filter(|t| t.mapping_file.is_none()) {
+    for t in targets
+        .iter()
+        .filter(|t| t.mapping_file.is_none() && t.bastion_for == 0)
+    {
         let address = &t.host.address;
         let why = format!("no mapping file {}", config.mapping_file_shown(address));
         let warning =
@@ -79,9 +83,13 @@ pub(crate) fn in_config_order(
 
 /// Starts info.log and error.log, then records the configuration's warnings
 /// (e.g. a hosts file with passwords that others can read) in error.log and on
-/// stderr, and each disabled host in info.log. A warning never stops the run.
+/// stderr, what it skipped on purpose (ssh_config keywords) as debug lines, and
+/// each disabled host in info.log. A warning never stops the run.
 pub(crate) fn start_logs(config: &Config, verbose: bool) -> Result<crate::log::Logs> {
     let logs = crate::log::start(&config.log_dir, verbose)?;
+    for d in &config.debug_notes {
+        ::log::debug!("{d}");
+    }
     for w in &config.warnings {
         ::log::warn!("{w}");
         eprintln!("hostsync: warning: {}", crate::escape::controls(w));

@@ -13,6 +13,10 @@
 //! that does not exist here, a log folder that cannot be created, and a log folder
 //! inside a src (which `watch` refuses). A disabled host's files are validated, but
 //! it gets no such warnings: no command uses it.
+//!
+//! With `-v` it also prints what each enabled host resolved to (issue 18: HostName,
+//! User, Port, ... and where each value was written), the table `check -v` prints,
+//! without contacting anything.
 
 use std::ffi::CString;
 use std::fmt::Write as _;
@@ -23,10 +27,24 @@ use crate::cmd::check::src_is_dir;
 use crate::config::{Config, Target};
 use crate::exit::ExitCode;
 
-/// Prints the hosts table on stdout, the warnings and a closing line on stderr;
-/// always exit 0 (a configuration error never gets here).
-pub(crate) fn run(config: &Config) -> ExitCode {
+/// Prints the hosts table on stdout (with `verbose`, also what each enabled host
+/// resolved to, as `check -v` shows it), the warnings and a closing line on
+/// stderr; always exit 0 (a configuration error never gets here).
+pub(crate) fn run(config: &Config, verbose: bool) -> ExitCode {
     print!("{}", table(config));
+    if verbose {
+        let resolved: Vec<(&str, Vec<crate::config::reach::Setting>)> = config
+            .targets
+            .iter()
+            .map(|t| {
+                let r = super::check::resolution(&t.host, &config.ssh);
+                (t.host.address.as_str(), r)
+            })
+            .collect();
+        let rows: Vec<(&str, &[crate::config::reach::Setting])> =
+            resolved.iter().map(|(a, r)| (*a, r.as_slice())).collect();
+        print!("\n{}", super::check::settings_table(&rows));
+    }
     let warnings = warnings(config);
     for w in &warnings {
         eprintln!("hostsync: warning: {w}");
@@ -50,11 +68,13 @@ fn summary(config: &Config, warnings: usize) -> String {
 fn table(config: &Config) -> String {
     let status = |t: &Target| {
         if t.host.disabled {
-            "disabled: no command contacts it"
+            "disabled: no command contacts it".to_string()
+        } else if t.mapping_file.is_none() && t.bastion_for > 0 {
+            format!("bastion for {} host(s)", t.bastion_for)
         } else if t.mapping_file.is_none() {
-            "no mapping file: sync skips this host"
+            "no mapping file: sync skips this host".to_string()
         } else {
-            "ok"
+            "ok".to_string()
         }
     };
     let rows: Vec<[String; 5]> = config
@@ -67,7 +87,7 @@ fn table(config: &Config) -> String {
                 t.host.port.to_string(),
                 t.host.user.clone(),
                 t.mappings.len().to_string(),
-                status(t).to_string(),
+                status(t),
             ]
         })
         .collect();
@@ -212,5 +232,33 @@ mod tests {
         );
         assert!(w[1].contains("mapping #1") && w[1].contains("src does not exist"));
         assert!(summary(&c, 2).contains("3 host(s), 1 disabled, 2 mapping file(s); 2 warning(s)"));
+    }
+
+    /// Issue 18: an entry others jump through, without a mapping file, is a bastion.
+    #[test]
+    fn a_bastion_without_mappings_is_no_skipped_host() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("config.ini"), "[DEFAULT]\n").unwrap();
+        std::fs::write(
+            d.path().join("connection_info.json"),
+            r#"[{"ip_address": "127.0.0.5", "user": "u"},
+                {"ip_address": "127.0.0.6", "user": "u", "proxy_jump": "127.0.0.5"},
+                {"ip_address": "127.0.0.7", "user": "u", "proxy_jump": "127.0.0.5"}]"#,
+        )
+        .unwrap();
+        std::fs::create_dir(d.path().join("mappings")).unwrap();
+        let c = crate::config::load(&d.path().join("config.ini")).unwrap();
+        let t = table(&c);
+        let row = t.lines().nth(1).unwrap();
+        assert!(
+            row.starts_with("127.0.0.5 ") && row.ends_with("  bastion for 2 host(s)"),
+            "{t}"
+        );
+        assert!(
+            t.lines()
+                .nth(2)
+                .unwrap()
+                .ends_with("no mapping file: sync skips this host")
+        );
     }
 }

@@ -135,6 +135,7 @@ const HOST_FIELDS: &[&str] = &[
     "passphrase",
     "passphrase_env",
     "disabled",
+    "proxy_jump",
 ];
 const MAPPING_FIELDS: &[&str] = &["src", "dest", "delete", "exclude", "backups", "post_sync"];
 

@@ -8,6 +8,11 @@
 //! A `"disabled": true` host (issue 14) is validated like any other, but no
 //! command contacts it, so a `passkey_env` or `passphrase_env` variable it names
 //! need not be set.
+//!
+//! Issue 18: `"proxy_jump"` names another entry to log in to first, and with
+//! `[ssh] ssh_config` set, `user` may come from that file instead. What the file
+//! adds and how jumps become chains is [`super::reach`]'s work; this module reads
+//! what connection_info.json says.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -18,7 +23,9 @@ use anyhow::{Result, bail};
 use serde::Deserialize;
 
 use super::ini::resolve;
+use super::reach::{self, Draft, Setting};
 use super::source::{self, Problems};
+use super::ssh_config::SshConfig;
 
 /// A password or passphrase. Its Debug and Display print `***`, never the value.
 #[derive(Clone, PartialEq, Eq)]
@@ -37,23 +44,68 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// One host as the rest of the program sees it: validated, paths resolved.
-#[derive(Debug, Clone, PartialEq)]
+/// One host as the rest of the program sees it: validated, paths resolved, with
+/// what `[ssh] ssh_config` says about it applied (see [`super::reach`]).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct Host {
-    /// `ip_address` as written: an IPv4/IPv6 literal or a DNS name. Also names the mapping file.
+    /// `ip_address` as written: an IPv4/IPv6 literal or a DNS name. Also names the
+    /// mapping file and starts every log line. For a jump host that is not an
+    /// entry (a ssh_config `ProxyJump user@host:port`), that hop as written.
     pub(crate) address: String,
+    /// Where to connect, and the name its host key is looked up under: ssh_config's
+    /// `HostName`, else `address`.
+    pub(crate) host_name: String,
     /// TCP port of sshd.
     pub(crate) port: u16,
     /// Remote user to log in as.
     pub(crate) user: String,
     /// Private key file, tried first.
     pub(crate) identity_file: Option<PathBuf>,
+    /// ssh_config's `IdentityFile`s, tried after `identity_file` (one that does not
+    /// exist is skipped, as ssh skips it).
+    pub(crate) config_identity_files: Vec<PathBuf>,
     /// Passphrase of `identity_file`.
     pub(crate) passphrase: Option<Secret>,
     /// Password, tried last.
     pub(crate) password: Option<Secret>,
     /// `"disabled": true`: left out of every command; its mapping file is still read.
     pub(crate) disabled: bool,
+    /// The bastion to log in to first (issue 18), itself perhaps behind another.
+    pub(crate) jump: Option<Box<Host>>,
+    /// ssh_config's `ConnectTimeout`, over `[ssh] connect_timeout`.
+    pub(crate) connect_timeout: Option<std::time::Duration>,
+    /// ssh_config's `ServerAliveInterval`: the keepalive interval, kept for
+    /// `[ssh] keepalive_s` (issue 17); nothing sends keepalives yet.
+    pub(crate) keepalive: Option<std::time::Duration>,
+    /// ssh_config's `UserKnownHostsFile`, over `[ssh] known_hosts`.
+    pub(crate) known_hosts: Option<PathBuf>,
+    /// Each value taken from connection_info.json or ssh_config, and where it was
+    /// written, for `check -v`.
+    pub(crate) settings: Vec<Setting>,
+}
+
+impl Host {
+    /// The bastions on the way, the first one logged in to first (as ProxyJump lists them).
+    pub(crate) fn hops(&self) -> Vec<&Host> {
+        let mut out = Vec::new();
+        let mut at = self.jump.as_deref();
+        while let Some(h) = at {
+            out.push(h);
+            at = h.jump.as_deref();
+        }
+        out.reverse();
+        out
+    }
+
+    /// `check`'s ROUTE: `direct`, or `via B` (`via B1,B2` for a chain, as ProxyJump writes it).
+    pub(crate) fn route(&self) -> String {
+        let hops = self.hops();
+        if hops.is_empty() {
+            return "direct".into();
+        }
+        let names: Vec<&str> = hops.iter().map(|h| h.address.as_str()).collect();
+        format!("via {}", names.join(","))
+    }
 }
 
 /// What [`parse_with`] does with a `passkey_env` or `passphrase_env` variable that
@@ -71,7 +123,8 @@ pub(crate) enum UnsetVars {
 #[serde(deny_unknown_fields)]
 struct RawHost {
     ip_address: String,
-    user: String,
+    #[serde(default)]
+    user: Option<String>,
     #[serde(default)]
     port: Option<u16>,
     #[serde(default)]
@@ -86,13 +139,22 @@ struct RawHost {
     passphrase_env: Option<String>,
     #[serde(default)]
     disabled: bool,
+    #[serde(default)]
+    proxy_jump: Option<String>,
 }
 
-/// Reads connection_info.json. `base` is config.ini's directory, for relative key
-/// paths. Returns the hosts and the warnings about unset variables (see [`parse_with`]).
-pub(crate) fn load(path: &Path, base: &Path, unset: UnsetVars) -> Result<(Vec<Host>, Vec<String>)> {
+/// Reads connection_info.json and applies `ssh_config` (if any) to each host.
+/// `base` is config.ini's directory, for relative key paths. Returns the hosts and
+/// the notes: unset variables (see [`parse_with`]), what ssh_config says that
+/// hostsync ignores, and the debug lines about what it skipped.
+pub(crate) fn load(
+    path: &Path,
+    base: &Path,
+    unset: UnsetVars,
+    ssh_config: Option<&SshConfig>,
+) -> Result<(Vec<Host>, reach::Notes)> {
     let text = source::read_text(path, "connection_info.json")?;
-    parse_with(path, base, &text, unset)
+    parse_in(path, base, &text, unset, ssh_config)
 }
 
 /// A warning when the hosts file holds an inline `passkey` or `passphrase` and group
@@ -133,12 +195,25 @@ pub(crate) fn parse(path: &Path, base: &Path, text: &str) -> Result<Vec<Host>> {
 /// [`UnsetVars::Refuse`] and one of the returned warnings under
 /// [`UnsetVars::Warn`] (one line each, naming file, host and variable); for a
 /// disabled host it is neither. Either way that secret is left out.
+#[cfg(test)]
 pub(crate) fn parse_with(
     path: &Path,
     base: &Path,
     text: &str,
     unset: UnsetVars,
 ) -> Result<(Vec<Host>, Vec<String>)> {
+    parse_in(path, base, text, unset, None).map(|(hosts, notes)| (hosts, notes.unset))
+}
+
+/// [`parse_with`], applying `ssh_config` to each host and linking `proxy_jump`s
+/// into chains ([`reach::hosts`]).
+pub(crate) fn parse_in(
+    path: &Path,
+    base: &Path,
+    text: &str,
+    unset: UnsetVars,
+    ssh_config: Option<&SshConfig>,
+) -> Result<(Vec<Host>, reach::Notes)> {
     let file = path.display();
     if text.trim().is_empty() {
         bail!(
@@ -153,7 +228,7 @@ pub(crate) fn parse_with(
     let mut problems = Problems::default();
     let mut warnings = Vec::new();
     let mut seen = HashSet::new();
-    let mut hosts = Vec::new();
+    let mut drafts = Vec::new();
     for (i, r) in raw.into_iter().enumerate() {
         let at = format!("{file}: host #{} ({})", i + 1, r.ip_address);
         if let Err(msg) = check_address(&r.ip_address) {
@@ -166,7 +241,10 @@ pub(crate) fn parse_with(
             ));
             continue;
         }
-        if r.user.trim().is_empty() || r.user.contains(|c: char| c.is_control()) {
+        if r.user
+            .as_ref()
+            .is_some_and(|u| u.trim().is_empty() || u.contains(|c: char| c.is_control()))
+        {
             problems.push(format!(
                 "{at}: user is empty or has control characters; write the remote login name"
             ));
@@ -228,18 +306,29 @@ pub(crate) fn parse_with(
             ));
             continue;
         }
-        hosts.push(Host {
-            address: r.ip_address,
-            port: r.port.unwrap_or(22),
+        drafts.push(Draft {
+            at,
             user: r.user,
-            identity_file,
-            passphrase,
-            password,
-            disabled: r.disabled,
+            port: r.port,
+            proxy_jump: r.proxy_jump,
+            host: Host {
+                host_name: r.ip_address.clone(),
+                address: r.ip_address,
+                identity_file,
+                passphrase,
+                password,
+                disabled: r.disabled,
+                ..Host::default()
+            },
         });
     }
+    let mut notes = reach::Notes {
+        unset: warnings,
+        ..reach::Notes::default()
+    };
+    let hosts = reach::hosts(drafts, path, ssh_config, &mut problems, &mut notes);
     problems.into_result()?;
-    Ok((hosts, warnings))
+    Ok((hosts, notes))
 }
 
 /// A secret given either inline (`name`) or through an environment variable

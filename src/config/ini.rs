@@ -47,6 +47,9 @@ pub(crate) struct Settings {
     /// `[ssh] strict_modes`: follow a symlink on the way to dest only in a directory
     /// nobody but root and the login user can write (OpenSSH's StrictModes).
     pub(crate) strict_modes: bool,
+    /// `[ssh] ssh_config`: an OpenSSH client config to apply to the hosts (issue
+    /// 18); `None` for `none`, the default.
+    pub(crate) ssh_config: Option<String>,
     /// `[sync] debounce_ms`: quiet period for writes that never close (watch).
     pub(crate) debounce: Duration,
     /// `[sync] retry_max_s`: cap of the retry backoff for a host that is down (watch).
@@ -71,6 +74,7 @@ impl Default for Settings {
             connect_timeout: Duration::from_secs(10),
             io_timeout: Duration::from_secs(30),
             strict_modes: true,
+            ssh_config: None,
             debounce: Duration::from_millis(50),
             retry_max: Duration::from_secs(30),
             split: true,
@@ -98,6 +102,7 @@ pub(crate) const KNOWN: &[(&str, &[&str])] = &[
             "connect_timeout",
             "io_timeout",
             "strict_modes",
+            "ssh_config",
         ],
     ),
     (
@@ -253,6 +258,9 @@ fn apply(s: &mut Settings, section: &str, key: &str, value: &str) -> Result<(), 
         ("ssh", "connect_timeout") => s.connect_timeout = Duration::from_secs(int(value, 1, 3600)?),
         ("ssh", "io_timeout") => s.io_timeout = Duration::from_secs(int(value, 1, 86400)?),
         ("ssh", "strict_modes") => s.strict_modes = yes_no(value)?,
+        ("ssh", "ssh_config") => {
+            s.ssh_config = Some(path(value)?).filter(|p| !p.eq_ignore_ascii_case("none"))
+        }
         ("sync", "debounce_ms") => s.debounce = Duration::from_millis(int(value, 0, 60_000)?),
         ("sync", "retry_max_s") => s.retry_max = Duration::from_secs(int(value, 1, 86400)?),
         ("sync", "split") => s.split = yes_no(value)?,
@@ -335,6 +343,10 @@ mod tests {
         assert_eq!(s.host_key_policy, HostKeyPolicy::AcceptNew);
         assert_eq!(s.connect_timeout, Duration::from_secs(3));
         assert_eq!(s.debounce, Duration::ZERO);
+        assert_eq!(s.ssh_config, None);
+        let s = p("[ssh]\nssh_config = ~/.ssh/config\n").unwrap();
+        assert_eq!(s.ssh_config.as_deref(), Some("~/.ssh/config"));
+        assert_eq!(p("[ssh]\nssh_config = none\n").unwrap().ssh_config, None);
         assert!(s.split);
         assert_eq!(s.inflight_kib, None);
         let s = p("[sync]\nsplit = no\ninflight_kib = 0\n").unwrap();

@@ -9,6 +9,11 @@
 //! Hosts marked `"disabled": true` (issue 14) are loaded and validated, mapping
 //! file included, then set apart in [`Config::disabled`]: every command works on
 //! [`Config::targets`] only, so a disabled host is never contacted or reported.
+//!
+//! With `[ssh] ssh_config = PATH` (issue 18) that OpenSSH client config (and only
+//! it, with its `Include`s) is read once and applied to every host ([`reach`]);
+//! a host that other hosts jump through and that has no mapping file is a
+//! bastion ([`Target::bastion_for`]), not a host sync skips.
 
 pub(crate) mod example;
 pub(crate) mod exclude;
@@ -18,9 +23,8 @@ mod fuzz;
 pub(crate) mod hosts;
 pub(crate) mod ini;
 pub(crate) mod mapping;
+pub(crate) mod reach;
 pub(crate) mod source;
-/// Read by `[ssh] ssh_config` and `proxy_jump` (issue 18), which wire it in.
-#[allow(dead_code)]
 pub(crate) mod ssh_config;
 pub(crate) mod typo;
 
@@ -97,6 +101,8 @@ pub(crate) struct Target {
     pub(crate) mapping_file: Option<PathBuf>,
     /// What to push (empty when there is no mapping file).
     pub(crate) mappings: Vec<Mapping>,
+    /// How many enabled hosts are reached through this one (0: it is no bastion).
+    pub(crate) bastion_for: usize,
 }
 
 /// Everything a run needs, validated.
@@ -123,6 +129,9 @@ pub(crate) struct Config {
     /// Problems that do not stop a run (a hosts file with secrets others can
     /// read); logged as warnings once logging has started.
     pub(crate) warnings: Vec<String>,
+    /// What loading skipped on purpose (ssh_config keywords hostsync does not
+    /// use); logged at debug level once logging has started.
+    pub(crate) debug_notes: Vec<String>,
 }
 
 /// Loads config.ini (`config_path`, or the `config.ini` in that directory) and the
@@ -145,13 +154,23 @@ pub(crate) fn load_with(config_path: &Path, unset: UnsetVars) -> Result<Config> 
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/"));
     let settings = ini::load(&config_path)?;
+    let ssh_config = match &settings.ssh_config {
+        Some(p) => Some(ssh_config::SshConfig::load(&ini::resolve(&base, p)).map_err(|e| {
+            anyhow!(
+                "{e:#} (read because {} sets [ssh] ssh_config; fix the file or set ssh_config = none)",
+                config_path.display()
+            )
+        })?),
+        None => None,
+    };
     let hosts_path = ini::resolve(&base, &settings.connection_info_path);
-    let (hosts, unset_vars) = hosts::load(&hosts_path, &base, unset)?;
+    let (hosts, notes) = hosts::load(&hosts_path, &base, unset, ssh_config.as_ref())?;
     let mut warnings: Vec<String> = hosts::exposure_warning(&hosts_path).into_iter().collect();
     // Under Refuse these are only about disabled hosts, which need no secret.
     if unset == UnsetVars::Warn {
-        warnings.extend(unset_vars);
+        warnings.extend(notes.unset);
     }
+    warnings.extend(notes.warnings);
     let map_dir = ini::resolve(&base, &settings.address_mapper_path);
     let (disabled, targets): (Vec<Target>, Vec<Target>) = load_targets(&map_dir, &base, hosts)?
         .into_iter()
@@ -180,6 +199,7 @@ pub(crate) fn load_with(config_path: &Path, unset: UnsetVars) -> Result<Config> 
         targets,
         disabled,
         warnings,
+        debug_notes: notes.debug,
     })
 }
 
@@ -225,10 +245,28 @@ fn load_targets(map_dir: &Path, base: &Path, hosts: Vec<Host>) -> Result<Vec<Tar
             host,
             mapping_file,
             mappings,
+            bastion_for: 0,
         });
     }
     problems.into_result()?;
+    count_bastions(&mut targets);
     Ok(targets)
+}
+
+/// Sets each entry's [`Target::bastion_for`]: how many enabled hosts have it on
+/// their way (a hop that is not an entry counts for nothing here).
+fn count_bastions(targets: &mut [Target]) {
+    let mut counts = std::collections::HashMap::<String, usize>::new();
+    for t in targets.iter().filter(|t| !t.host.disabled) {
+        let mut names: Vec<&str> = t.host.hops().iter().map(|h| h.address.as_str()).collect();
+        names.dedup();
+        for name in names {
+            *counts.entry(name.to_string()).or_default() += 1;
+        }
+    }
+    for t in targets.iter_mut() {
+        t.bastion_for = counts.get(&t.host.address).copied().unwrap_or(0);
+    }
 }
 
 /// This client's id: 8 hex digits of SHA-256 over the machine's id (systemd's

@@ -103,6 +103,7 @@ impl SshConfig {
         })
     }
 
+    #[cfg(test)]
     /// Parses `text` as file `path` (its includes are read from disk).
     pub(crate) fn parse(path: &Path, text: &str) -> Result<SshConfig> {
         Ok(SshConfig {

@@ -9,6 +9,13 @@
 //! `[host]:port` entries; delayed ACKs are turned off after every receive
 //! (`transfer::quickack`: 40 ms less for the first channel of each session). A
 //! session lives on the one worker thread that made it.
+//!
+//! A host behind a bastion (issue 18) gets, instead of a TCP socket, one end of a
+//! socket pair that [`super::jump`] bridges to a `direct-tcpip` channel of the
+//! bastion's session; everything else (handshake, the host key checked under the
+//! host's own `HostName` and port, login) is the same. ssh_config's values, where
+//! `[ssh] ssh_config` is set, come with the [`Host`]: HostName, the known_hosts
+//! file, the connect timeout and more key files.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -74,32 +81,22 @@ pub(crate) struct ScriptOutput {
 }
 
 impl Connection {
-    /// Connects, checks the host key and logs in. Errors say which step failed.
+    /// Connects (through its bastions, if it has any), checks the host key and
+    /// logs in. Errors say which step failed.
     pub(crate) fn open(host: &Host, ssh: &SshSettings) -> Result<Connection> {
-        let tcp = connect_tcp(host, ssh.connect_timeout)?;
-        let mut session = Session::new().context("cannot create an ssh session")?;
-        super::quickack::install(&session);
-        session.set_tcp_stream(tcp);
-        session.set_timeout(millis(ssh.connect_timeout));
-        session
-            .handshake()
-            .map_err(|e| handshake_error(&e, ssh.connect_timeout))?;
-        log::debug!(
-            "{}: negotiated kex {}, cipher {}, mac {}",
-            host.address,
-            session.methods(ssh2::MethodType::Kex).unwrap_or("?"),
-            session.methods(ssh2::MethodType::CryptCs).unwrap_or("?"),
-            session.methods(ssh2::MethodType::MacCs).unwrap_or("?")
-        );
-        let fingerprint = verify_host_key(&session, host, ssh)?;
-        let auth_method = authenticate(&session, host)?;
+        let Login {
+            session,
+            auth_method,
+            fingerprint,
+        } = login(host, ssh)?;
         let run = crate::remote::fresh_hex();
         session.set_timeout(millis(ssh.io_timeout));
         log::info!(
-            "{}: connected as {} on port {} ({auth_method}, host key {fingerprint})",
+            "{}: connected as {} on port {}{} ({auth_method}, host key {fingerprint})",
             host.address,
             host.user,
-            host.port
+            host.port,
+            via_words(host)
         );
         Ok(Connection {
             session,
@@ -420,6 +417,64 @@ impl Connection {
     }
 }
 
+/// A session that is logged in, and how.
+pub(crate) struct Login {
+    /// The session, blocking, its timeout still the connect timeout.
+    pub(crate) session: Session,
+    /// Which auth method worked.
+    pub(crate) auth_method: &'static str,
+    /// The server's host key fingerprint.
+    pub(crate) fingerprint: String,
+}
+
+/// Reaches `host` (over TCP, or through its bastion), handshakes, checks its host
+/// key and logs in; every blocking step is bounded by its connect timeout. Errors
+/// say which step failed.
+pub(crate) fn login(host: &Host, ssh: &SshSettings) -> Result<Login> {
+    let timeout = connect_timeout(host, ssh);
+    let mut session = Session::new().context("cannot create an ssh session")?;
+    super::quickack::install(&session);
+    match &host.jump {
+        None => session.set_tcp_stream(connect_tcp(host, timeout)?),
+        Some(bastion) => session.set_tcp_stream(super::jump::reach(bastion, host, ssh)?),
+    }
+    session.set_timeout(millis(timeout));
+    session
+        .handshake()
+        .map_err(|e| handshake_error(&e, timeout))?;
+    log::debug!(
+        "{}: negotiated kex {}, cipher {}, mac {}",
+        host.address,
+        session.methods(ssh2::MethodType::Kex).unwrap_or("?"),
+        session.methods(ssh2::MethodType::CryptCs).unwrap_or("?"),
+        session.methods(ssh2::MethodType::MacCs).unwrap_or("?")
+    );
+    let fingerprint = verify_host_key(&session, host, ssh)?;
+    let auth_method = authenticate(&session, host)?;
+    Ok(Login {
+        session,
+        auth_method,
+        fingerprint,
+    })
+}
+
+/// ssh_config's `ConnectTimeout` for this host, else `[ssh] connect_timeout`.
+pub(crate) fn connect_timeout(host: &Host, ssh: &SshSettings) -> Duration {
+    host.connect_timeout.unwrap_or(ssh.connect_timeout)
+}
+
+/// `" via bastion B"` (`" via bastions B1,B2"`, the first logged in to first) for
+/// the audit trail's connected line; empty for a direct host.
+fn via_words(host: &Host) -> String {
+    let hops = host.hops();
+    let names: Vec<&str> = hops.iter().map(|h| h.address.as_str()).collect();
+    match names.len() {
+        0 => String::new(),
+        1 => format!(" via bastion {}", names[0]),
+        _ => format!(" via bastions {}", names.join(",")),
+    }
+}
+
 /// Where `end` starts in `out` at or after `from`, at a record boundary (the start,
 /// or after a NUL).
 fn find_end(out: &[u8], end: &[u8], from: usize) -> Option<usize> {
@@ -453,11 +508,11 @@ fn millis(d: Duration) -> u32 {
     d.as_millis().min(u128::from(u32::MAX)) as u32
 }
 
-/// Resolves the address and connects with a timeout; sets TCP_NODELAY.
+/// Resolves the host's `HostName` and connects with a timeout; sets TCP_NODELAY.
 fn connect_tcp(host: &Host, timeout: Duration) -> Result<TcpStream> {
-    let addrs: Vec<_> = (host.address.as_str(), host.port)
+    let addrs: Vec<_> = (host.host_name.as_str(), host.port)
         .to_socket_addrs()
-        .map_err(|e| anyhow!("host unreachable: cannot resolve {}: {e}", host.address))?
+        .map_err(|e| anyhow!("host unreachable: cannot resolve {}: {e}", host.host_name))?
         .collect();
     let mut last = None;
     for addr in &addrs {
@@ -476,12 +531,18 @@ fn connect_tcp(host: &Host, timeout: Duration) -> Result<TcpStream> {
             timeout.as_secs()
         ),
         Some(e) => bail!("host unreachable: connect to port {}: {e}", host.port),
-        None => bail!("host unreachable: {} resolves to no address", host.address),
+        None => bail!(
+            "host unreachable: {} resolves to no address",
+            host.host_name
+        ),
     }
 }
 
-/// Checks the server's key against known_hosts per the policy; returns its fingerprint.
+/// Checks the server's key against known_hosts (ssh_config's UserKnownHostsFile, else
+/// `[ssh] known_hosts`) under the host's `HostName` and port, per the policy;
+/// returns its fingerprint.
 fn verify_host_key(session: &Session, host: &Host, ssh: &SshSettings) -> Result<String> {
+    let known_hosts = host.known_hosts.as_ref().unwrap_or(&ssh.known_hosts);
     let (key, key_type) = session
         .host_key()
         .ok_or_else(|| anyhow!("the server sent no host key"))?;
@@ -497,46 +558,66 @@ fn verify_host_key(session: &Session, host: &Host, ssh: &SshSettings) -> Result<
         return Ok(fingerprint);
     }
     let mut known = session.known_hosts().context("cannot use known_hosts")?;
-    if ssh.known_hosts.exists() {
+    if known_hosts.exists() {
         known
-            .read_file(&ssh.known_hosts, KnownHostFileKind::OpenSSH)
+            .read_file(known_hosts, KnownHostFileKind::OpenSSH)
             .map_err(|e| {
                 anyhow!(
                     "cannot read known_hosts {}: {}",
-                    ssh.known_hosts.display(),
+                    known_hosts.display(),
                     e.message()
                 )
             })?;
     }
-    match known.check_port(&host.address, host.port, key) {
+    match known.check_port(&host.host_name, host.port, key) {
         CheckResult::Match => Ok(fingerprint),
         // Both hints name the configured file (issue 14, bug 7): without `-f`,
         // ssh-keygen edits ~/.ssh/known_hosts; `>> known_hosts` would be relative
         // to wherever the operator stands.
         CheckResult::Mismatch => bail!(
             "host key mismatch: the server offered {type_name} {fingerprint}, which differs from the key in {}; if the host was really reinstalled, remove its old line (ssh-keygen -R '{}' -f {}) and connect again, otherwise someone may be intercepting the connection",
-            ssh.known_hosts.display(),
+            known_hosts.display(),
             known_hosts_name(host),
-            shell_word(&ssh.known_hosts)
+            shell_word(known_hosts)
         ),
         CheckResult::NotFound if ssh.host_key_policy == HostKeyPolicy::AcceptNew => {
-            append_known_host(&ssh.known_hosts, host, type_name, key)?;
+            append_known_host(known_hosts, host, type_name, key)?;
             log::info!(
                 "{}: added host key {type_name} {fingerprint} to {}",
                 host.address,
-                ssh.known_hosts.display()
+                known_hosts.display()
             );
             Ok(fingerprint)
         }
         CheckResult::NotFound => bail!(
-            "host key unknown: the server offered {type_name} {fingerprint}, which is not in {}; verify it and add it (ssh-keyscan -p {} {} >> {}), or set host_key_policy = accept-new",
-            ssh.known_hosts.display(),
-            host.port,
-            host.address,
-            shell_word(&ssh.known_hosts)
+            "host key unknown: the server offered {type_name} {fingerprint}, which is not in {}; verify it and add it ({}), or set host_key_policy = accept-new",
+            known_hosts.display(),
+            keyscan_hint(host, known_hosts)
         ),
         CheckResult::Failure => bail!("host key check failed in libssh2"),
     }
+}
+
+/// How to fetch a host's key into `known_hosts`: `ssh-keyscan`, which cannot go
+/// through a bastion, or for a host behind one OpenSSH's `ssh -J` (which prints the
+/// fingerprint to compare, then adds the key to that file).
+fn keyscan_hint(host: &Host, known_hosts: &Path) -> String {
+    let file = shell_word(known_hosts);
+    if host.jump.is_none() {
+        return format!("ssh-keyscan -p {} {} >> {file}", host.port, host.host_name);
+    }
+    let hops: Vec<String> = host
+        .hops()
+        .iter()
+        .map(|h| format!("{}@{}:{}", h.user, h.host_name, h.port))
+        .collect();
+    format!(
+        "ssh -J {} -o UserKnownHostsFile={file} -p {} {}@{} true",
+        hops.join(","),
+        host.port,
+        host.user,
+        host.host_name
+    )
 }
 
 /// `path` as one word for a POSIX shell, quoted only when it needs to be, so a
@@ -585,12 +666,13 @@ fn key_type_name(t: HostKeyType) -> &'static str {
     }
 }
 
-/// How a host is written in known_hosts: `addr` on port 22, `[addr]:port` otherwise.
+/// How a host is written in known_hosts: `name` on port 22, `[name]:port`
+/// otherwise, for its `HostName` (as OpenSSH without HostKeyAlias).
 fn known_hosts_name(host: &Host) -> String {
     if host.port == 22 {
-        host.address.clone()
+        host.host_name.clone()
     } else {
-        format!("[{}]:{}", host.address, host.port)
+        format!("[{}]:{}", host.host_name, host.port)
     }
 }
 
@@ -632,8 +714,9 @@ fn default_keys() -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-/// Tries identity_file, then the ssh-agent, then (without identity_file) the default
-/// keys, then the password; names every method and key tried.
+/// Tries identity_file, then ssh_config's IdentityFiles, then the ssh-agent, then
+/// (without any of those key files) the default keys, then the password; names
+/// every method and key tried.
 fn authenticate(session: &Session, host: &Host) -> Result<&'static str> {
     let user = host.user.as_str();
     let mut tried = Vec::new();
@@ -649,6 +732,14 @@ fn authenticate(session: &Session, host: &Host) -> Result<&'static str> {
             }
         }
     }
+    // ssh_config's keys: one that does not exist is skipped, as ssh skips it.
+    for key in host.config_identity_files.iter().filter(|k| k.is_file()) {
+        match session.userauth_pubkey_file(user, None, key, None) {
+            Ok(()) if session.authenticated() => return Ok("publickey"),
+            Ok(()) => tried.push(format!("publickey ({}: not accepted)", key.display())),
+            Err(e) => tried.push(format!("publickey ({}: {})", key.display(), e.message())),
+        }
+    }
     if std::env::var_os("SSH_AUTH_SOCK").is_some_and(|s| !s.is_empty()) {
         match session.userauth_agent(user) {
             Ok(()) if session.authenticated() => return Ok("agent"),
@@ -656,7 +747,7 @@ fn authenticate(session: &Session, host: &Host) -> Result<&'static str> {
             Err(e) => tried.push(format!("agent ({})", e.message())),
         }
     }
-    if host.identity_file.is_none() {
+    if host.identity_file.is_none() && host.config_identity_files.is_empty() {
         // As ssh does without -i: the usual key files, after the agent (issue 14).
         for key in default_keys() {
             match session.userauth_pubkey_file(user, None, &key, None) {

@@ -401,7 +401,12 @@ mod tests {
             reading: &mut reading,
             cancel: &never,
         };
-        File::options().write(true).open(&a).unwrap().set_len(2).unwrap();
+        File::options()
+            .write(true)
+            .open(&a)
+            .unwrap()
+            .set_len(2)
+            .unwrap();
         let mut buf = Vec::new();
         r.read_to_end(&mut buf).unwrap();
         assert_eq!(buf, b"he\0\0\0");

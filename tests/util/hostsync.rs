@@ -93,6 +93,22 @@ impl Env {
         self.hosts.push(entry);
     }
 
+    /// Sets `field` of the connection_info.json entry of `addr` (`Value::Null`
+    /// removes it), e.g. `proxy_jump` (issue 18).
+    pub fn set_field(&mut self, addr: &str, field: &str, value: Value) {
+        let entry = self
+            .hosts
+            .iter_mut()
+            .find(|h| h["ip_address"] == addr)
+            .unwrap_or_else(|| panic!("no host {addr} in this test's connection_info.json"));
+        let map = entry.as_object_mut().expect("a host entry is an object");
+        if value.is_null() {
+            map.remove(field);
+        } else {
+            map.insert(field.to_string(), value);
+        }
+    }
+
     /// Adds a known_hosts line.
     pub fn trust(&mut self, line: String) {
         self.known.push(line);
