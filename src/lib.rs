@@ -4,7 +4,7 @@
 //! The folders read as the data flow, and each depends only on those listed
 //! before it (`tests/layout.rs` checks it; README, "Architecture", walks one
 //! change through them):
-//! - [`escape`], [`exit`], [`cli`], [`log`]: leaves every layer may use;
+//! - [`escape`], [`exit`], [`cli`], [`log`], [`failure`]: leaves every layer may use;
 //! - [`config`]: config.ini, connection_info.json and the mapping files, read and
 //!   validated into one `Config` (the example configuration too);
 //! - [`local`]: the local side: scanning a src, excludes, reading a file to send,
@@ -27,6 +27,7 @@ pub(crate) mod config;
 pub(crate) mod escape;
 pub(crate) mod exec;
 pub mod exit;
+pub(crate) mod failure;
 pub(crate) mod local;
 pub(crate) mod log;
 pub(crate) mod output;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use crate::failure::Failure;
 use crate::reconcile::render::Diff;
 
 /// Something that happened on a host during a sync, as it happens.
@@ -106,11 +107,15 @@ pub(crate) struct HostReport {
     pub(crate) bytes: u64,
     /// The host could not be served at all (unreachable, auth, host key): the reason.
     pub(crate) fatal: Option<String>,
+    /// What kind of failure `fatal` is.
+    pub(crate) fatal_kind: Option<Failure>,
     /// The host was not served on purpose: why (`no mapping file mappings/IP.json`).
     /// Not a failure (issue 14, bug 6).
     pub(crate) skip: Option<String>,
     /// One line per failure, without the host prefix.
     pub(crate) errors: Vec<String>,
+    /// The kind of each line of `errors`.
+    pub(crate) kinds: Vec<Failure>,
     /// `sync --dry-run`: the differences found (nothing was changed).
     pub(crate) diffs: Vec<Diff>,
     /// Who hears about each event as it happens.
@@ -139,18 +144,20 @@ impl HostReport {
         self.observer.emit(&self.address, &event);
     }
 
-    /// Records and logs a failure of one file or mapping.
-    pub(crate) fn fail(&mut self, what: &str, reason: &str) {
+    /// Records and logs a failure of one file or mapping, of `kind`.
+    pub(crate) fn fail(&mut self, kind: Failure, what: &str, reason: &str) {
         log::error!("{}: {what}: {reason}", self.address);
         self.failed += 1;
         self.errors.push(format!("{what}: {reason}"));
+        self.kinds.push(kind);
         self.event(Event::Failed { what, reason });
     }
 
-    /// Records and logs that the whole host failed.
+    /// Records and logs that the whole host failed (its kind: [`Failure::of_host`]).
     pub(crate) fn fail_host(&mut self, reason: &str) {
         log::error!("{}: {reason}", self.address);
         self.fatal = Some(reason.to_string());
+        self.fatal_kind = Some(Failure::of_host(reason));
         self.event(Event::HostFailed { reason });
     }
 
@@ -280,6 +287,48 @@ pub(crate) fn json_summary(r: &HostReport) -> Value {
 mod tests {
     use super::*;
 
+    /// A whole-host failure's kind, from the transport's own words.
+    #[test]
+    fn host_failures_have_kinds() {
+        for (reason, kind) in [
+            (
+                "host unreachable: connect to port 22: Connection refused (os error 111)",
+                Failure::Connection,
+            ),
+            ("ssh handshake timed out after 10 s", Failure::Connection),
+            (
+                "sending file data: Failure while draining incoming flow",
+                Failure::Connection,
+            ),
+            (
+                "auth failed for user deploy: tried publickey (refused)",
+                Failure::Host,
+            ),
+            (
+                "host key mismatch: the server offered ssh-ed25519 SHA256:x, which differs",
+                Failure::Host,
+            ),
+            (
+                "host key unknown: the server offered ssh-ed25519 SHA256:x, which is not in k",
+                Failure::Host,
+            ),
+            (
+                "cannot read the remote listing: bad root index (does the remote login shell print text",
+                Failure::Host,
+            ),
+        ] {
+            assert_eq!(Failure::of_host(reason), kind, "{reason}");
+            let mut r = HostReport::new("h");
+            r.fail_host(reason);
+            assert_eq!(r.fatal_kind, Some(kind));
+        }
+        let mut r = HostReport::new("h");
+        r.fail(Failure::Refused, "a -> /b", "Permission denied");
+        r.fail(Failure::Local, "a", "cannot read local file");
+        assert_eq!(r.kinds, [Failure::Refused, Failure::Local]);
+        assert_eq!(r.errors.len(), r.kinds.len());
+    }
+
     #[test]
     fn summary_has_a_row_per_host_and_every_error() {
         let mut a = HostReport::new("127.0.0.2");
@@ -354,7 +403,7 @@ mod tests {
         );
         r.sent_file("/l", "/r", 5, "new");
         r.removed_path("/l2", "/r2");
-        r.fail("/x", "bad");
+        r.fail(Failure::Refused, "/x", "bad");
         assert_eq!((r.sent, r.bytes, r.removed, r.failed), (1, 5, 1, 1));
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 3, "{seen:?}");

@@ -11,20 +11,28 @@ use std::path::{Path, PathBuf};
 /// always may use itself; `root` is lib.rs.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("escape", &[]),
+    ("failure", &[]),
     ("exit", &[]),
     ("cli", &[]),
-    ("log", &["escape"]),
-    ("config", &["escape", "cli"]),
-    ("local", &["config", "escape"]),
-    ("remote", &["local", "config", "escape"]),
-    ("transport", &["remote", "local", "config", "escape"]),
-    ("reconcile", &["remote", "local", "config", "escape"]),
-    ("watch", &["remote", "local", "config", "escape"]),
-    ("report", &["reconcile", "escape"]),
-    ("output", &["report", "escape"]),
+    ("log", &["failure", "escape"]),
+    ("config", &["failure", "escape", "cli"]),
+    ("local", &["failure", "config", "escape"]),
+    ("remote", &["failure", "local", "config", "escape"]),
+    (
+        "transport",
+        &["failure", "remote", "local", "config", "escape"],
+    ),
+    (
+        "reconcile",
+        &["failure", "remote", "local", "config", "escape"],
+    ),
+    ("watch", &["failure", "remote", "local", "config", "escape"]),
+    ("report", &["failure", "reconcile", "escape"]),
+    ("output", &["failure", "report", "escape"]),
     (
         "exec",
         &[
+            "failure",
             "transport",
             "reconcile",
             "watch",
@@ -38,6 +46,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "cmd",
         &[
+            "failure",
             "exec",
             "output",
             "report",

@@ -15,6 +15,7 @@
 //! mapping (src -> dest) and command.
 
 use crate::config::Mapping;
+use crate::failure::Failure;
 use crate::report::{Event, HostReport};
 use crate::transport::ssh::Connection;
 
@@ -56,6 +57,7 @@ pub(crate) fn run(conn: &Connection, mapping: &Mapping, report: &mut HostReport)
                 });
                 if out.status != 0 {
                     report.fail(
+                        Failure::Refused,
                         &what,
                         &format!("exited with status {}{stopped}", out.status),
                     );
@@ -68,7 +70,11 @@ pub(crate) fn run(conn: &Connection, mapping: &Mapping, report: &mut HostReport)
                     command: cmd,
                     status: None,
                 });
-                report.fail(&what, &format!("could not run: {e:#}{stopped}"));
+                report.fail(
+                    Failure::Refused,
+                    &what,
+                    &format!("could not run: {e:#}{stopped}"),
+                );
                 return;
             }
         }

@@ -35,6 +35,7 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use crate::config::Target;
+use crate::failure::Failure;
 use crate::local::pushed::Pushed;
 use crate::local::{self, Source, Sources};
 use crate::reconcile::render::{self, Change, Diff, MadeBelow};
@@ -170,7 +171,7 @@ fn writable_units<'u, 'm>(
         let root = unit.1.root.dir.clone();
         match state.problem {
             Some(why) => {
-                report.fail(probe.label(), &why);
+                report.fail(Failure::Refused, probe.label(), &why);
                 if refused.insert(root.clone()) {
                     report.diffs.push(Diff {
                         path: root,
@@ -271,7 +272,9 @@ fn usable<'u, 'm>(
     for (i, u) in units.iter().enumerate() {
         match u.source.as_ref() {
             Ok(src) => usable.push((i, u, src)),
-            Err(reason) => report.fail(&u.mapping.src.display().to_string(), reason),
+            Err(reason) => {
+                report.fail(Failure::Local, &u.mapping.src.display().to_string(), reason)
+            }
         }
     }
     usable
@@ -285,8 +288,8 @@ fn hash_local(path: &Path) -> Option<String> {
 /// Reports what a plan could not do (one failure line each), what it skipped,
 /// and its warnings.
 fn take_findings(plan: &Plan, report: &mut HostReport) {
-    for (what, why) in &plan.failures {
-        report.fail(what, why);
+    for (kind, what, why) in &plan.failures {
+        report.fail(*kind, what, why);
     }
     report.skipped += plan.skipped;
     for w in &plan.warnings {

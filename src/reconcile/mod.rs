@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::Mapping;
+use crate::failure::Failure;
 use crate::local::pushed::Pushed;
 use crate::local::{self, Kind, Source};
 use crate::remote::{self, ListRoot, RootState};
@@ -165,8 +166,8 @@ pub(crate) struct Plan {
     pub(crate) stale_at: Vec<(Vec<u8>, Vec<u8>)>,
     /// Destination roots that do not exist (listed without creating them: a dry run).
     pub(crate) missing: BTreeSet<Vec<u8>>,
-    /// What cannot be done, as (what, why): one failure line each.
-    pub(crate) failures: Vec<(String, String)>,
+    /// What cannot be done, as (kind, what, why): one failure line each.
+    pub(crate) failures: Vec<(Failure, String, String)>,
     /// Entries that already match the remote.
     pub(crate) skipped: u64,
     /// Warnings for the log (without the host's address).
@@ -250,7 +251,7 @@ pub(crate) fn compare(
         let mapping = unit.mapping;
         if let Some(why) = unusable_root(state, stale_rule.is_none(), &root.dir) {
             let what = format!("{} -> {}", mapping.src.display(), mapping.dest);
-            plan.failures.push((what, why));
+            plan.failures.push((Failure::Refused, what, why));
             continue;
         }
         if state.missing {
@@ -264,8 +265,8 @@ pub(crate) fn compare(
             ));
         }
         for (path, reason) in &source.errors {
-            plan.failures
-                .push((path.display().to_string(), reason.clone()));
+            let what = path.display().to_string();
+            plan.failures.push((Failure::Local, what, reason.clone()));
         }
         plan.note_stale(&root.dir, state, stale_rule);
         let remote = Remote {
@@ -419,14 +420,14 @@ fn plan_mapping(
                 show(&join(remote.root, &at.rel))
             )
         };
-        if let Some(why) = refused(&at, &blocked) {
+        if let Some((kind, why)) = refused(&at, &blocked) {
             if !matches!(entry.kind, Kind::Dir { .. }) {
-                plan.failures.push((what(), why));
+                plan.failures.push((kind, what(), why));
             }
             continue;
         }
         if let Err(why) = plan_entry(&at, &entry.kind, remote, w, plan, hash) {
-            plan.failures.push((what(), why.clone()));
+            plan.failures.push((Failure::Refused, what(), why.clone()));
             if matches!(entry.kind, Kind::Dir { .. }) {
                 blocked.push((at.rel.clone(), why));
             }
@@ -449,24 +450,24 @@ struct Local<'a> {
 }
 
 /// Why an entry cannot be sent at all, if it cannot: below a blocked remote
-/// directory, or a name hostsync cannot carry.
-fn refused(at: &Local<'_>, blocked: &[(Vec<u8>, String)]) -> Option<String> {
+/// directory (the remote's doing), or a name hostsync cannot carry (a local one).
+fn refused(at: &Local<'_>, blocked: &[(Vec<u8>, String)]) -> Option<(Failure, String)> {
     if let Some((_, why)) = blocked.iter().find(|(b, _)| is_below(&at.rel, b)) {
-        return Some(why.clone());
+        return Some((Failure::Refused, why.clone()));
     }
     if at.rel.contains(&b'\n') {
-        return Some(
-            "the name contains a newline, which the SCP protocol cannot carry; rename it".into(),
-        );
+        let why = "the name contains a newline, which the SCP protocol cannot carry; rename it";
+        return Some((Failure::Local, why.into()));
     }
     // Issue 13: a local name in the temporaries' namespace would be taken for
     // one (sent in one run, removed as stale in the next).
     let name = at.local.file_name().map(|n| n.as_bytes());
     name.filter(|n| remote::is_tmp_name(n)).map(|_| {
-        format!(
+        let why = format!(
             "the name starts with {}, which hostsync keeps for its temporaries; rename it, or exclude it",
             remote::TMP_PREFIX
-        )
+        );
+        (Failure::Local, why)
     })
 }
 

@@ -77,9 +77,9 @@ struct Case {
     /// What is removed.
     removes: Vec<&'static str>,
     skipped: u64,
-    /// (path below dest, or an absolute local path, a word of the reason) of
-    /// each failure.
-    fails: Vec<(&'static str, &'static str)>,
+    /// (path below dest, or an absolute local path, a word of the reason, its
+    /// kind) of each failure.
+    fails: Vec<(&'static str, &'static str, Failure)>,
     /// A word of each warning.
     warns: Vec<&'static str>,
 }
@@ -182,12 +182,13 @@ fn check(case: &Case) -> Option<String> {
         .map(|r| show(&r.rel))
         .collect();
     let fails_ok = plan.failures.len() == case.fails.len()
-        && (case.fails.iter()).all(|(p, word)| {
+        && (case.fails.iter()).all(|(p, word, kind)| {
             let at = match p.starts_with('/') {
                 true => p.to_string(),
                 false => format!("{DEST}/{p}"),
             };
-            (plan.failures.iter()).any(|(what, why)| what.ends_with(&at) && why.contains(word))
+            (plan.failures.iter())
+                .any(|(k, what, why)| k == kind && what.ends_with(&at) && why.contains(word))
         });
     let warns_ok = plan.warnings.len() == case.warns.len()
         && (case.warns.iter()).all(|word| plan.warnings.iter().any(|w| w.contains(word)));
@@ -326,7 +327,7 @@ fn delete_cases() -> Vec<Case> {
             unreadable: vec!["private"],
             remote: vec![("a", rf(1, 1, 0o644)), ("private", rd())],
             skipped: 1,
-            fails: vec![("/src/site/private", "Permission denied")],
+            fails: vec![("/src/site/private", "Permission denied", Failure::Local)],
             warns: vec!["nothing is deleted"],
             ..Case::default()
         },
@@ -379,21 +380,30 @@ fn type_cases() -> Vec<Case> {
             name: "file or symlink where a directory is: refused, never replaced",
             local: vec![("f", file(1, 1, 0o644)), ("l", link("t"))],
             remote: vec![("f", rd()), ("l", rd())],
-            fails: vec![("f", "is a directory"), ("l", "is a directory")],
+            fails: vec![
+                ("f", "is a directory", Failure::Refused),
+                ("l", "is a directory", Failure::Refused),
+            ],
             ..Case::default()
         },
         Case {
             name: "a directory where a file is: refused, and nothing below it is written",
             local: vec![("d", dir()), ("d/x", file(1, 1, 0o644))],
             remote: vec![("d", rf(1, 1, 0o644))],
-            fails: vec![("d", "not a directory"), ("d/x", "not a directory")],
+            fails: vec![
+                ("d", "not a directory", Failure::Refused),
+                ("d/x", "not a directory", Failure::Refused),
+            ],
             ..Case::default()
         },
         Case {
             name: "a remote symlinked parent blocks writes below it",
             local: vec![("d", dir()), ("d/x", file(1, 1, 0o644)), ("d/e", dir())],
             remote: vec![("d", rl("/etc"))],
-            fails: vec![("d", "not a directory"), ("d/x", "not a directory")],
+            fails: vec![
+                ("d", "not a directory", Failure::Refused),
+                ("d/x", "not a directory", Failure::Refused),
+            ],
             ..Case::default()
         },
         Case {
@@ -403,7 +413,7 @@ fn type_cases() -> Vec<Case> {
             // The listing never goes below a symlink: d/x is not listed.
             remote: vec![("d", rl("/etc"))],
             paths: Some(vec!["d/x"]),
-            fails: vec![("d", "not a directory")],
+            fails: vec![("d", "not a directory", Failure::Refused)],
             ..Case::default()
         },
     ]
@@ -420,8 +430,12 @@ fn name_cases() -> Vec<Case> {
         ],
         sends: vec![("ok", 'f', "new")],
         fails: vec![
-            ("a\nb", "newline"),
-            (".hostsync-tmp.x", "keeps for its temporaries"),
+            ("a\nb", "newline", Failure::Local),
+            (
+                ".hostsync-tmp.x",
+                "keeps for its temporaries",
+                Failure::Local,
+            ),
         ],
         ..Case::default()
     }]

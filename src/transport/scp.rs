@@ -65,8 +65,10 @@ pub(crate) enum Outcome {
     Changed,
     /// The local file is gone: there is nothing to send, and that is no error.
     Vanished,
-    /// The remote refused it or the local file could not be read.
+    /// The remote refused it: the reason.
     Failed(String),
+    /// The local file could not be read: the reason.
+    Unreadable(String),
 }
 
 /// A running remote SCP sink rooted at one remote directory.
@@ -308,7 +310,7 @@ pub(crate) fn outcome_of(read: Finished) -> Outcome {
     match read {
         Finished::Whole(meta, sha256) => Outcome::Stored { meta, sha256 },
         Finished::Changed => Outcome::Changed,
-        Finished::Unreadable(reason) => Outcome::Failed(reason),
+        Finished::Unreadable(reason) => Outcome::Unreadable(reason),
     }
 }
 
@@ -317,7 +319,7 @@ pub(crate) fn unsendable(why: Unsendable) -> Outcome {
     match why {
         Unsendable::Vanished => Outcome::Vanished,
         Unsendable::Changed => Outcome::Changed,
-        Unsendable::Unreadable(reason) => Outcome::Failed(reason),
+        Unsendable::Unreadable(reason) => Outcome::Unreadable(reason),
     }
 }
 

@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use anyhow::Result;
 
 use super::MAX_ATTEMPTS;
+use crate::failure::Failure;
 use crate::local::pushed::{Pushed, Record};
 use crate::local::read::{Finished, Reading, Unsendable};
 use crate::local::{FileMeta, Source};
@@ -397,7 +398,8 @@ impl Run<'_, '_, '_> {
             }
             Err(Unsendable::Unreadable(why)) => {
                 self.report.event(Event::Uploaded { bytes: item.size });
-                self.report.fail(&describe(&item, root), &why);
+                self.report
+                    .fail(Failure::Local, &describe(&item, root), &why);
             }
         }
         Ok(())
@@ -408,6 +410,7 @@ impl Run<'_, '_, '_> {
     fn look_again(&mut self, root: &[u8], item: Item, dir_modes: &HashMap<Vec<u8>, u32>) {
         if self.attempt >= MAX_ATTEMPTS {
             self.report.fail(
+                Failure::Local,
                 &describe(&item, root),
                 "the local file kept changing while it was read; it will be sent on the next run",
             );
@@ -452,6 +455,7 @@ impl Run<'_, '_, '_> {
             }
             (Step::Dir(item, _) | Step::Mode(item, _), None) => self.changed[item.unit] += 1,
             (Step::Dir(item, root), Some(why)) => self.report.fail(
+                Failure::Refused,
                 &describe(&item, &root),
                 &format!(
                     "cannot create remote directory {}: {why}",
@@ -471,7 +475,10 @@ impl Run<'_, '_, '_> {
                     let modes = HashMap::new();
                     self.look_again(&root, item, &modes);
                 }
-                Finished::Unreadable(why) => self.report.fail(&describe(&item, &root), &why),
+                Finished::Unreadable(why) => {
+                    self.report
+                        .fail(Failure::Local, &describe(&item, &root), &why)
+                }
             },
             (Step::Link(item, root), None) => {
                 self.changed[item.unit] += 1;
@@ -486,7 +493,9 @@ impl Run<'_, '_, '_> {
                 | Step::File(item, root, _)
                 | Step::Link(item, root),
                 Some(why),
-            ) => self.report.fail(&describe(&item, &root), &why),
+            ) => self
+                .report
+                .fail(Failure::Refused, &describe(&item, &root), &why),
         }
     }
 
@@ -500,7 +509,10 @@ impl Run<'_, '_, '_> {
                 | Step::Dir(item, root)
                 | Step::Mode(item, root)
                 | Step::File(item, root, _)
-                | Step::Link(item, root) => self.report.fail(&describe(&item, &root), &why),
+                | Step::Link(item, root) => {
+                    self.report
+                        .fail(Failure::Connection, &describe(&item, &root), &why)
+                }
             }
         }
     }

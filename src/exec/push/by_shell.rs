@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use anyhow::{Result, anyhow};
 
 use super::{MAX_ATTEMPTS, by_agent};
+use crate::failure::Failure;
 use crate::local::pushed::{Pushed, Record};
 use crate::reconcile::{
     self, Item, ItemKind, Listed, Plan, RootWork, Unit, Usable, describe, is_below, join, show,
@@ -157,10 +158,18 @@ impl Batch<'_, '_> {
                 return by_agent::rescan(&item);
             }
             Outcome::Changed => self.report.fail(
+                Failure::Local,
                 &describe(&item, root),
                 "the local file kept changing while it was read; it will be sent on the next run",
             ),
-            Outcome::Failed(reason) => self.report.fail(&describe(&item, root), &reason),
+            Outcome::Failed(reason) => {
+                self.report
+                    .fail(Failure::Refused, &describe(&item, root), &reason)
+            }
+            Outcome::Unreadable(reason) => {
+                self.report
+                    .fail(Failure::Local, &describe(&item, root), &reason)
+            }
             Outcome::Vanished => log::debug!(
                 "{}: {} is gone; nothing to send",
                 self.report.address,
@@ -323,8 +332,13 @@ fn settle(
             }
         });
         match refused {
-            Some(reason) => report.fail(&format!("{local} -> {remote_path}"), &reason),
+            Some(reason) => report.fail(
+                Failure::Refused,
+                &format!("{local} -> {remote_path}"),
+                &reason,
+            ),
             None if !done.contains(&i) => report.fail(
+                Failure::Connection,
                 &format!("{local} -> {remote_path}"),
                 &format!(
                     "not confirmed by the remote: the commit stopped (exit status {}{})",
@@ -619,7 +633,7 @@ fn upload_all(
                     show(&join(root, &path))
                 );
                 if matches!(item.what, ItemKind::Dir) && path == item.rel {
-                    report.fail(&describe(item, root), &why);
+                    report.fail(Failure::Refused, &describe(item, root), &why);
                 }
                 refused.push((path, why.clone()));
                 if matches!(item.what, ItemKind::File) {
