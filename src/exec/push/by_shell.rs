@@ -571,7 +571,8 @@ fn upload_tar(
     Ok(streamed.map(|outcomes| zip(&outcomes)))
 }
 
-/// The body of [`upload`].
+/// The body of [`upload`] over SCP: one sink for the root, walking the sorted
+/// items; each file item comes back with its outcome.
 fn upload_all(
     conn: &Connection,
     root: &[u8],
@@ -585,92 +586,169 @@ fn upload_all(
     if !uploads {
         return Ok(Vec::new());
     }
-    let mut sink = ScpSink::open(conn, root)?;
-    let mut stack: Vec<Vec<u8>> = Vec::new(); // components entered below root
-    let mut refused: Vec<(Vec<u8>, String)> = Vec::new();
-    let mut sent: Vec<(Item, usize)> = Vec::new();
-    let mut results = Vec::new();
+    let mut walk = ScpWalk {
+        sink: ScpSink::open(conn, root)?,
+        conn,
+        root,
+        w,
+        report,
+        stack: Vec::new(),
+        refused: Vec::new(),
+        sent: Vec::new(),
+        results: Vec::new(),
+    };
     for item in &w.items {
+        walk.item(item)?;
+    }
+    walk.finish()
+}
+
+/// One SCP sink walking the sorted items of a root: it enters and leaves the
+/// remote directories as the items need them ([`upload_all`]).
+struct ScpWalk<'a> {
+    /// The `scp -t` of this root.
+    sink: ScpSink,
+    /// Its connection, for the names of this run's temporaries.
+    conn: &'a Connection,
+    /// The destination root.
+    root: &'a [u8],
+    /// What goes below it.
+    w: &'a RootWork,
+    /// Where failures and progress go.
+    report: &'a mut HostReport,
+    /// The components entered below the root, as the sink stands.
+    stack: Vec<Vec<u8>>,
+    /// Directories (relative to the root) the remote refused to create, with why:
+    /// everything at or below them fails with that reason.
+    refused: Vec<(Vec<u8>, String)>,
+    /// Files handed to the sink, with their index in its outcomes.
+    sent: Vec<(Item, usize)>,
+    /// Outcomes decided here, without the sink's answer.
+    results: Vec<(Item, Outcome)>,
+}
+
+impl ScpWalk<'_> {
+    /// Takes one item: fails it below a refused directory; otherwise moves the
+    /// sink to its directory (creating what is missing) and, for a file, sends it.
+    fn item(&mut self, item: &Item) -> Result<()> {
         let parts: Vec<&[u8]> = item.rel.split(|&b| b == b'/').collect();
         let (dirs, name): (&[&[u8]], Option<&[u8]>) = match item.what {
             ItemKind::Dir => (&parts[..], None),
             ItemKind::File => (&parts[..parts.len() - 1], parts.last().copied()),
             ItemKind::Symlink { .. } | ItemKind::Removed => (&parts[..parts.len() - 1], None),
         };
-        if let Some((_, why)) = refused
-            .iter()
-            .find(|(p, _)| is_below(&item.rel, p) || item.rel == *p)
-        {
-            if matches!(item.what, ItemKind::File) {
-                report.event(Event::Uploaded { bytes: item.size });
-            }
-            if !matches!(item.what, ItemKind::Dir) {
-                results.push((item.clone(), Outcome::Failed(why.clone())));
-            }
-            continue;
+        if let Some(why) = self.refused_at(&item.rel) {
+            self.refuse(item, why);
+            return Ok(());
         }
-        // Navigate: leave what is not shared, enter what is missing.
-        let common = stack
+        let common = self.leave_unshared(dirs)?;
+        if let Err(why) = self.enter(item, &dirs[common..])? {
+            self.refuse(item, why);
+            return Ok(());
+        }
+        match name {
+            Some(name) => self.send(item, name),
+            None => Ok(()),
+        }
+    }
+
+    /// Why `rel` cannot be written, when it is or lies below a refused directory.
+    fn refused_at(&self, rel: &[u8]) -> Option<String> {
+        self.refused
+            .iter()
+            .find(|(p, _)| is_below(rel, p) || rel == p.as_slice())
+            .map(|(_, why)| why.clone())
+    }
+
+    /// Fails an item whose directory the remote refused: a file still counts as
+    /// uploaded for the progress, and every item but a directory gets the outcome
+    /// (a refused directory itself is reported where it was refused).
+    fn refuse(&mut self, item: &Item, why: String) {
+        if matches!(item.what, ItemKind::File) {
+            self.report.event(Event::Uploaded { bytes: item.size });
+        }
+        if !matches!(item.what, ItemKind::Dir) {
+            self.results.push((item.clone(), Outcome::Failed(why)));
+        }
+    }
+
+    /// Leaves the directories the sink stands in that `dirs` does not share;
+    /// returns how many it shares.
+    fn leave_unshared(&mut self, dirs: &[&[u8]]) -> Result<usize> {
+        let common = self
+            .stack
             .iter()
             .zip(dirs)
             .take_while(|(a, b)| a.as_slice() == **b)
             .count();
-        while stack.len() > common {
-            sink.leave()?;
-            stack.pop();
+        while self.stack.len() > common {
+            self.sink.leave()?;
+            self.stack.pop();
         }
-        let mut ok = true;
-        for d in &dirs[common..] {
-            let mut path = stack.join(&b'/');
+        Ok(common)
+    }
+
+    /// Enters (creating where missing) the directories `missing`, in order, for
+    /// `item`. `Ok(Err(why))`: the remote refused one, which is noted (and
+    /// reported, when it is the item itself); the sink stays above it.
+    fn enter(&mut self, item: &Item, missing: &[&[u8]]) -> Result<Result<(), String>> {
+        for d in missing {
+            let mut path = self.stack.join(&b'/');
             if !path.is_empty() {
                 path.push(b'/');
             }
             path.extend_from_slice(d);
-            let mode = w.dir_modes.get(&path).copied().unwrap_or(0o755);
-            if let Err(why) = sink.enter(d, mode)? {
+            let mode = self.w.dir_modes.get(&path).copied().unwrap_or(0o755);
+            if let Err(why) = self.sink.enter(d, mode)? {
                 let why = format!(
                     "cannot create remote directory {}: {why}",
-                    show(&join(root, &path))
+                    show(&join(self.root, &path))
                 );
                 if matches!(item.what, ItemKind::Dir) && path == item.rel {
-                    report.fail(Failure::Refused, &describe(item, root), &why);
+                    self.report
+                        .fail(Failure::Refused, &describe(item, self.root), &why);
                 }
-                refused.push((path, why.clone()));
-                if matches!(item.what, ItemKind::File) {
-                    report.event(Event::Uploaded { bytes: item.size });
-                }
-                if !matches!(item.what, ItemKind::Dir) {
-                    results.push((item.clone(), Outcome::Failed(why)));
-                }
-                ok = false;
-                break;
+                self.refused.push((path, why.clone()));
+                return Ok(Err(why));
             }
-            stack.push(d.to_vec());
+            self.stack.push(d.to_vec());
         }
-        if let (true, Some(name)) = (ok, name) {
-            // OpenSSH's scp sink drops setuid and setgid: an option this way cannot
-            // honour fails the file instead of being skipped in silence.
-            let special = item.meta.map_or(0, |m| m.mode) & item.mode_mask & 0o6000;
-            if special != 0 {
-                report.event(Event::Uploaded { bytes: item.size });
-                results.push((
-                    item.clone(),
-                    Outcome::Failed(
-                        "keep_special_bits: the remote scp cannot keep setuid or setgid; this host needs perl or tar for that"
-                            .into(),
-                    ),
-                ));
-                continue;
-            }
-            let id = sink.send(&conn.names().for_name(name), item.to_send())?;
-            report.event(Event::Uploaded { bytes: item.size });
-            sent.push((item.clone(), id));
+        Ok(Ok(()))
+    }
+
+    /// Sends one file under its temporary name in the directory the sink stands in.
+    fn send(&mut self, item: &Item, name: &[u8]) -> Result<()> {
+        // OpenSSH's scp sink drops setuid and setgid: an option this way cannot
+        // honour fails the file instead of being skipped in silence.
+        let special = item.meta.map_or(0, |m| m.mode) & item.mode_mask & 0o6000;
+        if special != 0 {
+            self.report.event(Event::Uploaded { bytes: item.size });
+            self.results.push((
+                item.clone(),
+                Outcome::Failed(
+                    "keep_special_bits: the remote scp cannot keep setuid or setgid; this host needs perl or tar for that"
+                        .into(),
+                ),
+            ));
+            return Ok(());
         }
+        let id = self
+            .sink
+            .send(&self.conn.names().for_name(name), item.to_send())?;
+        self.report.event(Event::Uploaded { bytes: item.size });
+        self.sent.push((item.clone(), id));
+        Ok(())
     }
-    debug_assert_eq!(sink.depth(), stack.len());
-    let outcomes = sink.finish()?;
-    for (item, id) in sent {
-        results.push((item, outcomes[id].clone()));
+
+    /// Closes the sink and returns every item's outcome: those decided here first,
+    /// then the sent files with the sink's answers, in the order they were sent.
+    fn finish(self) -> Result<Vec<(Item, Outcome)>> {
+        debug_assert_eq!(self.sink.depth(), self.stack.len());
+        let outcomes = self.sink.finish()?;
+        let mut results = self.results;
+        for (item, id) in self.sent {
+            results.push((item, outcomes[id].clone()));
+        }
+        Ok(results)
     }
-    Ok(results)
 }
