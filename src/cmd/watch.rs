@@ -5,7 +5,7 @@
 //! change made during the reconcile is queued as an event and pushed after it.
 //! Then: watcher thread → [`Change`] on a bounded channel → the planner (this
 //! thread: debounce and mapping lookup) → per-host jobs → the connection
-//! workers of [`live`]. Idle, every thread blocks on a channel or on a signal:
+//! workers of [`crate::exec::live`]. Idle, every thread blocks on a channel or on a signal:
 //! no polling loop, no CPU.
 //!
 //! `--host` narrows the run to the named hosts; a host without a mapping file is

@@ -108,7 +108,7 @@ impl Host {
     }
 }
 
-/// What [`parse_with`] does with a `passkey_env` or `passphrase_env` variable that
+/// What [`parse_in`] does with a `passkey_env` or `passphrase_env` variable that
 /// is not set in the environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum UnsetVars {
@@ -145,7 +145,7 @@ struct RawHost {
 
 /// Reads connection_info.json and applies `ssh_config` (if any) to each host.
 /// `base` is config.ini's directory, for relative key paths. Returns the hosts and
-/// the notes: unset variables (see [`parse_with`]), what ssh_config says that
+/// the notes: unset variables (see [`parse_in`]), what ssh_config says that
 /// hostsync ignores, and the debug lines about what it skipped.
 pub(crate) fn load(
     path: &Path,
@@ -205,8 +205,8 @@ pub(crate) fn parse_with(
     parse_in(path, base, text, unset, None).map(|(hosts, notes)| (hosts, notes.unset))
 }
 
-/// [`parse_with`], applying `ssh_config` to each host and linking `proxy_jump`s
-/// into chains ([`reach::hosts`]).
+/// Parses the hosts file text (as `parse_with` describes), applying `ssh_config`
+/// to each host and linking `proxy_jump`s into chains ([`reach::hosts`]).
 pub(crate) fn parse_in(
     path: &Path,
     base: &Path,

@@ -1,8 +1,8 @@
-//! The validated configuration every other module sees, and [`load`], which builds it.
+//! The validated configuration every other module sees, and [`load_with`], which builds it.
 //!
 //! Only this module reads configuration files. It works in two stages, as the
 //! style guide asks: `ini`, `hosts` and `mapping` turn text into typed values with
-//! messages that name the file and field; [`load`] then checks what spans files
+//! messages that name the file and field; [`load_with`] then checks what spans files
 //! (a mapping file for an unknown host, the log folder) and resolves every path
 //! against config.ini's directory.
 //!
@@ -141,8 +141,8 @@ pub(crate) fn load(config_path: &Path) -> Result<Config> {
     load_with(config_path, UnsetVars::Refuse)
 }
 
-/// [`load`], choosing what a `passkey_env`/`passphrase_env` variable that is not set
-/// is; under [`UnsetVars::Warn`] (`check --offline`) it joins [`Config::warnings`].
+/// Loads config.ini and the files it names, as `load` does, choosing what a
+/// `passkey_env`/`passphrase_env` variable that is not set is; under [`UnsetVars::Warn`] (`check --offline`) it joins [`Config::warnings`].
 pub(crate) fn load_with(config_path: &Path, unset: UnsetVars) -> Result<Config> {
     let mut config_path = absolute(config_path)?;
     if config_path.is_dir() {

@@ -62,7 +62,7 @@ pub(crate) struct Setting {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Notes {
     /// `passkey_env`/`passphrase_env` variables that are not set (see
-    /// [`super::hosts::parse_with`]; whether they are errors is the caller's call).
+    /// [`super::hosts::parse_in`]; whether they are errors is the caller's call).
     pub(crate) unset: Vec<String>,
     /// Warnings for stderr and error.log (one line each).
     pub(crate) warnings: Vec<String>,

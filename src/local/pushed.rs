@@ -235,7 +235,7 @@ fn line(path: &[u8], r: &Record) -> String {
     )
 }
 
-/// Parses [`line`]'s format.
+/// Parses [`line()`]'s format.
 fn parse_line(line: &[u8]) -> Option<(Vec<u8>, Record)> {
     let text = std::str::from_utf8(line).ok()?;
     let mut f = text.splitn(4, ' ');

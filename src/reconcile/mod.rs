@@ -174,7 +174,7 @@ pub(crate) struct Plan {
     pub(crate) warnings: Vec<String>,
 }
 
-/// A usable unit: its index, the unit, its scanned source (see [`usable`]).
+/// A usable unit: its index, the unit, its scanned source (see `exec::push::usable`).
 pub(crate) type Usable<'u, 'm> = (usize, &'u Unit<'m>, &'u Source);
 
 /// Which temporaries found on a host without perl may be removed (name, entry).

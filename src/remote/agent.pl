@@ -22,7 +22,7 @@
 #           T root-id rel              remove a stale temporary if its run is dead
 #           Q                          end: release the run's locks and exit 0
 # Prints: frames on stdout, the same layout. First `H version uid hires hash`.
-#         No tag means two things, in either direction (src/transfer/agent.rs
+#         No tag means two things, in either direction (src/transport/agent.rs
 #         names them all).
 #         Then, per request, in order: for L, `e` entries (type size mtime-s
 #         mtime-ns mode uid rel target), `h` hashes (rel sha256) and `x` notes

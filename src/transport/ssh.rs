@@ -7,7 +7,7 @@
 //! timeout bounds every later blocking call, so a silent peer becomes an error
 //! instead of a hang; host keys are checked with `check_port`, which understands
 //! `[host]:port` entries; delayed ACKs are turned off after every receive
-//! (`transfer::quickack`: 40 ms less for the first channel of each session). A
+//! (`transport::quickack`: 40 ms less for the first channel of each session). A
 //! session lives on the one worker thread that made it.
 //!
 //! A host behind a bastion (issue 18) gets, instead of a TCP socket, one end of a
@@ -400,7 +400,7 @@ impl Connection {
         })
     }
 
-    /// Opens a channel running `command` (the SCP sink), for `transfer::scp`.
+    /// Opens a channel running `command` (the SCP sink), for `transport::scp`.
     pub(crate) fn exec(&self, command: &str) -> Result<ssh2::Channel> {
         let opening = std::time::Instant::now();
         let mut ch = self

@@ -1,7 +1,7 @@
 //! The fast path for many files on a host the agent cannot serve (no perl): one
 //! tar stream into `tar -x` on the remote.
 //!
-//! SCP needs one round trip per file for safety (see `transfer::scp`): a refused
+//! SCP needs one round trip per file for safety (see `transport::scp`): a refused
 //! header must be seen before the file's bytes follow. A tar stream has no such
 //! hazard: every member is length-framed, and a member the remote cannot write
 //! does not change how the rest of the stream is read. So a whole batch goes

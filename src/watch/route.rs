@@ -7,7 +7,7 @@
 //! Each dispatch names the local path; the worker looks at the path when it
 //! runs, so however many changes pile up meanwhile, the latest content is what
 //! is sent, once. Coalescing of repeated jobs happens in the worker queue
-//! (`transfer::live`), which dedups everything that arrived while it was busy.
+//! (`exec::live`), which dedups everything that arrived while it was busy.
 //! A change to a path the mapping excludes (`"exclude"`, issue 5) is dropped
 //! here; one that only a directory pattern might exclude (`cache/` when the path
 //! is gone and its kind unknown) goes on, and the worker, which looks, drops it.

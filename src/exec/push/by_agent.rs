@@ -6,7 +6,7 @@
 //! 1. per mapping, resolve the destination root (made where missing, except in a
 //!    dry run; a symlink on the way only as the ancestor rule allows) and list it;
 //! 2. the listing is compared with the local side by the same rules as for every
-//!    other host ([`super::compare`]);
+//!    other host ([`crate::reconcile::compare`]);
 //! 3. stale temporaries are offered for removal (the agent removes one only when
 //!    the run that made it is dead), then removals, directories, files (with their
 //!    data, each renamed into place by the agent as soon as it arrived whole) and
