@@ -23,11 +23,14 @@
 # print "skipped". hyperfine is not used: it runs one command's runs back to
 # back and cannot alternate tools, which is what makes ratios trustworthy here.
 #
-# Usage: scripts/bench.sh [--runs N] [--smoke] [--only LIST] [--hostsync BIN] [--remote-dir DIR]
+# Usage: scripts/bench.sh [--runs N] [--smoke] [--only LIST] [--hostsync BIN] [--baseline BIN] [--remote-dir DIR]
 #   --only      run only these scenarios, comma-separated: 1,2,3,4,5,6,bastion,latency
 #   --smoke     every available scenario once with tiny sizes (under a minute; for CI);
 #               its timings mean nothing
 #   --hostsync  use this binary instead of building target/release/hostsync
+#   --baseline  also time this other hostsync build (e.g. the previous release) in
+#               scenarios 1-4 and latency, alternating with the others, and print
+#               hostsync/baseline: a before/after in one run (issue 15)
 #   --remote-dir  put the hosts' destination folders in a new folder under DIR
 #               (default: the suite's folder in /tmp); e.g. /dev/shm to take the
 #               file system out of the comparison (see BENCHMARKS.md)
@@ -52,6 +55,7 @@ RUNS=5
 SMOKE=0
 ONLY=""
 HOSTSYNC=""
+BASELINE=""
 REMOTE_DIR=""
 R="" # where the hosts' destination folders live
 
@@ -64,6 +68,7 @@ parse_args() {
       --smoke) SMOKE=1; shift ;;
       --only) ONLY=${2:?--only needs a scenario}; shift 2 ;;
       --hostsync) HOSTSYNC=${2:?--hostsync needs a path}; shift 2 ;;
+      --baseline) BASELINE=${2:?--baseline needs a path}; shift 2 ;;
       --remote-dir) REMOTE_DIR=${2:?--remote-dir needs a folder}; shift 2 ;;
       -h | --help) usage; exit 0 ;;
       *) echo "bench: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -311,6 +316,15 @@ EOF
   } >"$dir/connection_info.json"
 }
 
+# With --baseline: config DIR-base, a copy of DIR whose mappings write to the
+# baseline's own folders (FROM in each dest becomes TO).
+hs_baseline() {
+  [ -n "$BASELINE" ] || return 0
+  rm -rf "$1-base"
+  cp -r "$1" "$1-base"
+  sed -i "s#$2#$3#" "$1-base"/mappings/*.json
+}
+
 # One mapping {src, dest} for ADDR in config DIR.
 hs_map() { printf '[{"src": "%s", "dest": "%s"}]\n' "$3" "$4" >"$1/mappings/$2.json"; }
 
@@ -415,6 +429,7 @@ s1_run() {
   local a=${HOST_ADDR[1]} p=${HOST_PORT[1]} d=$R/h1/s1/$1
   case $1 in
     hostsync) "$HOSTSYNC" -c "$W/cfg/s1/config.ini" sync ;;
+    baseline) "$BASELINE" -c "$W/cfg/s1-base/config.ini" sync ;;
     scp) scp -O "${SSH_OPTS[@]}" -P "$p" "$W/data/big.bin" "$LOGIN@$a:$d/big.bin" ;;
     rsync) rsync -a --whole-file -e "ssh ${SSH_OPTS[*]} -p $p" "$W/data/big.bin" "$LOGIN@$a:$d/big.bin" ;;
   esac
@@ -426,13 +441,16 @@ scenario_1() {
   head -c "$S1_BYTES" /dev/urandom >"$W/data/big.bin"
   hs_config "$W/cfg/s1" 4 "${HOST_ADDR[1]}:${HOST_PORT[1]}"
   hs_map "$W/cfg/s1" "${HOST_ADDR[1]}" "$W/data/big.bin" "$R/h1/s1/hostsync/big.bin"
+  hs_baseline "$W/cfg/s1" /s1/hostsync/ /s1/baseline/
   LABEL[scp]="scp -O" LABEL[rsync]="rsync -a --whole-file"
   local tools=(hostsync scp)
   [ "$HAVE_RSYNC" = 1 ] && tools+=(rsync)
+  [ -n "$BASELINE" ] && tools+=(baseline)
   rounds s1 "${tools[@]}"
   cmp "$W/data/big.bin" "$R/h1/s1/hostsync/big.bin" || die "scenario 1: hostsync's copy differs"
   local peers=(scp:1.0)
   [ "$HAVE_RSYNC" = 1 ] && peers+=(rsync:-)
+  [ -n "$BASELINE" ] && peers+=(baseline:-)
   report s1 "1: $(size "$S1_BYTES"), 1 host" "${peers[@]}"
   local t
   for t in "${tools[@]}"; do
@@ -450,6 +468,7 @@ s2_run() {
   local a=${HOST_ADDR[1]} p=${HOST_PORT[1]} d=$R/h1/s2/$1/tree
   case $1 in
     hostsync) "$HOSTSYNC" -c "$W/cfg/s2/config.ini" sync ;;
+    baseline) "$BASELINE" -c "$W/cfg/s2-base/config.ini" sync ;;
     scp) scp -r -O "${SSH_OPTS[@]}" -P "$p" "$W/data/tree" "$LOGIN@$a:$d" ;;
     rsync) rsync -a -e "ssh ${SSH_OPTS[*]} -p $p" "$W/data/tree/" "$LOGIN@$a:$d/" ;;
   esac
@@ -461,9 +480,11 @@ scenario_2() {
   make_tree
   hs_config "$W/cfg/s2" 4 "${HOST_ADDR[1]}:${HOST_PORT[1]}"
   hs_map "$W/cfg/s2" "${HOST_ADDR[1]}" "$W/data/tree/" "$R/h1/s2/hostsync/tree"
+  hs_baseline "$W/cfg/s2" /s2/hostsync/ /s2/baseline/
   LABEL[scp]="scp -r -O" LABEL[rsync]="rsync -a"
   local tools=(hostsync scp) peers=(scp:0.4)
   [ "$HAVE_RSYNC" = 1 ] && tools+=(rsync) && peers=(rsync:0.7 scp:0.4)
+  [ -n "$BASELINE" ] && tools+=(baseline) && peers+=(baseline:-)
   rounds s2 "${tools[@]}"
   diff -r "$W/data/tree" "$R/h1/s2/hostsync/tree" >/dev/null || die "scenario 2: hostsync's tree differs"
   report s2 "2: $S2_FILES x 4 KiB, 1 host" "${peers[@]}"
@@ -476,13 +497,17 @@ s3_run() {
   local a=${HOST_ADDR[1]} p=${HOST_PORT[1]} d=$R/h1/s3/$1/tree
   case $1 in
     hostsync) "$HOSTSYNC" -c "$W/cfg/s3/config.ini" sync ;;
+    baseline) "$BASELINE" -c "$W/cfg/s3-base/config.ini" sync ;;
     rsync) rsync -a -e "ssh ${SSH_OPTS[*]} -p $p" "$W/data/tree/" "$LOGIN@$a:$d/" ;;
   esac
 }
-# The copy is intact, and hostsync's summary row for the host says it sent 0 files.
+# The copy is intact, and hostsync's (or the baseline's) summary row for the host
+# says it sent 0 files.
 s3_check() {
   [ "$(tree_stat "$R/h1/s3/$1/tree")" = "$S2_FILES $((S2_FILES * 4096))" ] || return 1
-  [ "$1" != hostsync ] || awk -v h="${HOST_ADDR[1]}" '$1 == h { found = 1; sent = $2 } END { exit !(found && sent == 0) }' "$W/last.log"
+  case $1 in
+    hostsync | baseline) awk -v h="${HOST_ADDR[1]}" '$1 == h { found = 1; sent = $2 } END { exit !(found && sent == 0) }' "$W/last.log" ;;
+  esac
 }
 
 scenario_3() {
@@ -491,14 +516,16 @@ scenario_3() {
   make_tree
   hs_config "$W/cfg/s3" 4 "${HOST_ADDR[1]}:${HOST_PORT[1]}"
   hs_map "$W/cfg/s3" "${HOST_ADDR[1]}" "$W/data/tree/" "$R/h1/s3/hostsync/tree"
+  hs_baseline "$W/cfg/s3" /s3/hostsync/ /s3/baseline/
   LABEL[rsync]="rsync -a"
-  local t
-  for t in hostsync rsync; do
+  local t tools=(hostsync rsync) peers=(rsync:1.0)
+  [ -n "$BASELINE" ] && tools+=(baseline) && peers+=(baseline:-)
+  for t in "${tools[@]}"; do
     fresh_dir "$R/h1/s3/$t"
     s3_run "$t" >"$W/last.log" 2>&1 || { cat "$W/last.log" >&2; die "scenario 3: filling the copy with $t failed"; }
   done
-  rounds s3 hostsync rsync
-  report s3 "3: no-op, $S2_FILES files" rsync:1.0
+  rounds s3 "${tools[@]}"
+  report s3 "3: no-op, $S2_FILES files" "${peers[@]}"
   rm -rf "$R/h1/s3"
 }
 
@@ -513,6 +540,7 @@ s4_run() {
   local i
   case $1 in
     hostsync) "$HOSTSYNC" -c "$W/cfg/s4/config.ini" sync ;;
+    baseline) "$BASELINE" -c "$W/cfg/s4-base/config.ini" sync ;;
     # Relative path: lands in each host's sftp start directory (see sshd_config).
     pscp) "$PARALLEL_SCP" -p 8 -t 300 -h "$W/cfg/s4/pssh_hosts" -x "-F /dev/null" \
       -O "UserKnownHostsFile=$W/known_hosts" -O StrictHostKeyChecking=yes -O BatchMode=yes \
@@ -542,10 +570,12 @@ scenario_4() {
     hs_map "$W/cfg/s4" "${HOST_ADDR[i]}" "$W/data/b16.bin" "$R/h$i/s4-hostsync/b16.bin"
     echo "$LOGIN@${HOST_ADDR[i]}:${HOST_PORT[i]}" >>"$W/cfg/s4/pssh_hosts"
   done
+  hs_baseline "$W/cfg/s4" /s4-hostsync/ /s4-baseline/
   LABEL[pscp]="parallel-scp -p 8" LABEL[scploop]="scp loop"
   local tools=(hostsync) peers=()
   [ -n "$PARALLEL_SCP" ] && tools+=(pscp) && peers+=(pscp:0.5)
   tools+=(scploop) peers+=(scploop:-)
+  [ -n "$BASELINE" ] && tools+=(baseline) && peers+=(baseline:-)
   rounds s4 "${tools[@]}"
   report s4 "4: $(size "$S4_BYTES") to $S4_HOSTS hosts" "${peers[@]}"
   rm -f "$W/data/b16.bin"
@@ -820,7 +850,7 @@ lat_stats() {
 # Waits until every file given reads "init".
 all_init() { local f line; for f in "$@"; do line=""; { read -r line <"$f"; } 2>/dev/null || true; [ "$line" = init ] || return 1; done; }
 
-# One latency run of TOOL (hostsync|lsyncd) to the first N hosts.
+# One latency run of TOOL (hostsync|baseline|lsyncd) to the first N hosts.
 latency_run() {
   local tool=$1 n=$2
   local src=$W/lat/$tool-$n/src i dests=() pid cfg=$W/cfg/lat-$tool-$n
@@ -830,12 +860,13 @@ latency_run() {
     fresh_dir "$R/h$i/lat-$tool-$n"
     dests+=("$R/h$i/lat-$tool-$n/watched.txt")
   done
-  if [ "$tool" = hostsync ]; then
-    local hps=()
+  if [ "$tool" != lsyncd ]; then
+    local hps=() bin=$HOSTSYNC
+    [ "$tool" = baseline ] && bin=$BASELINE
     for ((i = 1; i <= n; i++)); do hps+=("${HOST_ADDR[i]}:${HOST_PORT[i]}"); done
     hs_config "$cfg" 8 "${hps[@]}" # one connection per host, default debounce
     for ((i = 1; i <= n; i++)); do hs_map "$cfg" "${HOST_ADDR[i]}" "$src/watched.txt" "${dests[i - 1]}"; done
-    "$HOSTSYNC" -c "$cfg/config.ini" watch >"$W/lat/$tool-$n.out" 2>&1 &
+    "$bin" -c "$cfg/config.ini" watch >"$W/lat/$tool-$n.out" 2>&1 &
   else
     # lsyncd watches directories: the source directory holds only the watched file.
     mkdir -p "$cfg"
@@ -875,6 +906,7 @@ scenario_latency() {
   local n
   for n in 1 8; do
     latency_run hostsync "$n"
+    [ -z "$BASELINE" ] || latency_run baseline "$n"
     if [ "$HAVE_LSYNCD" = 1 ] && [ "$HAVE_RSYNC" = 1 ]; then latency_run lsyncd "$n"; fi
   done
 }
@@ -890,6 +922,8 @@ main() {
     HOSTSYNC=$here/target/release/hostsync
   fi
   [ -x "$HOSTSYNC" ] || die "$HOSTSYNC is not an executable"
+  [ -z "$BASELINE" ] || [ -x "$BASELINE" ] || die "--baseline $BASELINE is not an executable"
+  LABEL[baseline]="baseline"
 
   W=$(mktemp -d /tmp/hostsync-bench.XXXXXX)
   trap cleanup EXIT
@@ -912,6 +946,7 @@ main() {
 
   say "hostsync benchmarks: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
   say "hostsync: $HOSTSYNC ($("$HOSTSYNC" --version)); login: $LOGIN; runs: $RUNS$([ "$SMOKE" = 1 ] && echo ', smoke sizes')"
+  [ -z "$BASELINE" ] || say "baseline: $BASELINE ($("$BASELINE" --version))"
   say "hosts: ${HOST_ADDR[*]} (sshd $("$SSHD" -V 2>&1 | head -n1 | cut -d, -f1))"
   say "remote folders: $R ($(stat -f -c %T "$R"))"
 
