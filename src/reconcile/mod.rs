@@ -569,19 +569,46 @@ fn plan_removals(
     if !source.is_dir {
         return; // delete applies to directory mappings only (see config::mapping)
     }
-    let m = unit.mapping;
-    let keep = |rel: &[u8], is_dir: bool| {
-        m.exclude.is_excluded_bytes(rel, is_dir) || (!is_dir && is_backup_name(rel, m.backups))
+    let mut removals = Removals {
+        mapping: unit.mapping,
+        unit: idx,
+        removes: &mut w.removes,
     };
-    let mut remove = |rel: &Vec<u8>, is_dir: bool| {
-        w.removes.push(Removal {
-            rel: rel.clone(),
-            local: m.src.join(std::ffi::OsStr::from_bytes(rel)),
-            unit: idx,
+    match &unit.root.paths {
+        Some(paths) => removals.of_paths(unit, paths, source, state),
+        None => removals.of_whole(source, state),
+    }
+}
+
+/// Where [`plan_removals`] adds the removals of one unit.
+struct Removals<'a> {
+    /// The unit's mapping: its src, exclusions and backups.
+    mapping: &'a Mapping,
+    /// Which unit of the batch asks for them.
+    unit: usize,
+    /// The root's removals, added to.
+    removes: &'a mut Vec<Removal>,
+}
+
+impl Removals<'_> {
+    /// Whether `rel` stays on the remote: excluded, or a backup the mapping keeps.
+    fn keeps(&self, rel: &[u8], is_dir: bool) -> bool {
+        let m = self.mapping;
+        m.exclude.is_excluded_bytes(rel, is_dir) || (!is_dir && is_backup_name(rel, m.backups))
+    }
+
+    /// Adds the removal of `rel`.
+    fn remove(&mut self, rel: &[u8], is_dir: bool) {
+        self.removes.push(Removal {
+            rel: rel.to_vec(),
+            local: self.mapping.src.join(std::ffi::OsStr::from_bytes(rel)),
+            unit: self.unit,
             is_dir,
         })
-    };
-    if let Some(paths) = &unit.root.paths {
+    }
+
+    /// Path scope: what is gone locally, and the extras below pushed directories.
+    fn of_paths(&mut self, unit: &Unit<'_>, paths: &[Vec<u8>], source: &Source, state: &RootState) {
         let mut gone: Vec<&Vec<u8>> = unit.gone.iter().collect();
         gone.extend(extras_below(paths, source, state));
         gone.sort();
@@ -595,35 +622,40 @@ fn plan_removals(
             let Some(r) = state.entries.get(rel).filter(|_| !rel.is_empty()) else {
                 continue;
             };
-            if keep(rel, r.kind == b'd') {
+            if self.keeps(rel, r.kind == b'd') {
                 log::trace!("{}: kept on the remote (excluded or a backup)", show(rel));
                 continue;
             }
-            remove(rel, r.kind == b'd');
+            self.remove(rel, r.kind == b'd');
             last = Some(rel);
         }
-        return;
     }
-    let local: HashSet<&[u8]> = source
-        .entries
-        .iter()
-        .map(|e| e.rel.as_os_str().as_bytes())
-        .collect();
-    let mut extra: Vec<(&Vec<u8>, bool)> = state
-        .entries
-        .iter()
-        .filter(|(rel, _)| !local.contains(rel.as_slice()) && !remote::is_tmp_name(basename(rel)))
-        .map(|(rel, r)| (rel, r.kind == b'd'))
-        .filter(|(rel, is_dir)| !keep(rel, *is_dir))
-        .collect();
-    extra.sort();
-    let mut last: Option<&Vec<u8>> = None;
-    for (rel, is_dir) in extra {
-        if last.is_some_and(|l| is_below(rel, l)) {
-            continue;
+
+    /// Whole scope: every remote entry with no local counterpart (temporaries aside).
+    fn of_whole(&mut self, source: &Source, state: &RootState) {
+        let local: HashSet<&[u8]> = source
+            .entries
+            .iter()
+            .map(|e| e.rel.as_os_str().as_bytes())
+            .collect();
+        let mut extra: Vec<(&Vec<u8>, bool)> = state
+            .entries
+            .iter()
+            .filter(|(rel, _)| {
+                !local.contains(rel.as_slice()) && !remote::is_tmp_name(basename(rel))
+            })
+            .map(|(rel, r)| (rel, r.kind == b'd'))
+            .filter(|(rel, is_dir)| !self.keeps(rel, *is_dir))
+            .collect();
+        extra.sort();
+        let mut last: Option<&Vec<u8>> = None;
+        for (rel, is_dir) in extra {
+            if last.is_some_and(|l| is_below(rel, l)) {
+                continue;
+            }
+            self.remove(rel, is_dir);
+            last = Some(rel);
         }
-        remove(rel, is_dir);
-        last = Some(rel);
     }
 }
 

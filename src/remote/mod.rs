@@ -337,87 +337,67 @@ pub(crate) struct Listing {
 
 /// Parses the listing's NUL-separated records into one state per root.
 pub(crate) fn parse_listing(out: &[u8], roots: usize) -> Result<Listing, String> {
-    let mut states = vec![RootState::default(); roots];
-    let mut tar = None;
-    let mut fields = out.split(|&b| b == 0);
-    let mut current: Option<usize> = None;
-    let mut me: Option<u32> = None;
-    // Who besides root and the login user can write a directory with this owner
-    // and mode, if anyone can (issue 13).
-    let open = |me: Option<u32>, owner: &[u8], mode: u32, at: &[u8]| -> Option<String> {
-        let owner: u32 = std::str::from_utf8(owner).ok()?.parse().ok()?;
-        let at = crate::escape::escape(at);
-        if owner != 0 && Some(owner) != me {
-            Some(format!("{at} is owned by uid {owner}"))
-        } else if mode & 0o022 != 0 {
-            Some(format!(
-                "{at} is writable by its group or others (mode {mode:04o})"
-            ))
-        } else {
-            None
-        }
+    let mut reader = ListingReader {
+        fields: out.split(|&b| b == 0),
+        roots,
+        listing: Listing {
+            states: vec![RootState::default(); roots],
+            tar: None,
+        },
+        current: None,
+        me: None,
     };
-    let root_index = |f: Option<&[u8]>| -> Result<usize, String> {
-        let s = std::str::from_utf8(f.unwrap_or_default()).map_err(|_| "bad root index")?;
-        match s.parse::<usize>() {
-            Ok(i) if i < roots => Ok(i),
-            _ => Err(format!("bad root index {s:?}")),
-        }
-    };
-    while let Some(tag) = fields.next() {
+    while let Some(tag) = reader.fields.next() {
+        reader.record(tag)?;
+    }
+    Ok(reader.listing)
+}
+
+/// The state of [`parse_listing`] as it reads one record after another.
+struct ListingReader<'a, I: Iterator<Item = &'a [u8]>> {
+    /// The NUL-separated fields still to read.
+    fields: I,
+    /// How many roots the listing was asked about.
+    roots: usize,
+    /// What the records said so far.
+    listing: Listing,
+    /// The root whose records follow (after its `M`), if any.
+    current: Option<usize>,
+    /// The login user's uid (the `U` record).
+    me: Option<u32>,
+}
+
+impl<'a, I: Iterator<Item = &'a [u8]>> ListingReader<'a, I> {
+    /// Reads the fields of the record tagged `tag`.
+    fn record(&mut self, tag: &[u8]) -> Result<(), String> {
         match tag {
-            b"" => continue, // the empty field after the final NUL
-            b"M" => current = Some(root_index(fields.next())?),
+            b"" => {} // the empty field after the final NUL
+            b"M" => self.current = Some(self.root_index()?),
             b"N" => {
-                states[root_index(fields.next())?].missing = true;
-                current = None;
+                let i = self.root_index()?;
+                self.listing.states[i].missing = true;
+                self.current = None;
             }
             b"E" => {
-                let i = root_index(fields.next())?;
-                let msg = String::from_utf8_lossy(fields.next().unwrap_or_default());
-                states[i].error = Some(msg.trim().to_string());
-                current = None;
+                let i = self.root_index()?;
+                let msg = String::from_utf8_lossy(self.fields.next().unwrap_or_default());
+                self.listing.states[i].error = Some(msg.trim().to_string());
+                self.current = None;
             }
-            b"X" => states[root_index(fields.next())?].incomplete = true,
-            b"T" => tar = Some(fields.next() == Some(b"1")),
+            b"X" => {
+                let i = self.root_index()?;
+                self.listing.states[i].incomplete = true;
+            }
+            b"T" => self.listing.tar = Some(self.fields.next() == Some(b"1")),
             b"U" => {
-                me = fields
+                self.me = self
+                    .fields
                     .next()
                     .and_then(|u| std::str::from_utf8(u).ok()?.parse().ok());
             }
-            b"O" => {
-                let (owner, mode, at) = (fields.next(), fields.next(), fields.next());
-                let i = current.ok_or("owner record outside a root")?;
-                let (Some(owner), Some(mode), Some(at)) = (owner, mode, at) else {
-                    return Err("truncated owner record".into());
-                };
-                let mode = u32::from_str_radix(&String::from_utf8_lossy(mode), 8)
-                    .map_err(|_| "bad mode")?;
-                // The root, then its parent; a sticky parent (such as /tmp) does not count.
-                let parent = at.ends_with(b"/..");
-                if states[i].open.is_none() && !(parent && mode & 0o1000 != 0) {
-                    states[i].open = open(me, owner, mode, at);
-                }
-            }
-            b"F" => {
-                let mut f = [&b""[..]; 7];
-                for slot in &mut f {
-                    *slot = fields.next().ok_or("truncated entry")?;
-                }
-                let i = current.ok_or("entry outside a root")?;
-                let owner = f[4];
-                let (rel, entry) = parse_entry([f[0], f[1], f[2], f[3], f[5], f[6]])?;
-                if entry.kind == b'd' && states[i].open.is_none() {
-                    states[i].open = open(me, owner, entry.mode, &rel);
-                }
-                states[i].entries.insert(strip_dot(rel), entry);
-            }
-            b"H" => {
-                let i = current.ok_or("hash outside a root")?;
-                let rel = strip_dot(fields.next().ok_or("truncated hash")?.to_vec());
-                let hash = String::from_utf8_lossy(fields.next().ok_or("truncated hash")?);
-                states[i].hashes.insert(rel, hash.into_owned());
-            }
+            b"O" => self.owner()?,
+            b"F" => self.entry()?,
+            b"H" => self.hash()?,
             other => {
                 return Err(format!(
                     "unexpected listing record {:?}",
@@ -425,8 +405,78 @@ pub(crate) fn parse_listing(out: &[u8], roots: usize) -> Result<Listing, String>
                 ));
             }
         }
+        Ok(())
     }
-    Ok(Listing { states, tar })
+
+    /// Reads a root index (below the number of roots).
+    fn root_index(&mut self) -> Result<usize, String> {
+        let f = self.fields.next();
+        let s = std::str::from_utf8(f.unwrap_or_default()).map_err(|_| "bad root index")?;
+        match s.parse::<usize>() {
+            Ok(i) if i < self.roots => Ok(i),
+            _ => Err(format!("bad root index {s:?}")),
+        }
+    }
+
+    /// An `O` record: owner and mode of the current root, then of its parent.
+    fn owner(&mut self) -> Result<(), String> {
+        let (owner, mode, at) = (self.fields.next(), self.fields.next(), self.fields.next());
+        let i = self.current.ok_or("owner record outside a root")?;
+        let (Some(owner), Some(mode), Some(at)) = (owner, mode, at) else {
+            return Err("truncated owner record".into());
+        };
+        let mode =
+            u32::from_str_radix(&String::from_utf8_lossy(mode), 8).map_err(|_| "bad mode")?;
+        // The root, then its parent; a sticky parent (such as /tmp) does not count.
+        let parent = at.ends_with(b"/..");
+        let state = &mut self.listing.states[i];
+        if state.open.is_none() && !(parent && mode & 0o1000 != 0) {
+            state.open = open_to_others(self.me, owner, mode, at);
+        }
+        Ok(())
+    }
+
+    /// An `F` record: one entry below the current root.
+    fn entry(&mut self) -> Result<(), String> {
+        let mut f = [&b""[..]; 7];
+        for slot in &mut f {
+            *slot = self.fields.next().ok_or("truncated entry")?;
+        }
+        let i = self.current.ok_or("entry outside a root")?;
+        let owner = f[4];
+        let (rel, entry) = parse_entry([f[0], f[1], f[2], f[3], f[5], f[6]])?;
+        let state = &mut self.listing.states[i];
+        if entry.kind == b'd' && state.open.is_none() {
+            state.open = open_to_others(self.me, owner, entry.mode, &rel);
+        }
+        state.entries.insert(strip_dot(rel), entry);
+        Ok(())
+    }
+
+    /// An `H` record: the content hash of a regular file below the current root.
+    fn hash(&mut self) -> Result<(), String> {
+        let i = self.current.ok_or("hash outside a root")?;
+        let rel = strip_dot(self.fields.next().ok_or("truncated hash")?.to_vec());
+        let hash = String::from_utf8_lossy(self.fields.next().ok_or("truncated hash")?);
+        self.listing.states[i].hashes.insert(rel, hash.into_owned());
+        Ok(())
+    }
+}
+
+/// Who besides root and the login user (`me`) can write a directory with this
+/// owner and mode, if anyone can (issue 13).
+fn open_to_others(me: Option<u32>, owner: &[u8], mode: u32, at: &[u8]) -> Option<String> {
+    let owner: u32 = std::str::from_utf8(owner).ok()?.parse().ok()?;
+    let at = crate::escape::escape(at);
+    if owner != 0 && Some(owner) != me {
+        Some(format!("{at} is owned by uid {owner}"))
+    } else if mode & 0o022 != 0 {
+        Some(format!(
+            "{at} is writable by its group or others (mode {mode:04o})"
+        ))
+    } else {
+        None
+    }
 }
 
 /// Drops the `./` that path listings put before each path.

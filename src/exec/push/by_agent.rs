@@ -435,26 +435,65 @@ impl Run<'_, '_, '_> {
         let Some(step) = self.steps.pop_front() else {
             return;
         };
-        let failed = match answer {
-            Answer::Failed(reason) => Some(reason),
-            _ => None,
-        };
-        match (step, failed) {
-            (Step::Lanes, None) => {}
-            (Step::Lanes, Some(why)) => log::debug!("one lane only: {why}"),
-            (Step::Stale(path), None) => log::debug!("stale temporary {}: done", show(&path)),
-            (Step::Stale(path), Some(why)) => {
-                log::debug!("stale temporary {}: {why}", show(&path))
-            }
-            (Step::Remove(item, root), None) => {
+        match answer {
+            Answer::Failed(why) => self.refused(step, why),
+            _ => self.confirmed(step),
+        }
+    }
+
+    /// The agent confirmed `step`: counted, reported, noted in the host's record.
+    fn confirmed(&mut self, step: Step) {
+        match step {
+            Step::Lanes => {}
+            Step::Stale(path) => log::debug!("stale temporary {}: done", show(&path)),
+            Step::Remove(item, root) => {
                 self.changed[item.unit] += 1;
                 let local = item.local.display().to_string();
                 let remote = join(&root, &item.rel);
                 self.report.removed_path(&local, &show(&remote));
                 self.pushed.forget(remote);
             }
-            (Step::Dir(item, _) | Step::Mode(item, _), None) => self.changed[item.unit] += 1,
-            (Step::Dir(item, root), Some(why)) => self.report.fail(
+            Step::Dir(item, _) | Step::Mode(item, _) => self.changed[item.unit] += 1,
+            Step::File(item, root, sent) => self.file_done(item, &root, sent),
+            Step::Link(item, root) => {
+                self.changed[item.unit] += 1;
+                let local = item.local.display().to_string();
+                let remote = join(&root, &item.rel);
+                self.report.sent_file(&local, &show(&remote), 0, &item.why);
+                self.pushed.forget(remote);
+            }
+        }
+    }
+
+    /// A file the agent confirmed, by how its data went: whole, changed while it
+    /// was read (sent again), or unreadable here.
+    fn file_done(&mut self, item: Item, root: &[u8], sent: Finished) {
+        match sent {
+            Finished::Whole(meta, sha256) => {
+                self.changed[item.unit] += 1;
+                let local = item.local.display().to_string();
+                let remote = join(root, &item.rel);
+                self.report
+                    .sent_file(&local, &show(&remote), meta.size, &item.why);
+                self.pushed.set(remote, Record::sent(&meta, &sha256));
+            }
+            Finished::Changed => {
+                let modes = HashMap::new();
+                self.look_again(root, item, &modes);
+            }
+            Finished::Unreadable(why) => {
+                self.report
+                    .fail(Failure::Local, &describe(&item, root), &why)
+            }
+        }
+    }
+
+    /// The agent refused `step`, saying `why`.
+    fn refused(&mut self, step: Step, why: String) {
+        match step {
+            Step::Lanes => log::debug!("one lane only: {why}"),
+            Step::Stale(path) => log::debug!("stale temporary {}: {why}", show(&path)),
+            Step::Dir(item, root) => self.report.fail(
                 Failure::Refused,
                 &describe(&item, &root),
                 &format!(
@@ -462,40 +501,13 @@ impl Run<'_, '_, '_> {
                     show(&join(&root, &item.rel))
                 ),
             ),
-            (Step::File(item, root, sent), None) => match sent {
-                Finished::Whole(meta, sha256) => {
-                    self.changed[item.unit] += 1;
-                    let local = item.local.display().to_string();
-                    let remote = join(&root, &item.rel);
-                    self.report
-                        .sent_file(&local, &show(&remote), meta.size, &item.why);
-                    self.pushed.set(remote, Record::sent(&meta, &sha256));
-                }
-                Finished::Changed => {
-                    let modes = HashMap::new();
-                    self.look_again(&root, item, &modes);
-                }
-                Finished::Unreadable(why) => {
-                    self.report
-                        .fail(Failure::Local, &describe(&item, &root), &why)
-                }
-            },
-            (Step::Link(item, root), None) => {
-                self.changed[item.unit] += 1;
-                let local = item.local.display().to_string();
-                let remote = join(&root, &item.rel);
-                self.report.sent_file(&local, &show(&remote), 0, &item.why);
-                self.pushed.forget(remote);
+            Step::Remove(item, root)
+            | Step::Mode(item, root)
+            | Step::File(item, root, _)
+            | Step::Link(item, root) => {
+                self.report
+                    .fail(Failure::Refused, &describe(&item, &root), &why)
             }
-            (
-                Step::Remove(item, root)
-                | Step::Mode(item, root)
-                | Step::File(item, root, _)
-                | Step::Link(item, root),
-                Some(why),
-            ) => self
-                .report
-                .fail(Failure::Refused, &describe(&item, &root), &why),
         }
     }
 

@@ -305,64 +305,115 @@ fn settle(
     pushed: &mut Pushed,
     changed: &mut [u64],
 ) {
-    let (failures, done) = remote::parse_commit(&out.stdout);
-    let mut failed: HashMap<usize, String> = failures.into_iter().collect();
-    let stderr = crate::escape::first_line(out.stderr.as_bytes(), 200);
+    let mut answer = CommitAnswer::of(out);
+    let mut books = Books {
+        report,
+        pushed,
+        changed,
+    };
     for (i, (step, reported)) in all.steps.iter().zip(&all.items).enumerate() {
-        let Some(Reported {
-            item,
-            bytes,
-            record,
-        }) = reported
-        else {
+        let Some(reported) = reported else {
             continue;
         };
-        let remote = match step {
-            Commit::Rename { dest, .. } | Commit::Symlink { dest, .. } => dest.clone(),
-            Commit::Remove { root, rel } => join(root, rel),
-            Commit::RemoveStale { path } => path.clone(),
-        };
+        let remote = step_path(step);
         let remote_path = show(&remote);
-        let local = item.local.display().to_string();
-        let refused = failed.remove(&i).map(|reason| {
-            if stderr.is_empty() {
+        let local = reported.item.local.display().to_string();
+        match answer.verdict(i) {
+            Some((failure, reason)) => {
+                books
+                    .report
+                    .fail(failure, &format!("{local} -> {remote_path}"), &reason)
+            }
+            None => books.done(reported, remote, &local, &remote_path),
+        }
+    }
+}
+
+/// The remote path a commit step changes.
+fn step_path(step: &Commit) -> Vec<u8> {
+    match step {
+        Commit::Rename { dest, .. } | Commit::Symlink { dest, .. } => dest.clone(),
+        Commit::Remove { root, rel } => join(root, rel),
+        Commit::RemoveStale { path } => path.clone(),
+    }
+}
+
+/// What the remote said of a commit: the steps it refused (with why), those it
+/// confirmed, and how the script ended.
+struct CommitAnswer {
+    /// Refused steps by index, with the reason; each is taken once.
+    failed: HashMap<usize, String>,
+    /// Confirmed steps by index.
+    done: HashSet<usize>,
+    /// The first line of the script's stderr (empty if none).
+    stderr: String,
+    /// The script's exit status.
+    status: i32,
+}
+
+impl CommitAnswer {
+    /// Reads the commit's records and how it ended.
+    fn of(out: &crate::transport::ssh::ScriptOutput) -> CommitAnswer {
+        let (failures, done) = remote::parse_commit(&out.stdout);
+        CommitAnswer {
+            failed: failures.into_iter().collect(),
+            done,
+            stderr: crate::escape::first_line(out.stderr.as_bytes(), 200),
+            status: out.status,
+        }
+    }
+
+    /// Why step `i` did not happen, if it did not: refused, or not confirmed.
+    fn verdict(&mut self, i: usize) -> Option<(Failure, String)> {
+        if let Some(reason) = self.failed.remove(&i) {
+            let reason = if self.stderr.is_empty() {
                 reason
             } else {
-                format!("{reason} ({stderr})")
+                format!("{reason} ({})", self.stderr)
+            };
+            return Some((Failure::Refused, reason));
+        }
+        if self.done.contains(&i) {
+            return None;
+        }
+        let reason = format!(
+            "not confirmed by the remote: the commit stopped (exit status {}{})",
+            self.status,
+            if self.stderr.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", self.stderr)
             }
-        });
-        match refused {
-            Some(reason) => report.fail(
-                Failure::Refused,
-                &format!("{local} -> {remote_path}"),
-                &reason,
-            ),
-            None if !done.contains(&i) => report.fail(
-                Failure::Connection,
-                &format!("{local} -> {remote_path}"),
-                &format!(
-                    "not confirmed by the remote: the commit stopped (exit status {}{})",
-                    out.status,
-                    if stderr.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {stderr}")
-                    }
-                ),
-            ),
-            None if matches!(item.what, ItemKind::Removed) => {
-                changed[item.unit] += 1;
-                report.removed_path(&local, &remote_path);
-                pushed.forget(remote);
-            }
-            None => {
-                changed[item.unit] += 1;
-                report.sent_file(&local, &remote_path, *bytes, &item.why);
-                match record {
-                    Some(r) => pushed.set(remote, r.clone()),
-                    None => pushed.forget(remote),
-                }
-            }
+        );
+        Some((Failure::Connection, reason))
+    }
+}
+
+/// Where a settled commit goes: the host's report, its record, the counts per unit.
+struct Books<'a> {
+    /// The host's report.
+    report: &'a mut HostReport,
+    /// The host's record of what was pushed.
+    pushed: &'a mut Pushed,
+    /// Changes per unit.
+    changed: &'a mut [u64],
+}
+
+impl Books<'_> {
+    /// A confirmed step: counted, reported, and noted in (or dropped from) the record.
+    fn done(&mut self, reported: &Reported, remote: Vec<u8>, local: &str, remote_path: &str) {
+        let item = &reported.item;
+        self.changed[item.unit] += 1;
+        if matches!(item.what, ItemKind::Removed) {
+            self.report.removed_path(local, remote_path);
+            self.pushed.forget(remote);
+            return;
+        }
+        self.report
+            .sent_file(local, remote_path, reported.bytes, &item.why);
+        match &reported.record {
+            Some(r) => self.pushed.set(remote, r.clone()),
+            None => self.pushed.forget(remote),
         }
     }
 }
