@@ -24,12 +24,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use crossbeam_channel::RecvTimeoutError;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::cli::WatchArgs;
 use crate::config::{Config, Target};
-use crate::exec::live::{Pool, Shared};
+use crate::exec::live::{Pool, Shared, Stopped};
 use crate::exit::ExitCode;
 use crate::watch::route::{Planner, Route};
 use crate::watch::{self, Change};
@@ -49,30 +49,14 @@ pub(crate) fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<Ex
         .cloned()
         .collect();
     let routes = routes(&targets);
-    let mut srcs: Vec<PathBuf> = routes.iter().map(|r| r.src.clone()).collect();
-    srcs.sort();
-    srcs.dedup();
 
     let (tx, rx) = crossbeam_channel::bounded(watch::CHANNEL_CAPACITY);
-    let watcher = watch::start(&srcs, tx.clone())?;
-    for (src, reason) in &watcher.failed {
-        log::error!("{}: not watched: {reason}", src.display());
-    }
+    let watcher = start_watcher(&routes, tx.clone())?;
     let cancel = Arc::new(AtomicBool::new(false));
     let signals = spawn_signal_thread(tx.clone())?;
 
     let hosts = targets.len();
-    let pool = Pool::start(
-        Shared {
-            targets: Arc::new(targets),
-            ssh: config.ssh.clone(),
-            retry_max: config.retry_max,
-            cancel: cancel.clone(),
-            observer: push_lines(args),
-            stop: Some(tx.clone()),
-        },
-        config.connections,
-    );
+    let pool = start_pool(config, args, targets, cancel.clone(), tx.clone());
     let mut planner = Planner::new(routes, hosts, config.debounce);
     planner.full().into_iter().for_each(|d| pool.send(d));
     log::info!(
@@ -84,6 +68,61 @@ pub(crate) fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<Ex
         watcher.watched
     );
 
+    relay_changes(&mut planner, &rx, &pool);
+
+    log::info!("shutting down: no more changes are taken");
+    drop(watcher);
+    cancel.store(true, Ordering::Relaxed);
+    let stopped = pool.shutdown(Instant::now() + SHUTDOWN_GRACE)?;
+    log_stopped(&stopped);
+    let reports =
+        super::in_config_order(config, stopped.reports.into_iter().chain(skipped).collect());
+    let human = std::io::stdout().is_terminal();
+    print!("{}", crate::report::summary(&reports, human));
+    // Last: a second signal during the shutdown still exits at once.
+    signals.stop();
+    log::info!("stopped");
+    Ok(ExitCode::Success)
+}
+
+/// Starts the watcher on every distinct source of `routes`; a source that
+/// cannot be watched is logged as an error and the others are watched anyway.
+fn start_watcher(routes: &[Route], tx: Sender<Change>) -> Result<watch::Watcher> {
+    let mut srcs: Vec<PathBuf> = routes.iter().map(|r| r.src.clone()).collect();
+    srcs.sort();
+    srcs.dedup();
+    let watcher = watch::start(&srcs, tx)?;
+    for (src, reason) in &watcher.failed {
+        log::error!("{}: not watched: {reason}", src.display());
+    }
+    Ok(watcher)
+}
+
+/// Starts the connection workers for `targets`; a worker that must stop the
+/// daemon sends [`Change::Stop`] on `stop`.
+fn start_pool(
+    config: &Config,
+    args: &WatchArgs,
+    targets: Vec<Target>,
+    cancel: Arc<AtomicBool>,
+    stop: Sender<Change>,
+) -> Pool {
+    Pool::start(
+        Shared {
+            targets: Arc::new(targets),
+            ssh: config.ssh.clone(),
+            retry_max: config.retry_max,
+            cancel,
+            observer: push_lines(args),
+            stop: Some(stop),
+        },
+        config.connections,
+    )
+}
+
+/// The planner loop: takes changes (or wakes when a debounce is due) and sends
+/// the resulting jobs to the pool, until [`Change::Stop`] or every sender is gone.
+fn relay_changes(planner: &mut Planner, rx: &Receiver<Change>, pool: &Pool) {
     loop {
         let next = match planner.next_due() {
             Some(due) => rx.recv_deadline(due),
@@ -104,13 +143,12 @@ pub(crate) fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<Ex
         };
         dispatches.into_iter().for_each(|d| pool.send(d));
     }
+}
 
-    log::info!("shutting down: no more changes are taken");
-    drop(watcher);
-    cancel.store(true, Ordering::Relaxed);
-    let stopped = pool.shutdown(Instant::now() + SHUTDOWN_GRACE)?;
-    let reports = stopped.reports;
-    for r in &reports {
+/// Logs the per-host summaries of a stopped pool, and how many hosts were
+/// abandoned at the shutdown deadline.
+fn log_stopped(stopped: &Stopped) {
+    for r in &stopped.reports {
         log::info!(
             "{}: summary since start: {} sent, {} removed, {} failed, {} bytes",
             r.address,
@@ -127,13 +165,6 @@ pub(crate) fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<Ex
             SHUTDOWN_GRACE.as_secs()
         );
     }
-    let reports = super::in_config_order(config, reports.into_iter().chain(skipped).collect());
-    let human = std::io::stdout().is_terminal();
-    print!("{}", crate::report::summary(&reports, human));
-    // Last: a second signal during the shutdown still exits at once.
-    signals.stop();
-    log::info!("stopped");
-    Ok(ExitCode::Success)
 }
 
 /// On a terminal (unless `--quiet`), one plain line per file sent or removed,
@@ -178,7 +209,7 @@ impl SignalThread {
 }
 
 /// A thread that turns the first SIGINT/SIGTERM into [`Change::Stop`]; a second one exits.
-fn spawn_signal_thread(tx: crossbeam_channel::Sender<Change>) -> Result<SignalThread> {
+fn spawn_signal_thread(tx: Sender<Change>) -> Result<SignalThread> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .context("cannot install signal handlers")?;
     let handle = signals.handle();

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use ini::{Ini, ParseOption};
+use ini::{Ini, ParseOption, Properties};
 
 use super::source::{self, Problems};
 
@@ -134,82 +134,119 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Settings> {
             "{file}: the file is empty; write at least a [DEFAULT] section (see README, Configuration)"
         );
     }
+    let ini = load_ini(path, text)?;
+    let mut reader = Reader {
+        file,
+        problems: Problems::default(),
+        settings: Settings::default(),
+    };
+    for (section, props) in &ini {
+        reader.section(section, props);
+    }
+    reader.problems.into_result()?;
+    Ok(reader.settings)
+}
+
+/// Reads the text with rust-ini as configparser would (no quotes, no escapes);
+/// a syntax error names the line.
+fn load_ini(path: &Path, text: &str) -> Result<Ini> {
     let opt = ParseOption {
         enabled_quote: false,
         enabled_escape: false,
         ..ParseOption::default()
     };
-    let ini = match Ini::load_from_str_opt(text, opt) {
-        Ok(ini) => ini,
+    match Ini::load_from_str_opt(text, opt) {
+        Ok(ini) => Ok(ini),
         Err(e) => bail!(
-            "{file}:{}: {}; write `key = value` lines under a [section] header",
+            "{}:{}: {}; write `key = value` lines under a [section] header",
+            path.display(),
             e.line,
             e.msg
         ),
-    };
-    let mut problems = Problems::default();
-    let mut settings = Settings::default();
-    for (section, props) in &ini {
+    }
+}
+
+/// Walks the sections of one config.ini: the settings so far, and every
+/// problem found, each naming the file.
+struct Reader<'a> {
+    /// The file, for messages.
+    file: std::path::Display<'a>,
+    /// Everything wrong so far.
+    problems: Problems,
+    /// The values read so far, on top of the defaults.
+    settings: Settings,
+}
+
+impl Reader<'_> {
+    /// Checks one section (`None`: the keys before any header) and reads its keys.
+    fn section(&mut self, section: Option<&str>, props: &Properties) {
+        let file = &self.file;
         let Some(name) = section else {
             if let Some((key, _)) = props.iter().next() {
-                problems.push(match not_key_value(key) {
+                self.problems.push(match not_key_value(key) {
                     Some(msg) => format!("{file}: {msg}"),
                     None => format!(
                         "{file}: key `{key}` comes before any section; put it under [DEFAULT]"
                     ),
                 });
             }
-            continue;
+            return;
         };
         // rust-ini lets an unclosed `[` run on to the next `]`, across lines
         // (found by the property test in config/fuzz.rs).
         if name.contains(['\n', '\r']) {
             let first = name.lines().next().unwrap_or_default();
-            problems.push(format!(
+            self.problems.push(format!(
                 "{file}: section header `[{first}` is not closed on its line; write [DEFAULT], [ssh] or [sync]"
             ));
-            continue;
+            return;
         }
         let Some((_, keys)) = KNOWN.iter().find(|(s, _)| *s == name) else {
             let hint = super::typo::closest(name, KNOWN.iter().map(|(s, _)| *s))
                 .map(|s| format!("did you mean [{s}]? "))
                 .unwrap_or_default();
-            problems.push(format!(
+            self.problems.push(format!(
                 "{file}: unknown section [{name}]; {hint}known sections are [DEFAULT], [ssh] and [sync]"
             ));
-            continue;
+            return;
         };
+        self.keys(name, keys, props);
+    }
+
+    /// Reads the keys of the known section `name`, whose known keys are `keys`:
+    /// each one at most once, and each value checked.
+    fn keys(&mut self, name: &str, keys: &[&str], props: &Properties) {
+        let file = &self.file;
         let mut seen: Vec<String> = Vec::new();
         for (raw_key, value) in props.iter() {
             if let Some(msg) = not_key_value(raw_key) {
-                problems.push(format!("{file}: [{name}] {msg}"));
+                self.problems.push(format!("{file}: [{name}] {msg}"));
                 continue;
             }
             // configparser lowercases keys; do the same so seed files keep working.
             let key = raw_key.trim().to_ascii_lowercase();
             let value = value.trim();
             if seen.contains(&key) {
-                problems.push(format!(
+                self.problems.push(format!(
                     "{file}: [{name}] {key} is set twice; keep one of the lines"
                 ));
                 continue;
             }
             seen.push(key.clone());
             if !keys.contains(&key.as_str()) {
-                problems.push(format!(
+                self.problems.push(format!(
                     "{file}: [{name}] unknown key `{key}`; {}known keys in [{name}]: {}",
                     key_hint(&key, keys),
                     keys.join(", ")
                 ));
                 continue;
             }
-            if let Err(msg) = apply(&mut settings, name, &key, value) {
-                problems.push(format!("{file}: [{name}] {key} = {value:?}: {msg}"));
+            if let Err(msg) = apply(&mut self.settings, name, &key, value) {
+                self.problems
+                    .push(format!("{file}: [{name}] {key} = {value:?}: {msg}"));
             }
         }
     }
-    problems.into_result()?;
-    Ok(settings)
 }
 
 /// What to say about an unknown key in a section that knows `keys`: the close

@@ -144,29 +144,62 @@ fn apply(
     note_ignored(&r, notes, seen);
     let mut host = d.host;
     let mut settings = Vec::new();
-    let from_hosts = || "connection_info.json".to_string();
     if let Some((name, origin)) = &r.host_name {
         check_address(name).map_err(|e| format!("HostName from {origin}: {e}"))?;
         host.host_name = name.clone();
         settings.push(setting("HostName", name, origin.to_string()));
     }
-    host.user = match (d.user, &r.user) {
+    host.user = login_user(d.user, &r, &mut settings)?;
+    host.port = login_port(d.port, &r, &mut settings);
+    if let Some(key) = &host.identity_file {
+        settings.push(setting(
+            "IdentityFile",
+            &key.display().to_string(),
+            from_hosts(),
+        ));
+    }
+    connection_values(&mut host, &r, notes, seen, &mut settings)?;
+    let jump = jump_of(d.proxy_jump, &r, &mut settings);
+    host.settings = settings;
+    Ok(Applied {
+        host,
+        jump,
+        at: d.at,
+    })
+}
+
+/// Where a value the entry itself wrote comes from, for `check -v`.
+fn from_hosts() -> String {
+    "connection_info.json".to_string()
+}
+
+/// The login name: the entry's `user`, else ssh_config's User; one of them must
+/// say it. Recorded in `settings`.
+fn login_user(
+    written: Option<String>,
+    r: &Resolved,
+    settings: &mut Vec<Setting>,
+) -> Result<String, String> {
+    match (written, &r.user) {
         (Some(u), _) => {
             settings.push(setting("User", &u, from_hosts()));
-            u
+            Ok(u)
         }
         (None, Some((u, origin))) => {
             settings.push(setting("User", u, origin.to_string()));
-            u.clone()
+            Ok(u.clone())
         }
-        (None, None) => {
-            return Err(
-                "missing field `user`; write the remote login name (\"user\": \"deploy\"), or set User for this host in the file [ssh] ssh_config names"
-                    .into(),
-            );
-        }
-    };
-    host.port = match (d.port, &r.port) {
+        (None, None) => Err(
+            "missing field `user`; write the remote login name (\"user\": \"deploy\"), or set User for this host in the file [ssh] ssh_config names"
+                .into(),
+        ),
+    }
+}
+
+/// The port: the entry's `port`, else ssh_config's Port, else 22. Recorded in
+/// `settings` unless it is the default.
+fn login_port(written: Option<u16>, r: &Resolved, settings: &mut Vec<Setting>) -> u16 {
+    match (written, &r.port) {
         (Some(p), _) => {
             settings.push(setting("Port", &p.to_string(), from_hosts()));
             p
@@ -176,16 +209,17 @@ fn apply(
             *p
         }
         (None, None) => 22,
-    };
-    if let Some(key) = &host.identity_file {
-        settings.push(setting(
-            "IdentityFile",
-            &key.display().to_string(),
-            from_hosts(),
-        ));
     }
-    connection_values(&mut host, &r, notes, seen, &mut settings)?;
-    let jump = match (d.proxy_jump, &r.proxy_jump) {
+}
+
+/// The jump: the entry's `proxy_jump`, else ssh_config's ProxyJump (`none`:
+/// no jump), and where it was written. Recorded in `settings`.
+fn jump_of(
+    written: Option<String>,
+    r: &Resolved,
+    settings: &mut Vec<Setting>,
+) -> Option<(String, From)> {
+    let jump = match (written, &r.proxy_jump) {
         (Some(j), _) => Some((j, From::Hosts)),
         (None, Some((j, _))) if j.eq_ignore_ascii_case("none") => None,
         (None, Some((j, origin))) => Some((j.clone(), From::Config(origin.clone()))),
@@ -198,12 +232,7 @@ fn apply(
         };
         settings.push(setting("ProxyJump", j, from));
     }
-    host.settings = settings;
-    Ok(Applied {
-        host,
-        jump,
-        at: d.at,
-    })
+    jump
 }
 
 /// IdentityFile, ConnectTimeout, ServerAliveInterval and UserKnownHostsFile from

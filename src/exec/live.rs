@@ -308,74 +308,94 @@ impl Worker {
         let target = &self.shared.targets[h];
         let state = self.hosts.get_mut(&h).expect("host of this worker");
         let work = state.take(target.mappings.len());
+        match self.push_round(h, &work) {
+            Ok(round) => self.host_served(h, &round),
+            Err(e) => self.host_failed(h, work, &e),
+        }
+    }
+
+    /// Pushes `work` to host `h`, on the open session if it is to `h`, else on
+    /// a new one; a failure on a reused (idle) session is tried once more on a
+    /// fresh session, since the idle one may simply have died.
+    fn push_round(&mut self, h: usize, work: &[(usize, Scope)]) -> anyhow::Result<HostReport> {
         let mut result = Err(anyhow::anyhow!("not tried"));
         for attempt in 0..2 {
             let reused = matches!(&self.conn, Some((c, _)) if *c == h);
-            if !reused {
-                self.conn = None; // at most one session per worker
-                match Connection::open(&target.host, &self.shared.ssh) {
-                    Ok(mut c) => {
-                        c.set_cancel(self.shared.cancel.clone());
-                        self.conn = Some((h, c));
-                    }
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                }
+            if !reused && let Err(e) = self.connect(h) {
+                result = Err(e);
+                break;
             }
+            let target = &self.shared.targets[h];
             let (_, conn) = self.conn.as_ref().expect("connected above");
             let mut round =
                 HostReport::observed(&target.host.address, self.shared.observer.clone());
-            result = push::push_changes(conn, target, &work, false, &mut round).map(|()| round);
+            result = push::push_changes(conn, target, work, false, &mut round).map(|()| round);
             if result.is_ok() || !reused || attempt == 1 || self.cancelled() {
                 break;
             }
             // The idle session may simply have died: reopen once before calling the host down.
             self.conn = None;
         }
+        result
+    }
+
+    /// Replaces the worker's session (at most one per worker) with a new one to
+    /// host `h`, which stops between chunks once shutdown is asked.
+    fn connect(&mut self, h: usize) -> anyhow::Result<()> {
+        self.conn = None; // at most one session per worker
+        let mut c = Connection::open(&self.shared.targets[h].host, &self.shared.ssh)?;
+        c.set_cancel(self.shared.cancel.clone());
+        self.conn = Some((h, c));
+        Ok(())
+    }
+
+    /// After a round that worked: logs that a down host is back and adds the
+    /// round to the host's total.
+    fn host_served(&mut self, h: usize, round: &HostReport) {
+        let address = &self.shared.targets[h].host.address;
         let state = self.hosts.get_mut(&h).expect("host of this worker");
-        match result {
-            Ok(round) => {
-                if let Some(d) = state.down.take() {
-                    log::info!(
-                        "{}: host is back after {}s; pending changes delivered",
-                        target.host.address,
-                        d.since.elapsed().as_secs()
-                    );
-                }
-                add_up(&mut state.total, &round);
+        if let Some(d) = state.down.take() {
+            log::info!(
+                "{}: host is back after {}s; pending changes delivered",
+                address,
+                d.since.elapsed().as_secs()
+            );
+        }
+        add_up(&mut state.total, round);
+    }
+
+    /// After a round that failed: drops the session, keeps the work pending and
+    /// (unless shutting down) marks the host down or backs its retry off.
+    fn host_failed(&mut self, h: usize, work: Vec<(usize, Scope)>, e: &anyhow::Error) {
+        self.conn = None;
+        let address = &self.shared.targets[h].host.address;
+        let state = self.hosts.get_mut(&h).expect("host of this worker");
+        let n = work.len();
+        state.put_back(work);
+        if self.shared.cancel.load(Ordering::Relaxed) {
+            return;
+        }
+        let retry_max = self.shared.retry_max;
+        match &mut state.down {
+            None => {
+                log::error!(
+                    "{}: host down: {e:#}; keeping its pending changes ({n} mapping(s)) and retrying with backoff up to {}s",
+                    address,
+                    retry_max.as_secs()
+                );
+                let reason = format!("host down: {e:#}; retrying");
+                HostReport::observed(address, self.shared.observer.clone())
+                    .event(Event::HostFailed { reason: &reason });
+                state.down = Some(Down {
+                    since: Instant::now(),
+                    backoff: FIRST_RETRY,
+                    next_try: Instant::now() + FIRST_RETRY,
+                });
             }
-            Err(e) => {
-                self.conn = None;
-                let n = work.len();
-                state.put_back(work);
-                if self.shared.cancel.load(Ordering::Relaxed) {
-                    return;
-                }
-                let retry_max = self.shared.retry_max;
-                match &mut state.down {
-                    None => {
-                        log::error!(
-                            "{}: host down: {e:#}; keeping its pending changes ({n} mapping(s)) and retrying with backoff up to {}s",
-                            target.host.address,
-                            retry_max.as_secs()
-                        );
-                        let reason = format!("host down: {e:#}; retrying");
-                        HostReport::observed(&target.host.address, self.shared.observer.clone())
-                            .event(Event::HostFailed { reason: &reason });
-                        state.down = Some(Down {
-                            since: Instant::now(),
-                            backoff: FIRST_RETRY,
-                            next_try: Instant::now() + FIRST_RETRY,
-                        });
-                    }
-                    Some(d) => {
-                        log::debug!("{}: still down: {e:#}", target.host.address);
-                        d.backoff = (d.backoff * 2).min(retry_max);
-                        d.next_try = Instant::now() + d.backoff;
-                    }
-                }
+            Some(d) => {
+                log::debug!("{}: still down: {e:#}", address);
+                d.backoff = (d.backoff * 2).min(retry_max);
+                d.next_try = Instant::now() + d.backoff;
             }
         }
     }

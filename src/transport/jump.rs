@@ -505,6 +505,31 @@ impl Lane {
         self.broken = true;
         Ok(true)
     }
+
+    /// What to poll the local end for: input while there is room to take it,
+    /// output while bytes wait for it; a hung-up end is not polled (fd -1).
+    fn poll_request(&self) -> libc::pollfd {
+        let mut ev = 0;
+        if !self.local_eof && self.up.len() < BUFFER {
+            ev |= libc::POLLIN;
+        }
+        if !self.down.is_empty() && !self.local_dead {
+            ev |= libc::POLLOUT;
+        }
+        pollfd(if self.hup { -1 } else { self.local.as_raw_fd() }, ev)
+    }
+
+    /// Notes what `poll` said of the local end: a hang-up or error is read as
+    /// input too, so the lane finds out.
+    fn polled(&mut self, revents: libc::c_short) {
+        if revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+            self.hup = true;
+            self.readable = true;
+        }
+        if revents & libc::POLLIN != 0 {
+            self.readable = true;
+        }
+    }
 }
 
 /// Bytes on their way in one direction: a buffer read from the front, so taking
@@ -759,40 +784,12 @@ impl Engine {
     /// go: see [`Lane::read_channel`]). `Err` when the bastion hung up.
     fn wait(&mut self, woken: &UnixStream, timeout: i32, trust_out: bool) -> Result<bool, String> {
         let fd = self.session.as_raw_fd();
-        // The session's input is wanted by an open, a close, a channel with room
-        // for more, or one whose bytes wait for the bastion's window to open.
-        let reading = self.opening.is_some()
-            || !self.closing.is_empty()
-            || self
-                .lanes
-                .iter()
-                .any(|l| (!l.remote_eof && l.down.len() < BUFFER) || !l.up.is_empty());
         let idle = !self.busy();
-        let mut events = 0;
-        if reading || (idle && !self.unread) {
-            events |= libc::POLLIN;
-        }
-        let outbound = matches!(
-            self.session.block_directions(),
-            BlockDirections::Outbound | BlockDirections::Both
-        );
-        if outbound && trust_out {
-            events |= libc::POLLOUT;
-        }
-        let mut fds = vec![pollfd(woken.as_raw_fd(), libc::POLLIN), pollfd(fd, events)];
-        for lane in &self.lanes {
-            let mut ev = 0;
-            if !lane.local_eof && lane.up.len() < BUFFER {
-                ev |= libc::POLLIN;
-            }
-            if !lane.down.is_empty() && !lane.local_dead {
-                ev |= libc::POLLOUT;
-            }
-            fds.push(pollfd(
-                if lane.hup { -1 } else { lane.local.as_raw_fd() },
-                ev,
-            ));
-        }
+        let mut fds = vec![
+            pollfd(woken.as_raw_fd(), libc::POLLIN),
+            pollfd(fd, self.session_events(idle, trust_out)),
+        ];
+        fds.extend(self.lanes.iter().map(Lane::poll_request));
         // SAFETY: `fds` is a valid array of `fds.len()` pollfds.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if n < 0 {
@@ -803,13 +800,7 @@ impl Engine {
             return Err(format!("cannot poll the bastion's socket: {e}"));
         }
         for (lane, p) in self.lanes.iter_mut().zip(&fds[2..]) {
-            if p.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
-                lane.hup = true;
-                lane.readable = true;
-            }
-            if p.revents & libc::POLLIN != 0 {
-                lane.readable = true;
-            }
+            lane.polled(p.revents);
         }
         let session = fds[1].revents;
         if session & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
@@ -822,6 +813,32 @@ impl Engine {
             self.unread = false;
         }
         Ok(session & libc::POLLOUT != 0)
+    }
+
+    /// What to poll the session's socket for: input when something waits for
+    /// the bastion's packets (or, `idle`, to notice it hang up), output when a
+    /// send is stuck and `trust_out` says its writability means something.
+    fn session_events(&self, idle: bool, trust_out: bool) -> libc::c_short {
+        // The session's input is wanted by an open, a close, a channel with room
+        // for more, or one whose bytes wait for the bastion's window to open.
+        let reading = self.opening.is_some()
+            || !self.closing.is_empty()
+            || self
+                .lanes
+                .iter()
+                .any(|l| (!l.remote_eof && l.down.len() < BUFFER) || !l.up.is_empty());
+        let mut events = 0;
+        if reading || (idle && !self.unread) {
+            events |= libc::POLLIN;
+        }
+        let outbound = matches!(
+            self.session.block_directions(),
+            BlockDirections::Outbound | BlockDirections::Both
+        );
+        if outbound && trust_out {
+            events |= libc::POLLOUT;
+        }
+        events
     }
 
     /// The session's socket is readable while no channel is in flight: its end

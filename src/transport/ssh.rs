@@ -718,65 +718,116 @@ fn default_keys() -> Vec<std::path::PathBuf> {
 /// (without any of those key files) the default keys, then the password; names
 /// every method and key tried.
 fn authenticate(session: &Session, host: &Host) -> Result<&'static str> {
-    let user = host.user.as_str();
-    let mut tried = Vec::new();
+    let mut auth = Auth {
+        session,
+        user: host.user.as_str(),
+        tried: Vec::new(),
+    };
     if let Some(key) = &host.identity_file {
         if !key.exists() {
-            tried.push(format!("publickey ({}: file not found)", key.display()));
-        } else {
-            let pass = host.passphrase.as_ref().map(|p| p.expose());
-            match session.userauth_pubkey_file(user, None, key, pass) {
-                Ok(()) if session.authenticated() => return Ok("publickey"),
-                Ok(()) => tried.push(format!("publickey ({}: not accepted)", key.display())),
-                Err(e) => tried.push(format!("publickey ({}: {})", key.display(), e.message())),
-            }
+            auth.tried
+                .push(format!("publickey ({}: file not found)", key.display()));
+        } else if auth.key(key, host.passphrase.as_ref().map(|p| p.expose())) {
+            return Ok("publickey");
         }
     }
     // ssh_config's keys: one that does not exist is skipped, as ssh skips it.
     for key in host.config_identity_files.iter().filter(|k| k.is_file()) {
-        match session.userauth_pubkey_file(user, None, key, None) {
-            Ok(()) if session.authenticated() => return Ok("publickey"),
-            Ok(()) => tried.push(format!("publickey ({}: not accepted)", key.display())),
-            Err(e) => tried.push(format!("publickey ({}: {})", key.display(), e.message())),
+        if auth.key(key, None) {
+            return Ok("publickey");
         }
     }
-    if std::env::var_os("SSH_AUTH_SOCK").is_some_and(|s| !s.is_empty()) {
-        match session.userauth_agent(user) {
-            Ok(()) if session.authenticated() => return Ok("agent"),
-            Ok(()) => tried.push("agent (no key accepted)".to_string()),
-            Err(e) => tried.push(format!("agent ({})", e.message())),
-        }
+    if std::env::var_os("SSH_AUTH_SOCK").is_some_and(|s| !s.is_empty()) && auth.agent() {
+        return Ok("agent");
     }
     if host.identity_file.is_none() && host.config_identity_files.is_empty() {
         // As ssh does without -i: the usual key files, after the agent (issue 14).
         for key in default_keys() {
-            match session.userauth_pubkey_file(user, None, &key, None) {
-                Ok(()) if session.authenticated() => return Ok("publickey"),
-                Ok(()) => tried.push(format!("publickey ({}: not accepted)", key.display())),
-                Err(e) => tried.push(format!("publickey ({}: {})", key.display(), e.message())),
+            if auth.key(&key, None) {
+                return Ok("publickey");
             }
         }
     }
-    if let Some(pw) = &host.password {
-        match session.userauth_password(user, pw.expose()) {
-            Ok(()) if session.authenticated() => return Ok("password"),
-            Ok(()) => tried.push("password (not accepted)".to_string()),
+    if let Some(pw) = &host.password
+        && let Some(method) = auth.password(pw.expose())
+    {
+        return Ok(method);
+    }
+    auth.failed()
+}
+
+/// One login attempt on a session: every method tried so far, and how it failed.
+struct Auth<'a> {
+    /// The session being logged in.
+    session: &'a Session,
+    /// The remote login name.
+    user: &'a str,
+    /// One `method (why)` per method or key that did not log in.
+    tried: Vec<String>,
+}
+
+impl Auth<'_> {
+    /// Offers the key file `key` (unlocked with `pass`); true once logged in.
+    fn key(&mut self, key: &Path, pass: Option<&str>) -> bool {
+        match self
+            .session
+            .userauth_pubkey_file(self.user, None, key, pass)
+        {
+            Ok(()) if self.session.authenticated() => return true,
+            Ok(()) => self
+                .tried
+                .push(format!("publickey ({}: not accepted)", key.display())),
+            Err(e) => self
+                .tried
+                .push(format!("publickey ({}: {})", key.display(), e.message())),
+        }
+        false
+    }
+
+    /// Offers the ssh-agent's keys; true once logged in.
+    fn agent(&mut self) -> bool {
+        match self.session.userauth_agent(self.user) {
+            Ok(()) if self.session.authenticated() => return true,
+            Ok(()) => self.tried.push("agent (no key accepted)".to_string()),
+            Err(e) => self.tried.push(format!("agent ({})", e.message())),
+        }
+        false
+    }
+
+    /// Sends the password, or, where the server offers no password method, answers
+    /// keyboard-interactive with it; the method that logged in, if one did.
+    fn password(&mut self, pw: &str) -> Option<&'static str> {
+        match self.session.userauth_password(self.user, pw) {
+            Ok(()) if self.session.authenticated() => return Some("password"),
+            Ok(()) => self.tried.push("password (not accepted)".to_string()),
             Err(e) => {
                 // Servers that only offer PAM's keyboard-interactive get the password there.
-                let mut prompt = PasswordPrompt(pw.expose());
-                match session.userauth_keyboard_interactive(user, &mut prompt) {
-                    Ok(()) if session.authenticated() => return Ok("keyboard-interactive"),
-                    _ => tried.push(format!("password ({})", e.message())),
+                let mut prompt = PasswordPrompt(pw);
+                match self
+                    .session
+                    .userauth_keyboard_interactive(self.user, &mut prompt)
+                {
+                    Ok(()) if self.session.authenticated() => return Some("keyboard-interactive"),
+                    _ => self.tried.push(format!("password ({})", e.message())),
                 }
             }
         }
+        None
     }
-    if tried.is_empty() {
+
+    /// The error when nothing logged in: every method tried, or that there was none.
+    fn failed(self) -> Result<&'static str> {
+        let user = self.user;
+        if self.tried.is_empty() {
+            bail!(
+                "auth failed for user {user}: no method to try; add identity_file or passkey to this host in connection_info.json, put a key at ~/.ssh/id_ed25519, or start an ssh-agent"
+            );
+        }
         bail!(
-            "auth failed for user {user}: no method to try; add identity_file or passkey to this host in connection_info.json, put a key at ~/.ssh/id_ed25519, or start an ssh-agent"
-        );
+            "auth failed for user {user}: tried {}",
+            self.tried.join(", ")
+        )
     }
-    bail!("auth failed for user {user}: tried {}", tried.join(", "))
 }
 
 /// Answers every hidden keyboard-interactive prompt with the password.
