@@ -186,3 +186,79 @@ fn every_file_has_a_module_doc_that_stays_in_the_repository() {
     }
     assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
 }
+
+/// The longest a function may be, from its `fn` line to its closing brace.
+const MAX_FN_LINES: usize = 60;
+
+/// The functions of `text` longer than [`MAX_FN_LINES`]: (line, name, length).
+/// Test code is left out: everything from the first top-level `#[cfg(test)]`
+/// on (the files' test modules come last), where case tables may be long. A
+/// function is found by its `fn` line and ends at the first line that is a
+/// lone `}` at the same indent (rustfmt's layout); a declaration without a
+/// body (an `extern` item, a trait method) ends at its `;`.
+fn long_functions(text: &str) -> Vec<(usize, String, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let end = (lines.iter())
+        .position(|l| l.starts_with("#[cfg(test)]"))
+        .unwrap_or(lines.len());
+    let mut long = Vec::new();
+    for (i, line) in lines[..end].iter().enumerate() {
+        let code = line.trim_start();
+        let indent = line.len() - code.len();
+        let mut rest = code;
+        for prefix in ["pub(crate) ", "pub ", "const ", "unsafe ", "extern \"C\" "] {
+            rest = rest.strip_prefix(prefix).unwrap_or(rest);
+        }
+        let Some(sig) = rest.strip_prefix("fn ") else {
+            continue;
+        };
+        let name: String = (sig.chars())
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let close = format!("{}}}", " ".repeat(indent));
+        let mut len = 0;
+        for (j, l) in lines[i..end].iter().enumerate() {
+            if l.trim_end().ends_with(';') && !lines[i..=i + j].iter().any(|l| l.contains('{')) {
+                break;
+            }
+            if j > 0 && l.trim_end() == close {
+                len = j + 1;
+                break;
+            }
+        }
+        if len > MAX_FN_LINES {
+            long.push((i + 1, name, len));
+        }
+    }
+    long
+}
+
+/// Issue 15: no function is longer than about 60 lines. Files that are test
+/// code whole (the reconcile tables, the property tests) are left out.
+#[test]
+fn no_function_is_longer_than_sixty_lines() {
+    let mut wrong = Vec::new();
+    for (rel, text) in sources() {
+        if rel == "reconcile/tests.rs" || rel == "config/fuzz.rs" {
+            continue;
+        }
+        for (line, name, len) in long_functions(&text) {
+            wrong.push(format!(
+                "src/{rel}:{line}: fn {name} is {len} lines (at most {MAX_FN_LINES}); split it"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+}
+
+/// The length check sees a long body, and not a bodiless declaration or tests.
+#[test]
+fn a_long_function_is_seen() {
+    let body = "    let x = 1;\n".repeat(61);
+    let text = format!(
+        "fn short() {{\n}}\n\npub(crate) fn long(\n    a: u8,\n) {{\n{body}}}\n\
+         unsafe extern \"C\" {{\n    fn decl(\n        a: u8,\n    ) -> u8;\n}}\n\
+         #[cfg(test)]\nmod tests {{\n    fn also_long() {{\n{body}    }}\n}}\n"
+    );
+    assert_eq!(long_functions(&text), [(4, "long".to_string(), 65)]);
+}
