@@ -4,7 +4,8 @@
 # Starts one sshd on 127.0.0.79 (a free port; with DELAY_MS, behind
 # scripts/delay-proxy.py), makes DIRS x PER files of SIZE random bytes, and runs
 # `OLD sync` and `NEW sync` alternately RUNS times each, the remote tree deleted
-# before every run. Prints each build's times in ms (sorted) and, where GNU time
+# before every run (a failed run stops it: a failure's time measures nothing).
+# Prints each build's times in ms (sorted) and, where GNU time
 # is installed (Debian: time), its CPU times.
 # Logs in as the user `hostsync-t` (the test suite's; root runs only). Only loopback
 # is contacted; everything lives in one temporary folder, removed on exit.
@@ -13,6 +14,9 @@
 #   [REMOTE=/dev/shm/x] scripts/ab.sh
 set -euo pipefail
 : "${OLD:?OLD=the first hostsync binary}" "${NEW:?NEW=the second hostsync binary}"
+# Absolute paths: the runs happen in the config folder.
+OLD=$(realpath "$OLD") NEW=$(realpath "$NEW")
+if [ ! -x "$OLD" ] || [ ! -x "$NEW" ]; then echo "ab: OLD and NEW must be executables" >&2; exit 2; fi
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 W=$(mktemp -d /tmp/hostsync-ab.XXXXXX)
 chmod 755 "$W"
@@ -55,9 +59,9 @@ for _ in $(seq 1 "${RUNS:-7}"); do
     rm -rf "$remote/www"
     t0=$EPOCHREALTIME
     if [ -x /usr/bin/time ]; then
-      /usr/bin/time -f "$build cpu %U user %S sys" -a -o "$W/cpu.log" "$bin" sync >/dev/null || echo "$build failed" >&2
+      /usr/bin/time -f "$build cpu %U user %S sys" -a -o "$W/cpu.log" "$bin" sync >/dev/null || { echo "ab: $build failed" >&2; exit 1; }
     else
-      "$bin" sync >/dev/null || echo "$build failed" >&2
+      "$bin" sync >/dev/null || { echo "ab: $build failed" >&2; exit 1; }
     fi
     t1=$EPOCHREALTIME
     echo "$build $(echo "($t1 - $t0) * 1000 / 1" | bc)"
