@@ -4,6 +4,7 @@
 pub(crate) mod agent;
 pub(crate) mod bounded;
 pub(crate) mod bwlimit;
+pub(crate) mod delta;
 pub(crate) mod jump;
 pub(crate) mod pace;
 mod quickack;
