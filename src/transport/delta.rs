@@ -114,7 +114,9 @@ impl Signature {
         Ok(sig)
     }
 
-    /// The signature of `old` in blocks of `block` (what the remote computes).
+    /// The signature of `old` in blocks of `block` (what the remote computes),
+    /// for tests.
+    #[cfg(test)]
     pub(crate) fn of(old: &[u8], block: usize) -> Signature {
         let bytes: Vec<u8> = old
             .chunks(block)
