@@ -385,9 +385,11 @@ fn watch_sends_a_changed_big_file_as_a_delta() {
     body[BIG - 3] ^= 1;
     std::fs::write(&s.local, &body).unwrap();
     let remote = s.r.join("big.img");
-    crate::util::wait_until(std::time::Duration::from_secs(30), "the change arrives", || {
-        std::fs::read(&remote).is_ok_and(|r| r == body)
-    });
+    crate::util::wait_until(
+        std::time::Duration::from_secs(30),
+        "the change arrives",
+        || std::fs::read(&remote).is_ok_and(|r| r == body),
+    );
     let info = s.env.info_log();
     let line = info
         .lines()

@@ -96,7 +96,7 @@ impl Diff {
     }
 }
 
-/// One `-v` text line: [`line`], then `(delta)` or `(whole file)` for a file
+/// One `-v` text line: [`line()`], then `(delta)` or `(whole file)` for a file
 /// that would be sent (issue 19).
 pub(crate) fn line_verbose(host: &str, d: &Diff) -> String {
     match d.delta {
@@ -192,7 +192,7 @@ pub(crate) type MadeBelow = std::collections::HashMap<Vec<u8>, Vec<u8>>;
 /// made (`mkdir -p`) by the real run's listing: every directory from below its
 /// nearest existing ancestor (`made_below`, where known) down to it is added.
 /// Files that may go as a delta where the smallest is `delta_min` bytes (0: none;
-/// see [`Item::may_go_as_delta`]) say so.
+/// see [`super::Item::may_go_as_delta`]) say so.
 pub(crate) fn diffs(plan: &Plan, made_below: &MadeBelow, delta_min: u64) -> Vec<Diff> {
     let mut out: Vec<Diff> = plan
         .missing
@@ -221,8 +221,7 @@ pub(crate) fn diffs(plan: &Plan, made_below: &MadeBelow, delta_min: u64) -> Vec<
                 change,
                 is_dir,
                 reason: String::new(),
-                delta: matches!(item.what, ItemKind::File)
-                    .then(|| item.may_go_as_delta(delta_min)),
+                delta: matches!(item.what, ItemKind::File).then(|| item.may_go_as_delta(delta_min)),
             });
         }
         for r in &w.removes {

@@ -3,7 +3,7 @@
 //!
 //! The remote cuts its old copy into blocks of [`block_size`] bytes (the last one
 //! may be shorter) and sends a [`Signature`]: per block a weak checksum ([`weak`])
-//! and a strong one ([`strong`]), [`ENTRY`] bytes in all. [`matches`] then rolls
+//! and a strong one ([`strong`]), [`ENTRY`] bytes in all. [`matches()`] then rolls
 //! the weak checksum over every offset of the new file, as rsync does, so a block
 //! found anywhere (after an insertion too) is reused; a weak hit counts only when
 //! the strong checksum agrees. The result is a list of [`Op`]s: runs of old blocks
@@ -357,7 +357,7 @@ pub(crate) fn matches(sig: &Signature, input: &mut impl Read) -> std::io::Result
     Ok(delta)
 }
 
-/// The end of [`matches`]: what is left from `p` (less than a block), with the
+/// The end of [`matches()`]: what is left from `p` (less than a block), with the
 /// short last block reused where the new file ends with it; the pending literal
 /// from `lit` on.
 fn finish<R: Read>(
@@ -390,7 +390,11 @@ fn finish<R: Read>(
 /// The delta of the new file read from `input` against the SHA-256 (hex) of each
 /// `block`-byte block of the old copy, compared only at the same offsets (see the
 /// module doc): a block is copied where its hash is the same.
-pub(crate) fn aligned(old: &[String], block: usize, input: &mut impl Read) -> std::io::Result<Delta> {
+pub(crate) fn aligned(
+    old: &[String],
+    block: usize,
+    input: &mut impl Read,
+) -> std::io::Result<Delta> {
     let mut delta = Delta::default();
     let mut buf = vec![0u8; block];
     let mut i = 0u64;

@@ -64,25 +64,7 @@ impl Agent<'_> {
         head.extend(fields[1..].iter().map(String::as_bytes));
         head.push(sha256.as_bytes());
         self.request(tag::DELTA, &head)?;
-        let mut trouble = None;
-        for op in &delta.ops {
-            if self.cancel.load(Ordering::Relaxed) {
-                bail!("transfer cancelled by shutdown");
-            }
-            match *op {
-                Op::Copy { first, count } => {
-                    let (first, count) = (first.to_string(), count.to_string());
-                    self.send(tag::COPY, &[first.as_bytes(), count.as_bytes()])?;
-                }
-                Op::Literal { offset, len } => {
-                    trouble = self.literal(file, offset, len)?;
-                    if trouble.is_some() {
-                        break;
-                    }
-                }
-            }
-        }
-        let sent = match trouble {
+        let sent = match self.steps(file, delta)? {
             Some(t) => t,
             None => match file.metadata() {
                 Ok(m) if before.unchanged(&FileMeta::of(&m)) => {
@@ -100,6 +82,28 @@ impl Agent<'_> {
         self.send(tag::VERDICT, &[keep])?;
         self.poll()?;
         Ok(sent)
+    }
+
+    /// The copy steps and literal ranges of `delta` (read from `file`); `Some`
+    /// says why the file cannot be sent so, and the rest is not sent.
+    fn steps(&mut self, file: &Opened, delta: &Delta) -> Result<Option<Finished>> {
+        for op in &delta.ops {
+            if self.cancel.load(Ordering::Relaxed) {
+                bail!("transfer cancelled by shutdown");
+            }
+            match *op {
+                Op::Copy { first, count } => {
+                    let (first, count) = (first.to_string(), count.to_string());
+                    self.send(tag::COPY, &[first.as_bytes(), count.as_bytes()])?;
+                }
+                Op::Literal { offset, len } => {
+                    if let Some(trouble) = self.literal(file, offset, len)? {
+                        return Ok(Some(trouble));
+                    }
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Sends `len` bytes of `file` from `offset` as data frames; `Some` says why

@@ -109,8 +109,8 @@ impl Run<'_, '_, '_> {
         }
         let backups = self.units[item.unit].mapping.backups;
         let sha256 = file.sha256();
-        let sent = (self.agent)
-            .put_delta(id, &item.rel, &file, &now, backups, block, &delta, &sha256)?;
+        let sent =
+            (self.agent).put_delta(id, &item.rel, &file, &now, backups, block, &delta, &sha256)?;
         self.report.event(Event::Uploaded { bytes: item.size });
         let carried = Carried {
             bytes: delta.literal,
