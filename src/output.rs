@@ -225,14 +225,12 @@ fn plain_event(host: &str, e: &Event<'_>, dry_run: bool) -> Option<String> {
             local,
             remote,
             bytes,
-            why: "",
-        } => format!("{host}: sent {local} -> {remote} ({bytes} bytes)"),
-        Event::Sent {
-            local,
-            remote,
-            bytes,
+            reused,
             why,
-        } => format!("{host}: sent {local} -> {remote} ({bytes} bytes; why: {why})"),
+        } => format!(
+            "{host}: sent {local} -> {remote} {}",
+            report::amount(*bytes, *reused, why)
+        ),
         Event::Removed { remote, .. } => format!("{host}: removed {remote}"),
         Event::Failed { what, reason } => format!("{host}: failed: {what}: {reason}"),
         Event::HostFailed { reason } => format!("{host}: failed: {reason}"),
@@ -261,9 +259,10 @@ pub(crate) fn json_event(host: &str, e: &Event<'_>, dry_run: bool) -> Option<Val
             local,
             remote,
             bytes,
+            reused,
             ..
         } => json!({"type": "file", "host": host, "action": "sent",
-                    "local": local, "remote": remote, "bytes": bytes}),
+                    "local": local, "remote": remote, "bytes": bytes, "reused": reused}),
         Event::Removed { local, remote } => json!({"type": "file", "host": host,
                     "action": "removed", "local": local, "remote": remote}),
         Event::Failed { what, reason } => {
@@ -317,6 +316,7 @@ mod tests {
             local: "/l/a",
             remote: "/r/a",
             bytes: 3,
+            reused: 0,
             why: "size, mtime",
         };
         let v = json_event("h", &sent, false).unwrap();
@@ -327,6 +327,18 @@ mod tests {
             plain_event("h", &sent, false).unwrap(),
             "h: sent /l/a -> /r/a (3 bytes; why: size, mtime)"
         );
+        let delta = Event::Sent {
+            local: "/l/a",
+            remote: "/r/a",
+            bytes: 41210,
+            reused: 67100672,
+            why: "",
+        };
+        assert_eq!(
+            plain_event("h", &delta, false).unwrap(),
+            "h: sent /l/a -> /r/a (41210 bytes, reused 67100672 bytes)"
+        );
+        assert_eq!(json_event("h", &delta, false).unwrap()["reused"], 67100672);
         let ps = Event::PostSync {
             mapping: "/s -> /d",
             command: "false",

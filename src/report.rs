@@ -23,10 +23,13 @@ pub(crate) enum Event<'a> {
     Uploaded { bytes: u64 },
     /// A file or symlink arrived at `remote`; `why` it was sent (`new`, `size, mtime`,
     /// ...; see `push`), empty when not known.
+    /// `bytes` went over the link; `reused` more came from the remote's old copy
+    /// (a delta, issue 19; 0 for a whole file).
     Sent {
         local: &'a str,
         remote: &'a str,
         bytes: u64,
+        reused: u64,
         why: &'a str,
     },
     /// `remote` was removed because `local` is gone (`"delete": true`).
@@ -165,20 +168,36 @@ impl HostReport {
     /// `why`: why it was sent, for `sync -v`; with debug lines on (`-v`), info.log's
     /// line says it too, in the same words (issue 14).
     pub(crate) fn sent_file(&mut self, local: &str, remote: &str, bytes: u64, why: &str) {
-        if log::log_enabled!(log::Level::Debug) && !why.is_empty() {
-            log::info!(
-                "{}: sent {local} -> {remote} ({bytes} bytes; why: {why})",
-                self.address
-            );
+        self.sent_delta(local, remote, bytes, 0, why);
+    }
+
+    /// [`HostReport::sent_file`] for a file of which `reused` bytes came from the
+    /// remote's old copy and `bytes` went over the link (a delta, issue 19).
+    pub(crate) fn sent_delta(
+        &mut self,
+        local: &str,
+        remote: &str,
+        bytes: u64,
+        reused: u64,
+        why: &str,
+    ) {
+        let why = if log::log_enabled!(log::Level::Debug) {
+            why
         } else {
-            log::info!("{}: sent {local} -> {remote} ({bytes} bytes)", self.address);
-        }
+            ""
+        };
+        log::info!(
+            "{}: sent {local} -> {remote} {}",
+            self.address,
+            amount(bytes, reused, why)
+        );
         self.sent += 1;
         self.bytes += bytes;
         self.event(Event::Sent {
             local,
             remote,
             bytes,
+            reused,
             why,
         });
     }
@@ -194,6 +213,20 @@ impl HostReport {
     pub(crate) fn ok(&self) -> bool {
         self.fatal.is_none() && self.failed == 0
     }
+}
+
+/// What a sent line says in parentheses: `(N bytes)`, `(N bytes, reused R bytes)`
+/// for a delta, then `; why: WHY` when `why` is not empty.
+pub(crate) fn amount(bytes: u64, reused: u64, why: &str) -> String {
+    let mut out = format!("({bytes} bytes");
+    if reused > 0 {
+        let _ = write!(out, ", reused {reused} bytes");
+    }
+    if !why.is_empty() {
+        let _ = write!(out, "; why: {why}");
+    }
+    out.push(')');
+    out
 }
 
 /// Bytes for a person: `512 B`, `1.2 MiB`, `586 KiB` (binary units; one decimal

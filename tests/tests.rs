@@ -28,6 +28,9 @@ mod layout;
 /// Issue 5 (everything the older sync tools do): excludes, delete, numbered
 /// backups, post_sync, `--dry-run`/`--exit-code`, `--json`, progress bars, completions.
 mod parity;
+/// Issue 19 (slow links): delta transfer of big files, `bwlimit_kib`,
+/// `compression`, behind a counting proxy.
+mod slow;
 /// `hostsync sync` against real sshd: destinations, skips, failures, atomicity.
 mod sync;
 /// Issue 4 (Trust): `check`, auth methods and key formats, no secret leaks,

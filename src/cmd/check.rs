@@ -523,6 +523,9 @@ mod tests {
             transfer: crate::config::Transfer::Auto,
             split: true,
             inflight_kib: None,
+            compression: false,
+            bwlimit: 0,
+            delta_min: 0,
         };
         let rows: Vec<(&str, String, String)> = resolution(&host, &ssh)
             .into_iter()

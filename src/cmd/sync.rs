@@ -114,7 +114,7 @@ pub(crate) fn run(config: &Config, args: &SyncArgs, verbose: bool) -> Result<Exi
         super::in_config_order(config, reports.into_iter().chain(work.skipped).collect())
     };
     print!("{}", output.finish(&reports));
-    Ok(finish(&reports, args))
+    Ok(finish(&reports, args, verbose))
 }
 
 /// Picks the hosts and paths, starts the logs, warns about what will not be
@@ -207,11 +207,12 @@ fn serve(
 }
 
 /// The closing lines (a dry run's differences, the finished line) and the exit code.
-fn finish(reports: &[HostReport], args: &SyncArgs) -> ExitCode {
+/// `verbose`: a dry run's lines say how each file would go.
+fn finish(reports: &[HostReport], args: &SyncArgs, verbose: bool) -> ExitCode {
     let ok = reports.iter().all(HostReport::ok);
     let differences: usize = reports.iter().map(|r| r.diffs.len()).sum();
     if args.dry_run {
-        show_dry_run(reports, args.json, differences);
+        show_dry_run(reports, args.json, verbose, differences);
     } else {
         ::log::info!(
             "sync finished: {}",
@@ -232,12 +233,12 @@ fn finish(reports: &[HostReport], args: &SyncArgs) -> ExitCode {
 }
 
 /// A dry run's differences on stdout, its errors and closing line on stderr.
-fn show_dry_run(reports: &[HostReport], json: bool, differences: usize) {
+fn show_dry_run(reports: &[HostReport], json: bool, verbose: bool, differences: usize) {
     let by_host: Vec<(&str, &[Diff])> = reports
         .iter()
         .map(|r| (r.address.as_str(), r.diffs.as_slice()))
         .collect();
-    print!("{}", render::render(&by_host, json));
+    print!("{}", render::render(&by_host, json, verbose));
     if !json {
         for r in reports {
             if let Some(reason) = &r.fatal {

@@ -60,6 +60,13 @@ pub(crate) struct Settings {
     /// `[sync] inflight_kib`: most KiB written ahead of the remote's
     /// acknowledgements; `None` (`auto`): from the measured round trip; 0: no pacing.
     pub(crate) inflight_kib: Option<u32>,
+    /// `[ssh] compression`: SSH zlib compression (issue 19).
+    pub(crate) compression: bool,
+    /// `[sync] delta_min_kib`, in bytes: files at least this big whose remote copy
+    /// differs go as a delta; 0: never (issue 19).
+    pub(crate) delta_min: u64,
+    /// `[sync] bwlimit_kib`, in bytes per second per host; 0: unlimited (issue 19).
+    pub(crate) bwlimit: u64,
 }
 
 impl Default for Settings {
@@ -79,6 +86,9 @@ impl Default for Settings {
             retry_max: Duration::from_secs(30),
             split: true,
             inflight_kib: None,
+            compression: false,
+            delta_min: 1024 * 1024,
+            bwlimit: 0,
         }
     }
 }
@@ -103,11 +113,19 @@ pub(crate) const KNOWN: &[(&str, &[&str])] = &[
             "io_timeout",
             "strict_modes",
             "ssh_config",
+            "compression",
         ],
     ),
     (
         "sync",
-        &["debounce_ms", "retry_max_s", "split", "inflight_kib"],
+        &[
+            "debounce_ms",
+            "retry_max_s",
+            "split",
+            "inflight_kib",
+            "delta_min_kib",
+            "bwlimit_kib",
+        ],
     ),
 ];
 
@@ -301,6 +319,10 @@ fn apply(s: &mut Settings, section: &str, key: &str, value: &str) -> Result<(), 
         ("sync", "debounce_ms") => s.debounce = Duration::from_millis(int(value, 0, 60_000)?),
         ("sync", "retry_max_s") => s.retry_max = Duration::from_secs(int(value, 1, 86400)?),
         ("sync", "split") => s.split = yes_no(value)?,
+        ("ssh", "compression") => s.compression = yes_no(value)?,
+        // Up to 1 TiB and 1 GiB/s: a larger value is a typo, not a setting.
+        ("sync", "delta_min_kib") => s.delta_min = int(value, 0, 1 << 30)? * 1024,
+        ("sync", "bwlimit_kib") => s.bwlimit = int(value, 0, 1 << 20)? * 1024,
         ("sync", "inflight_kib") => {
             s.inflight_kib = match value {
                 "auto" => None,
@@ -394,6 +416,12 @@ mod tests {
             p("[sync]\ninflight_kib = 64\n").unwrap().inflight_kib,
             Some(64)
         );
+        let s =
+            p("[ssh]\ncompression = yes\n[sync]\ndelta_min_kib = 0\nbwlimit_kib = 2048\n").unwrap();
+        assert!(s.compression);
+        assert_eq!((s.delta_min, s.bwlimit), (0, 2048 * 1024));
+        let d = Settings::default();
+        assert_eq!((d.compression, d.delta_min, d.bwlimit), (false, 1 << 20, 0));
     }
 
     /// The settings that were environment variables (issue 15) are validated like
@@ -411,6 +439,21 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains('\n'), "{e}");
+        let e = p("[sync]\nbwlimit_kib = 2M\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config.ini: [sync] bwlimit_kib = \"2M\": not a whole number; write a number from 0 to 1048576"
+        );
+        let e = p("[sync]\ndelta_min_kib = -1\n").unwrap_err();
+        assert!(e.to_string().contains("from 0 to 1073741824"), "{e}");
+        let e = p("[ssh]\ncompression = zlib\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("compression = \"zlib\": expected yes or no"),
+            "{e}"
+        );
+        let e = p("[sync]\nbwlimit_kb = 5\n").unwrap_err();
+        assert!(e.to_string().contains("did you mean `bwlimit_kib`?"), "{e}");
     }
 
     #[test]

@@ -64,6 +64,12 @@ pub(crate) struct SshSettings {
     pub(crate) split: bool,
     /// `[sync] inflight_kib`: `None` for automatic (from the round trip).
     pub(crate) inflight_kib: Option<u32>,
+    /// `[ssh] compression`: negotiate zlib compression (issue 19).
+    pub(crate) compression: bool,
+    /// `[sync] bwlimit_kib` in bytes per second, per connection; 0: unlimited.
+    pub(crate) bwlimit: u64,
+    /// `[sync] delta_min_kib` in bytes: the smallest file sent as a delta; 0: never.
+    pub(crate) delta_min: u64,
 }
 
 /// How files go to a host: `HOSTSYNC_TRANSFER`, until `[ssh] transfer` replaces
@@ -193,6 +199,9 @@ pub(crate) fn load_with(config_path: &Path, unset: UnsetVars) -> Result<Config> 
             transfer: transfer_from_env()?,
             split: settings.split,
             inflight_kib: settings.inflight_kib,
+            compression: settings.compression,
+            bwlimit: settings.bwlimit,
+            delta_min: settings.delta_min,
         },
         debounce: settings.debounce,
         retry_max: settings.retry_max,

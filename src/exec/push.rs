@@ -123,15 +123,19 @@ fn dry_run_units(conn: &Connection, units: &[Unit<'_>], user: &str, report: &mut
     let planned = match by_agent::list(conn, &usable, false) {
         Ok(Some((agent, listed))) => {
             let plan = by_agent::compare(&usable, &listed, &pushed, report);
-            agent.finish().map(|()| Some(plan))
+            let min = by_agent::delta::threshold(conn, &agent);
+            agent.finish().map(|()| Some((plan, min)))
         }
-        Ok(None) => {
-            by_shell::plan(conn, &usable, &pushed, report, false).map(|p| p.map(|(plan, _)| plan))
-        }
+        Ok(None) => by_shell::plan(conn, &usable, &pushed, report, false).map(|p| {
+            p.map(|(plan, _)| {
+                let min = by_shell::delta::dry_threshold(conn, &plan);
+                (plan, min)
+            })
+        }),
         Err(e) => Err(e),
     };
     match planned {
-        Ok(Some(plan)) => report.diffs.extend(render::diffs(&plan, &made_below)),
+        Ok(Some((plan, min))) => report.diffs.extend(render::diffs(&plan, &made_below, min)),
         Ok(None) => {}
         Err(e) => report.fail_host(&format!("{e:#}")),
     }
@@ -178,6 +182,7 @@ fn writable_units<'u, 'm>(
                         change: Change::Unwritable,
                         is_dir: true,
                         reason: why,
+                        delta: None,
                     });
                 }
             }

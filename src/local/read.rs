@@ -70,6 +70,12 @@ impl Opened {
         self.file.metadata()
     }
 
+    /// Reads at `offset` without moving on or hashing (a delta's second pass over
+    /// the file, issue 19).
+    pub(crate) fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(&self.file, buf, offset)
+    }
+
     /// SHA-256, lowercase hex, of what was read: the file's content once it was
     /// read to its end without changing.
     pub(crate) fn sha256(&self) -> String {

@@ -90,6 +90,19 @@ pub(crate) struct Item {
 }
 
 impl Item {
+    /// Whether this file may go as a delta where the smallest file sent so is
+    /// `min` bytes (0: none is; issue 19): a file at least that big that
+    /// replaces a remote regular file. Whether the delta is smaller is known only
+    /// when it is computed.
+    pub(crate) fn may_go_as_delta(&self, min: u64) -> bool {
+        min > 0
+            && matches!(self.what, ItemKind::File)
+            && self.exists
+            && self.size >= min
+            && self.why != "new"
+            && self.why != "type"
+    }
+
     /// What to read to send this file.
     pub(crate) fn to_send(&self) -> local::read::ToSend<'_> {
         local::read::ToSend {

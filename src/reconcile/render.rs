@@ -78,6 +78,10 @@ pub(crate) struct Diff {
     pub(crate) is_dir: bool,
     /// For [`Change::Unwritable`], why (as `check` says it); empty otherwise.
     pub(crate) reason: String,
+    /// For a file that would be sent: whether it would go as a delta (issue 19:
+    /// a remote copy to start from, `delta_min_kib`, a remote that can compute
+    /// checksums). Whether the delta turns out smaller is known only when sent.
+    pub(crate) delta: Option<bool>,
 }
 
 impl Diff {
@@ -89,6 +93,16 @@ impl Diff {
             p.push('/');
         }
         p
+    }
+}
+
+/// One `-v` text line: [`line()`], then `(delta)` or `(whole file)` for a file
+/// that would be sent (issue 19).
+pub(crate) fn line_verbose(host: &str, d: &Diff) -> String {
+    match d.delta {
+        Some(true) => format!("{} (delta)", line(host, d)),
+        Some(false) => format!("{} (whole file)", line(host, d)),
+        None => line(host, d),
     }
 }
 
@@ -123,6 +137,9 @@ pub(crate) fn json_line(host: &str, d: &Diff) -> Value {
     if d.change == Change::Unwritable {
         v["reason"] = json!(d.reason);
     }
+    if let Some(delta) = d.delta {
+        v["delta"] = json!(delta);
+    }
     v
 }
 
@@ -148,8 +165,8 @@ pub(crate) fn made_dirs(root: &[u8], existing: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// Every host's differences, grouped by host in the order given and sorted by
-/// path within a host, as text lines or JSON lines.
-pub(crate) fn render(hosts: &[(&str, &[Diff])], as_json: bool) -> String {
+/// path within a host, as text lines (`verbose`: [`line_verbose`]) or JSON lines.
+pub(crate) fn render(hosts: &[(&str, &[Diff])], as_json: bool, verbose: bool) -> String {
     let mut out = String::new();
     for (host, diffs) in hosts {
         let mut sorted: Vec<&Diff> = diffs.iter().collect();
@@ -157,6 +174,8 @@ pub(crate) fn render(hosts: &[(&str, &[Diff])], as_json: bool) -> String {
         for d in sorted {
             if as_json {
                 out.push_str(&json_line(host, d).to_string());
+            } else if verbose {
+                out.push_str(&line_verbose(host, d));
             } else {
                 out.push_str(&line(host, d));
             }
@@ -172,7 +191,9 @@ pub(crate) type MadeBelow = std::collections::HashMap<Vec<u8>, Vec<u8>>;
 /// The differences a plan would make, as absolute remote paths. A missing root is
 /// made (`mkdir -p`) by the real run's listing: every directory from below its
 /// nearest existing ancestor (`made_below`, where known) down to it is added.
-pub(crate) fn diffs(plan: &Plan, made_below: &MadeBelow) -> Vec<Diff> {
+/// Files that may go as a delta where the smallest is `delta_min` bytes (0: none;
+/// see [`super::Item::may_go_as_delta`]) say so.
+pub(crate) fn diffs(plan: &Plan, made_below: &MadeBelow, delta_min: u64) -> Vec<Diff> {
     let mut out: Vec<Diff> = plan
         .missing
         .iter()
@@ -185,6 +206,7 @@ pub(crate) fn diffs(plan: &Plan, made_below: &MadeBelow) -> Vec<Diff> {
             change: Change::Added,
             is_dir: true,
             reason: String::new(),
+            delta: None,
         })
         .collect();
     for (root, w) in &plan.work {
@@ -199,6 +221,7 @@ pub(crate) fn diffs(plan: &Plan, made_below: &MadeBelow) -> Vec<Diff> {
                 change,
                 is_dir,
                 reason: String::new(),
+                delta: matches!(item.what, ItemKind::File).then(|| item.may_go_as_delta(delta_min)),
             });
         }
         for r in &w.removes {
@@ -207,6 +230,7 @@ pub(crate) fn diffs(plan: &Plan, made_below: &MadeBelow) -> Vec<Diff> {
                 change: Change::Deleted,
                 is_dir: r.is_dir,
                 reason: String::new(),
+                delta: None,
             });
         }
     }
@@ -232,6 +256,7 @@ mod tests {
             change,
             is_dir,
             reason: String::new(),
+            delta: None,
         }
     }
 
@@ -257,17 +282,13 @@ mod tests {
         );
         let lossy = Diff {
             path: b"/x/\xff".to_vec(),
-            change: Change::Added,
-            is_dir: false,
-            reason: String::new(),
+            ..diff("", Change::Added, false)
         };
         // Not UTF-8, or a control character: escaped, so a name cannot forge a line.
         assert_eq!(line("h", &lossy), "[+] h /x/\\xff added");
         let forged = Diff {
             path: b"/x/a\r[+] h /etc/shadow added\n\x1b[2J".to_vec(),
-            change: Change::Added,
-            is_dir: false,
-            reason: String::new(),
+            ..diff("", Change::Added, false)
         };
         assert_eq!(
             line("h", &forged),
@@ -322,18 +343,46 @@ mod tests {
             diff("/a", Change::Deleted, false),
         ];
         let b = [diff("/c", Change::Updated, false)];
-        let text = render(&[("h2", &b), ("h1", &a)], false);
+        let text = render(&[("h2", &b), ("h1", &a)], false, false);
         assert_eq!(
             text,
             "[M] h2 /c updated\n[-] h1 /a deleted\n[+] h1 /b added\n"
         );
-        let json = render(&[("h1", &a)], true);
+        let json = render(&[("h1", &a)], true, false);
         let first: Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
         assert_eq!(first["type"], "diff");
         assert_eq!(first["host"], "h1");
         assert_eq!(first["path"], "/a");
         assert_eq!(first["change"], "deleted");
         assert_eq!(first["dir"], false);
-        assert!(render(&[("h", &[])], false).is_empty());
+        assert!(render(&[("h", &[])], false, false).is_empty());
+        // Issue 19: `-v` says how a file would go; JSON always does.
+        let files = [
+            Diff {
+                delta: Some(true),
+                ..diff("/big", Change::Updated, false)
+            },
+            Diff {
+                delta: Some(false),
+                ..diff("/new", Change::Added, false)
+            },
+            diff("/dir", Change::Added, true),
+        ];
+        assert_eq!(
+            render(&[("h", &files)], false, true),
+            "[M] h /big updated (delta)\n[+] h /dir/ added\n[+] h /new added (whole file)\n"
+        );
+        assert_eq!(
+            render(&[("h", &files)], false, false),
+            "[M] h /big updated\n[+] h /dir/ added\n[+] h /new added\n"
+        );
+        let json: Vec<Value> = render(&[("h", &files)], true, false)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            (&json[0]["delta"], &json[2]["delta"], json[1].get("delta")),
+            (&json!(true), &json!(false), None)
+        );
     }
 }

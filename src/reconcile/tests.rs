@@ -493,3 +493,36 @@ fn dest_paths() {
     }
     assert!(!is_backup_name(b"x.1a", 6) && !is_backup_name(b"noext", 6));
 }
+
+/// Issue 19: which planned files may go as a delta, by the threshold, what is
+/// there and why it is sent.
+#[test]
+fn delta_candidates() {
+    let item = |what: ItemKind, size: u64, exists: bool, why: &str| Item {
+        rel: b"f".to_vec(),
+        what,
+        local: PathBuf::from("/l/f"),
+        unit: 0,
+        size,
+        exists,
+        meta: None,
+        follow: false,
+        mode_mask: 0o7777,
+        why: why.into(),
+    };
+    let mib = 1 << 20;
+    let cases = [
+        // (kind, size, exists, why, threshold, may go as a delta)
+        (ItemKind::File, mib, true, "size, mtime", mib, true),
+        (ItemKind::File, mib, true, "content", mib, true),
+        (ItemKind::File, mib - 1, true, "size", mib, false),
+        (ItemKind::File, mib, true, "size", 0, false),
+        (ItemKind::File, mib, false, "new", mib, false),
+        (ItemKind::File, mib, true, "type", mib, false),
+        (ItemKind::Dir, mib, true, "mode", mib, false),
+    ];
+    for (what, size, exists, why, min, want) in cases {
+        let i = item(what, size, exists, why);
+        assert_eq!(i.may_go_as_delta(min), want, "{why} {size} {exists} {min}");
+    }
+}

@@ -15,6 +15,13 @@
 #                                      a file; its bytes follow as `d` frames (raw
 #                                      bytes), ended by a `z` frame: "1" keep, "0" drop
 #           S root-id rel target backups   make a symlink
+#           G root-id rel block max    the checksums of a file's blocks, at most max
+#                                      of them (issue 19)
+#           Y root-id rel mode mtime-s mtime-ns size backups block sha256
+#                                      a file rebuilt from its old copy: `c` frames
+#                                      (first count: old blocks to copy) and `d`
+#                                      frames (new bytes), ended by `z`; kept only
+#                                      when the result has that SHA-256
 #           W                          lanes: fork a helper; from now on a P or S
 #                                      whose extra last field is "1" is its work
 #           J                          end of lanes: wait for the helper
@@ -26,7 +33,9 @@
 #         names them all).
 #         Then, per request, in order: for L, `e` entries (type size mtime-s
 #         mtime-ns mode uid rel target), `h` hashes (rel sha256) and `x` notes
-#         (a part that could not be listed); then exactly one `K` (done, with
+#         (a part that could not be listed); for G, `s` frames of raw checksums,
+#         12 bytes per block (weak: 4, big-endian; strong: the first 8 bytes of
+#         its SHA-256); then exactly one `K` (done, with
 #         fields) or `F` (failed: reason) that ends the request. Nothing is
 #         reported done that was not done.
 #
@@ -41,7 +50,7 @@
 # written to holds `.hostsync-tmp.CLIENT.RUN.lock` with flock while the run lives,
 # so a stale temporary is removed only when its run's lock is free.
 use strict;
-use Fcntl qw(O_RDONLY O_WRONLY O_CREAT O_EXCL O_NOFOLLOW O_DIRECTORY :flock);
+use Fcntl qw(O_RDONLY O_WRONLY O_CREAT O_EXCL O_NOFOLLOW O_DIRECTORY O_NONBLOCK :flock);
 
 my ($CID, $RUN, $STRICT) = @ARGV;
 # Lanes (W ... J): a helper process, forked from this one, makes the files of lane
@@ -560,6 +569,117 @@ sub req_stale { my ($id, $rel) = @_;
   if (unlink($name)) { ok("removed") } else { fail("cannot remove the stale temporary: $!") }
 }
 
+# ---- delta (issue 19) ----
+# Opens regular file `name` (in the current directory) to read, never through a
+# symlink and never blocking on a FIFO.
+sub open_old { my ($name) = @_;
+  sysopen(my $fh, $name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK) or return ("cannot read the remote copy: $!");
+  return ("the remote copy is not a regular file") unless -f $fh;
+  return ("", $fh);
+}
+# Reads up to `n` bytes from `fh` (fewer only at its end).
+sub read_full { my ($fh, $n) = @_;
+  my $buf = "";
+  while (length($buf) < $n) {
+    my $r = sysread($fh, $buf, $n - length($buf), length $buf);
+    if (!defined $r) { next if $!{EINTR}; return undef }
+    last if $r == 0;
+  }
+  return $buf;
+}
+# G: per block of the file, the weak checksum (the sum of its 32-bit words, see
+# src/transport/delta.rs) and the start of its SHA-256, in `s` frames; K with the
+# length read.
+sub req_sums { my ($id, $rel, $block, $max) = @_;
+  if ($SHA ne "digest") { fail("the remote has no Digest::SHA for checksums"); return }
+  if (!defined $block || $block !~ /^[0-9]+$/ || $block < 4 || $block % 4) { fail("bad block size"); return }
+  my ($dir, $name) = split_rel($rel);
+  my $e = walk($id, $dir);
+  if ($e ne "") { fail($e); return }
+  my ($why, $fh) = open_old($name);
+  if ($why ne "") { fail($why); return }
+  my ($len, $sums, $n) = (0, "", 0);
+  while (1) {
+    my $b = read_full($fh, $block);
+    if (defined $b && $b ne "" && ++$n > $max) { fail("the remote copy grew while it was read"); return }
+    if (!defined $b) { fail("cannot read the remote copy: $!"); return }
+    last if $b eq "";
+    $len += length $b;
+    $sums .= pack("N", unpack("%32N*", $b)) . substr(Digest::SHA::sha256($b), 0, 8);
+    if (length($sums) >= 12 * 4096) { send_frame("s", $sums); $sums = "" }
+    last if length($b) < $block;
+  }
+  send_frame("s", $sums) if length $sums;
+  ok($len);
+}
+# Writes `data` to `fh` and adds it to digest `d`; "" or why not.
+sub put_bytes { my ($fh, $d, $data) = @_;
+  my ($o, $len) = (0, length $data);
+  while ($o < $len) {
+    my $w = syswrite($fh, $data, $len - $o, $o);
+    if (!defined $w) { next if $!{EINTR}; return "cannot write: $!" }
+    $o += $w;
+  }
+  $d->add($data);
+  return "";
+}
+# Copies old blocks `first` .. `first + count - 1` (of `block` bytes) to `fh`.
+sub copy_blocks { my ($old, $fh, $d, $block, $p) = @_;
+  my ($first, $count) = split /\0/, $p, -1;
+  return "a bad copy step" unless defined $count && "$first$count" =~ /^[0-9]+$/;
+  sysseek($old, $first * $block, 0) or return "cannot read the remote copy: $!";
+  my $left = $count * $block;
+  while ($left > 0) {
+    my $b = read_full($old, $left < (1 << 20) ? $left : 1 << 20);
+    return "cannot read the remote copy: $!" unless defined $b;
+    return "" if $b eq "";
+    my $e = put_bytes($fh, $d, $b);
+    return $e if $e ne "";
+    $left -= length $b;
+  }
+  return "";
+}
+# Y: rebuilds a file into a fresh temporary from its old copy and the new bytes
+# that come; renamed into place as P's are, and only when it has the SHA-256 the
+# client computed of the local file. Cut off, the temporary goes (see `bail`).
+sub req_delta { my ($id, $rel, $mode, $ms, $mns, $size, $backups, $block, $want) = @_;
+  my ($dir, $name) = split_rel($rel);
+  my $e = $SHA eq "digest" ? "" : "the remote has no Digest::SHA for checksums";
+  $e = lock_root($id) if $e eq "";
+  $e = walk($id, $dir) if $e eq "";
+  my ($old, $fh, $tmp);
+  ($e, $old) = open_old($name) if $e eq "";
+  $e = "bad block size" if $e eq "" && (!defined $block || $block !~ /^[0-9]+$/ || $block < 4);
+  if ($e eq "") {
+    $tmp = tmp_name();
+    if (sysopen($fh, $tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600)) { $OPEN_TMP = $tmp }
+    else { $e = "cannot create a temporary: $!"; undef $fh }
+  }
+  my $d = $e eq "" ? Digest::SHA->new(256) : undef;
+  my $verdict = "";
+  while (1) {
+    my ($t, $p) = frame();
+    bail(defined $t ? "an unexpected frame $t inside a delta" : "the input ended inside a delta")
+      if !defined $t || ($t ne "d" && $t ne "c" && $t ne "z");
+    if ($t eq "z") { $verdict = $p; last }
+    next unless $fh;
+    $e = $t eq "c" ? copy_blocks($old, $fh, $d, $block, $p) : put_bytes($fh, $d, $p);
+    if ($e ne "") { close $fh; unlink $tmp; undef $fh; undef $OPEN_TMP }
+  }
+  undef $OPEN_TMP;
+  if ($e ne "") { fail($e); return }
+  if ($verdict ne "1") { close $fh; unlink $tmp; ok("dropped"); return }
+  my $got = (stat($fh))[7];
+  $e = "the rebuilt file has $got of $size bytes" if $got != $size;
+  $e = "the rebuilt file differs from the local one (checksum mismatch)" if $e eq "" && $d->hexdigest ne $want;
+  $e = set_mode($fh, $mode) if $e eq "";
+  $e = set_times($fh, $ms, $mns) if $e eq "";
+  $e = "cannot write: $!" if !close($fh) && $e eq "";
+  if ($e ne "") { unlink $tmp; fail($e); return }
+  $e = place($tmp, $name, $backups);
+  if ($e ne "") { fail($e) } else { ok("placed") }
+}
+
 # Releases this run's locks (each lock file is removed while still held).
 sub quit {
   for my $id (sort keys %ROOT) {
@@ -574,6 +694,7 @@ send_frame("H", 1, $UID, $HIRES, $SHA);
 flush_out();
 my %REQ = (R => \&req_root, L => \&req_list, D => \&req_dir, P => \&req_put,
            S => \&req_link, X => \&req_remove, T => \&req_stale,
+           G => \&req_sums, Y => \&req_delta,
            W => \&req_lanes, J => \&req_join);
 while (1) {
   my ($t, $p) = frame();

@@ -31,6 +31,8 @@ use super::ssh::Connection;
 use crate::local::read::{Finished, Reading};
 use crate::remote::{RemoteEntry, quote};
 
+mod delta;
+
 /// The agent's program, sent with every start (comment lines dropped, see [`program`]).
 pub(crate) const PROGRAM: &str = include_str!("../remote/agent.pl");
 
@@ -61,6 +63,16 @@ pub(crate) mod tag {
     pub(crate) const LANES: u8 = b'W';
     /// Request: end the lanes (wait for the helper).
     pub(crate) const JOIN: u8 = b'J';
+    /// Request: the checksums of a file's blocks (`id rel block max`; issue 19).
+    pub(crate) const SUMS: u8 = b'G';
+    /// Request: a file rebuilt from its old copy (`id rel mode mtime-s mtime-ns
+    /// size backups block sha256`), then [`COPY`] and [`DATA`] frames, then
+    /// [`VERDICT`].
+    pub(crate) const DELTA: u8 = b'Y';
+    /// Request: old blocks to copy into the file being rebuilt (`first count`).
+    pub(crate) const COPY: u8 = b'c';
+    /// Reply: raw block checksums (12 bytes each; see agent.pl).
+    pub(crate) const SUMS_DATA: u8 = b's';
     /// Reply: the agent is up (`version uid hires hash`).
     pub(crate) const HELLO: u8 = b'H';
     /// Reply: one listed entry (`type size mtime-s mtime-ns mode uid rel target`).
@@ -112,6 +124,8 @@ pub(crate) struct Hello {
     pub(crate) hires: bool,
     /// Whether listings carry SHA-256 of files (Digest::SHA or sha256sum).
     pub(crate) hashes: bool,
+    /// Whether the agent computes block checksums for deltas (Digest::SHA).
+    pub(crate) delta: bool,
 }
 
 /// One listed entry, with what only the agent reports.
@@ -145,12 +159,17 @@ pub(crate) enum Answer {
     Listing(Listing),
     /// Failed: the agent's reason.
     Failed(String),
+    /// A file's block checksums (raw, as agent.pl sends them) and the length of
+    /// the file they cover (issue 19).
+    Sums(Vec<u8>, u64),
 }
 
 /// A request waiting for its answer.
 enum Waiting {
     /// A listing, collecting its entries.
     List(Listing),
+    /// Block checksums, collecting them.
+    Sums(Vec<u8>),
     /// Any other request.
     Step,
 }
@@ -554,23 +573,39 @@ impl<'c> Agent<'c> {
                         .push(String::from_utf8_lossy(payload).into_owned()),
                 }
             }
-            tag::DONE | tag::FAILED => {
-                let Some(w) = self.waiting.pop_front() else {
-                    bail!("the remote agent answered a request that was not made");
+            tag::SUMS_DATA => {
+                let Some(Waiting::Sums(sums)) = self.waiting.front_mut() else {
+                    bail!("the remote agent sent checksums that nothing asked for");
                 };
-                self.answers.push_back(match (tag, w) {
-                    (tag::FAILED, _) => {
-                        Answer::Failed(String::from_utf8_lossy(payload).into_owned())
-                    }
-                    (_, Waiting::List(listing)) => Answer::Listing(listing),
-                    (_, Waiting::Step) => Answer::Done(fields.iter().map(|f| f.to_vec()).collect()),
-                });
+                sums.extend_from_slice(payload);
             }
+            tag::DONE | tag::FAILED => self.answered(tag, payload, &fields)?,
             other => bail!(
                 "the remote agent sent an unknown record {:?}",
                 char::from(other)
             ),
         }
+        Ok(())
+    }
+}
+
+impl Agent<'_> {
+    /// The end of the oldest request: its [`Answer`], from what was collected.
+    fn answered(&mut self, tag: u8, payload: &[u8], fields: &[&[u8]]) -> Result<()> {
+        let Some(w) = self.waiting.pop_front() else {
+            bail!("the remote agent answered a request that was not made");
+        };
+        self.answers.push_back(match (tag, w) {
+            (tag::FAILED, _) => Answer::Failed(String::from_utf8_lossy(payload).into_owned()),
+            (_, Waiting::List(listing)) => Answer::Listing(listing),
+            (_, Waiting::Sums(sums)) => {
+                let len = (fields.first())
+                    .and_then(|f| std::str::from_utf8(f).ok()?.parse().ok())
+                    .ok_or_else(|| anyhow!("the remote agent sent a bad length"))?;
+                Answer::Sums(sums, len)
+            }
+            (_, Waiting::Step) => Answer::Done(fields.iter().map(|f| f.to_vec()).collect()),
+        });
         Ok(())
     }
 }
@@ -609,6 +644,7 @@ fn parse_hello(fields: &[&[u8]]) -> Result<Hello> {
         uid,
         hires: text(2).as_deref() == Some("1"),
         hashes: text(3).is_some_and(|h| h != "none"),
+        delta: text(3).as_deref() == Some("digest"),
     })
 }
 
@@ -652,9 +688,9 @@ mod tests {
     const RUN: &str = "00112233445566ff";
 
     /// One reply record: tag and fields.
-    type Rec = (u8, Vec<Vec<u8>>);
+    pub(super) type Rec = (u8, Vec<Vec<u8>>);
 
-    fn req(tag: u8, fields: &[&[u8]]) -> Vec<u8> {
+    pub(super) fn req(tag: u8, fields: &[&[u8]]) -> Vec<u8> {
         encode(tag, fields).unwrap()
     }
 
@@ -694,7 +730,7 @@ mod tests {
 
     /// Runs the agent locally, as a remote runs it, on `input`; returns its records
     /// grouped per request (the greeting first, alone), its exit status and stderr.
-    fn run(input: &[u8], strict: bool) -> (Vec<Vec<Rec>>, i32, String) {
+    pub(super) fn run(input: &[u8], strict: bool) -> (Vec<Vec<Rec>>, i32, String) {
         use std::process::{Command, Stdio};
         let mut child = Command::new("perl")
             .args(["-e", &program(), CID, RUN, if strict { "1" } else { "0" }])
@@ -731,7 +767,7 @@ mod tests {
     }
 
     /// The terminal record of each request after the greeting, as `K field...` or `F reason`.
-    fn verdicts(groups: &[Vec<Rec>]) -> Vec<String> {
+    pub(super) fn verdicts(groups: &[Vec<Rec>]) -> Vec<String> {
         groups[1..]
             .iter()
             .map(|g| {
@@ -747,12 +783,12 @@ mod tests {
             .collect()
     }
 
-    fn b(p: &Path) -> &[u8] {
+    pub(super) fn b(p: &Path) -> &[u8] {
         p.as_os_str().as_bytes()
     }
 
     /// Names of hostsync temporaries (and run locks) anywhere below `dir`.
-    fn temporaries(dir: &Path) -> Vec<String> {
+    pub(super) fn temporaries(dir: &Path) -> Vec<String> {
         walkdir::WalkDir::new(dir)
             .into_iter()
             .filter_map(Result::ok)
@@ -1212,7 +1248,8 @@ mod tests {
             Hello {
                 uid: 1000,
                 hires: true,
-                hashes: true
+                hashes: true,
+                delta: true
             }
         );
         assert!(parse_hello(&[b"1"]).is_err());

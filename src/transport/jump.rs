@@ -950,6 +950,9 @@ mod tests {
             transfer: crate::config::Transfer::Auto,
             split: true,
             inflight_kib: None,
+            compression: false,
+            bwlimit: 0,
+            delta_min: 0,
         };
         let chain = host("t", Some(host("b2", Some(host("b1", None)))));
         let b2 = chain.jump.as_deref().unwrap();
@@ -975,6 +978,9 @@ mod tests {
             transfer: crate::config::Transfer::Auto,
             split: true,
             inflight_kib: None,
+            compression: false,
+            bwlimit: 0,
+            delta_min: 0,
         };
         // Port 1 on loopback: nothing listens there (connection refused).
         let mut bastion = host("127.0.0.1", None);

@@ -3,6 +3,9 @@
 
 pub(crate) mod agent;
 pub(crate) mod bounded;
+pub(crate) mod bwlimit;
+pub(crate) mod delta;
+pub(crate) mod delta_sh;
 pub(crate) mod jump;
 pub(crate) mod pace;
 mod quickack;

@@ -68,6 +68,14 @@ pub(crate) struct Connection {
     /// This session's run lock here (see [`crate::remote::runs`]); `None` if it could not
     /// be taken.
     _run: Option<crate::remote::runs::RunLock>,
+    /// `[sync] delta_min_kib` in bytes (0: no deltas, issue 19).
+    delta_min: u64,
+    /// Whether the remote has `sha256sum` and `dd` for deltas without perl, once
+    /// asked.
+    sh_sums: std::cell::Cell<Option<bool>>,
+    /// The cap on what this session sends (`[sync] bwlimit_kib`), while it lives.
+    /// After `session`, so the socket is closed before its bucket goes.
+    _limit: Option<super::bwlimit::Limited>,
 }
 
 /// What a remote script printed, and how it exited.
@@ -88,7 +96,8 @@ impl Connection {
             session,
             auth_method,
             fingerprint,
-        } = login(host, ssh)?;
+            limit,
+        } = login_as_target(host, ssh)?;
         let run = crate::remote::fresh_hex();
         session.set_timeout(millis(ssh.io_timeout));
         log::info!(
@@ -119,7 +128,26 @@ impl Connection {
                 client: ssh.client_id.clone(),
                 run,
             },
+            delta_min: ssh.delta_min,
+            sh_sums: std::cell::Cell::new(None),
+            _limit: limit,
         })
+    }
+
+    /// The smallest file sent as a delta (`[sync] delta_min_kib`; 0: none is).
+    pub(crate) fn delta_min(&self) -> u64 {
+        self.delta_min
+    }
+
+    /// Whether the remote has `sha256sum` and `dd` for deltas without perl
+    /// (`None`: not asked yet).
+    pub(crate) fn sh_sums(&self) -> Option<bool> {
+        self.sh_sums.get()
+    }
+
+    /// Records what the remote said about `sha256sum` and `dd`.
+    pub(crate) fn set_sh_sums(&self, found: bool) {
+        self.sh_sums.set(Some(found));
     }
 
     /// Whether batches may go as a tar stream: the remote has GNU tar or bsdtar and
@@ -425,29 +453,59 @@ pub(crate) struct Login {
     pub(crate) auth_method: &'static str,
     /// The server's host key fingerprint.
     pub(crate) fingerprint: String,
+    /// The bandwidth cap of a target's session (`[sync] bwlimit_kib`); a
+    /// bastion's session is not capped (what it carries is, per target).
+    pub(crate) limit: Option<super::bwlimit::Limited>,
 }
 
 /// Reaches `host` (over TCP, or through its bastion), handshakes, checks its host
 /// key and logs in; every blocking step is bounded by its connect timeout. Errors
 /// say which step failed.
 pub(crate) fn login(host: &Host, ssh: &SshSettings) -> Result<Login> {
+    login_with(host, ssh, false)
+}
+
+/// [`login`] for the host files go to: with `[ssh] compression` and the
+/// `[sync] bwlimit_kib` cap (issue 19), which a bastion's session does without.
+fn login_as_target(host: &Host, ssh: &SshSettings) -> Result<Login> {
+    login_with(host, ssh, true)
+}
+
+/// [`login`], with compression and the cap when `target`.
+fn login_with(host: &Host, ssh: &SshSettings, target: bool) -> Result<Login> {
+    use std::os::fd::AsRawFd;
     let timeout = connect_timeout(host, ssh);
     let mut session = Session::new().context("cannot create an ssh session")?;
     super::quickack::install(&session);
-    match &host.jump {
-        None => session.set_tcp_stream(connect_tcp(host, timeout)?),
-        Some(bastion) => session.set_tcp_stream(super::jump::reach(bastion, host, ssh)?),
-    }
+    let cap = |fd: i32| {
+        (target && ssh.bwlimit > 0).then(|| super::bwlimit::install(&session, fd, ssh.bwlimit))
+    };
+    session.set_compress(target && ssh.compression);
+    let limit = match &host.jump {
+        None => {
+            let tcp = connect_tcp(host, timeout)?;
+            let limit = cap(tcp.as_raw_fd());
+            session.set_tcp_stream(tcp);
+            limit
+        }
+        Some(bastion) => {
+            let pair = super::jump::reach(bastion, host, ssh)?;
+            let limit = cap(pair.as_raw_fd());
+            session.set_tcp_stream(pair);
+            limit
+        }
+    };
     session.set_timeout(millis(timeout));
     session
         .handshake()
         .map_err(|e| handshake_error(&e, timeout))?;
     log::debug!(
-        "{}: negotiated kex {}, cipher {}, mac {}",
+        "{}: negotiated kex {}, cipher {}, mac {}, compression {}",
         host.address,
         session.methods(ssh2::MethodType::Kex).unwrap_or("?"),
         session.methods(ssh2::MethodType::CryptCs).unwrap_or("?"),
-        session.methods(ssh2::MethodType::MacCs).unwrap_or("?")
+        session.methods(ssh2::MethodType::MacCs).unwrap_or("?"),
+        session.methods(ssh2::MethodType::CompCs).unwrap_or("?")
     );
     let fingerprint = verify_host_key(&session, host, ssh)?;
     let auth_method = authenticate(&session, host)?;
@@ -455,6 +513,7 @@ pub(crate) fn login(host: &Host, ssh: &SshSettings) -> Result<Login> {
         session,
         auth_method,
         fingerprint,
+        limit,
     })
 }
 

@@ -6,6 +6,9 @@
 //! completely, or throttled. Pointing the tool under test at the proxy
 //! instead of the server simulates a flaky or dead network path to a host.
 //!
+//! It counts what it forwards, in each direction ([`Proxy::bytes_up`],
+//! [`Proxy::bytes_down`]), to cross-check what hostsync says it sent.
+//!
 //! Each connection is served by two copy threads (client→server and
 //! server→client). Dropping the proxy stops accepting, closes every
 //! connection and joins all its threads.
@@ -55,6 +58,8 @@ struct Shared {
     fault: Mutex<Fault>,
     stopping: AtomicBool,
     forwarded: AtomicU64,
+    /// Client→server bytes forwarded (the part of `forwarded` going up).
+    upstream: AtomicU64,
     accepted: AtomicUsize,
     /// Forwarded connections; a connection is closed (its sockets dropped)
     /// when both of its copy threads are done.
@@ -114,6 +119,7 @@ impl Proxy {
             fault: Mutex::new(fault),
             stopping: AtomicBool::new(false),
             forwarded: AtomicU64::new(0),
+            upstream: AtomicU64::new(0),
             accepted: AtomicUsize::new(0),
             live: Mutex::new(Vec::new()),
             stalled: Mutex::new(Vec::new()),
@@ -149,6 +155,17 @@ impl Proxy {
     /// Total bytes forwarded so far, both directions and all connections.
     pub fn bytes_forwarded(&self) -> u64 {
         self.shared.forwarded.load(Ordering::SeqCst)
+    }
+
+    /// Client→server bytes forwarded so far, all connections (issue 19: what a
+    /// push sends, SSH framing included).
+    pub fn bytes_up(&self) -> u64 {
+        self.shared.upstream.load(Ordering::SeqCst)
+    }
+
+    /// Server→client bytes forwarded so far, all connections.
+    pub fn bytes_down(&self) -> u64 {
+        self.bytes_forwarded().saturating_sub(self.bytes_up())
     }
 
     /// How many connections the proxy has accepted so far.
@@ -285,6 +302,9 @@ fn copy(conn: &Conn, upstream: bool, fault: Fault, shared: &Shared) {
             break;
         }
         passed += n as u64;
+        if upstream {
+            shared.upstream.fetch_add(n as u64, Ordering::SeqCst);
+        }
         shared.forwarded.fetch_add(n as u64, Ordering::SeqCst);
         if let Some(rate) = bytes_per_sec {
             let due = started + Duration::from_secs_f64(passed as f64 / rate as f64);

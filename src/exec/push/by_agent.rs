@@ -36,6 +36,8 @@ use crate::report::{Event, HostReport};
 use crate::transport::agent::{Agent, Answer, NoAgent};
 use crate::transport::ssh::Connection;
 
+pub(super) mod delta;
+
 /// What the listing phase learned: the roots in unit order, their states, and the
 /// agent's id for each root directory.
 pub(super) struct AgentListing {
@@ -119,7 +121,7 @@ fn state(root: &ListRoot, resolved: Answer, listing: Answer, uid: u32) -> RootSt
                 .filter(|o| !o.is_empty())
                 .map(|o| String::from_utf8_lossy(o).into_owned());
         }
-        Answer::Listing(_) => {
+        Answer::Listing(_) | Answer::Sums(..) => {
             state.error = Some("the remote agent answered out of order".into());
             return state;
         }
@@ -139,7 +141,9 @@ fn state(root: &ListRoot, resolved: Answer, listing: Answer, uid: u32) -> RootSt
             state.hashes = l.hashes.into_iter().collect();
         }
         Answer::Failed(reason) => state.error = Some(reason),
-        Answer::Done(_) => state.error = Some("the remote agent sent no listing".into()),
+        Answer::Done(_) | Answer::Sums(..) => {
+            state.error = Some("the remote agent sent no listing".into())
+        }
     }
     state
 }
@@ -190,6 +194,8 @@ enum Step {
     Mode(Item, Vec<u8>),
     /// A file, with how its data went.
     File(Item, Vec<u8>, Finished),
+    /// A file sent as a delta (issue 19), with how its data went and what it carried.
+    Delta(Item, Vec<u8>, Finished, delta::Carried),
     /// A symlink.
     Link(Item, Vec<u8>),
     /// The start or the end of the lanes.
@@ -213,6 +219,13 @@ struct Run<'a, 'c, 'u> {
     attempt: usize,
     /// `[sync] split`: a big batch may go in two lanes.
     split: bool,
+    /// The smallest file sent as a delta (issue 19); 0: none is.
+    delta_min: u64,
+    /// The size of each remote regular file a delta may start from, by absolute
+    /// path (filled only when deltas are on).
+    remote_files: HashMap<Vec<u8>, u64>,
+    /// Files whose delta failed in this run: they go whole.
+    whole: std::collections::HashSet<Vec<u8>>,
 }
 
 /// Applies `plan` through `agent` (see the module doc), noting each confirmed
@@ -227,7 +240,11 @@ pub(super) fn apply(
     report: &mut HostReport,
 ) -> Result<()> {
     super::report_planned(&plan, report);
+    let delta_min = delta::threshold(conn, &agent);
     let mut run = Run {
+        remote_files: delta::remote_files(listed, delta_min),
+        delta_min,
+        whole: Default::default(),
         agent,
         steps: VecDeque::new(),
         report,
@@ -377,6 +394,9 @@ impl Run<'_, '_, '_> {
         dir_modes: &HashMap<Vec<u8>, u32>,
         lane: u8,
     ) -> Result<()> {
+        let Some(item) = self.delta(id, root, item)? else {
+            return Ok(());
+        };
         let mapping = self.units[item.unit].mapping;
         match Reading::open(&item.to_send()) {
             Ok(file) => {
@@ -455,6 +475,7 @@ impl Run<'_, '_, '_> {
             }
             Step::Dir(item, _) | Step::Mode(item, _) => self.changed[item.unit] += 1,
             Step::File(item, root, sent) => self.file_done(item, &root, sent),
+            Step::Delta(item, root, sent, carried) => self.delta_done(item, &root, sent, carried),
             Step::Link(item, root) => {
                 self.changed[item.unit] += 1;
                 let local = item.local.display().to_string();
@@ -501,6 +522,7 @@ impl Run<'_, '_, '_> {
                     show(&join(&root, &item.rel))
                 ),
             ),
+            Step::Delta(item, root, ..) => self.delta_failed(&root, item, &why),
             Step::Remove(item, root)
             | Step::Mode(item, root)
             | Step::File(item, root, _)
@@ -521,6 +543,7 @@ impl Run<'_, '_, '_> {
                 | Step::Dir(item, root)
                 | Step::Mode(item, root)
                 | Step::File(item, root, _)
+                | Step::Delta(item, root, ..)
                 | Step::Link(item, root) => {
                     self.report
                         .fail(Failure::Connection, &describe(&item, &root), &why)

@@ -30,6 +30,8 @@ use crate::transport::scp::{Outcome, ScpSink};
 use crate::transport::ssh::Connection;
 use crate::transport::tar;
 
+pub(super) mod delta;
+
 /// Pushes the usable units over the host's shell (see the module doc); an `Err`
 /// means the connection or the remote shell failed.
 pub(super) fn push(
@@ -110,6 +112,8 @@ impl Batch<'_, '_> {
             let mut retry: BTreeMap<Vec<u8>, RootWork> = BTreeMap::new();
             for (root, mut w) in std::mem::take(&mut to_send) {
                 w.items.sort_by(|a, b| a.rel.cmp(&b.rel));
+                let deltas = delta::send(self.conn, &root, &mut w, self.units, self.report)?;
+                self.pending.extend(deltas);
                 let names = self.conn.names();
                 let links = symlink_steps(names, &root, &w, self.units);
                 let results = upload(self.conn, &root, &w, self.report, &mut self.reserved)?;
@@ -210,8 +214,10 @@ struct Steps {
 struct Reported {
     /// The item.
     item: Item,
-    /// Bytes of content it carried (0 but for files).
+    /// Bytes of content it carried (0 but for files; for a delta, the new bytes).
     bytes: u64,
+    /// For a delta (issue 19), the bytes that came from the remote's old copy.
+    reused: u64,
     /// For a file, what the host's record keeps of it ([`crate::local::pushed`]).
     record: Option<Record>,
 }
@@ -222,6 +228,7 @@ impl Reported {
         Reported {
             item,
             bytes: 0,
+            reused: 0,
             record: None,
         }
     }
@@ -266,6 +273,7 @@ fn rename_steps(
             let reported = Reported {
                 item: item.clone(),
                 bytes: meta.size,
+                reused: 0,
                 record: Some(Record::sent(meta, sha256)),
             };
             out.push(Commit::Rename { tmp, dest, backups }, Some(reported));
@@ -409,8 +417,8 @@ impl Books<'_> {
             self.pushed.forget(remote);
             return;
         }
-        self.report
-            .sent_file(local, remote_path, reported.bytes, &item.why);
+        let (bytes, reused) = (reported.bytes, reported.reused);
+        (self.report).sent_delta(local, remote_path, bytes, reused, &item.why);
         match &reported.record {
             Some(r) => self.pushed.set(remote, r.clone()),
             None => self.pushed.forget(remote),
