@@ -1185,18 +1185,18 @@ scenario_zloop() {
 }
 
 # bwlimit_kib = 2048 on loopback: the cap is the bottleneck.
-sb_prep() { fresh_dir "$R/h1/bw"; }
-sb_run() { "$HOSTSYNC" -c "$W/cfg/bw/config.ini" sync; }
-sb_check() { cmp -s "$W/data/bw.bin" "$R/h1/bw/bw.bin"; }
+bw_prep() { fresh_dir "$R/h1/bw"; }
+bw_run() { "$HOSTSYNC" -c "$W/cfg/bw/config.ini" sync; }
+bw_check() { cmp -s "$W/data/bw.bin" "$R/h1/bw/bw.bin"; }
 
 scenario_bw() {
   say "== bw: bwlimit_kib = 2048, one $(size "$BW_BYTES") file, loopback, runs: $RUNS"
   head -c "$BW_BYTES" /dev/urandom >"$W/data/bw.bin"
   sl_config "$W/cfg/bw" direct "$W/data/bw.bin" "$R/h1/bw/bw.bin" "\n[sync]\nbwlimit_kib = 2048"
-  rounds sb hostsync
+  rounds bw hostsync
   local m expect lo hi v
   # shellcheck disable=SC2086
-  m=$(median ${TIMES[sb/hostsync]})
+  m=$(median ${TIMES[bw/hostsync]})
   expect=$((BW_BYTES * 1000000 / (2048 * 1024)))
   lo=$((expect * 3 / 4)) hi=$((expect * 5 / 4))
   if [ "$m" -ge "$lo" ] && [ "$m" -le "$hi" ]; then v=met; else v="not met"; fi
