@@ -511,22 +511,7 @@ mod tests {
             ],
             ..Host::default()
         };
-        let ssh = SshSettings {
-            known_hosts: "/k".into(),
-            host_key_policy: crate::config::HostKeyPolicy::Strict,
-            connect_timeout: std::time::Duration::from_secs(10),
-            io_timeout: std::time::Duration::from_secs(30),
-            strict_modes: true,
-            client_id: "c".into(),
-            runs_dir: "/r".into(),
-            pushed_dir: "/p".into(),
-            transfer: crate::config::Transfer::Auto,
-            split: true,
-            inflight_kib: None,
-            compression: false,
-            bwlimit: 0,
-            delta_min: 0,
-        };
+        let ssh = SshSettings::for_tests();
         let rows: Vec<(&str, String, String)> = resolution(&host, &ssh)
             .into_iter()
             .map(|s| (s.keyword, s.value, s.from))

@@ -72,6 +72,30 @@ pub(crate) struct SshSettings {
     pub(crate) delta_min: u64,
 }
 
+#[cfg(test)]
+impl SshSettings {
+    /// Settings for unit tests that build connections or routes by hand: strict
+    /// host keys, 10 s to connect, 30 s per read or write, made-up paths.
+    pub(crate) fn for_tests() -> SshSettings {
+        SshSettings {
+            known_hosts: "/k".into(),
+            host_key_policy: HostKeyPolicy::Strict,
+            connect_timeout: Duration::from_secs(10),
+            io_timeout: Duration::from_secs(30),
+            strict_modes: true,
+            client_id: "c".into(),
+            runs_dir: "/r".into(),
+            pushed_dir: "/p".into(),
+            transfer: Transfer::Auto,
+            split: true,
+            inflight_kib: None,
+            compression: false,
+            bwlimit: 0,
+            delta_min: 0,
+        }
+    }
+}
+
 /// How files go to a host: `HOSTSYNC_TRANSFER`, until `[ssh] transfer` replaces
 /// it (issue 16). Read once, at start-up, in [`transfer_from_env`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

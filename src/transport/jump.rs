@@ -939,20 +939,8 @@ mod tests {
     #[test]
     fn patience_counts_every_login_on_the_way() {
         let ssh = SshSettings {
-            known_hosts: "/k".into(),
-            host_key_policy: crate::config::HostKeyPolicy::Strict,
             connect_timeout: Duration::from_secs(2),
-            io_timeout: Duration::from_secs(30),
-            strict_modes: true,
-            client_id: "c".into(),
-            runs_dir: "/r".into(),
-            pushed_dir: "/p".into(),
-            transfer: crate::config::Transfer::Auto,
-            split: true,
-            inflight_kib: None,
-            compression: false,
-            bwlimit: 0,
-            delta_min: 0,
+            ..SshSettings::for_tests()
         };
         let chain = host("t", Some(host("b2", Some(host("b1", None)))));
         let b2 = chain.jump.as_deref().unwrap();
@@ -968,19 +956,8 @@ mod tests {
     fn an_unreachable_bastion_names_itself() {
         let ssh = SshSettings {
             known_hosts: "/nonexistent/known_hosts".into(),
-            host_key_policy: crate::config::HostKeyPolicy::Strict,
             connect_timeout: Duration::from_secs(2),
-            io_timeout: Duration::from_secs(30),
-            strict_modes: true,
-            client_id: "c".into(),
-            runs_dir: "/r".into(),
-            pushed_dir: "/p".into(),
-            transfer: crate::config::Transfer::Auto,
-            split: true,
-            inflight_kib: None,
-            compression: false,
-            bwlimit: 0,
-            delta_min: 0,
+            ..SshSettings::for_tests()
         };
         // Port 1 on loopback: nothing listens there (connection refused).
         let mut bastion = host("127.0.0.1", None);
