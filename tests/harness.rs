@@ -421,3 +421,155 @@ fn libssh2_client_compatibility() {
         assert!(connect().userauth_password(&user, "wrong").is_err());
     }
 }
+
+// ---------------------------------------------------------------------------
+// Issue 16's foreign servers are what they claim to be
+// ---------------------------------------------------------------------------
+
+/// Prints what a login's shell and PATH offer, one `key=value` per line.
+const PROBE: &str = r#"printf 'exe=%s\n' "$(readlink /proc/$$/exe)"
+printf 'path=%s\n' "$PATH"
+printf 'perl=%s\n' "$(command -v perl || echo none)"
+printf 'scp=%s\n' "$(readlink -f "$(command -v scp)")"
+if find . -maxdepth 0 -printf x >/dev/null 2>&1; then echo printf=works; else echo printf=fails; fi
+case "$(tar --version 2>&1)" in *"GNU tar"*) echo tar=gnu ;; *) echo tar=other ;; esac
+case "$(find --help 2>&1)" in *BusyBox*) echo find=busybox ;; *) echo find=other ;; esac
+"#;
+
+/// Runs `cmd`, printing command, status, output and `log` when `check` fails.
+#[track_caller]
+fn expect_run(cmd: &mut Command, log: &str, check: impl Fn(&Output) -> bool) -> Output {
+    let out = cmd.output().expect("running the client");
+    assert!(
+        check(&out),
+        "{cmd:?}: unexpected result ({})\n--- stdout\n{}--- stderr\n{}--- server log\n{log}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    out
+}
+
+/// `PROBE` over ssh shows BusyBox's sh, a PATH of applets, no perl, no
+/// `find -printf`, no GNU tar, and OpenSSH's scp.
+#[track_caller]
+fn assert_busybox_login(known: &Path, addr: &str, port: u16, log: &dyn Fn() -> String) {
+    use crate::util::foreign::{BB_BIN, busybox_user, ssh_as};
+    let mut cmd = ssh_as(known, addr, port, busybox_user());
+    cmd.arg(PROBE);
+    let out = expect_run(&mut cmd, &log(), |o| o.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let scp = std::fs::canonicalize(crate::util::sshd::find_program("scp", "/usr/bin")).unwrap();
+    let busybox = std::fs::canonicalize("/bin/busybox").unwrap();
+    let want = format!(
+        "exe={}\npath={BB_BIN}\nperl=none\nscp={}\nprintf=fails\ntar=other\nfind=busybox\n",
+        busybox.display(),
+        scp.display()
+    );
+    assert_eq!(text, want, "{cmd:?}\nserver log:\n{}", log());
+}
+
+/// The BusyBox login over OpenSSH: BusyBox's sh runs every command, with only
+/// applets (and scp) on its PATH; the plain test user's login is still GNU.
+#[test]
+fn busybox_login_over_openssh_has_only_busybox_tools() {
+    let dir = Dir::new("foreign-bb");
+    let server = crate::util::foreign::busybox_sshd(dir.path());
+    let kh = known_hosts(&dir, "known_hosts", &[server.known_hosts_line()]);
+    assert_busybox_login(&kh, &server.addr, server.port, &|| server.log());
+    // The same probe as the ordinary test user shows the GNU userland, so the
+    // probe can tell the two apart.
+    let key = client_key(dir.path(), "ed25519", None);
+    let plain = Sshd::start(dir.path(), &[&key]);
+    let kh = known_hosts(&dir, "known_hosts_plain", &[plain.known_hosts_line()]);
+    let out = ssh_with_key(&key.private, &kh, &plain.addr, plain.port, PROBE);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("printf=works\ntar=gnu\n") && !text.contains("busybox"),
+        "{text}\n{}",
+        plain.log()
+    );
+}
+
+/// Dropbear serves the BusyBox login (its own banner, scp's sink on PATH) and has
+/// no SFTP subsystem.
+#[test]
+fn dropbear_serves_the_busybox_login_without_sftp() {
+    use crate::util::foreign::{Dropbear, busybox_user, foreign_remote, sftp_batch};
+    let dir = Dir::new("foreign-dropbear");
+    let server = Dropbear::start(dir.path());
+    let mut banner = String::new();
+    let tcp = TcpStream::connect((server.addr.as_str(), server.port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    BufReader::new(tcp).read_line(&mut banner).unwrap();
+    assert!(banner.starts_with("SSH-2.0-dropbear"), "{banner:?}");
+    let kh = known_hosts(&dir, "known_hosts", &[server.known_hosts_line()]);
+    assert_busybox_login(&kh, &server.addr, server.port, &|| server.log());
+    let user = busybox_user();
+    let out = sftp_batch(&kh, &server.addr, server.port, user, "ls /\n");
+    // The subsystem's command runs in the login shell, which does not find it.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("/usr/lib/sftp-server: not found"),
+        "sftp on Dropbear ({}): {}{stderr}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        server.log()
+    );
+    // OpenSSH's scp in its SCP mode (-O) reaches the scp sink on the BusyBox PATH.
+    let env = crate::util::hostsync::Env::new("foreign-dropbear-scp");
+    let dest = foreign_remote(&env, user, "d");
+    let local = dir.write("payload.txt", "via scp\n");
+    let mut scp = Command::new("scp");
+    scp.args(["-O", "-q", "-F", "/dev/null", "-o"])
+        .arg(format!("UserKnownHostsFile={}", kh.display()))
+        .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i"])
+        .arg(&user.key.private)
+        .arg("-P")
+        .arg(server.port.to_string())
+        .arg(&local)
+        .arg(format!("{}@{}:{}/", user.name, server.addr, dest.display()));
+    expect_run(&mut scp, &server.log(), |o| o.status.success());
+    assert_eq!(
+        std::fs::read_to_string(dest.join("payload.txt")).unwrap(),
+        "via scp\n"
+    );
+}
+
+/// The SFTP-only account: a command is refused (sshd runs internal-sftp instead),
+/// an SFTP session lists a folder.
+#[test]
+fn sftp_only_account_refuses_exec_but_lists_over_sftp() {
+    use crate::util::foreign::{foreign_remote, sftp_batch, sftp_only_sshd, sftp_user, ssh_as};
+    let dir = Dir::new("foreign-sftp");
+    let server = sftp_only_sshd(dir.path());
+    let kh = known_hosts(&dir, "known_hosts", &[server.known_hosts_line()]);
+    let user = sftp_user();
+    let mut cmd = ssh_as(&kh, &server.addr, server.port, user);
+    cmd.arg("echo exec-ran");
+    // internal-sftp reads the command's bytes as SFTP packets, says so and exits.
+    expect_run(&mut cmd, &server.log(), |o| {
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        !o.status.success()
+            && !stdout.contains("exec-ran")
+            && stdout.contains("This service allows sftp connections only.")
+    });
+    let env = crate::util::hostsync::Env::new("foreign-sftp-ls");
+    let d = foreign_remote(&env, user, "d");
+    std::fs::write(d.join("marker file"), "x").unwrap();
+    let out = sftp_batch(
+        &kh,
+        &server.addr,
+        server.port,
+        user,
+        &format!("ls -1 \"{}\"\n", d.display()),
+    );
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("marker file"),
+        "sftp ls failed ({}): {}{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+}

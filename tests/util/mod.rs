@@ -8,6 +8,8 @@
 //!   [`client_key`] to make client keys and [`ensure_test_user`] /
 //!   [`test_user`] for the account the tests log in as;
 //! * [`Proxy`] — a fault-injecting TCP proxy to put in front of a server;
+//! * [`foreign`] — issue 16's foreign servers: a BusyBox-only login, Dropbear,
+//!   an SFTP-only account;
 //! * [`wait_until`] / [`wait_for`] — bounded polling instead of sleeps.
 //!
 //! Only loopback addresses (127.0.0.0/8 and ::1) are ever contacted.
@@ -15,6 +17,7 @@
 
 pub mod agent;
 pub mod dir;
+pub mod foreign;
 pub mod hostsync;
 pub mod proxy;
 pub mod sshd;

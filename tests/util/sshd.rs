@@ -187,7 +187,7 @@ pub fn attacker_ids() -> (u32, u32) {
 
 /// The lock that serialises user creation across test processes (held while the
 /// returned file is open).
-fn user_lock() -> File {
+pub fn user_lock() -> File {
     let lock = File::options()
         .create(true)
         .truncate(false)
@@ -201,7 +201,7 @@ fn user_lock() -> File {
 
 /// Creates local user `name` with `useradd ARGS` unless it exists (call under
 /// [`user_lock`]: another process may be creating it); returns its passwd entry.
-fn make_user(name: &str, args: &[&str]) -> String {
+pub fn make_user(name: &str, args: &[&str]) -> String {
     if getent("passwd", name).is_none() {
         let mut useradd = Command::new("useradd");
         useradd.args(args).arg("--no-create-home");
@@ -232,7 +232,7 @@ pub fn test_user_ids() -> Option<(u32, u32)> {
 }
 
 /// `getent DATABASE KEY`, or `None` if there is no such entry.
-fn getent(database: &str, key: &str) -> Option<String> {
+pub fn getent(database: &str, key: &str) -> Option<String> {
     let out = Command::new("getent")
         .args([database, key])
         .output()
@@ -243,14 +243,14 @@ fn getent(database: &str, key: &str) -> Option<String> {
 }
 
 /// Field `index` (0-based) of a colon-separated passwd line.
-fn passwd_field(entry: &str, index: usize) -> &str {
+pub fn passwd_field(entry: &str, index: usize) -> &str {
     entry
         .split(':')
         .nth(index)
         .unwrap_or_else(|| panic!("malformed passwd entry {entry:?}"))
 }
 
-fn parse_id(entry: &str, index: usize) -> u32 {
+pub fn parse_id(entry: &str, index: usize) -> u32 {
     let field = passwd_field(entry, index);
     field
         .parse()
@@ -310,7 +310,7 @@ pub fn loopback_ip(addr: &str) -> IpAddr {
 
 /// Runs a command to completion, panicking with its output on failure.
 /// Returns its stdout.
-fn run(cmd: &mut Command) -> Vec<u8> {
+pub fn run(cmd: &mut Command) -> Vec<u8> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -352,7 +352,7 @@ fn run_with_stdin(mut cmd: Command, input: &[u8]) {
 
 /// Finds an OpenSSH program: in `preferred` if it exists, else on `PATH`.
 /// Panics with installation instructions if it is missing.
-fn find_program(name: &str, preferred: &str) -> PathBuf {
+pub fn find_program(name: &str, preferred: &str) -> PathBuf {
     let preferred = Path::new(preferred).join(name);
     if preferred.is_file() {
         return preferred;
@@ -414,7 +414,7 @@ fn sshd_version() -> (u32, u32) {
 
 /// Creates the first of `parent/prefix1`, `parent/prefix2`, ... that does not
 /// exist yet, with mode 0755, and returns it.
-fn create_unique_dir(parent: &Path, prefix: &str) -> PathBuf {
+pub fn create_unique_dir(parent: &Path, prefix: &str) -> PathBuf {
     for n in 1..10_000 {
         let dir = parent.join(format!("{prefix}{n}"));
         match fs::create_dir(&dir) {
@@ -430,7 +430,7 @@ fn create_unique_dir(parent: &Path, prefix: &str) -> PathBuf {
     panic!("no unused {prefix}N directory name in {}", parent.display());
 }
 
-fn read_lossy(path: &Path) -> String {
+pub fn read_lossy(path: &Path) -> String {
     match fs::read(path) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) => format!("<cannot read {}: {e}>", path.display()),
@@ -487,13 +487,13 @@ pub fn client_key(dir: &Path, kind: &str, passphrase: Option<&str>) -> ClientKey
 }
 
 /// `<private>.pub`, as ssh-keygen names it.
-fn pub_path(private: &Path) -> PathBuf {
+pub fn pub_path(private: &Path) -> PathBuf {
     let mut public = private.as_os_str().to_owned();
     public.push(".pub");
     PathBuf::from(public)
 }
 
-fn generate_key(private: &Path, kind: &str, passphrase: &str, comment: &str) {
+pub fn generate_key(private: &Path, kind: &str, passphrase: &str, comment: &str) {
     run(Command::new(ssh_keygen_program())
         .args(["-q", "-t", kind, "-N", passphrase, "-C", comment, "-f"])
         .arg(private));
@@ -522,6 +522,8 @@ pub struct Sshd {
     pub dir: PathBuf,
     config_path: PathBuf,
     stderr_path: PathBuf,
+    /// Lines written at the end of every generated config (e.g. a `Match` block).
+    extra_config: String,
     child: Option<Child>,
 }
 
@@ -543,6 +545,19 @@ impl Sshd {
     /// `::1` for IPv6) if given, otherwise on a random address in
     /// 127.0.0.2–127.0.0.254.
     pub fn start_with(dir: &Path, authorized: &[&ClientKey], addr: Option<&str>) -> Sshd {
+        Sshd::start_configured(dir, authorized, addr, "")
+    }
+
+    /// Like [`Sshd::start_with`], with `extra` written at the end of the config
+    /// from the first start on: more `AllowUsers`, or a `Match User` block (the
+    /// SFTP-only account of `super::foreign`). Lines that
+    /// [`Sshd::restart_with_config`] adds later land inside such a block.
+    pub fn start_configured(
+        dir: &Path,
+        authorized: &[&ClientKey],
+        addr: Option<&str>,
+        extra: &str,
+    ) -> Sshd {
         ensure_test_user();
         let program = sshd_program();
         let addr = match addr {
@@ -581,6 +596,7 @@ impl Sshd {
             config_path: own_dir.join("sshd_config"),
             stderr_path: own_dir.join("sshd.stderr"),
             dir: own_dir,
+            extra_config: extra.to_owned(),
             child: None,
         };
 
@@ -729,6 +745,8 @@ impl Sshd {
         if sshd_version() >= (9, 8) {
             config.push_str("PerSourcePenalties no\n");
         }
+        // Last: a `Match` block in it applies to the end of the file.
+        config.push_str(&self.extra_config);
         fs::write(&self.config_path, config)
             .unwrap_or_else(|e| panic!("writing {}: {e}", self.config_path.display()));
     }
@@ -786,7 +804,7 @@ impl Sshd {
     }
 
     /// Config, log and stderr of the server, for failure messages.
-    fn diagnostics(&self) -> String {
+    pub fn diagnostics(&self) -> String {
         format!(
             "--- {} ---\n{}\n--- {} ---\n{}\n--- {} ---\n{}",
             self.config_path.display(),
@@ -818,7 +836,7 @@ impl Drop for Sshd {
 ///
 /// sshd may still lose a race for it, which [`Sshd::start_with`] handles by
 /// retrying; probing first just avoids spawning sshd for ports known taken.
-fn free_port(addr: &str) -> u16 {
+pub fn free_port(addr: &str) -> u16 {
     let ip = loopback_ip(addr);
     let span = u64::from(PORT_RANGE.end() - PORT_RANGE.start()) + 1;
     for _ in 0..100 {
@@ -832,7 +850,7 @@ fn free_port(addr: &str) -> u16 {
 }
 
 /// The contents of `path` from byte `offset` on (empty if unreadable).
-fn read_from(path: &Path, offset: u64) -> String {
+pub fn read_from(path: &Path, offset: u64) -> String {
     let Ok(bytes) = fs::read(path) else {
         return String::new();
     };
@@ -848,7 +866,7 @@ fn read_from(path: &Path, offset: u64) -> String {
 /// Reads the whole identification line and then half-closes, so that sshd
 /// sees an orderly EOF instead of a reset. The probe still shows up in the
 /// server log as a connection from 127.0.0.1 that closed before key exchange.
-fn ssh_banner(addr: &str, port: u16) -> bool {
+pub fn ssh_banner(addr: &str, port: u16) -> bool {
     let target = SocketAddr::new(loopback_ip(addr), port);
     let Ok(stream) = TcpStream::connect_timeout(&target, Duration::from_millis(500)) else {
         return false;
@@ -875,7 +893,7 @@ fn ssh_banner(addr: &str, port: u16) -> bool {
 /// would miss them; instead the process tree is found through /proc. Every
 /// process found is first frozen with SIGSTOP, so none can fork new ones
 /// between the scan and the kill.
-fn kill_tree(child: &mut Child) {
+pub fn kill_tree(child: &mut Child) {
     if matches!(child.try_wait(), Ok(None)) {
         let root = i32::try_from(child.id()).expect("pid fits in i32");
         signal(root, libc::SIGSTOP);
