@@ -17,6 +17,8 @@
 #   6  scenario 2 at 20 ms round trip        vs rsync -a through the same delay
 #   bastion  scenario 4's 8 hosts behind one bastion (127.0.0.109), vs the same 8
 #            direct, scp -o ProxyJump in a loop and parallel-scp -O ProxyJump
+#   bastree  scenario 2's tree to the same 8 hosts behind the bastion, vs the same
+#            8 direct and parallel-scp -r -O ProxyJump (remote empty each run)
 #   latency  hostsync watch, 50 writes of one file to 1 and 8 hosts, vs lsyncd (delay = 0)
 #   7  64 MiB file, one byte changed           bytes vs rsync -a    } through a counting
 #   8  64 MiB file, 100 bytes inserted at 10   bytes vs rsync -a    } 50 Mbit/s, 20 ms
@@ -30,7 +32,7 @@
 # back and cannot alternate tools, which is what makes ratios trustworthy here.
 #
 # Usage: scripts/bench.sh [--runs N] [--smoke] [--only LIST] [--hostsync BIN] [--baseline BIN] [--remote-dir DIR]
-#   --only      run only these scenarios, comma-separated: 1-10,bastion,latency,bw,zloop
+#   --only      run only these scenarios, comma-separated: 1-10,bastion,bastree,latency,bw,zloop
 #   --smoke     every available scenario once with tiny sizes (under a minute; for CI);
 #               its timings mean nothing
 #   --hostsync  use this binary instead of building target/release/hostsync
@@ -83,7 +85,7 @@ parse_args() {
   [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive number"
   local s
   for s in ${ONLY//,/ }; do
-    case $s in 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | 10 | bastion | latency | bw | zloop) ;; *) die "--only takes scenarios 1-10, bastion, latency, bw and zloop, comma-separated" ;; esac
+    case $s in 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | 10 | bastion | bastree | latency | bw | zloop) ;; *) die "--only takes scenarios 1-10, bastion, bastree, latency, bw and zloop, comma-separated" ;; esac
   done
   if [ "$SMOKE" = 1 ]; then
     RUNS=1
@@ -675,6 +677,62 @@ scenario_bastion() {
   rm -f "$W/data/sb.bin"
 }
 
+# ---------------------------------------------------------------- scenario bastree
+
+# Scenario 2's tree (many small files: what configuration trees look like) to the
+# bastion scenario's 8 hosts, through the bastion and direct, and parallel-scp -r
+# with ProxyJump. Where the bastion scenario's 16 MiB per host measures the
+# bridge's throughput (every byte encrypted twice on this machine), this one
+# measures the per-file and per-session costs a bastion adds.
+bt_prep() {
+  local i
+  for ((i = 1; i <= S4_HOSTS; i++)); do
+    fresh_dir "$R/h$i/bt-$1"
+    rm -rf "$R/h$i/s4-pscp/bt-tree"
+  done
+}
+bt_run() {
+  case $1 in
+    hostsync) "$HOSTSYNC" -c "$W/cfg/bt/config.ini" sync ;;
+    direct) "$HOSTSYNC" -c "$W/cfg/bt-direct/config.ini" sync ;;
+    pscp) "$PARALLEL_SCP" -r -p 8 -t 300 -h "$W/cfg/bt/pssh_hosts" -x "-F $W/ssh_config" \
+      -O "ProxyJump=$SB_JUMP" "$W/data/tree" bt-tree ;;
+  esac
+}
+bt_check() {
+  local i d
+  for ((i = 1; i <= S4_HOSTS; i++)); do
+    d=$R/h$i/bt-$1
+    # Relative path: lands in each host's sftp start directory (see sshd_config).
+    [ "$1" != pscp ] || d=$R/h$i/s4-pscp/bt-tree
+    [ "$(tree_stat "$d")" = "$S2_FILES $((S2_FILES * 4096))" ] || return 1
+  done
+}
+
+scenario_bastree() {
+  make_tree
+  say "== bastree: $S2_FILES x 4 KiB files to $S4_HOSTS hosts behind one bastion, runs: $RUNS"
+  [ -n "${HOST_ADDR[9]:-}" ] || start_host 9
+  SB_JUMP="$LOGIN@${HOST_ADDR[9]}:${HOST_PORT[9]}"
+  printf 'Host *\n  UserKnownHostsFile %s\n  StrictHostKeyChecking yes\n  BatchMode yes\n  IdentitiesOnly yes\n  IdentityFile %s\n' \
+    "$W/known_hosts" "$W/client_key" >"$W/ssh_config"
+  local hps=() i
+  for ((i = 1; i <= S4_HOSTS; i++)); do hps+=("${HOST_ADDR[i]}:${HOST_PORT[i]}"); done
+  hs_config "$W/cfg/bt-direct" 8 "${hps[@]}"
+  hs_config "$W/cfg/bt" 8 "${hps[@]}"
+  sb_hosts "$W/cfg/bt"
+  for ((i = 1; i <= S4_HOSTS; i++)); do
+    hs_map "$W/cfg/bt-direct" "${HOST_ADDR[i]}" "$W/data/tree" "$R/h$i/bt-direct"
+    hs_map "$W/cfg/bt" "${HOST_ADDR[i]}" "$W/data/tree" "$R/h$i/bt-hostsync"
+    echo "$LOGIN@${HOST_ADDR[i]}:${HOST_PORT[i]}" >>"$W/cfg/bt/pssh_hosts"
+  done
+  LABEL[direct]="hostsync direct" LABEL[pscp]="parallel-scp -r -p 8 -O ProxyJump"
+  local tools=(hostsync direct) peers=(direct:1.3)
+  [ -n "$PARALLEL_SCP" ] && tools+=(pscp) && peers+=(pscp:0.5)
+  rounds bt "${tools[@]}"
+  report bt "bastree: $S2_FILES x 4 KiB to $S4_HOSTS hosts via 1 bastion" "${peers[@]}"
+}
+
 # ---------------------------------------------------------------- scenario 6
 
 S6_ADDR="" S6_PORT="" S6_HOW=""
@@ -1251,6 +1309,7 @@ main() {
   wanted 5 && scenario_5
   wanted 6 && scenario_6
   wanted bastion && scenario_bastion
+  wanted bastree && scenario_bastree
   wanted latency && scenario_latency
   wanted 7 && scenario_7
   wanted 8 && scenario_8
