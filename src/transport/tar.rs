@@ -79,10 +79,7 @@ impl std::fmt::Display for TarFailed {
 /// tar's stderr goes to the channel's stderr, capped at 4 KiB (the rest is read
 /// and dropped, so a tar with many warnings neither blocks nor dies of SIGPIPE):
 /// the caller names its first line when tar fails ([`TarFailed`]).
-pub(crate) const REMOTE: &str = r#"exec 4>&1
-s=$( { { tar -x -p --no-same-owner -f - -C "$1" 2>&1 >&4 4>&- 5>&-; echo "$?" >&5; } | { head -c 4096 >&2; cat >/dev/null; }; } 5>&1 )
-exec 4>&-
-echo "tar-exit:$s""#;
+pub(crate) const REMOTE: &str = include_str!("../remote/tar_recv.sh");
 
 /// A channel whose remote side already ran the listing and now waits, in `read`, for
 /// one line: `tar INDEX` to run [`REMOTE`] on root number INDEX of the listing,
@@ -215,7 +212,7 @@ fn append<W: Write>(
 fn remote_command(quoted_root: &str) -> String {
     format!(
         "sh -c {} sh {quoted_root}",
-        String::from_utf8(quote(REMOTE.as_bytes())).expect("ASCII")
+        String::from_utf8(quote(crate::remote::program(REMOTE).as_bytes())).expect("ASCII")
     )
 }
 
