@@ -58,5 +58,5 @@ d() {
       printf 'F\0%s\0%s\0' "$3" "not removed: a parent is a symlink or not a directory on the remote"; return
     fi
   done
-  if rm -rf -- "$1/$2"; then printf 'K\0%s\0' "$3"; else printf 'F\0%s\0%s\0' "$3" "remove failed"; fi
+  if rm -rf -- "${1:?}/${2:?}"; then printf 'K\0%s\0' "$3"; else printf 'F\0%s\0%s\0' "$3" "remove failed"; fi
 }

@@ -23,25 +23,10 @@
 #         A 1|0                            answer to V
 # Two ways to list, chosen here at run time: GNU find -printf (GF=1, one process
 # per root), or, where find has no -printf (BusyBox), find -exec batches into one
-# `stat -c` per batch ($B below). Both print the same records.
+# `stat -c` per batch ($B: list_stat.sh, which the caller puts in B). Both
+# print the same records.
+# shellcheck disable=SC2154 # g, ME, GF and the functions Q T G come from trust.sh; B from the caller
 printf 'U\0%s\0' "$ME"
-# B: run by `sh -c "$B" sh PATH...`; one f record per PATH that still exists.
-# stat prints one line per PATH when all exist; otherwise each is asked alone
-# and a vanished one gives a line of zeros (skipped), so lines and PATHs pair up.
-# shellcheck disable=SC2016 # $B is a program for `sh -c`: it expands there
-B='command -v stat >/dev/null 2>&1 || exit 1
-o=$(stat -c "%f %s %Y %a %u" -- "$@" 2>/dev/null) ||
-o=$(for p; do stat -c "%f %s %Y %a %u" -- "$p" 2>/dev/null || echo 0 0 0 0 0; done)
-printf "%s\n" "$o" | while IFS=" " read -r m s t a u; do
-  [ "$#" -gt 0 ] || break
-  p=$1; shift; l=""
-  case $((0x$m >> 12)) in
-    8) y=f ;; 4) y=d ;; 2) y=c ;; 6) y=b ;; 1) y=p ;; 12) y=s ;;
-    10) y=l; l=$(readlink -- "$p" && echo .) && l=${l%?.} ;;
-    *) continue ;;
-  esac
-  printf "f\0%s\0%s\0%s\0%s\0%s\0%s\0%s\0" "$y" "$s" "$t" "$a" "$u" "$p" "$l"
-done'
 R() {
   if ! G "$2"; then printf 'E\0%s\0%s\0' "$1" "$g"; return 1; fi
   if [ ! -e "$2" ] && [ ! -L "$2" ]; then

@@ -2,7 +2,8 @@
 //! perl), and how its answers are read.
 //!
 //! The programs are files beside this one, each with a header saying what it
-//! reads and prints: `trust.sh` (the ancestor rule), `list.sh`, `commit.sh`,
+//! reads and prints: `trust.sh` (the ancestor rule), `list.sh` (with
+//! `list_stat.sh`), `commit.sh`,
 //! `probe.sh` (see [`probe`]) and `tar_recv.sh` ([`crate::transport::tar`]); their
 //! record tags are named in [`tags`]. Rust adds only settings (`MK=1`, `SM=1`) and
 //! one call line per root or step whose arguments are data, each single-quoted
@@ -95,6 +96,9 @@ pub(crate) const TRUST: &str = include_str!("trust.sh");
 /// The listing program (`list.sh`, whose header gives its grammar).
 const LIST_PROGRAM: &str = include_str!("list.sh");
 
+/// The listing's way without `find -printf` (`list_stat.sh`), run by `list.sh`.
+const LIST_STAT: &str = include_str!("list_stat.sh");
+
 /// `text` without its whole-line comments and blank lines: what goes over the
 /// wire (the headers are for readers; Dropbear caps an exec command at about
 /// 9000 bytes). No line of these programs starts inside a string with `#`.
@@ -113,9 +117,12 @@ pub(crate) fn program(text: &str) -> String {
 /// The programs every listing starts with: the ancestor rule, then the listing's
 /// functions.
 fn list_prelude() -> Vec<u8> {
-    [program(TRUST), program(LIST_PROGRAM)]
-        .concat()
-        .into_bytes()
+    let mut s = program(TRUST).into_bytes();
+    s.extend_from_slice(b"B=");
+    s.extend(quote(program(LIST_STAT).as_bytes()));
+    s.push(b'\n');
+    s.extend_from_slice(program(LIST_PROGRAM).as_bytes());
+    s
 }
 
 /// The listing script. With `create`, missing roots are made (`mkdir -p`);
@@ -880,6 +887,56 @@ mod tests {
             assert!(!tmp.exists() && !root.join(".hostsync-tmp.9").exists());
             assert!(!root.join("-d").exists() && root.join("dir").is_dir());
         }
+    }
+
+    /// Issue 16: every shell and both ways of listing (GNU find -printf; BusyBox
+    /// find and stat) give the same entries, names byte-exact (spaces, quotes,
+    /// `$(...)`, a newline, a leading dash, a symlink target ending in a newline),
+    /// and run nothing.
+    #[test]
+    fn every_shell_lists_hostile_names_alike() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("r");
+        let names = [
+            "it's $(touch pwned) \"q\" `touch p2`",
+            "-dash",
+            "two\nlines",
+            "sp ace/in ner",
+        ];
+        std::fs::create_dir_all(root.join("sp ace")).unwrap();
+        for n in names {
+            std::fs::write(root.join(n), n).unwrap();
+        }
+        std::os::unix::fs::symlink("target\n", root.join("link")).unwrap();
+        let roots = [ListRoot {
+            dir: root.as_os_str().as_bytes().to_vec(),
+            max_depth: None,
+            paths: None,
+            checksum: true,
+        }];
+        let mut seen = Vec::new();
+        for shell in SHELLS {
+            let out = run_sh(shell, &listing_script(&roots, false, false, true));
+            let mut st = parse_listing(&out, 1).unwrap().states.remove(0);
+            assert!(!st.incomplete && st.error.is_none(), "{shell}: {st:?}");
+            for e in st.entries.values_mut() {
+                e.mtime_nsec = 0;
+                if e.kind == b'd' {
+                    e.size = 0;
+                }
+            }
+            let mut rels: Vec<_> = st.entries.keys().cloned().collect();
+            rels.sort();
+            let mut want: Vec<Vec<u8>> = names.iter().map(|n| n.as_bytes().to_vec()).collect();
+            want.extend([b"link".to_vec(), b"sp ace".to_vec()]);
+            want.sort();
+            assert_eq!(rels, want, "{shell}");
+            assert_eq!(st.entries[&b"link".to_vec()].target, b"target\n", "{shell}");
+            assert_eq!(st.hashes.len(), names.len(), "{shell}");
+            seen.push((st.entries, st.hashes));
+        }
+        assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
+        assert!(!d.path().join("pwned").exists() && !root.join("pwned").exists());
     }
 
     /// Issue 14, `sync --checksum`: a listing also hashes every regular file (any

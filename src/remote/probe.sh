@@ -16,6 +16,7 @@
 #           o index owner-mode-path    DIR (or its parent, unless sticky) can be
 #                                      written by others than root and the login
 #                                      user: `UID MODE PATH`
+# shellcheck disable=SC2154 # g, ME, GF and the functions Q T G come from trust.sh
 command -v perl >/dev/null 2>&1 && printf 'p\0\0'
 C() {
   i=$1; d=$2; f=$3; p=$d

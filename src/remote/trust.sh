@@ -10,6 +10,8 @@
 # G PATH  walks PATH from / and fails, with the reason in $g, at a symlink in a
 #         directory others can write (a sticky one counts when the link is root's
 #         or the login user's), unless $SM is not 1.
+# shellcheck disable=SC2034 # g, the reason G failed, is read by list.sh and probe.sh
+g=""
 ME=$(id -u)
 if find / -maxdepth 0 -printf '' 2>/dev/null; then GF=1; else GF=0; fi
 Q() {
