@@ -37,6 +37,11 @@ pub(crate) mod tags;
 
 use std::collections::HashMap;
 
+/// The longest exec command hostsync sends (issue 16): Dropbear ends the session
+/// on one longer than about 9000 bytes, so a longer program goes on stdin (to
+/// `sh -s`, or the agent's bootstrap) instead.
+pub(crate) const MAX_EXEC_COMMAND: usize = 8 * 1024;
+
 /// Prefix of every temporary file hostsync writes on a remote host.
 pub(crate) const TMP_PREFIX: &str = ".hostsync-tmp.";
 
@@ -887,6 +892,21 @@ mod tests {
             assert!(!tmp.exists() && !root.join(".hostsync-tmp.9").exists());
             assert!(!root.join("-d").exists() && root.join("dir").is_dir());
         }
+    }
+
+    /// Issue 16: a listing that keeps its channel for one root goes inline even on
+    /// Dropbear, which ends the session on a command longer than about 9000 bytes.
+    #[test]
+    fn a_one_root_listing_fits_in_one_exec_command() {
+        let root = ListRoot {
+            dir: b"/srv/www/site".to_vec(),
+            max_depth: None,
+            paths: Some(vec![b"a/b/index.html".to_vec(), b"c.css".to_vec()]),
+            checksum: false,
+        };
+        let script = listing_then_tar(&[root], true, true, crate::transport::tar::REMOTE);
+        let command = quote(&script).len() + 30;
+        assert!(command < MAX_EXEC_COMMAND, "{command} bytes");
     }
 
     /// Issue 16: every shell and both ways of listing (GNU find -printf; BusyBox

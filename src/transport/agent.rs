@@ -2,7 +2,8 @@
 //! remote step relative to checked directories (issue 13).
 //!
 //! The agent ([`PROGRAM`], `agent.pl`, whose header gives the grammar) is started
-//! with one exec, `perl -e PROGRAM CLIENT RUN STRICT`, and then speaks framed
+//! with one exec, `perl -e BOOT CLIENT RUN STRICT` whose [`bootstrap`] reads the
+//! program from stdin, and then speaks framed
 //! records on the channel: a tag byte, a 4-byte big-endian length, NUL-separated
 //! fields. Requests go out pipelined, file data included ([`Agent::put`]); answers
 //! come back in request order, each request ended by exactly one [`tag::DONE`] or
@@ -159,6 +160,16 @@ pub(crate) fn program() -> String {
         .join("\n")
 }
 
+/// The exec's own program: reads the agent's `len` bytes from stdin (sysread, so
+/// nothing after them is taken) and runs them. The agent goes on stdin, not in
+/// the command: Dropbear ends the session on an exec command longer than about
+/// 9000 bytes (issue 16), and the agent is 24 KB.
+pub(crate) fn bootstrap(len: usize) -> String {
+    format!(
+        "my($n,$p)=({len},\"\");while(length($p)<$n){{sysread(STDIN,$p,$n-length($p),length($p)) or exit 9}}eval $p;die $@ if $@"
+    )
+}
+
 impl<'c> Agent<'c> {
     /// Starts the agent on `conn` for client `client` and run `run` (both lowercase
     /// hex; see agent.pl), following symlinked ancestors only as the ancestor rule
@@ -170,14 +181,17 @@ impl<'c> Agent<'c> {
         run: &str,
         strict: bool,
     ) -> Result<Agent<'c>> {
+        let program = program();
         let command = format!(
             "perl -e {} {client} {run} {}",
-            String::from_utf8(quote(program().as_bytes())).expect("ASCII program"),
+            String::from_utf8(quote(bootstrap(program.len()).as_bytes())).expect("ASCII"),
             u8::from(strict)
         );
         let channel = conn.exec(&command)?;
+        let mut out = BufWriter::with_capacity(BUFFER, Paced::new(conn, channel));
+        out.write_all(program.as_bytes())?;
         Ok(Agent {
-            out: BufWriter::with_capacity(BUFFER, Paced::new(conn, channel)),
+            out,
             input: Vec::new(),
             at: 0,
             waiting: VecDeque::new(),
@@ -684,8 +698,10 @@ mod tests {
     /// grouped per request (the greeting first, alone), its exit status and stderr.
     pub(super) fn run(input: &[u8], strict: bool) -> (Vec<Vec<Rec>>, i32, String) {
         use std::process::{Command, Stdio};
+        let program = program();
         let mut child = Command::new("perl")
-            .args(["-e", &program(), CID, RUN, if strict { "1" } else { "0" }])
+            .args(["-e", &bootstrap(program.len()), CID, RUN])
+            .arg(if strict { "1" } else { "0" })
             .current_dir("/")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -693,7 +709,7 @@ mod tests {
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
-        let input = input.to_vec();
+        let input = [program.as_bytes(), input].concat();
         let writer = std::thread::spawn(move || {
             let _ = stdin.write_all(&input);
         });

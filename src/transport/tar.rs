@@ -98,6 +98,14 @@ impl Reserved {
         // Best effort: the remote exits on this line or on EOF, whichever comes.
         let _ = self.channel.write_all(b"none\n");
         let _ = self.channel.send_eof();
+        // Wait for the remote's EOF before closing (libssh2's wait_close does not
+        // wait without it, and dropping the channel then sends its close at once):
+        // Dropbear aborts the whole session on a close that overtakes its
+        // command's exit (a failed assertion, `!channel->sent_close`; issue 16).
+        let _ = std::io::copy(
+            &mut (&mut self.channel).take(64 * 1024),
+            &mut std::io::sink(),
+        );
         let _ = self.channel.wait_close();
     }
 }

@@ -14,7 +14,9 @@ use crate::reconcile::{Item, Plan, RootWork, Unit, join, show};
 use crate::remote::Commit;
 use crate::report::{Event, HostReport};
 use crate::transport::delta::{Delta, aligned};
-use crate::transport::delta_sh::{Build, Sums, block_for, build, parse_sums, sums_command};
+use crate::transport::delta_sh::{
+    Build, Sums, block_for, build, build_command, parse_sums, sums_command,
+};
 use crate::transport::ssh::Connection;
 
 /// The dry run's delta threshold on a host without perl: `[sync] delta_min_kib`
@@ -149,6 +151,14 @@ fn one(
         mtime: (now.mtime, now.mtime_nsec),
         sha256: &sha256,
     };
+    if build_command(&job, &delta).len() > crate::remote::MAX_EXEC_COMMAND {
+        log::debug!(
+            "{}: {}: the delta has too many steps for one command; sending the whole file",
+            report.address,
+            show(&dest)
+        );
+        return Ok(None);
+    }
     if let Err(why) = build(conn, &job, &delta, &file)? {
         log::info!(
             "{}: {}: the delta failed ({why}); sending the whole file",
