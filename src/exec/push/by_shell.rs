@@ -447,7 +447,7 @@ pub(super) fn plan(
     let (listing, mut reserved) = list(conn, &roots, create, probe_tar)?;
     let parsed = remote::parse_listing(&listing.stdout, roots.len()).map_err(|e| {
         anyhow!(
-            "cannot read the remote listing: {e} (does the remote login shell print text, e.g. from ~/.bashrc? it must not, as for rsync; does the remote have GNU find?); stderr: {}",
+            "cannot read the remote listing: {e} (does the remote login shell print text, e.g. from ~/.bashrc? it must not, as for rsync; does the remote have find and stat -c?); stderr: {}",
             crate::escape::first_line(listing.stderr.as_bytes(), 200)
         )
     })?;
