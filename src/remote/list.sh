@@ -20,7 +20,7 @@
 #                                          gives one (whole seconds from stat -c)
 #         h rel sha256                     a regular file's content hash
 #         I index                          find reported errors: the list is partial
-#         A 1|0                            answer to V
+#         t 1|0                            answer to V
 # Two ways to list, chosen here at run time: GNU find -printf (GF=1, one process
 # per root), or, where find has no -printf (BusyBox), find -exec batches into one
 # `stat -c` per batch ($B: list_stat.sh, which the caller puts in B). Both
@@ -91,7 +91,7 @@ A() {
 }
 V() {
   case "$(tar --version 2>/dev/null)" in
-    *"GNU tar"* | *bsdtar*) printf 'A\0%s\0' 1 ;;
-    *) printf 'A\0%s\0' 0 ;;
+    *"GNU tar"* | *bsdtar*) printf 't\0%s\0' 1 ;;
+    *) printf 't\0%s\0' 0 ;;
   esac
 }

@@ -653,7 +653,7 @@ mod tests {
     }
     use std::os::unix::ffi::OsStrExt;
 
-    /// The listing's tar probe answers with one `A` record, under every shell:
+    /// The listing's tar probe answers with one `t` record, under every shell:
     /// GNU tar here (Debian has it), BusyBox's tar is not one (that host gets the
     /// SCP sink); none asked, no record.
     #[test]
@@ -904,7 +904,7 @@ mod tests {
             paths: Some(vec![b"a/b/index.html".to_vec(), b"c.css".to_vec()]),
             checksum: false,
         };
-        let script = listing_then_tar(&[root], true, true, crate::transport::tar::REMOTE);
+        let script = listing_then_tar(&[root], true, true, include_str!("tar_recv.sh"));
         let command = quote(&script).len() + 30;
         assert!(command < MAX_EXEC_COMMAND, "{command} bytes");
     }

@@ -75,7 +75,7 @@ pub(crate) mod listing {
     /// find reported errors below a root: its list is partial (`index`).
     pub(crate) const INCOMPLETE: &[u8] = b"I";
     /// Whether the remote has GNU tar or bsdtar (`1` or `0`).
-    pub(crate) const TAR: &[u8] = b"A";
+    pub(crate) const TAR: &[u8] = b"t";
     /// The end of a listing that keeps its channel (`token stderr`).
     pub(crate) const END: &[u8] = b"Z";
 }
@@ -102,6 +102,41 @@ pub(crate) mod probe {
 
 #[cfg(test)]
 mod tests {
+    /// Every sh tag is printed by the program whose grammar it belongs to (the
+    /// parsers' tests then read what the programs print under every shell).
+    #[test]
+    fn every_sh_tag_is_printed_by_its_program() {
+        use super::*;
+        let list = [include_str!("list.sh"), include_str!("list_stat.sh")].concat();
+        let cases: [(&[u8], &str); 12] = [
+            (listing::UID, &list),
+            (listing::ROOT, &list),
+            (listing::MISSING, &list),
+            (listing::UNUSABLE, &list),
+            (listing::OWNER, &list),
+            (listing::ENTRY, &list),
+            (listing::HASH, &list),
+            (listing::INCOMPLETE, &list),
+            (listing::TAR, &list),
+            (probe::PERL, include_str!("probe.sh")),
+            (probe::VERDICT, include_str!("probe.sh")),
+            (probe::OPEN, include_str!("probe.sh")),
+        ];
+        for (tag, text) in cases {
+            let tag = String::from_utf8_lossy(tag);
+            assert!(
+                text.contains(&format!("printf '{tag}\\0"))
+                    || text.contains(&format!("printf \"{tag}\\0")),
+                "no program prints tag {tag}"
+            );
+        }
+        let commit = include_str!("commit.sh");
+        for tag in [commit::DONE, commit::FAILED] {
+            let tag = String::from_utf8_lossy(tag);
+            assert!(commit.contains(&format!("printf '{tag}\\0")), "{tag}");
+        }
+    }
+
     /// No byte means two things: every tag of every grammar is distinct, but for
     /// the two the commit shares with the agent.
     #[test]

@@ -1,5 +1,5 @@
 # hostsync: the remote side of a tar stream (src/transport/tar.rs): extracts
-# stdin into directory $1 with GNU tar or bsdtar (the listing's V answer says the
+# stdin into directory $1 with GNU tar or bsdtar (the listing's `t` answer says the
 # remote has one; BusyBox tar is not used: such hosts get the SCP sink), then
 # prints its status. Also the tail of a listing that hands its channel on.
 # Reads:  $1, the directory; stdin, a tar stream to its end.
