@@ -7,7 +7,8 @@
 //! symlink, names with spaces, quotes, `$(...)` and backquotes); a second sync
 //! sends nothing; an exact `--dry-run`; delete, excludes and backups; watch
 //! create, modify, rename and delete; a connection cut mid-upload; two daemons
-//! mapped at each other. Names with newlines cannot go (the SCP sink's records
+//! mapped at each other; a destination others can write (issue 13's rule, whose
+//! owner checks use `stat -c` there). Names with newlines cannot go (the SCP sink's records
 //! are lines): that is one error line (`*_newline_name_is_one_error_line`).
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -669,4 +670,44 @@ fn newline_name(kind: Kind) {
 cases!(newline_name {
     busybox_newline_name_is_one_error_line: BusyBox;
     dropbear_newline_name_is_one_error_line: Dropbear;
+});
+
+/// Issue 13's rule on these hosts, whose owner and mode checks use `stat -c`: a
+/// destination others can write is refused by `sync` in one line and nothing is
+/// written there; `check` fails naming it; both are fine once it is 0755.
+fn open_destination(kind: Kind) {
+    let w = World::new(kind, "fg-open");
+    let www = w.remote("r").join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    w.own(&www);
+    std::fs::set_permissions(&www, std::fs::Permissions::from_mode(0o777)).unwrap();
+    w.src("site/a.txt", "a", 0o644);
+    w.env.map(&w.addr, json!([{"src": "site/", "dest": www}]));
+    let run = w.run(&["sync"]);
+    run.expect(1);
+    let refusals = w
+        .env
+        .error_log()
+        .lines()
+        .filter(|l| l.contains("other users can write where this mapping writes"))
+        .count();
+    assert_eq!(refusals, 1, "{}", w.dump(&run));
+    assert!(!www.join("a.txt").exists(), "{}", w.dump(&run));
+    let check = w.run(&["check"]);
+    check.expect(1);
+    assert!(
+        check.stdout.contains("mode 777") && check.stdout.contains("has no perl"),
+        "{}",
+        w.dump(&check)
+    );
+    std::fs::set_permissions(&www, std::fs::Permissions::from_mode(0o755)).unwrap();
+    w.run(&["check"]).expect(0);
+    let ok = w.run(&["sync"]);
+    ok.expect(0);
+    assert_eq!(read(&www.join("a.txt")), "a", "{}", w.dump(&ok));
+}
+
+cases!(open_destination {
+    busybox_open_destination_is_refused: BusyBox;
+    dropbear_open_destination_is_refused: Dropbear;
 });
