@@ -1,15 +1,15 @@
-//! Issue 16, the shell way on any POSIX sh + BusyBox host (what the lead calls the
-//! posix tier): the issue's test list against a BusyBox-only login behind OpenSSH
-//! (`busybox_*`) and behind Dropbear (`dropbear_*`, no SFTP subsystem, which ends
-//! the session on an exec command over about 9000 bytes), both from
+//! Issue 16, the shell way of serving a host (the posix tier) on any POSIX sh +
+//! BusyBox host: the issue's test list against a BusyBox-only login behind
+//! OpenSSH (`busybox_*`) and behind Dropbear (`dropbear_*`: no SFTP subsystem, and
+//! it ends the session on an exec command over about 9000 bytes), both from
 //! `util::foreign`: no GNU find, no GNU tar, no perl; OpenSSH's `scp` is the sink.
 //! The cases: sync of nested trees and single files (bytes, mode, mtime, a
 //! symlink, names with spaces, quotes, `$(...)` and backquotes); a second sync
 //! sends nothing; an exact `--dry-run`; delete, excludes and backups; watch
 //! create, modify, rename and delete; a connection cut mid-upload; two daemons
 //! mapped at each other; a destination others can write (issue 13's rule, whose
-//! owner checks use `stat -c` there). Names with newlines cannot go (the SCP sink's records
-//! are lines): that is one error line (`*_newline_name_is_one_error_line`).
+//! owner checks use `stat -c` there). A name with a newline cannot go (the SCP
+//! sink's records are lines): one error line (`*_newline_name_is_one_error_line`).
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
