@@ -28,6 +28,8 @@ mod layout;
 /// Issue 5 (everything the older sync tools do): excludes, delete, numbered
 /// backups, post_sync, `--dry-run`/`--exit-code`, `--json`, progress bars, completions.
 mod parity;
+/// Issue 16: the shell way on BusyBox-only logins behind OpenSSH and Dropbear.
+mod posix;
 /// Issue 19 (slow links): delta transfer of big files, `bwlimit_kib`,
 /// `compression`, behind a counting proxy.
 mod slow;

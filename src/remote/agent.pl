@@ -1,6 +1,8 @@
 # hostsync's remote agent: every remote step of a batch, relative to checked
-# directories (issue 13). Runs as `perl -e PROGRAM CLIENT RUN STRICT` under the
-# login user, with only core modules that Debian's perl-base has (strict, Fcntl);
+# directories (issue 13). Runs as `perl -e BOOT CLIENT RUN STRICT` under the
+# login user, BOOT reading this program (comment lines dropped) from stdin first
+# (src/transport/agent.rs, bootstrap), with only core modules that Debian's
+# perl-base has (strict, Fcntl);
 # Time::HiRes and Digest::SHA are used when present.
 #
 # Reads:  frames on stdin, each TAG (1 byte), LEN (4 bytes, big-endian), then LEN

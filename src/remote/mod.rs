@@ -1,30 +1,46 @@
 //! What the remote shell is asked to do on a host the agent cannot serve (no
 //! perl), and how its answers are read.
 //!
-//! Per batch such a host runs two small POSIX sh scripts, fed as the argument of
-//! `sh -c` (or on stdin to `sh -s` when they are long): the listing and the commit.
-//! - the *listing* applies the ancestor rule to each destination ([`TRUST`]),
-//!   creates missing destination roots and lists what is under each one (GNU
-//!   `find -printf`, NUL-separated, so any byte in a name is safe), with the owner
-//!   and mode of the root, its parent and every directory below: one round trip
-//!   for the whole host, not one stat per file; mtimes come with their fraction
-//!   (`%T@`). Path listings, and whole ones for `sync --checksum`, add a
-//!   `sha256sum` of each regular file (one process per file);
-//! - the *commit* renames every uploaded temporary file over its destination,
+//! The programs are files beside this one, each with a header saying what it
+//! reads and prints: `trust.sh` (the ancestor rule), `list.sh` (with
+//! `list_stat.sh`), `commit.sh`,
+//! `probe.sh` (see [`probe`]) and `tar_recv.sh` ([`crate::transport::tar`]); their
+//! record tags are named in [`tags`]. Rust adds only settings (`MK=1`, `SM=1`) and
+//! one call line per root or step whose arguments are data, each single-quoted
+//! byte by byte ([`quote`]): nothing the user or the local file system supplies is
+//! ever interpreted by the remote shell. Comment lines are dropped before sending
+//! ([`program`]).
+//!
+//! Per batch such a host runs two of them, as the argument of `sh -c` (or on
+//! stdin to `sh -s` when they are long): the listing and the commit.
+//! - the *listing* applies the ancestor rule to each destination, creates missing
+//!   destination roots and lists what is under each one, with the owner and mode
+//!   of the root, its parent and every directory below: one round trip for the
+//!   whole host, not one stat per file. It chooses on the remote, at run time,
+//!   between GNU `find -printf` (NUL-separated, mtimes with their fraction) and,
+//!   where find has no `-printf` (BusyBox), `find -exec` batches into one `stat -c`
+//!   each (whole-second mtimes); the records are the same. Names travel as
+//!   arguments and NUL-terminated fields, so any byte in a name is safe. Path
+//!   listings, and whole ones for `sync --checksum`, add a `sha256sum` of each
+//!   regular file;
+//! - the *commit* renames every uploaded temporary over its destination,
 //!   confirming each step with a record, and removes the temporaries of runs that
 //!   are over. With `"backups": N` it first rotates the numbered backups of a
 //!   destination that is a regular file (`dest.(N-1)` → `dest.N` … `dest.1` →
 //!   `dest.2`, oldest dropped) and keeps the current version as `dest.1` by a
 //!   hard link, so the destination never disappears: the rename that follows
-//!   swaps it atomically.
-//!
-//! Every path is single-quoted byte by byte ([`quote`]); nothing the user or the
-//! local file system supplies is ever interpreted by the remote shell.
+//!   swaps it atomically. It needs only sh, `mv`, `ln` and `rm` (GNU or BusyBox).
 
 pub(crate) mod probe;
 pub(crate) mod runs;
+pub(crate) mod tags;
 
 use std::collections::HashMap;
+
+/// The longest exec command hostsync sends (issue 16): Dropbear ends the session
+/// on one longer than about 9000 bytes, so a longer program goes on stdin (to
+/// `sh -s`, or the agent's bootstrap) instead.
+pub(crate) const MAX_EXEC_COMMAND: usize = 8 * 1024;
 
 /// Prefix of every temporary file hostsync writes on a remote host.
 pub(crate) const TMP_PREFIX: &str = ".hostsync-tmp.";
@@ -78,109 +94,41 @@ pub(crate) struct ListRoot {
     pub(crate) checksum: bool,
 }
 
-/// The ancestor rule in sh, for hosts the agent cannot serve and for `check`
-/// (issue 13): `T UID MODE` says whether a directory with that owner and mode can
-/// be written by nobody but root and the login user (`$ME`); `G PATH` walks PATH
-/// from / and fails, with the reason in `$g`, at a symlink in a directory others
-/// can write (a sticky one counts when the link is root's or the login user's),
-/// unless `$SM` is not 1 (`[ssh] strict_modes = no`). Needs GNU find for owners.
-pub(crate) const TRUST: &[u8] = br#"ME=$(id -u)
-T() {
-  [ "$1" = 0 ] || [ "$1" = "$ME" ] || return 1
-  [ $((0$2 & 022)) = 0 ]
-}
-G() {
-  [ "$SM" = 1 ] || return 0
-  gp=$1; gh=0
-  while :; do
-    gr=${gp#/}; ga=""; gf=0
-    while [ -n "$gr" ]; do
-      gc=${gr%%/*}
-      case $gr in */*) gr=${gr#*/} ;; *) gr="" ;; esac
-      [ -n "$gc" ] || continue
-      if [ -L "$ga/$gc" ]; then
-        go=$(find "${ga:-/}" -maxdepth 0 -printf '%U %m' 2>/dev/null)
-        gl=$(find "$ga/$gc" -maxdepth 0 -printf '%U' 2>/dev/null)
-        if ! T "${go% *}" "${go#* }"; then
-          if [ $((0${go#* } & 01000)) = 0 ] || { [ "$gl" != 0 ] && [ "$gl" != "$ME" ]; }; then
-            g="$ga/$gc is a symlink and its directory ${ga:-/} can be written by others than root and the login user (owner uid ${go% *}, mode ${go#* }), so it is not followed; make that directory writable only by root and the login user, or set [ssh] strict_modes = no"
-            return 1
-          fi
-        fi
-        gt=$(readlink -- "$ga/$gc")
-        case $gt in /*) gp="$gt/$gr" ;; *) gp="$ga/$gt/$gr" ;; esac
-        gh=$((gh + 1))
-        [ "$gh" -le 40 ] || { g="too many symlinks on the way to $1"; return 1; }
-        gf=1
-        break
-      fi
-      [ -e "$ga/$gc" ] || return 0
-      ga="$ga/$gc"
-    done
-    [ "$gf" = 1 ] || return 0
-  done
-}
-"#;
+/// The ancestor rule in sh (`trust.sh`: `Q`, `T`, `G`), for hosts the agent
+/// cannot serve and for `check` (issue 13).
+pub(crate) const TRUST: &str = include_str!("trust.sh");
 
-const LIST_PRELUDE: &[u8] = br#"printf 'U\0%s\0' "$ME"
-R() {
-  if ! G "$2"; then printf 'E\0%s\0%s\0' "$1" "$g"; return 1; fi
-  if [ ! -e "$2" ] && [ ! -L "$2" ]; then
-    if [ "$MK" = 1 ]; then
-      e=$(mkdir -p -- "$2" 2>&1) || { printf 'E\0%s\0%s\0' "$1" "$e"; return 1; }
-    else
-      printf 'N\0%s\0' "$1"; return 1
-    fi
-  fi
-  if [ -L "$2" ] || [ ! -d "$2" ]; then
-    printf 'E\0%s\0%s\0' "$1" "exists and is not a directory"; return 1
-  fi
-  printf 'M\0%s\0' "$1"
-  find "$2" "$2/.." -maxdepth 0 -printf 'O\0%U\0%m\0%p\0' 2>/dev/null
-}
-H() {
-  find "$@" -type f -exec sh -c 'for p in "$@"; do h=$(sha256sum < "$p" 2>/dev/null) && printf "H\0%s\0%s\0" "$p" "${h%% *}"; done' sh {} + 2>/dev/null
-}
-L() {
-  i=$1; c=$2; r=$3; shift 3
-  R "$i" "$r" || return 0
-  find "$r" -mindepth 1 "$@" -printf 'F\0%y\0%s\0%T@\0%m\0%U\0%P\0%l\0' || printf 'X\0%s\0' "$i"
-  [ "$c" = 1 ] || return 0
-  ( cd -- "$r" || exit 0; H . -mindepth 1 "$@" )
-}
-P() {
-  i=$1; c=$2; r=$3; shift 3
-  R "$i" "$r" || return 0
-  ( cd -- "$r" || exit 0
-    for p in "$@"; do
-      [ -e "$p" ] || [ -L "$p" ] || continue
-      find "$p" -printf 'F\0%y\0%s\0%T@\0%m\0%U\0%p\0%l\0' 2>/dev/null
-      if [ -f "$p" ] && [ ! -L "$p" ]; then
-        h=$(sha256sum < "$p" 2>/dev/null) && printf 'H\0%s\0%s\0' "$p" "${h%% *}"
-      elif [ "$c" = 1 ] && [ -d "$p" ] && [ ! -L "$p" ]; then
-        H "$p" -mindepth 1
-      fi
-    done )
-}
-A() {
-  i=$1; r=$2; shift 2
-  R "$i" "$r" || return 0
-  ( cd -- "$r" || exit 0
-    for p in "$@"; do
-      [ -e "$p" ] || [ -L "$p" ] || continue
-      find "$p" -maxdepth 0 -printf 'F\0%y\0%s\0%T@\0%m\0%U\0%p\0%l\0' 2>/dev/null
-    done )
-}
-"#;
+/// The listing program (`list.sh`, whose header gives its grammar).
+const LIST_PROGRAM: &str = include_str!("list.sh");
 
-/// Appended to a listing when the connection does not know yet whether the remote
-/// has GNU tar or bsdtar: one `T` record, `1` or `0`, instead of an exec of its own
-/// (one round trip less per connection).
-const TAR_PROBE: &[u8] = br#"case "$(tar --version 2>/dev/null)" in
-  *"GNU tar"* | *bsdtar*) printf 'T\000%s\000' 1 ;;
-  *) printf 'T\000%s\000' 0 ;;
-esac
-"#;
+/// The listing's way without `find -printf` (`list_stat.sh`), run by `list.sh`.
+const LIST_STAT: &str = include_str!("list_stat.sh");
+
+/// `text` without its whole-line comments and blank lines: what goes over the
+/// wire (the headers are for readers; Dropbear caps an exec command at about
+/// 9000 bytes). No line of these programs starts inside a string with `#`.
+pub(crate) fn program(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let t = line.trim_start();
+        if !t.is_empty() && !t.starts_with('#') {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The programs every listing starts with: the ancestor rule, then the listing's
+/// functions.
+fn list_prelude() -> Vec<u8> {
+    let mut s = program(TRUST).into_bytes();
+    s.extend_from_slice(b"B=");
+    s.extend(quote(program(LIST_STAT).as_bytes()));
+    s.push(b'\n');
+    s.extend_from_slice(program(LIST_PROGRAM).as_bytes());
+    s
+}
 
 /// The listing script. With `create`, missing roots are made (`mkdir -p`);
 /// without it (dry run) nothing on the remote changes. With `probe_tar`, it also
@@ -191,16 +139,17 @@ pub(crate) fn listing_script(
     probe_tar: bool,
     strict: bool,
 ) -> Vec<u8> {
-    let mut s = [TRUST, LIST_PRELUDE].concat();
+    let mut s = Vec::new();
     s.extend_from_slice(if create { b"MK=1\n" } else { b"MK=0\n" });
     s.extend_from_slice(if strict { b"SM=1\n" } else { b"SM=0\n" });
+    s.extend(list_prelude());
     s.extend_from_slice(&listing_calls(roots, probe_tar));
     s
 }
 
 /// The end of a [`listing_then_tar`] listing: `Z\0TOKEN\0`, then its stderr and a NUL.
 pub(crate) fn listing_end(token: &str) -> Vec<u8> {
-    format!("Z\0{token}\0").into_bytes()
+    [tags::listing::END, b"\0", token.as_bytes(), b"\0"].concat()
 }
 
 /// A listing (creating missing roots) that keeps its channel: run as
@@ -215,9 +164,11 @@ pub(crate) fn listing_then_tar(
     strict: bool,
     tail: &str,
 ) -> Vec<u8> {
-    let mut s = [TRUST, LIST_PRELUDE].concat();
+    let mut s = Vec::new();
     s.extend_from_slice(if strict { b"SM=1\n" } else { b"SM=0\n" });
-    s.extend_from_slice(b"MK=1\nexec 3>&1\ne=$( {\n");
+    s.extend_from_slice(b"MK=1\n");
+    s.extend(list_prelude());
+    s.extend_from_slice(b"exec 3>&1\ne=$( {\n");
     s.extend_from_slice(&listing_calls(roots, probe_tar));
     s.extend_from_slice(b"} 2>&1 >&3 )\nexec 3>&-\n");
     s.extend_from_slice(b"printf 'Z\\000%s\\000%s\\000' \"$0\" \"$e\"\n");
@@ -230,8 +181,7 @@ pub(crate) fn listing_then_tar(
         s.extend_from_slice(b" ;;\n");
     }
     s.extend_from_slice(b"*) exit 0 ;;\nesac\nset -- \"$r\"\n");
-    s.extend_from_slice(tail.as_bytes());
-    s.push(b'\n');
+    s.extend_from_slice(program(tail).as_bytes());
     s
 }
 
@@ -268,7 +218,7 @@ fn listing_calls(roots: &[ListRoot], probe_tar: bool) -> Vec<u8> {
         s.push(b'\n');
     }
     if probe_tar {
-        s.extend_from_slice(TAR_PROBE);
+        s.extend_from_slice(b"V\n");
     }
     s
 }
@@ -372,32 +322,32 @@ impl<'a, I: Iterator<Item = &'a [u8]>> ListingReader<'a, I> {
     fn record(&mut self, tag: &[u8]) -> Result<(), String> {
         match tag {
             b"" => {} // the empty field after the final NUL
-            b"M" => self.current = Some(self.root_index()?),
-            b"N" => {
+            tags::listing::ROOT => self.current = Some(self.root_index()?),
+            tags::listing::MISSING => {
                 let i = self.root_index()?;
                 self.listing.states[i].missing = true;
                 self.current = None;
             }
-            b"E" => {
+            tags::listing::UNUSABLE => {
                 let i = self.root_index()?;
                 let msg = String::from_utf8_lossy(self.fields.next().unwrap_or_default());
                 self.listing.states[i].error = Some(msg.trim().to_string());
                 self.current = None;
             }
-            b"X" => {
+            tags::listing::INCOMPLETE => {
                 let i = self.root_index()?;
                 self.listing.states[i].incomplete = true;
             }
-            b"T" => self.listing.tar = Some(self.fields.next() == Some(b"1")),
-            b"U" => {
+            tags::listing::TAR => self.listing.tar = Some(self.fields.next() == Some(b"1")),
+            tags::listing::UID => {
                 self.me = self
                     .fields
                     .next()
                     .and_then(|u| std::str::from_utf8(u).ok()?.parse().ok());
             }
-            b"O" => self.owner()?,
-            b"F" => self.entry()?,
-            b"H" => self.hash()?,
+            tags::listing::OWNER => self.owner()?,
+            tags::listing::ENTRY => self.entry()?,
+            tags::listing::HASH => self.hash()?,
             other => {
                 return Err(format!(
                     "unexpected listing record {:?}",
@@ -445,11 +395,12 @@ impl<'a, I: Iterator<Item = &'a [u8]>> ListingReader<'a, I> {
         let i = self.current.ok_or("entry outside a root")?;
         let owner = f[4];
         let (rel, entry) = parse_entry([f[0], f[1], f[2], f[3], f[5], f[6]])?;
+        let rel = strip_dot(rel);
         let state = &mut self.listing.states[i];
         if entry.kind == b'd' && state.open.is_none() {
             state.open = open_to_others(self.me, owner, entry.mode, &rel);
         }
-        state.entries.insert(strip_dot(rel), entry);
+        state.entries.insert(rel, entry);
         Ok(())
     }
 
@@ -541,57 +492,12 @@ pub(crate) enum Commit {
     Remove { root: Vec<u8>, rel: Vec<u8> },
 }
 
-const COMMIT_PRELUDE: &[u8] = br#"b() {
-  [ "$2" -gt 0 ] && [ -f "$1" ] && [ ! -L "$1" ] || return 0
-  k=$(($2 - 1))
-  while [ "$k" -ge 1 ]; do
-    if [ -e "$1.$k" ] || [ -L "$1.$k" ]; then
-      mv -f -T -- "$1.$k" "$1.$((k + 1))" 2>/dev/null || { e="cannot rotate $1.$k to $1.$((k + 1))"; return 1; }
-    fi
-    k=$((k - 1))
-  done
-  if [ -e "$1.1" ] || [ -L "$1.1" ]; then
-    rm -f -- "$1.1" 2>/dev/null || { e="cannot drop the oldest backup $1.1"; return 1; }
-  fi
-  ln -- "$1" "$1.1" 2>/dev/null || mv -f -T -- "$1" "$1.1" 2>/dev/null || { e="cannot keep the previous version as $1.1"; return 1; }
-}
-f() {
-  if [ -d "$2" ] && [ ! -L "$2" ]; then
-    rm -f -- "$1"; printf 'F\0%s\0%s\0' "$4" "remote path is a directory"; return
-  fi
-  if ! b "$2" "$3"; then
-    rm -f -- "$1"; printf 'F\0%s\0%s\0' "$4" "not replaced: $e"; return
-  fi
-  [ -L "$2" ] && [ -d "$2" ] && rm -f -- "$2"
-  if mv -f -- "$1" "$2"; then printf 'K\0%s\0' "$4"; else printf 'F\0%s\0%s\0' "$4" "rename into place failed"; fi
-}
-s() {
-  rm -f -- "$2"
-  if [ -d "$3" ] && [ ! -L "$3" ]; then
-    printf 'F\0%s\0%s\0' "$5" "remote path is a directory"; return
-  fi
-  if ! b "$3" "$4"; then
-    printf 'F\0%s\0%s\0' "$5" "not replaced: $e"; return
-  fi
-  [ -L "$3" ] && [ -d "$3" ] && rm -f -- "$3"
-  if ln -s -- "$1" "$2" && mv -f -- "$2" "$3"; then printf 'K\0%s\0' "$5"; else printf 'F\0%s\0%s\0' "$5" "symlink failed"; fi
-}
-d() {
-  p=$1; rest=$2
-  while case $rest in */*) true ;; *) false ;; esac; do
-    p=$p/${rest%%/*}; rest=${rest#*/}
-    [ -e "$p" ] || [ -L "$p" ] || { printf 'K\0%s\0' "$3"; return 0; }
-    if [ -L "$p" ] || [ ! -d "$p" ]; then
-      printf 'F\0%s\0%s\0' "$3" "not removed: a parent is a symlink or not a directory on the remote"; return
-    fi
-  done
-  if rm -rf -- "$1/$2"; then printf 'K\0%s\0' "$3"; else printf 'F\0%s\0%s\0' "$3" "remove failed"; fi
-}
-"#;
+/// The commit program (`commit.sh`, whose header gives its grammar).
+const COMMIT_PROGRAM: &str = include_str!("commit.sh");
 
 /// The commit script. Step `i` reports a failure as `F\0i\0reason\0`.
 pub(crate) fn commit_script(steps: &[Commit]) -> Vec<u8> {
-    let mut s = COMMIT_PRELUDE.to_vec();
+    let mut s = program(COMMIT_PROGRAM).into_bytes();
     for (i, step) in steps.iter().enumerate() {
         match step {
             Commit::Rename { tmp, dest, backups } => {
@@ -650,7 +556,7 @@ pub(crate) fn parse_commit(out: &[u8]) -> (Vec<(usize, String)>, std::collection
     let index = |b: Option<&[u8]>| b.and_then(|b| std::str::from_utf8(b).ok()?.parse().ok());
     while let Some(tag) = fields.next() {
         match tag {
-            b"F" => {
+            tags::commit::FAILED => {
                 let idx = index(fields.next());
                 let reason =
                     String::from_utf8_lossy(fields.next().unwrap_or_default()).into_owned();
@@ -658,7 +564,7 @@ pub(crate) fn parse_commit(out: &[u8]) -> (Vec<(usize, String)>, std::collection
                     failures.push((idx, reason));
                 }
             }
-            b"K" => {
+            tags::commit::DONE => {
                 if let Some(idx) = index(fields.next()) {
                     done.insert(idx);
                 }
@@ -669,20 +575,63 @@ pub(crate) fn parse_commit(out: &[u8]) -> (Vec<(usize, String)>, std::collection
     (failures, done)
 }
 
-/// Runs `program args` locally with `input` on stdin and returns its stdout: how the
-/// unit tests run the remote scripts and programs on this machine, as a remote would.
+/// The shells every sh program is run under in the unit tests (issue 16): Debian's
+/// sh, BusyBox's (with a PATH of BusyBox applets only, so `find`, `stat`, `tar`
+/// are BusyBox's too, as on Alpine or OpenWrt) and bash. A missing one fails the
+/// test that asks for it.
 #[cfg(test)]
-pub(crate) fn run_local(program: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
+pub(crate) const SHELLS: [&str; 3] = ["dash", "busybox", "bash"];
+
+/// A folder of BusyBox applet links (made once per test process): the whole PATH
+/// of the `busybox` entry of [`SHELLS`].
+#[cfg(test)]
+fn busybox_path() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let bb = "/bin/busybox";
+        let list = std::process::Command::new(bb)
+            .arg("--list")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {bb} (apt-get install busybox-static): {e}"));
+        assert!(list.status.success(), "{bb} --list failed");
+        let dir = std::env::temp_dir().join(format!("hostsync-bb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            let _ = std::os::unix::fs::symlink(bb, dir.join(applet));
+        }
+        dir
+    })
+}
+
+/// Runs sh program `input` (on stdin, as `sh -s`) under `shell`, one of [`SHELLS`],
+/// and returns its stdout.
+#[cfg(test)]
+pub(crate) fn run_sh(shell: &str, input: &[u8]) -> Vec<u8> {
     use std::io::Write;
     use std::process::{Command, Stdio};
-    let mut child = Command::new(program)
-        .args(args)
+    let mut cmd = match shell {
+        "busybox" => {
+            let mut c = Command::new(busybox_path().join("sh"));
+            c.env("PATH", busybox_path());
+            c
+        }
+        other => Command::new(other),
+    };
+    let mut child = cmd
+        .arg("-s")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {shell}: {e}"));
     child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap().stdout
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.trim().is_empty(),
+        "{shell} printed on stderr: {stderr}"
+    );
+    out.stdout
 }
 
 #[cfg(test)]
@@ -704,16 +653,21 @@ mod tests {
     }
     use std::os::unix::ffi::OsStrExt;
 
-    /// The listing's tar probe answers with one `T` record, run by the local sh:
-    /// GNU tar here (Debian has it), none with an empty PATH; none asked, no record.
+    /// The listing's tar probe answers with one `t` record, under every shell:
+    /// GNU tar here (Debian has it), BusyBox's tar is not one (that host gets the
+    /// SCP sink); none asked, no record.
     #[test]
     fn listing_probes_for_tar_only_when_asked() {
-        let run = |script: Vec<u8>| parse_listing(&run_local("sh", &["-s"], &script), 0).unwrap();
-        assert_eq!(run(listing_script(&[], false, true, true)).tar, Some(true));
-        assert_eq!(run(listing_script(&[], false, false, true)).tar, None);
-        let mut no_tar = b"PATH=/nonexistent-hostsync-test\n".to_vec();
-        no_tar.extend(listing_script(&[], false, true, true));
-        assert_eq!(run(no_tar).tar, Some(false));
+        for shell in SHELLS {
+            let run = |script: Vec<u8>| parse_listing(&run_sh(shell, &script), 0).unwrap();
+            let want = shell != "busybox";
+            assert_eq!(
+                run(listing_script(&[], false, true, true)).tar,
+                Some(want),
+                "{shell}"
+            );
+            assert_eq!(run(listing_script(&[], false, false, true)).tar, None);
+        }
     }
 
     /// Issue 13 on hosts without perl: a symlink on the way to dest is followed only
@@ -721,6 +675,12 @@ mod tests {
     /// one with such a directory below it) is reported, so it can be refused.
     #[test]
     fn listing_follows_only_trusted_ancestors_and_reports_open_destinations() {
+        for shell in SHELLS {
+            listing_follows_only_trusted_ancestors_and_reports_open_destinations_under(shell);
+        }
+    }
+
+    fn listing_follows_only_trusted_ancestors_and_reports_open_destinations_under(shell: &str) {
         use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
         let real = d.path().join("real");
@@ -738,7 +698,7 @@ mod tests {
             checksum: false,
         };
         let list = |roots: &[ListRoot], strict: bool| {
-            let out = run_local("sh", &["-s"], &listing_script(roots, false, false, strict));
+            let out = run_sh(shell, &listing_script(roots, false, false, strict));
             parse_listing(&out, roots.len()).unwrap().states
         };
         let st = list(&[root("open/l/dest"), root("trusted/l/dest")], true);
@@ -786,6 +746,12 @@ mod tests {
     /// Runs the real scripts with the local sh and find: listing, then commit.
     #[test]
     fn listing_and_commit_scripts_run_locally() {
+        for shell in SHELLS {
+            listing_and_commit_scripts_run_locally_under(shell);
+        }
+    }
+
+    fn listing_and_commit_scripts_run_locally_under(shell: &str) {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("dest tree's");
         let rb = root.as_os_str().as_bytes().to_vec();
@@ -803,7 +769,7 @@ mod tests {
                 checksum: false,
             },
         ];
-        let run = |script: Vec<u8>| run_local("sh", &["-s"], &script);
+        let run = |script: Vec<u8>| run_sh(shell, &script);
         // Dry listing creates nothing.
         let st = parse_listing(&run(listing_script(&roots, false, false, true)), 2)
             .unwrap()
@@ -849,7 +815,7 @@ mod tests {
         assert_eq!(st[0].hashes.len(), 1);
         // Commit, under dash (Debian's sh) and bash: rename a temp into place, make
         // a symlink, refuse to replace a directory, remove a tree, drop a stale temp.
-        for shell in ["sh", "bash"] {
+        for shell in [shell] {
             let tmp = root.join(".hostsync-tmp.1");
             std::fs::write(&tmp, format!("new {shell}")).unwrap();
             std::fs::write(root.join(".hostsync-tmp.9"), "stale").unwrap();
@@ -894,7 +860,7 @@ mod tests {
                     rel: b"gone-parent/x".to_vec(),
                 },
             ];
-            let out = run_local(shell, &["-s"], &commit_script(&steps));
+            let out = run_sh(shell, &commit_script(&steps));
             let fails = parse_failures(&out);
             // Every step that happened is confirmed; the refused ones are not.
             let (_, done) = parse_commit(&out);
@@ -928,11 +894,82 @@ mod tests {
         }
     }
 
+    /// Issue 16: a listing that keeps its channel for one root goes inline even on
+    /// Dropbear, which ends the session on a command longer than about 9000 bytes.
+    #[test]
+    fn a_one_root_listing_fits_in_one_exec_command() {
+        let root = ListRoot {
+            dir: b"/srv/www/site".to_vec(),
+            max_depth: None,
+            paths: Some(vec![b"a/b/index.html".to_vec(), b"c.css".to_vec()]),
+            checksum: false,
+        };
+        let script = listing_then_tar(&[root], true, true, include_str!("tar_recv.sh"));
+        let command = quote(&script).len() + 30;
+        assert!(command < MAX_EXEC_COMMAND, "{command} bytes");
+    }
+
+    /// Issue 16: every shell and both ways of listing (GNU find -printf; BusyBox
+    /// find and stat) give the same entries, names byte-exact (spaces, quotes,
+    /// `$(...)`, a newline, a leading dash, a symlink target ending in a newline),
+    /// and run nothing.
+    #[test]
+    fn every_shell_lists_hostile_names_alike() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("r");
+        let names = [
+            "it's $(touch pwned) \"q\" `touch p2`",
+            "-dash",
+            "two\nlines",
+            "sp ace/in ner",
+        ];
+        std::fs::create_dir_all(root.join("sp ace")).unwrap();
+        for n in names {
+            std::fs::write(root.join(n), n).unwrap();
+        }
+        std::os::unix::fs::symlink("target\n", root.join("link")).unwrap();
+        let roots = [ListRoot {
+            dir: root.as_os_str().as_bytes().to_vec(),
+            max_depth: None,
+            paths: None,
+            checksum: true,
+        }];
+        let mut seen = Vec::new();
+        for shell in SHELLS {
+            let out = run_sh(shell, &listing_script(&roots, false, false, true));
+            let mut st = parse_listing(&out, 1).unwrap().states.remove(0);
+            assert!(!st.incomplete && st.error.is_none(), "{shell}: {st:?}");
+            for e in st.entries.values_mut() {
+                e.mtime_nsec = 0;
+                if e.kind == b'd' {
+                    e.size = 0;
+                }
+            }
+            let mut rels: Vec<_> = st.entries.keys().cloned().collect();
+            rels.sort();
+            let mut want: Vec<Vec<u8>> = names.iter().map(|n| n.as_bytes().to_vec()).collect();
+            want.extend([b"link".to_vec(), b"sp ace".to_vec()]);
+            want.sort();
+            assert_eq!(rels, want, "{shell}");
+            assert_eq!(st.entries[&b"link".to_vec()].target, b"target\n", "{shell}");
+            assert_eq!(st.hashes.len(), names.len(), "{shell}");
+            seen.push((st.entries, st.hashes));
+        }
+        assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
+        assert!(!d.path().join("pwned").exists() && !root.join("pwned").exists());
+    }
+
     /// Issue 14, `sync --checksum`: a listing also hashes every regular file (any
     /// name, at any depth; only as deep as the root is listed; below a directory a
     /// path listing names), and mtimes keep their nanoseconds.
     #[test]
     fn checksum_listing_hashes_every_file() {
+        for shell in SHELLS {
+            checksum_listing_hashes_every_file_under(shell);
+        }
+    }
+
+    fn checksum_listing_hashes_every_file_under(shell: &str) {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("r");
         std::fs::create_dir_all(root.join("sub")).unwrap();
@@ -952,7 +989,7 @@ mod tests {
                 paths,
                 checksum,
             }];
-            let out = run_local("sh", &["-s"], &listing_script(&roots, false, false, true));
+            let out = run_sh(shell, &listing_script(&roots, false, false, true));
             parse_listing(&out, 1).unwrap().states.remove(0)
         };
         let list = |max_depth, checksum| list_paths(max_depth, None, checksum);
@@ -965,7 +1002,13 @@ mod tests {
             "5994471abb01112afcc18159f6cc74b4f511b99806da59b3caf5a9c173cacfc5"
         );
         let deep = &all.entries[&b"sub/deep".to_vec()];
-        assert_eq!((deep.mtime, deep.mtime_nsec), (1_700_000_000, 5));
+        // BusyBox's stat -c gives whole seconds.
+        let nsec = if shell == "busybox" { 0 } else { 5 };
+        assert_eq!(
+            (deep.mtime, deep.mtime_nsec),
+            (1_700_000_000, nsec),
+            "{shell}"
+        );
         assert!(list(None, false).hashes.is_empty());
         let top: Vec<_> = list(Some(1), true).hashes.into_keys().collect();
         assert_eq!(top, [b"-odd\nname".to_vec()]);
@@ -987,10 +1030,15 @@ mod tests {
     /// backup that cannot be kept leaves dest as it was.
     #[test]
     fn commit_rotates_numbered_backups() {
-        let commit = |shell: &str, steps: &[Commit]| {
-            parse_failures(&run_local(shell, &["-s"], &commit_script(steps)))
-        };
-        for shell in ["sh", "bash"] {
+        for shell in SHELLS {
+            commit_rotates_numbered_backups_under(shell);
+        }
+    }
+
+    fn commit_rotates_numbered_backups_under(shell: &str) {
+        let commit =
+            |shell: &str, steps: &[Commit]| parse_failures(&run_sh(shell, &commit_script(steps)));
+        for shell in [shell] {
             let d = tempfile::tempdir().unwrap();
             let b = |s: &str| d.path().join(s).as_os_str().as_bytes().to_vec();
             let read = |s: &str| std::fs::read_to_string(d.path().join(s)).ok();

@@ -6,7 +6,8 @@
 //! ([`super::TRUST`]). Nothing is created or changed on the remote. This module
 //! is the script and the grammar of its answers; `exec::probe` runs it.
 
-use super::quote;
+use super::tags::probe as tag;
+use super::{program, quote};
 use crate::config::Mapping;
 
 /// What to ask the remote about one mapping.
@@ -64,47 +65,15 @@ pub(crate) fn parent(dest: &str) -> String {
     }
 }
 
-/// Shell function run once per probe: first the ancestor rule (`G`, the same as
-/// `sync`'s, from [`crate::remote::TRUST`]), then walks up to the nearest
-/// existing path and prints `R\0index\0verdict\0path\0`. Verdicts: `ok` (dir is a
-/// writable directory), `new` (missing; path is a writable ancestor that `mkdir -p`
-/// can use), `notdir`, `ro` (path is not writable or not searchable), `isdir` (the
-/// file dest is a directory), `ancestor` (path is why a symlink on the way is not
-/// followed). `test -w` asks the kernel with the remote user's own rights. For an
-/// existing dir that others than root and the login user can write (or whose
-/// parent they can, unless it is sticky), `O\0index\0owner mode path\0` follows; a
-/// `P\0\0` record says the host has perl for the agent, which serves such a dir.
-const PROBE_PRELUDE: &[u8] = br#"command -v perl >/dev/null 2>&1 && printf 'P\0\0'
-C() {
-  i=$1; d=$2; f=$3; p=$d
-  if ! G "$d"; then printf 'R\0%s\0%s\0%s\0' "$i" ancestor "$g"; return; fi
-  while [ "$p" != / ] && [ ! -e "$p" ] && [ ! -L "$p" ]; do
-    p=${p%/*}; [ -n "$p" ] || p=/
-  done
-  if [ "$p" = "$d" ] && [ -L "$p" ]; then r=notdir
-  elif [ ! -d "$p" ]; then r=notdir
-  elif [ ! -w "$p" ] || [ ! -x "$p" ]; then r=ro
-  elif [ -n "$f" ] && [ -d "$f" ] && [ ! -L "$f" ]; then r=isdir; p=$f
-  elif [ "$p" = "$d" ]; then r=ok
-  else r=new
-  fi
-  printf 'R\0%s\0%s\0%s\0' "$i" "$r" "$p"
-  [ "$r" = ok ] || [ "$r" = isdir ] || return 0
-  for q in "$d" "$d/.."; do
-    o=$(find "$q" -maxdepth 0 -printf '%U %m' 2>/dev/null) || continue
-    [ -n "$o" ] || continue
-    T "${o% *}" "${o#* }" && continue
-    [ "$q" != "$d" ] && [ $((0${o#* } & 01000)) != 0 ] && continue
-    printf 'O\0%s\0%s %s\0' "$i" "$o" "$q"
-  done
-}
-"#;
+/// The probe program (`probe.sh`, whose header gives its grammar).
+const PROBE_PROGRAM: &str = include_str!("probe.sh");
 
 /// The whole script: the prelude, then one quoted call per probe.
 pub(crate) fn probe_script(probes: &[Probe], strict: bool) -> Vec<u8> {
-    let mut s = crate::remote::TRUST.to_vec();
+    let mut s = Vec::new();
     s.extend_from_slice(if strict { b"SM=1\n" } else { b"SM=0\n" });
-    s.extend_from_slice(PROBE_PRELUDE);
+    s.extend_from_slice(program(super::TRUST).as_bytes());
+    s.extend_from_slice(program(PROBE_PROGRAM).as_bytes());
     for (i, p) in probes.iter().enumerate() {
         s.extend_from_slice(format!("C {i} ").as_bytes());
         s.extend_from_slice(&quote(p.dir.as_bytes()));
@@ -137,17 +106,17 @@ pub(crate) fn parse_answers(out: &[u8]) -> Answers {
             .get(i + 1)
             .and_then(|f| text(f).parse::<usize>().ok());
         match (fields[i], n) {
-            (b"R", Some(n)) if i + 3 < fields.len() => {
+            (tag::VERDICT, Some(n)) if i + 3 < fields.len() => {
                 answers
                     .verdicts
                     .push((n, text(fields[i + 2]), text(fields[i + 3])));
                 i += 4;
             }
-            (b"O", Some(n)) if i + 2 < fields.len() => {
+            (tag::OPEN, Some(n)) if i + 2 < fields.len() => {
                 answers.open.push((n, text(fields[i + 2])));
                 i += 3;
             }
-            (b"P", _) => {
+            (tag::PERL, _) => {
                 answers.perl = true;
                 i += 2;
             }
@@ -215,13 +184,13 @@ mod tests {
     use std::path::Path;
 
     /// Runs the probe script with the local sh, as the remote would.
-    fn run_local(probes: &[Probe]) -> Vec<(usize, String, String)> {
-        answers(probes).verdicts
+    fn run_local(shell: &str, probes: &[Probe]) -> Vec<(usize, String, String)> {
+        answers(shell, probes).verdicts
     }
 
     /// Everything the probe script says, run with the local sh.
-    fn answers(probes: &[Probe]) -> Answers {
-        let out = crate::remote::run_local("sh", &["-s"], &probe_script(probes, true));
+    fn answers(shell: &str, probes: &[Probe]) -> Answers {
+        let out = crate::remote::run_sh(shell, &probe_script(probes, true));
         parse_answers(&out)
     }
 
@@ -235,6 +204,12 @@ mod tests {
 
     #[test]
     fn probe_script_verdicts() {
+        for shell in crate::remote::SHELLS {
+            probe_script_verdicts_under(shell);
+        }
+    }
+
+    fn probe_script_verdicts_under(shell: &str) {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("it's $(x) `y`; z");
         std::fs::create_dir_all(root.join("sub dir")).unwrap();
@@ -248,7 +223,7 @@ mod tests {
             probe(&root, Some(&root.join("sub dir"))),
             probe(&root, Some(&root.join("new.txt"))),
         ];
-        let got: Vec<(usize, String)> = run_local(&probes)
+        let got: Vec<(usize, String)> = run_local(shell, &probes)
             .into_iter()
             .map(|(i, v, _)| (i, v))
             .collect();
@@ -268,6 +243,12 @@ mod tests {
     /// can write (a sticky parent such as /tmp does not count).
     #[test]
     fn probe_script_applies_the_ancestor_rule_and_reports_open_dirs() {
+        for shell in crate::remote::SHELLS {
+            probe_script_applies_the_ancestor_rule_and_reports_open_dirs_under(shell);
+        }
+    }
+
+    fn probe_script_applies_the_ancestor_rule_and_reports_open_dirs_under(shell: &str) {
         use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
         let open = d.path().join("open");
@@ -281,11 +262,14 @@ mod tests {
         let sticky = d.path().join("sticky");
         std::fs::create_dir_all(sticky.join("dest")).unwrap();
         std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        let a = answers(&[
-            probe(&open.join("l/dest"), None),
-            probe(&shared, None),
-            probe(&sticky.join("dest"), None),
-        ]);
+        let a = answers(
+            shell,
+            &[
+                probe(&open.join("l/dest"), None),
+                probe(&shared, None),
+                probe(&sticky.join("dest"), None),
+            ],
+        );
         let (_, verdict, why) = &a.verdicts[0];
         assert_eq!(verdict, "ancestor");
         assert!(
@@ -299,7 +283,11 @@ mod tests {
             open_dirs[0].0 == 1 && open_dirs[0].1.contains(" 777 "),
             "{open_dirs:?}"
         );
-        assert!(a.perl, "Debian has perl");
+        assert_eq!(
+            a.perl,
+            shell != "busybox",
+            "Debian has perl, BusyBox has none"
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! remote step relative to checked directories (issue 13).
 //!
 //! The agent ([`PROGRAM`], `agent.pl`, whose header gives the grammar) is started
-//! with one exec, `perl -e PROGRAM CLIENT RUN STRICT`, and then speaks framed
+//! with one exec, `perl -e BOOT CLIENT RUN STRICT` whose [`bootstrap`] reads the
+//! program from stdin, and then speaks framed
 //! records on the channel: a tag byte, a 4-byte big-endian length, NUL-separated
 //! fields. Requests go out pipelined, file data included ([`Agent::put`]); answers
 //! come back in request order, each request ended by exactly one [`tag::DONE`] or
@@ -36,56 +37,8 @@ mod delta;
 /// The agent's program, sent with every start (comment lines dropped, see [`program`]).
 pub(crate) const PROGRAM: &str = include_str!("../remote/agent.pl");
 
-/// The record tags, in both directions; no tag means two things.
-pub(crate) mod tag {
-    /// Request: resolve a destination root (`id path create`).
-    pub(crate) const ROOT: u8 = b'R';
-    /// Request: list below a root (`id depth hash [rel...]`; `hash` `1`: every file
-    /// is hashed, also below the listed directories).
-    pub(crate) const LIST: u8 = b'L';
-    /// Request: make a directory or set its mode (`id rel mode`).
-    pub(crate) const DIR: u8 = b'D';
-    /// Request: a file (`id rel mode mtime-s mtime-ns size backups`), then data.
-    pub(crate) const PUT: u8 = b'P';
-    /// Request: raw bytes of the file being put.
-    pub(crate) const DATA: u8 = b'd';
-    /// Request: the end of a file's data, with the verdict `1` keep or `0` drop.
-    pub(crate) const VERDICT: u8 = b'z';
-    /// Request: make a symlink (`id rel target backups`).
-    pub(crate) const LINK: u8 = b'S';
-    /// Request: remove a file or tree (`id rel`).
-    pub(crate) const REMOVE: u8 = b'X';
-    /// Request: remove a stale temporary if its run is dead (`id rel`).
-    pub(crate) const STALE: u8 = b'T';
-    /// Request: end; release the run's locks.
-    pub(crate) const QUIT: u8 = b'Q';
-    /// Request: start lanes (a helper process makes the files of lane 1).
-    pub(crate) const LANES: u8 = b'W';
-    /// Request: end the lanes (wait for the helper).
-    pub(crate) const JOIN: u8 = b'J';
-    /// Request: the checksums of a file's blocks (`id rel block max`; issue 19).
-    pub(crate) const SUMS: u8 = b'G';
-    /// Request: a file rebuilt from its old copy (`id rel mode mtime-s mtime-ns
-    /// size backups block sha256`), then [`COPY`] and [`DATA`] frames, then
-    /// [`VERDICT`].
-    pub(crate) const DELTA: u8 = b'Y';
-    /// Request: old blocks to copy into the file being rebuilt (`first count`).
-    pub(crate) const COPY: u8 = b'c';
-    /// Reply: raw block checksums (12 bytes each; see agent.pl).
-    pub(crate) const SUMS_DATA: u8 = b's';
-    /// Reply: the agent is up (`version uid hires hash`).
-    pub(crate) const HELLO: u8 = b'H';
-    /// Reply: one listed entry (`type size mtime-s mtime-ns mode uid rel target`).
-    pub(crate) const ENTRY: u8 = b'e';
-    /// Reply: a listed file's SHA-256 (`rel hex`).
-    pub(crate) const HASH: u8 = b'h';
-    /// Reply: part of a listing could not be read (`reason`).
-    pub(crate) const NOTE: u8 = b'x';
-    /// Reply: the request is done (fields depend on the request).
-    pub(crate) const DONE: u8 = b'K';
-    /// Reply: the request failed (`reason`).
-    pub(crate) const FAILED: u8 = b'F';
-}
+/// The agent's record tags, named in [`crate::remote::tags::agent`].
+pub(crate) use crate::remote::tags::agent as tag;
 
 /// The largest record the agent may send (a path, a link target and a reason).
 pub(crate) const MAX_RECORD: usize = 64 * 1024;
@@ -207,6 +160,16 @@ pub(crate) fn program() -> String {
         .join("\n")
 }
 
+/// The exec's own program: reads the agent's `len` bytes from stdin (sysread, so
+/// nothing after them is taken) and runs them. The agent goes on stdin, not in
+/// the command: Dropbear ends the session on an exec command longer than about
+/// 9000 bytes (issue 16), and the agent is 24 KB.
+pub(crate) fn bootstrap(len: usize) -> String {
+    format!(
+        "my($n,$p)=({len},\"\");while(length($p)<$n){{sysread(STDIN,$p,$n-length($p),length($p)) or exit 9}}eval $p;die $@ if $@"
+    )
+}
+
 impl<'c> Agent<'c> {
     /// Starts the agent on `conn` for client `client` and run `run` (both lowercase
     /// hex; see agent.pl), following symlinked ancestors only as the ancestor rule
@@ -218,14 +181,17 @@ impl<'c> Agent<'c> {
         run: &str,
         strict: bool,
     ) -> Result<Agent<'c>> {
+        let program = program();
         let command = format!(
             "perl -e {} {client} {run} {}",
-            String::from_utf8(quote(program().as_bytes())).expect("ASCII program"),
+            String::from_utf8(quote(bootstrap(program.len()).as_bytes())).expect("ASCII"),
             u8::from(strict)
         );
         let channel = conn.exec(&command)?;
+        let mut out = BufWriter::with_capacity(BUFFER, Paced::new(conn, channel));
+        out.write_all(program.as_bytes())?;
         Ok(Agent {
-            out: BufWriter::with_capacity(BUFFER, Paced::new(conn, channel)),
+            out,
             input: Vec::new(),
             at: 0,
             waiting: VecDeque::new(),
@@ -732,8 +698,10 @@ mod tests {
     /// grouped per request (the greeting first, alone), its exit status and stderr.
     pub(super) fn run(input: &[u8], strict: bool) -> (Vec<Vec<Rec>>, i32, String) {
         use std::process::{Command, Stdio};
+        let program = program();
         let mut child = Command::new("perl")
-            .args(["-e", &program(), CID, RUN, if strict { "1" } else { "0" }])
+            .args(["-e", &bootstrap(program.len()), CID, RUN])
+            .arg(if strict { "1" } else { "0" })
             .current_dir("/")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -741,7 +709,7 @@ mod tests {
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
-        let input = input.to_vec();
+        let input = [program.as_bytes(), input].concat();
         let writer = std::thread::spawn(move || {
             let _ = stdin.write_all(&input);
         });

@@ -291,7 +291,7 @@ mod tests {
     /// name that exists, leaves nothing of the rebuild behind.
     #[test]
     fn scripts_hash_and_rebuild_under_dash_and_busybox() {
-        for shell in [&["dash"][..], &["busybox", "sh"][..]] {
+        for shell in [&["dash"][..], &["busybox", "sh"][..], &["bash"][..]] {
             let d = tempfile::tempdir().unwrap();
             let old_path = d.path().join("f");
             let block = 4096;

@@ -79,10 +79,7 @@ impl std::fmt::Display for TarFailed {
 /// tar's stderr goes to the channel's stderr, capped at 4 KiB (the rest is read
 /// and dropped, so a tar with many warnings neither blocks nor dies of SIGPIPE):
 /// the caller names its first line when tar fails ([`TarFailed`]).
-pub(crate) const REMOTE: &str = r#"exec 4>&1
-s=$( { { tar -x -p --no-same-owner -f - -C "$1" 2>&1 >&4 4>&- 5>&-; echo "$?" >&5; } | { head -c 4096 >&2; cat >/dev/null; }; } 5>&1 )
-exec 4>&-
-echo "tar-exit:$s""#;
+pub(crate) const REMOTE: &str = include_str!("../remote/tar_recv.sh");
 
 /// A channel whose remote side already ran the listing and now waits, in `read`, for
 /// one line: `tar INDEX` to run [`REMOTE`] on root number INDEX of the listing,
@@ -101,6 +98,14 @@ impl Reserved {
         // Best effort: the remote exits on this line or on EOF, whichever comes.
         let _ = self.channel.write_all(b"none\n");
         let _ = self.channel.send_eof();
+        // Wait for the remote's EOF before closing (libssh2's wait_close does not
+        // wait without it, and dropping the channel then sends its close at once):
+        // Dropbear aborts the whole session on a close that overtakes its
+        // command's exit (a failed assertion, `!channel->sent_close`; issue 16).
+        let _ = std::io::copy(
+            &mut (&mut self.channel).take(64 * 1024),
+            &mut std::io::sink(),
+        );
         let _ = self.channel.wait_close();
     }
 }
@@ -215,7 +220,7 @@ fn append<W: Write>(
 fn remote_command(quoted_root: &str) -> String {
     format!(
         "sh -c {} sh {quoted_root}",
-        String::from_utf8(quote(REMOTE.as_bytes())).expect("ASCII")
+        String::from_utf8(quote(crate::remote::program(REMOTE).as_bytes())).expect("ASCII")
     )
 }
 
@@ -479,9 +484,23 @@ mod tests {
 
     /// Runs `sh -c SCRIPT ARGS...` locally, as sshd would, with `path` as PATH and
     /// `input` on stdin.
-    fn sh_c(script: &[u8], args: &[&[u8]], path: &str, input: &[u8]) -> std::process::Output {
+    /// The shells the tar programs run under here: dash and bash. Not BusyBox's sh:
+    /// Debian's busybox-static runs its own applets first whatever the PATH, so its
+    /// `tar` is BusyBox's, which hostsync never streams to (the listing's tar
+    /// answer says no; `remote::tests` runs that under BusyBox sh).
+    const SHELLS: [&[&str]; 2] = [&["dash"], &["bash"]];
+
+    /// Runs `script` as `SHELL -c SCRIPT ARGS...` with `input` on stdin.
+    fn sh_c(
+        shell: &[&str],
+        script: &[u8],
+        args: &[&[u8]],
+        path: &str,
+        input: &[u8],
+    ) -> std::process::Output {
         use std::io::Write as _;
-        let mut child = Command::new("/bin/sh")
+        let mut child = Command::new(shell[0])
+            .args(&shell[1..])
             .arg("-c")
             .arg(std::ffi::OsStr::from_bytes(script))
             .args(args.iter().map(|a| std::ffi::OsStr::from_bytes(a)))
@@ -490,7 +509,7 @@ mod tests {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("cannot run {shell:?}: {e}"));
         // The script may stop reading early (a broken stream), as a remote may.
         match child.stdin.take().unwrap().write_all(input) {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
@@ -512,9 +531,10 @@ mod tests {
 
     /// Runs [`REMOTE`] locally into `root` and reads its status and stderr as
     /// [`upload`] does.
-    fn run_remote(root: &Path, input: &[u8]) -> (i32, String) {
+    fn run_remote(shell: &[&str], root: &Path, input: &[u8]) -> (i32, String) {
         let args: [&[u8]; 2] = [b"sh", root.as_os_str().as_bytes()];
         let out = sh_c(
+            shell,
             REMOTE.as_bytes(),
             &args,
             &std::env::var("PATH").unwrap(),
@@ -528,15 +548,24 @@ mod tests {
     /// (issue 12), and tar's warnings never reach stdout.
     #[test]
     fn remote_tar_reports_its_status_and_first_line() {
+        for shell in SHELLS {
+            remote_tar_reports_under(shell);
+        }
+    }
+
+    fn remote_tar_reports_under(shell: &[&str]) {
         let d = tempfile::tempdir().unwrap();
         let root = d.path();
         let tmp = ".hostsync-tmp.conf";
-        assert_eq!(run_remote(root, &archive(tmp, b"new")), (0, String::new()));
+        assert_eq!(
+            run_remote(shell, root, &archive(tmp, b"new")),
+            (0, String::new())
+        );
         assert_eq!(std::fs::read(root.join(tmp)).unwrap(), b"new");
 
         let mut broken = archive(".hostsync-tmp.big", &[7u8; 10_000]);
         broken.truncate(broken.len() - 9_000);
-        let (status, why) = run_remote(root, &broken);
+        let (status, why) = run_remote(shell, root, &broken);
         assert_eq!(status, 2, "{why}");
         assert!(why.contains("Unexpected EOF"), "{why}");
     }
@@ -555,6 +584,12 @@ mod tests {
     /// root, then the stream into that root, all on one stdin.
     #[test]
     fn listing_hands_its_channel_to_the_stream() {
+        for shell in SHELLS {
+            listing_hands_its_channel_under(shell);
+        }
+    }
+
+    fn listing_hands_its_channel_under(shell: &[&str]) {
         use crate::remote::{ListRoot, listing_end, listing_then_tar, parse_listing};
         let d = tempfile::tempdir().unwrap();
         let a = d.path().join("a root");
@@ -571,7 +606,7 @@ mod tests {
         let script = listing_then_tar(&roots, true, true, REMOTE);
         let token = "0123456789abcdef";
         let run_with_path = |input: &[u8], path: &str| {
-            let out = sh_c(&script, &[token.as_bytes()], path, input);
+            let out = sh_c(shell, &script, &[token.as_bytes()], path, input);
             assert!(out.status.success(), "{out:?}");
             out.stdout
         };

@@ -447,7 +447,7 @@ pub(super) fn plan(
     let (listing, mut reserved) = list(conn, &roots, create, probe_tar)?;
     let parsed = remote::parse_listing(&listing.stdout, roots.len()).map_err(|e| {
         anyhow!(
-            "cannot read the remote listing: {e} (does the remote login shell print text, e.g. from ~/.bashrc? it must not, as for rsync; does the remote have GNU find?); stderr: {}",
+            "cannot read the remote listing: {e} (does the remote login shell print text, e.g. from ~/.bashrc? it must not, as for rsync; does the remote have find and stat -c?); stderr: {}",
             crate::escape::first_line(listing.stderr.as_bytes(), 200)
         )
     })?;
@@ -480,9 +480,10 @@ pub(super) fn plan(
     Ok(Some((plan, reserved)))
 }
 
-/// The longest listing command that goes inline (`sh -c SCRIPT`, one argument, which
-/// Linux caps at 128 KiB); a longer one is fed on stdin and keeps no channel.
-const MAX_INLINE_COMMAND: usize = 96 * 1024;
+/// The longest listing command that goes inline (`sh -c SCRIPT`): what any server
+/// takes ([`remote::MAX_EXEC_COMMAND`]); a longer one is fed on stdin and keeps no
+/// channel.
+const MAX_INLINE_COMMAND: usize = remote::MAX_EXEC_COMMAND;
 
 /// The most a listing of `roots` may print: a generous allowance per root, plus
 /// one per path a path listing asks about (issue 13, "Bounded").

@@ -10,11 +10,14 @@ use anyhow::Result;
 use super::{Reported, Steps};
 use crate::local::FileMeta;
 use crate::local::pushed::Record;
+use crate::local::read::Opened;
 use crate::reconcile::{Item, Plan, RootWork, Unit, join, show};
 use crate::remote::Commit;
 use crate::report::{Event, HostReport};
 use crate::transport::delta::{Delta, aligned};
-use crate::transport::delta_sh::{Build, Sums, block_for, build, parse_sums, sums_command};
+use crate::transport::delta_sh::{
+    Build, Sums, block_for, build, build_command, parse_sums, sums_command,
+};
 use crate::transport::ssh::Connection;
 
 /// The dry run's delta threshold on a host without perl: `[sync] delta_min_kib`
@@ -109,6 +112,36 @@ fn remote_blocks(
     })
 }
 
+/// Rebuilds `item` on the remote as `job` says; `false` (logged) when it is to go
+/// whole instead: the remote refused, or the command would be longer than any
+/// server takes ([`crate::remote::MAX_EXEC_COMMAND`]; Dropbear's limit).
+fn rebuilt(
+    conn: &Connection,
+    job: &Build<'_>,
+    delta: &Delta,
+    file: &Opened,
+    item: &Item,
+    report: &HostReport,
+) -> Result<bool> {
+    if build_command(job, delta).len() > crate::remote::MAX_EXEC_COMMAND {
+        log::debug!(
+            "{}: {}: the delta has too many steps for one command; sending the whole file",
+            report.address,
+            show(job.old)
+        );
+        return Ok(false);
+    }
+    if let Err(why) = build(conn, job, delta, file)? {
+        log::info!(
+            "{}: {}: the delta failed ({why}); sending the whole file",
+            report.address,
+            item.local.display()
+        );
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 /// One file: its temporary and what its commit reports once it was rebuilt on
 /// the remote; `None` when it is to go whole.
 fn one(
@@ -149,12 +182,7 @@ fn one(
         mtime: (now.mtime, now.mtime_nsec),
         sha256: &sha256,
     };
-    if let Err(why) = build(conn, &job, &delta, &file)? {
-        log::info!(
-            "{}: {}: the delta failed ({why}); sending the whole file",
-            report.address,
-            item.local.display()
-        );
+    if !rebuilt(conn, &job, &delta, &file, item, report)? {
         return Ok(None);
     }
     // Changed while read: the whole file goes, over the same temporary.
