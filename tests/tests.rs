@@ -28,6 +28,8 @@ mod layout;
 /// Issue 5 (everything the older sync tools do): excludes, delete, numbered
 /// backups, post_sync, `--dry-run`/`--exit-code`, `--json`, progress bars, completions.
 mod parity;
+/// Issue 17: SIGHUP reloads the configuration of a running `watch`.
+mod reload;
 /// Issue 19 (slow links): delta transfer of big files, `bwlimit_kib`,
 /// `compression`, behind a counting proxy.
 mod slow;
