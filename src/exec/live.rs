@@ -23,7 +23,11 @@
 //! queue, in order with the jobs ([`retarget`]): host numbers stay stable across
 //! reloads, so the hosts that did not change keep their worker, session and
 //! pending work.
+//!
+//! An idle session is probed every `[ssh] keepalive_s` and replaced when it
+//! stops answering ([`keepalive`]).
 
+mod keepalive;
 mod retarget;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,8 +68,8 @@ pub(crate) struct Pool {
 enum Msg {
     /// A job for a host of this worker.
     Job(usize, Job),
-    /// A reloaded configuration.
-    Retarget(Retarget),
+    /// A reloaded configuration (boxed: it is big and rare).
+    Retarget(Box<Retarget>),
 }
 
 /// What every worker shares.
@@ -257,7 +261,10 @@ impl Worker {
     /// Serves jobs until the queue closes or shutdown is asked; returns the reports.
     fn run(mut self, rx: Receiver<Msg>) -> Vec<HostReport> {
         loop {
-            let wake = self.next_retry();
+            let wake = match (self.next_retry(), self.keepalive_due()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let first = match wake {
                 Some(t) => match rx.recv_deadline(t) {
                     Ok(m) => Some(m),
@@ -276,6 +283,7 @@ impl Worker {
             if self.cancelled() {
                 break;
             }
+            self.keep_alive();
             let now = Instant::now();
             let ready: Vec<usize> = self
                 .hosts
@@ -297,7 +305,7 @@ impl Worker {
     fn add(&mut self, msg: Msg) {
         let (host, job) = match msg {
             Msg::Job(host, job) => (host, job),
-            Msg::Retarget(r) => return self.retarget(r),
+            Msg::Retarget(r) => return self.retarget(*r),
         };
         let Some(h) = self.hosts.get_mut(&host) else {
             return;
@@ -331,7 +339,10 @@ impl Worker {
         let target = &self.shared.targets[h];
         let state = self.hosts.get_mut(&h).expect("host of this worker");
         let work = state.take(target.mappings.len());
-        match self.push_round(h, &work) {
+        self.check_session(h);
+        let result = self.push_round(h, &work);
+        self.session_used();
+        match result {
             Ok(round) => self.host_served(h, &round),
             Err(e) => self.host_failed(h, work, &e),
         }

@@ -60,7 +60,7 @@ impl Pool {
                 removed: removed.to_vec(),
             };
             // A worker only stops after the pool is shut down, so this cannot fail before.
-            let _ = tx.send(Msg::Retarget(r));
+            let _ = tx.send(Msg::Retarget(Box::new(r)));
         }
         self.hosts = (self.hosts + added.len()).saturating_sub(removed.len());
     }
