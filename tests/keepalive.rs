@@ -32,10 +32,14 @@ fn keepalive_replaces_a_frozen_session_before_a_change_needs_it() {
     wait_until(Duration::from_secs(15), "initial reconcile", || {
         read(&r.join("f.txt")) == "v0"
     });
-    // The worker keeps its session open once the round is done.
-    wait_until(Duration::from_secs(15), "the round to finish", || {
-        daemon.info_log().contains(": done in ") || daemon.info_log().contains(": sent ")
-    });
+    // The worker keeps its session open once the round is done: every remote
+    // command it started has ended (sshd's VERBOSE log has a line for each).
+    let idle = || {
+        let log = h.log();
+        let started = log.matches("Starting session: ").count();
+        started > 0 && log.matches("Close session: ").count() == started
+    };
+    wait_until(Duration::from_secs(15), "the round to finish", idle);
     let frozen = h.freeze_sessions();
     let since = Instant::now();
     // The scenario of the issue: the change comes 10 s after the host hung.
