@@ -203,3 +203,45 @@ fn sighup_after_removing_a_host_stops_pushes_to_it() {
     keeps(&r2.join("f.txt"), "v0", Duration::from_secs(1), &daemon);
     assert_eq!(daemon.error_log(), "", "{}", daemon.dump());
 }
+
+/// A host that is down keeps its pending change through a reload that adds
+/// another host: when it is back, the change arrives without a new edit (an
+/// unchanged host gets no full reconcile from a reload, so only the kept
+/// pending work can bring it).
+#[test]
+fn sighup_keeps_the_pending_work_of_an_unchanged_host() {
+    let mut env = Env::new("reload-pending");
+    let mut h1 = env.sshd();
+    let h2 = env.sshd();
+    env.add_host(&h1, Auth::Key);
+    env.ini("[sync]\nretry_max_s = 1\n");
+    env.src("f.txt", "v0");
+    let (r1, r2) = (env.remote("r1"), env.remote("r2"));
+    env.map(&h1.addr, json!([{"src": "f.txt", "dest": r1.join("f.txt")}]));
+    let daemon = env.watch();
+    wait_until(ARRIVE, "initial reconcile", || read(&r1.join("f.txt")) == "v0");
+    h1.stop();
+    std::fs::write(env.cfg().join("f.txt"), "v1").unwrap();
+    wait_until(ARRIVE, "the host is down", || {
+        daemon.error_log().contains(&format!("{}: host down", h1.addr))
+    });
+
+    env.add_host(&h2, Auth::Key);
+    env.map(&h2.addr, json!([{"src": "f.txt", "dest": r2.join("f.txt")}]));
+    env.write_config();
+    reload(&daemon);
+    wait_until(ARRIVE, "the new host's initial reconcile", || {
+        read(&r2.join("f.txt")) == "v1"
+    });
+    assert!(
+        daemon
+            .info_log()
+            .contains(&format!("added: [{}]; changed: []; removed: []", h2.addr)),
+        "{}",
+        daemon.dump()
+    );
+    h1.restart();
+    wait_until(ARRIVE, "the kept change after the host is back", || {
+        read(&r1.join("f.txt")) == "v1"
+    });
+}
