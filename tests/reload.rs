@@ -217,17 +217,27 @@ fn sighup_keeps_the_pending_work_of_an_unchanged_host() {
     env.ini("[sync]\nretry_max_s = 1\n");
     env.src("f.txt", "v0");
     let (r1, r2) = (env.remote("r1"), env.remote("r2"));
-    env.map(&h1.addr, json!([{"src": "f.txt", "dest": r1.join("f.txt")}]));
+    env.map(
+        &h1.addr,
+        json!([{"src": "f.txt", "dest": r1.join("f.txt")}]),
+    );
     let daemon = env.watch();
-    wait_until(ARRIVE, "initial reconcile", || read(&r1.join("f.txt")) == "v0");
+    wait_until(ARRIVE, "initial reconcile", || {
+        read(&r1.join("f.txt")) == "v0"
+    });
     h1.stop();
     std::fs::write(env.cfg().join("f.txt"), "v1").unwrap();
     wait_until(ARRIVE, "the host is down", || {
-        daemon.error_log().contains(&format!("{}: host down", h1.addr))
+        daemon
+            .error_log()
+            .contains(&format!("{}: host down", h1.addr))
     });
 
     env.add_host(&h2, Auth::Key);
-    env.map(&h2.addr, json!([{"src": "f.txt", "dest": r2.join("f.txt")}]));
+    env.map(
+        &h2.addr,
+        json!([{"src": "f.txt", "dest": r2.join("f.txt")}]),
+    );
     env.write_config();
     reload(&daemon);
     wait_until(ARRIVE, "the new host's initial reconcile", || {

@@ -127,3 +127,95 @@ fn log_removed(state: &HostState) {
         }
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::AtomicBool;
+
+    use super::super::Shared;
+    use super::*;
+    use crate::config::{Host, mapping};
+
+    fn target(address: &str, user: &str, mappings: &str) -> Target {
+        Target {
+            host: Host {
+                address: address.into(),
+                user: user.into(),
+                ..Host::default()
+            },
+            mapping_file: Some(format!("/m/{address}.json").into()),
+            mappings: mapping::parse(Path::new("/m/x.json"), Path::new("/c"), mappings).unwrap(),
+            bastion_for: 0,
+        }
+    }
+
+    fn pending(w: &Worker, h: usize) -> Vec<PathBuf> {
+        w.hosts[&h].paths.values().flatten().cloned().collect()
+    }
+
+    /// Unchanged hosts keep their pending paths and backoff; a host whose
+    /// mappings changed forgets its paths (numbered by mapping), one whose entry
+    /// changed is retried at once; a removed host is dropped, an added one taken on.
+    #[test]
+    fn a_reload_keeps_what_did_not_change() {
+        let one = r#"[{"src": "a", "dest": "/a"}]"#;
+        let two = r#"[{"src": "b", "dest": "/b"}, {"src": "a", "dest": "/a"}]"#;
+        let old = vec![
+            target("h0", "u", one),
+            target("h1", "u", one),
+            target("h2", "u", one),
+        ];
+        let shared = Shared {
+            targets: Arc::new(old.clone()),
+            ssh: SshSettings::for_tests(),
+            retry_max: Duration::from_secs(30),
+            cancel: Arc::new(AtomicBool::new(false)),
+            observer: crate::report::Observer::default(),
+            stop: None,
+        };
+        let mut w = Worker::new(shared, &[0, 1, 2]);
+        for h in 0..3 {
+            let state = w.hosts.get_mut(&h).unwrap();
+            state.paths.entry(0).or_default().insert("/c/a".into());
+            state.down = Some(super::super::Down {
+                since: std::time::Instant::now(),
+                backoff: Duration::from_secs(8),
+                next_try: std::time::Instant::now() + Duration::from_secs(8),
+            });
+        }
+        let mut new = old.clone();
+        new[1] = target("h1", "u", two);
+        new[2] = target("h2", "other", one);
+        new.push(target("h3", "u", one));
+        w.retarget(Retarget {
+            targets: Arc::new(new),
+            ssh: SshSettings::for_tests(),
+            retry_max: Duration::from_secs(5),
+            added: vec![3],
+            removed: vec![0],
+        });
+        assert_eq!(w.hosts.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+        assert!(pending(&w, 1).is_empty() && w.hosts[&1].down.is_none());
+        assert_eq!(pending(&w, 2), [PathBuf::from("/c/a")]);
+        assert!(w.hosts[&2].down.is_none());
+        assert!(!w.hosts[&3].pending());
+        assert_eq!(w.shared.retry_max, Duration::from_secs(5));
+        // Nothing changed: everything stays, the backoff too.
+        let same = w.shared.targets.clone();
+        w.hosts.get_mut(&2).unwrap().down = Some(super::super::Down {
+            since: std::time::Instant::now(),
+            backoff: Duration::from_secs(8),
+            next_try: std::time::Instant::now(),
+        });
+        w.retarget(Retarget {
+            targets: same,
+            ssh: SshSettings::for_tests(),
+            retry_max: Duration::from_secs(5),
+            added: vec![],
+            removed: vec![],
+        });
+        assert_eq!(pending(&w, 2), [PathBuf::from("/c/a")]);
+        assert!(w.hosts[&2].down.is_some());
+    }
+}
