@@ -164,9 +164,20 @@ fn replies(session: &Session, send: bool) -> Result<u32> {
     };
     session.set_blocking(true);
     if rc < 0 {
-        bail!("keepalive: the session failed (libssh2 error {rc})");
+        bail!("keepalive: {}", transport_error(rc));
     }
     Ok(rc.unsigned_abs())
+}
+
+/// What a libssh2 transport error code means, in words.
+fn transport_error(rc: libc::c_int) -> String {
+    match rc {
+        // LIBSSH2_ERROR_SOCKET_DISCONNECT, _SOCKET_RECV, _SOCKET_SEND
+        -13 => "the server closed the connection".into(),
+        -43 => "cannot read from the server".into(),
+        -7 => "cannot write to the server".into(),
+        _ => format!("the session failed (libssh2 error {rc})"),
+    }
 }
 
 #[cfg(test)]
@@ -198,6 +209,15 @@ mod tests {
         p.step(0, t0 + S * 2, S);
         p.step(0, t0 + S * 3, S);
         assert_eq!(p.step(1, t0 + S * 4, S), Verdict::Alive);
+    }
+
+    #[test]
+    fn transport_errors_are_words() {
+        assert_eq!(transport_error(-13), "the server closed the connection");
+        assert_eq!(
+            transport_error(-99),
+            "the session failed (libssh2 error -99)"
+        );
     }
 
     /// A change does not go on a session whose probe waited a whole interval.

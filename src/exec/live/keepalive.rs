@@ -8,8 +8,8 @@
 //! session (in the worker's queue), never for the old one's `io_timeout`. A
 //! change that finds a probe unanswered for a whole interval does not trust the
 //! session either and goes on a new one. One warning per session found dead;
-//! if no new session can be opened, the next change tries again and, failing,
-//! marks the host down as any failure does.
+//! if no new session can be opened (an info line), the next change tries again
+//! and, failing, marks the host down as any failure does.
 
 use std::time::Instant;
 
@@ -68,7 +68,8 @@ impl Worker {
         self.conn = None;
         if let Err(e) = self.connect(h) {
             let address = &self.shared.targets[h].host.address;
-            log::warn!("{address}: cannot open a new session: {e:#}; the next change tries again");
+            // Not an error line of its own: the next change finds the host down.
+            log::info!("{address}: cannot open a new session: {e:#}; the next change tries again");
         }
     }
 }
