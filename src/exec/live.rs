@@ -157,7 +157,7 @@ impl Pool {
             }
         }
         self.workers.join(Some(deadline))?;
-        let abandoned = self.hosts - reports.len();
+        let abandoned = self.hosts.saturating_sub(reports.len());
         Ok(Stopped { reports, abandoned })
     }
 }
