@@ -255,3 +255,42 @@ fn sighup_keeps_the_pending_work_of_an_unchanged_host() {
         read(&r1.join("f.txt")) == "v1"
     });
 }
+
+/// A host whose mapping file changed gets the full reconcile a start gives:
+/// its new destination fills without a local edit.
+#[test]
+fn sighup_after_a_mapping_changed_reconciles_that_host() {
+    let mut env = Env::new("reload-changed");
+    let h1 = env.sshd();
+    env.add_host(&h1, Auth::Key);
+    env.src("f.txt", "v0");
+    let r1 = env.remote("r1");
+    env.map(
+        &h1.addr,
+        json!([{"src": "f.txt", "dest": r1.join("a.txt")}]),
+    );
+    let daemon = env.watch();
+    wait_until(ARRIVE, "initial reconcile", || {
+        read(&r1.join("a.txt")) == "v0"
+    });
+    env.map(
+        &h1.addr,
+        json!([{"src": "f.txt", "dest": r1.join("b.txt")}]),
+    );
+    reload(&daemon);
+    wait_until(ARRIVE, "the new destination", || {
+        read(&r1.join("b.txt")) == "v0"
+    });
+    assert!(
+        daemon
+            .info_log()
+            .contains(&format!("added: []; changed: [{}]; removed: []", h1.addr)),
+        "{}",
+        daemon.dump()
+    );
+    std::fs::write(env.cfg().join("f.txt"), "v1").unwrap();
+    wait_until(ARRIVE, "a later change goes to the new destination", || {
+        read(&r1.join("b.txt")) == "v1"
+    });
+    assert_eq!(read(&r1.join("a.txt")), "v0", "{}", daemon.dump());
+}
