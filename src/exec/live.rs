@@ -75,7 +75,8 @@ enum Msg {
 /// What every worker shares.
 #[derive(Clone)]
 pub(crate) struct Shared {
-    /// All targets, indexed by host number.
+    /// All targets, indexed by host number (a host a reload removed keeps its
+    /// entry, unread: numbers are never reused).
     pub(crate) targets: Arc<Vec<Target>>,
     /// SSH settings.
     pub(crate) ssh: SshSettings,
