@@ -7,7 +7,9 @@
 //! a long-running daemon never fills the disk with logs. Lines look like
 //! `2026-11-21 15:44:25.123 ERROR [xfer-0] 127.0.0.3: host unreachable: ...`.
 //! Control characters in a message are escaped C-style ([`crate::escape::controls`]),
-//! so every line is one line.
+//! so every line is one line. A panic on any thread is logged by the hook of [`mod@panic`].
+
+pub(crate) mod panic;
 
 use std::path::Path;
 

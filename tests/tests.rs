@@ -23,6 +23,8 @@ mod harness;
 /// Issue 13 (hostile places): planted links, swapped directories, an attacker
 /// user, a lying server, control characters, setuid bits.
 mod hostile;
+/// Issue 17: `[ssh] keepalive_s` finds a frozen idle session before a change needs it.
+mod keepalive;
 /// Issue 15: the folders of src/ depend one way; every file has a true module doc.
 mod layout;
 /// Issue 5 (everything the older sync tools do): excludes, delete, numbered
@@ -30,6 +32,8 @@ mod layout;
 mod parity;
 /// Issue 16: the shell way on BusyBox-only logins behind OpenSSH and Dropbear.
 mod posix;
+/// Issue 17: SIGHUP reloads the configuration of a running `watch`.
+mod reload;
 /// Issue 19 (slow links): delta transfer of big files, `bwlimit_kib`,
 /// `compression`, behind a counting proxy.
 mod slow;

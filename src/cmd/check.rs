@@ -351,7 +351,14 @@ pub(crate) fn resolution(host: &Host, ssh: &SshSettings) -> Vec<Setting> {
             "[ssh] connect_timeout",
         )),
     );
-    take("ServerAliveInterval", None);
+    take(
+        "ServerAliveInterval",
+        Some(set(
+            "ServerAliveInterval",
+            ssh.keepalive.as_secs().to_string(),
+            "[ssh] keepalive_s",
+        )),
+    );
     take(
         "UserKnownHostsFile",
         Some(set(
@@ -522,6 +529,7 @@ mod tests {
             ("Port", "22", "default"),
             ("ProxyJump", "none", "default"),
             ("ConnectTimeout", "10", "[ssh] connect_timeout"),
+            ("ServerAliveInterval", "15", "[ssh] keepalive_s"),
             ("UserKnownHostsFile", "/k", "[ssh] known_hosts"),
         ];
         let want: Vec<(&str, String, String)> = want

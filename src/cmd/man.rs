@@ -109,6 +109,7 @@ fn command_notes(name: &str) -> &'static [&'static str] {
         ],
         "watch" => &[
             "The watches are set first, then every host gets a full reconcile, then each local change is pushed to the hosts mapped to it as soon as its writer is done. A host that is down keeps its pending changes and is retried with backoff up to [sync] retry_max_s. SIGINT or SIGTERM stops it within a few seconds, exit 0.",
+            "SIGHUP (systemctl reload) reads config.ini, connection_info.json and the mappings again without a restart: a host that is new or whose entry or mappings changed gets a full reconcile, a removed one gets no more pushes, an unchanged one keeps its pending changes. A configuration with a problem is logged in error.log with the message sync would exit 2 with, and the one in force stays. log_path and number_of_connections change only at the next start.",
         ],
         "check" => &[
             "Exit 0 when every host is ready, 1 when any failed, 2 for a configuration error.",

@@ -84,9 +84,12 @@ pub(crate) fn in_config_order(
 /// Starts info.log and error.log, then records the configuration's warnings
 /// (e.g. a hosts file with passwords that others can read) in error.log and on
 /// stderr, what it skipped on purpose (ssh_config keywords) as debug lines, and
-/// each disabled host in info.log. A warning never stops the run.
+/// each disabled host in info.log. A warning never stops the run. From here on
+/// a panic on any thread is one error.log line and a non-zero exit
+/// ([`crate::log::panic`], issue 17).
 pub(crate) fn start_logs(config: &Config, verbose: bool) -> Result<crate::log::Logs> {
     let logs = crate::log::start(&config.log_dir, verbose)?;
+    crate::log::panic::install();
     for d in &config.debug_notes {
         ::log::debug!("{d}");
     }

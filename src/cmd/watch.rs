@@ -13,19 +13,21 @@
 //! terminal (unless `--quiet`) every file sent or removed, failure and post_sync
 //! command of every round is one plain line on stdout, as `sync -v` prints them.
 //!
+//! SIGHUP: read config.ini, connection_info.json and the mappings again and put
+//! them in force without a restart ([`reload`], issue 17).
+//!
 //! SIGINT/SIGTERM: stop taking changes, abort the transfer in flight between two
 //! chunks (its temporary is removed on the remote), log a summary per host and
 //! exit 0, within [`SHUTDOWN_GRACE`]. A second signal exits at once.
 
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::cli::WatchArgs;
 use crate::config::{Config, Target};
@@ -33,6 +35,10 @@ use crate::exec::live::{Pool, Shared, Stopped};
 use crate::exit::ExitCode;
 use crate::watch::route::{Planner, Route};
 use crate::watch::{self, Change};
+
+mod reload;
+
+use reload::{Fleet, Live};
 
 /// How long shutdown waits for workers before exiting anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(4_000);
@@ -48,15 +54,16 @@ pub(crate) fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<Ex
         .filter(|t| t.mapping_file.is_some())
         .cloned()
         .collect();
-    let routes = routes(&targets);
+    let hosts = targets.len();
+    let fleet = Fleet::new(targets);
+    let routes = fleet.routes();
 
     let (tx, rx) = crossbeam_channel::bounded(watch::CHANNEL_CAPACITY);
     let watcher = start_watcher(&routes, tx.clone())?;
     let cancel = Arc::new(AtomicBool::new(false));
     let signals = spawn_signal_thread(tx.clone())?;
 
-    let hosts = targets.len();
-    let pool = start_pool(config, args, targets, cancel.clone(), tx.clone());
+    let mut pool = start_pool(config, args, fleet.targets(), cancel.clone(), tx.clone());
     let mut planner = Planner::new(routes, hosts, config.debounce);
     planner.full().into_iter().for_each(|d| pool.send(d));
     log::info!(
@@ -68,15 +75,21 @@ pub(crate) fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<Ex
         watcher.watched
     );
 
-    relay_changes(&mut planner, &rx, &pool);
+    let only = args.hosts.clone();
+    let mut live = Live::new(config.clone(), only, fleet, watcher, tx.clone(), skipped);
+    relay_changes(&mut planner, &rx, &mut pool, &mut live);
 
     log::info!("shutting down: no more changes are taken");
-    drop(watcher);
+    let Live {
+        config, skipped, ..
+    } = live;
     cancel.store(true, Ordering::Relaxed);
     let stopped = pool.shutdown(Instant::now() + SHUTDOWN_GRACE)?;
     log_stopped(&stopped);
-    let reports =
-        super::in_config_order(config, stopped.reports.into_iter().chain(skipped).collect());
+    let reports = super::in_config_order(
+        &config,
+        stopped.reports.into_iter().chain(skipped).collect(),
+    );
     let human = std::io::stdout().is_terminal();
     print!("{}", crate::report::summary(&reports, human));
     // Last: a second signal during the shutdown still exits at once.
@@ -88,10 +101,7 @@ pub(crate) fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<Ex
 /// Starts the watcher on every distinct source of `routes`; a source that
 /// cannot be watched is logged as an error and the others are watched anyway.
 fn start_watcher(routes: &[Route], tx: Sender<Change>) -> Result<watch::Watcher> {
-    let mut srcs: Vec<PathBuf> = routes.iter().map(|r| r.src.clone()).collect();
-    srcs.sort();
-    srcs.dedup();
-    let watcher = watch::start(&srcs, tx)?;
+    let watcher = watch::start(&reload::sources(routes), tx)?;
     for (src, reason) in &watcher.failed {
         log::error!("{}: not watched: {reason}", src.display());
     }
@@ -103,13 +113,13 @@ fn start_watcher(routes: &[Route], tx: Sender<Change>) -> Result<watch::Watcher>
 fn start_pool(
     config: &Config,
     args: &WatchArgs,
-    targets: Vec<Target>,
+    targets: Arc<Vec<Target>>,
     cancel: Arc<AtomicBool>,
     stop: Sender<Change>,
 ) -> Pool {
     Pool::start(
         Shared {
-            targets: Arc::new(targets),
+            targets,
             ssh: config.ssh.clone(),
             retry_max: config.retry_max,
             cancel,
@@ -121,8 +131,9 @@ fn start_pool(
 }
 
 /// The planner loop: takes changes (or wakes when a debounce is due) and sends
-/// the resulting jobs to the pool, until [`Change::Stop`] or every sender is gone.
-fn relay_changes(planner: &mut Planner, rx: &Receiver<Change>, pool: &Pool) {
+/// the resulting jobs to the pool, until [`Change::Stop`] or every sender is gone;
+/// [`Change::Reload`] reloads the configuration.
+fn relay_changes(planner: &mut Planner, rx: &Receiver<Change>, pool: &mut Pool, live: &mut Live) {
     loop {
         let next = match planner.next_due() {
             Some(due) => rx.recv_deadline(due),
@@ -131,6 +142,10 @@ fn relay_changes(planner: &mut Planner, rx: &Receiver<Change>, pool: &Pool) {
         let now = Instant::now();
         let dispatches = match next {
             Ok(Change::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+            Ok(Change::Reload) => {
+                live.reload(planner, pool);
+                Vec::new()
+            }
             Ok(Change::Rescan(reason)) => {
                 log::error!("events may have been lost: {reason}; reconciling every host in full");
                 planner.change(Change::Rescan(reason), now)
@@ -178,20 +193,6 @@ fn push_lines(args: &WatchArgs) -> crate::report::Observer {
     }
 }
 
-/// One route per (host, mapping).
-fn routes(targets: &[Target]) -> Vec<Route> {
-    targets
-        .iter()
-        .enumerate()
-        .flat_map(|(h, t)| {
-            t.mappings.iter().enumerate().map(move |(m, mapping)| {
-                Route::new(h, m, &mapping.src, !mapping.src.is_file())
-                    .with_exclude(mapping.exclude.clone())
-            })
-        })
-        .collect()
-}
-
 /// The signal thread, to be stopped and joined at shutdown.
 struct SignalThread {
     handle: signal_hook::iterator::Handle,
@@ -208,9 +209,10 @@ impl SignalThread {
     }
 }
 
-/// A thread that turns the first SIGINT/SIGTERM into [`Change::Stop`]; a second one exits.
+/// A thread that turns the first SIGINT/SIGTERM into [`Change::Stop`] (a second
+/// one exits) and each SIGHUP into [`Change::Reload`].
 fn spawn_signal_thread(tx: Sender<Change>) -> Result<SignalThread> {
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("cannot install signal handlers")?;
     let handle = signals.handle();
     let thread = std::thread::Builder::new()
@@ -218,6 +220,10 @@ fn spawn_signal_thread(tx: Sender<Change>) -> Result<SignalThread> {
         .spawn(move || {
             let mut seen = 0;
             for sig in signals.forever() {
+                if sig == SIGHUP {
+                    let _ = tx.send(Change::Reload);
+                    continue;
+                }
                 seen += 1;
                 if seen > 1 {
                     log::warn!("second signal {sig}: exiting now");

@@ -74,8 +74,8 @@ pub(crate) struct Host {
     pub(crate) jump: Option<Box<Host>>,
     /// ssh_config's `ConnectTimeout`, over `[ssh] connect_timeout`.
     pub(crate) connect_timeout: Option<std::time::Duration>,
-    /// ssh_config's `ServerAliveInterval`: the keepalive interval, kept for
-    /// `[ssh] keepalive_s` (issue 17); nothing sends keepalives yet.
+    /// ssh_config's `ServerAliveInterval`, over `[ssh] keepalive_s` (issue 17):
+    /// how often an idle `watch` session is probed; zero: never.
     pub(crate) keepalive: Option<std::time::Duration>,
     /// ssh_config's `UserKnownHostsFile`, over `[ssh] known_hosts`.
     pub(crate) known_hosts: Option<PathBuf>,

@@ -44,6 +44,9 @@ pub(crate) struct Settings {
     pub(crate) connect_timeout: Duration,
     /// `[ssh] io_timeout`: any single read or write on an established session.
     pub(crate) io_timeout: Duration,
+    /// `[ssh] keepalive_s`: how long a `watch` session may sit idle before it is
+    /// asked for a reply (issue 17); zero: never.
+    pub(crate) keepalive: Duration,
     /// `[ssh] strict_modes`: follow a symlink on the way to dest only in a directory
     /// nobody but root and the login user can write (OpenSSH's StrictModes).
     pub(crate) strict_modes: bool,
@@ -80,6 +83,7 @@ impl Default for Settings {
             host_key_policy: HostKeyPolicy::Strict,
             connect_timeout: Duration::from_secs(10),
             io_timeout: Duration::from_secs(30),
+            keepalive: Duration::from_secs(15),
             strict_modes: true,
             ssh_config: None,
             debounce: Duration::from_millis(50),
@@ -111,6 +115,7 @@ pub(crate) const KNOWN: &[(&str, &[&str])] = &[
             "host_key_policy",
             "connect_timeout",
             "io_timeout",
+            "keepalive_s",
             "strict_modes",
             "ssh_config",
             "compression",
@@ -312,6 +317,11 @@ fn apply(s: &mut Settings, section: &str, key: &str, value: &str) -> Result<(), 
         }
         ("ssh", "connect_timeout") => s.connect_timeout = Duration::from_secs(int(value, 1, 3600)?),
         ("ssh", "io_timeout") => s.io_timeout = Duration::from_secs(int(value, 1, 86400)?),
+        ("ssh", "keepalive_s") => {
+            s.keepalive = Duration::from_secs(
+                int(value, 0, 86400).map_err(|e| format!("{e} (0 turns keepalives off)"))?,
+            )
+        }
         ("ssh", "strict_modes") => s.strict_modes = yes_no(value)?,
         ("ssh", "ssh_config") => {
             s.ssh_config = Some(path(value)?).filter(|p| !p.eq_ignore_ascii_case("none"))
@@ -454,6 +464,31 @@ mod tests {
         );
         let e = p("[sync]\nbwlimit_kb = 5\n").unwrap_err();
         assert!(e.to_string().contains("did you mean `bwlimit_kib`?"), "{e}");
+    }
+
+    /// Issue 17: `[ssh] keepalive_s` is 15 by default, 0 turns it off, and a
+    /// bad value is one line that says so.
+    #[test]
+    fn keepalive_is_validated() {
+        assert_eq!(p("[ssh]\n").unwrap().keepalive, Duration::from_secs(15));
+        assert_eq!(
+            p("[ssh]\nkeepalive_s = 0\n").unwrap().keepalive,
+            Duration::ZERO
+        );
+        assert_eq!(
+            p("[ssh]\nkeepalive_s = 5\n").unwrap().keepalive,
+            Duration::from_secs(5)
+        );
+        let e = p("[ssh]\nkeepalive_s = -1\n").unwrap_err().to_string();
+        assert!(
+            e.starts_with("config.ini: [ssh] keepalive_s = \"-1\": ")
+                && e.contains("from 0 to 86400")
+                && e.contains("0 turns keepalives off")
+                && !e.contains('\n'),
+            "{e}"
+        );
+        let e = p("[ssh]\nkeepalive = 5\n").unwrap_err().to_string();
+        assert!(e.contains("did you mean `keepalive_s`?"), "{e}");
     }
 
     #[test]

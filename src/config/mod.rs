@@ -48,6 +48,9 @@ pub(crate) struct SshSettings {
     pub(crate) connect_timeout: Duration,
     /// Limit for any single read or write once connected.
     pub(crate) io_timeout: Duration,
+    /// `[ssh] keepalive_s`: an idle `watch` session is probed this often
+    /// (issue 17); zero: never. A host's ssh_config `ServerAliveInterval` wins.
+    pub(crate) keepalive: Duration,
     /// `[ssh] strict_modes`: the ancestor rule for symlinks on the way to dest.
     pub(crate) strict_modes: bool,
     /// Who this client is, in every remote temporary's name: 8 hex digits of a
@@ -82,6 +85,7 @@ impl SshSettings {
             host_key_policy: HostKeyPolicy::Strict,
             connect_timeout: Duration::from_secs(10),
             io_timeout: Duration::from_secs(30),
+            keepalive: Duration::from_secs(15),
             strict_modes: true,
             client_id: "c".into(),
             runs_dir: "/r".into(),
@@ -216,6 +220,7 @@ pub(crate) fn load_with(config_path: &Path, unset: UnsetVars) -> Result<Config> 
             host_key_policy: settings.host_key_policy,
             connect_timeout: settings.connect_timeout,
             io_timeout: settings.io_timeout,
+            keepalive: settings.keepalive,
             strict_modes: settings.strict_modes,
             client_id,
             runs_dir: ini::resolve(&base, &settings.log_path).join("runs"),

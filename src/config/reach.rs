@@ -264,7 +264,8 @@ fn connection_values(
             origin.to_string(),
         ));
     }
-    if let Some((secs, origin)) = r.server_alive_interval.as_ref().filter(|(s, _)| *s > 0) {
+    // 0 turns keepalives off for this host, as in OpenSSH (and `[ssh] keepalive_s = 0`).
+    if let Some((secs, origin)) = &r.server_alive_interval {
         host.keepalive = Some(Duration::from_secs(*secs));
         settings.push(setting(
             "ServerAliveInterval",

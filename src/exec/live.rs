@@ -18,6 +18,17 @@
 //! worker serves its other hosts. It logs one error line when the host goes
 //! down and one info line when it comes back, not one per retry. A session that
 //! died while idle is reopened once right away before the host counts as down.
+//!
+//! A reloaded configuration (SIGHUP, issue 17) reaches every worker through its
+//! queue, in order with the jobs ([`retarget`]): host numbers stay stable across
+//! reloads, so the hosts that did not change keep their worker, session and
+//! pending work.
+//!
+//! An idle session is probed every `[ssh] keepalive_s` and replaced when it
+//! stops answering ([`keepalive`]).
+
+mod keepalive;
+mod retarget;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -26,6 +37,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use retarget::Retarget;
 
 use super::pool::{Panicked, Workers};
 use crate::config::{SshSettings, Target};
@@ -42,19 +55,28 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// The live workers: one queue each, on the threads of [`super::pool`].
 pub(crate) struct Pool {
     /// One queue per worker.
-    senders: Vec<Sender<(usize, Job)>>,
+    senders: Vec<Sender<Msg>>,
     /// Final reports, one per host, sent by workers when they stop.
     reports: Receiver<HostReport>,
-    /// Number of hosts, to know when every report is in.
+    /// Number of hosts in force, to know when every report is in.
     hosts: usize,
     /// The threads.
     workers: Workers,
 }
 
+/// What a worker's queue carries.
+enum Msg {
+    /// A job for a host of this worker.
+    Job(usize, Job),
+    /// A reloaded configuration (boxed: it is big and rare).
+    Retarget(Box<Retarget>),
+}
+
 /// What every worker shares.
 #[derive(Clone)]
 pub(crate) struct Shared {
-    /// All targets, indexed by host number.
+    /// All targets, indexed by host number (a host a reload removed keeps its
+    /// entry, unread: numbers are never reused).
     pub(crate) targets: Arc<Vec<Target>>,
     /// SSH settings.
     pub(crate) ssh: SshSettings,
@@ -92,10 +114,11 @@ pub(crate) struct Stopped {
 }
 
 impl Pool {
-    /// Starts `workers` (at least 1, at most one per host) worker threads.
+    /// Starts `workers` (at least 1) worker threads; hosts a reload adds go to
+    /// them too, so there may be more workers than hosts at first.
     pub(crate) fn start(shared: Shared, workers: usize) -> Pool {
         let hosts = shared.targets.len();
-        let n = workers.clamp(1, hosts.max(1));
+        let n = workers.max(1);
         let (report_tx, reports) = crossbeam_channel::unbounded();
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..n).map(|_| crossbeam_channel::unbounded()).unzip();
@@ -119,7 +142,7 @@ impl Pool {
     pub(crate) fn send(&self, d: Dispatch) {
         let w = d.host % self.senders.len();
         // A worker only stops after the pool is shut down, so this cannot fail before.
-        let _ = self.senders[w].send((d.host, d.job));
+        let _ = self.senders[w].send(Msg::Job(d.host, d.job));
     }
 
     /// Stops accepting jobs, lets workers finish (or abort, via the cancel flag),
@@ -135,7 +158,7 @@ impl Pool {
             }
         }
         self.workers.join(Some(deadline))?;
-        let abandoned = self.hosts - reports.len();
+        let abandoned = self.hosts.saturating_sub(reports.len());
         Ok(Stopped { reports, abandoned })
     }
 }
@@ -165,6 +188,17 @@ struct HostState {
 }
 
 impl HostState {
+    /// Host `idx` (whose address is `address`) with nothing pending.
+    fn new(idx: usize, address: &str) -> HostState {
+        HostState {
+            idx,
+            full: false,
+            paths: BTreeMap::new(),
+            down: None,
+            total: HostReport::new(address),
+        }
+    }
+
     /// Whether there is anything to do.
     fn pending(&self) -> bool {
         self.full || !self.paths.is_empty()
@@ -216,17 +250,7 @@ impl Worker {
     fn new(shared: Shared, hosts: &[usize]) -> Worker {
         let hosts = hosts
             .iter()
-            .map(|&h| {
-                let address = &shared.targets[h].host.address;
-                let state = HostState {
-                    idx: h,
-                    full: false,
-                    paths: BTreeMap::new(),
-                    down: None,
-                    total: HostReport::new(address),
-                };
-                (h, state)
-            })
+            .map(|&h| (h, HostState::new(h, &shared.targets[h].host.address)))
             .collect();
         Worker {
             shared,
@@ -236,9 +260,12 @@ impl Worker {
     }
 
     /// Serves jobs until the queue closes or shutdown is asked; returns the reports.
-    fn run(mut self, rx: Receiver<(usize, Job)>) -> Vec<HostReport> {
+    fn run(mut self, rx: Receiver<Msg>) -> Vec<HostReport> {
         loop {
-            let wake = self.next_retry();
+            let wake = match (self.next_retry(), self.keepalive_due()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let first = match wake {
                 Some(t) => match rx.recv_deadline(t) {
                     Ok(m) => Some(m),
@@ -257,6 +284,7 @@ impl Worker {
             if self.cancelled() {
                 break;
             }
+            self.keep_alive();
             let now = Instant::now();
             let ready: Vec<usize> = self
                 .hosts
@@ -274,8 +302,12 @@ impl Worker {
         self.hosts.into_values().map(|h| h.total).collect()
     }
 
-    /// Adds one job to its host's pending set.
-    fn add(&mut self, (host, job): (usize, Job)) {
+    /// Adds one job to its host's pending set, or puts a reload in force.
+    fn add(&mut self, msg: Msg) {
+        let (host, job) = match msg {
+            Msg::Job(host, job) => (host, job),
+            Msg::Retarget(r) => return self.retarget(*r),
+        };
         let Some(h) = self.hosts.get_mut(&host) else {
             return;
         };
@@ -308,7 +340,10 @@ impl Worker {
         let target = &self.shared.targets[h];
         let state = self.hosts.get_mut(&h).expect("host of this worker");
         let work = state.take(target.mappings.len());
-        match self.push_round(h, &work) {
+        self.check_session(h);
+        let result = self.push_round(h, &work);
+        self.session_used();
+        match result {
             Ok(round) => self.host_served(h, &round),
             Err(e) => self.host_failed(h, work, &e),
         }

@@ -3,9 +3,10 @@
 //!
 //! [`Workers::start`] starts `n` named threads (`xfer-<i>`), each running the
 //! caller's body with its index; [`Workers::join`] joins every one that ends by a
-//! deadline (or all of them), and a worker that panicked is logged with its
-//! message and reported as [`Panicked`], which the command turns into exit 1
-//! once the logs are flushed: a panic is a bug, never a silent stop. On top of
+//! deadline (or all of them), and a worker that panicked (logged with its
+//! message by the panic hook of `crate::log::panic` when it happened) is
+//! reported as [`Panicked`], which the command turns into exit 1 once the logs
+//! are flushed: a panic is a bug, never a silent stop. On top of
 //! it, [`for_each`] serves a list of items from one shared queue (the first free
 //! worker takes the next item, so one slow host holds up nobody else), which is
 //! what `sync`, its dry run and `check` do; the live workers of `watch`
@@ -25,7 +26,7 @@ use crate::config::{SshSettings, Target};
 use crate::report::{Event, HostReport, Observer};
 use crate::transport::ssh::Connection;
 
-/// A worker thread panicked: a bug. Its message was logged when it was joined.
+/// A worker thread panicked: a bug. The panic hook logged it when it happened.
 #[derive(Debug)]
 pub(crate) struct Panicked {
     /// `THREAD: MESSAGE` of each worker that panicked.
@@ -107,9 +108,8 @@ impl Workers {
                 continue;
             }
             if let Err(payload) = handle.join() {
-                let message = panic_message(payload.as_ref());
-                log::error!("{name} panicked: {message}; this is a bug in hostsync");
-                panicked.push(format!("{name}: {message}"));
+                // Already in error.log, from the panic hook, with where it happened.
+                panicked.push(format!("{name}: {}", panic_message(payload.as_ref())));
             }
         }
         if panicked.is_empty() {

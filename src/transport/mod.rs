@@ -1,5 +1,6 @@
 //! Talking to one host: the SSH session, the SCP sink, the tar stream, the
-//! agent's channel, pacing and bounded replies.
+//! agent's channel, pacing and bounded replies, and the keepalive that finds a
+//! dead idle session.
 
 pub(crate) mod agent;
 pub(crate) mod bounded;
@@ -7,6 +8,7 @@ pub(crate) mod bwlimit;
 pub(crate) mod delta;
 pub(crate) mod delta_sh;
 pub(crate) mod jump;
+pub(crate) mod keepalive;
 pub(crate) mod pace;
 mod quickack;
 pub(crate) mod scp;

@@ -8,7 +8,8 @@
 //! instead of a hang; host keys are checked with `check_port`, which understands
 //! `[host]:port` entries; delayed ACKs are turned off after every receive
 //! (`transport::quickack`: 40 ms less for the first channel of each session). A
-//! session lives on the one worker thread that made it.
+//! session lives on the one worker thread that made it; while it is idle in
+//! `watch`, [`super::keepalive`] probes it (issue 17).
 //!
 //! A host behind a bastion (issue 18) gets, instead of a TCP socket, one end of a
 //! socket pair that [`super::jump`] bridges to a `direct-tcpip` channel of the
@@ -73,6 +74,8 @@ pub(crate) struct Connection {
     /// Whether the remote has `sha256sum` and `dd` for deltas without perl, once
     /// asked.
     sh_sums: std::cell::Cell<Option<bool>>,
+    /// The probes of an idle session (`[ssh] keepalive_s`, issue 17).
+    keepalive: super::keepalive::Keepalive,
     /// The cap on what this session sends (`[sync] bwlimit_kib`), while it lives.
     /// After `session`, so the socket is closed before its bucket goes.
     _limit: Option<super::bwlimit::Limited>,
@@ -130,6 +133,7 @@ impl Connection {
             },
             delta_min: ssh.delta_min,
             sh_sums: std::cell::Cell::new(None),
+            keepalive: super::keepalive::Keepalive::new(host.keepalive.unwrap_or(ssh.keepalive)),
             _limit: limit,
         })
     }
@@ -303,6 +307,28 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// When this idle session's next keepalive probe is due (`None`: they are off).
+    pub(crate) fn keepalive_due(&self) -> Option<std::time::Instant> {
+        self.keepalive.due()
+    }
+
+    /// Sends a keepalive probe, having counted the replies so far (see
+    /// [`super::keepalive`]); `Err` when the transport failed.
+    pub(crate) fn keep_alive(&self) -> Result<super::keepalive::Verdict> {
+        self.keepalive.probe(&self.session)
+    }
+
+    /// Whether this idle session should not be trusted with a change: a probe
+    /// waited a whole interval for its reply, or the transport failed.
+    pub(crate) fn suspect(&self) -> bool {
+        self.keepalive.suspect(&self.session).unwrap_or(true)
+    }
+
+    /// The session was just used: its next probe waits a whole interval.
+    pub(crate) fn rest(&self) {
+        self.keepalive.rest();
     }
 
     /// Makes transfers on this connection stop early once `flag` is set.

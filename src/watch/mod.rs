@@ -50,6 +50,8 @@ pub(crate) enum Change {
     Rescan(String),
     /// Shut down (sent by the signal handler).
     Stop,
+    /// Read the configuration again (SIGHUP, issue 17).
+    Reload,
 }
 
 /// The running watcher; dropping it stops watching.

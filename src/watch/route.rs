@@ -90,8 +90,8 @@ pub(crate) struct Dispatch {
 pub(crate) struct Planner {
     /// Every (host, mapping) with its src.
     routes: Vec<Route>,
-    /// Number of hosts, for full reconciles.
-    hosts: usize,
+    /// The hosts in force, for full reconciles.
+    hosts: Vec<usize>,
     /// Quiet period for writes that never close.
     debounce: Duration,
     /// Paths being written, with the time they become due.
@@ -103,10 +103,19 @@ impl Planner {
     pub(crate) fn new(routes: Vec<Route>, hosts: usize, debounce: Duration) -> Planner {
         Planner {
             routes,
-            hosts,
+            hosts: (0..hosts).collect(),
             debounce,
             writing: HashMap::new(),
         }
+    }
+
+    /// Puts a reloaded configuration in force (issue 17): its routes, the
+    /// hosts a full reconcile is for, and its debounce. A path being written
+    /// stays due; when it is, it goes where the new routes say.
+    pub(crate) fn replace(&mut self, routes: Vec<Route>, hosts: Vec<usize>, debounce: Duration) {
+        self.routes = routes;
+        self.hosts = hosts;
+        self.debounce = debounce;
     }
 
     /// Takes one change at time `now`; returns what to dispatch right away.
@@ -125,7 +134,7 @@ impl Planner {
                 self.due(now)
             }
             Change::Rescan(_) => self.full(),
-            Change::Stop => Vec::new(),
+            Change::Stop | Change::Reload => Vec::new(),
         }
     }
 
@@ -153,8 +162,9 @@ impl Planner {
 
     /// A full reconcile for every host.
     pub(crate) fn full(&self) -> Vec<Dispatch> {
-        (0..self.hosts)
-            .map(|host| Dispatch {
+        self.hosts
+            .iter()
+            .map(|&host| Dispatch {
                 host,
                 job: Job::Full,
             })

@@ -955,3 +955,56 @@ fn descendants(roots: &[i32]) -> Vec<i32> {
     }
     found.split_off(roots.len())
 }
+
+// ---------------------------------------------------------------------------
+// Freezing a server's sessions (issue 17: the keepalive finds a dead session)
+// ---------------------------------------------------------------------------
+
+/// Sessions frozen with SIGSTOP; dropping it resumes them (SIGCONT).
+pub struct Frozen {
+    /// The frozen processes.
+    pub pids: Vec<i32>,
+}
+
+impl Sshd {
+    /// Freezes (SIGSTOP) every process serving a session, not the listener: the
+    /// sessions' TCP connections stay up but nothing answers on them, as on a
+    /// hung host, while new connections are still accepted. Panics if there is
+    /// no session to freeze.
+    pub fn freeze_sessions(&self) -> Frozen {
+        let root = i32::try_from(self.child.as_ref().expect("sshd is running").id())
+            .expect("pid fits in i32");
+        let pids = descendants(&[root]);
+        assert!(
+            !pids.is_empty(),
+            "sshd {}:{} has no session to freeze",
+            self.addr,
+            self.port
+        );
+        for &pid in &pids {
+            signal(pid, libc::SIGSTOP);
+        }
+        Frozen { pids }
+    }
+}
+
+impl Frozen {
+    /// Whether every frozen process is still stopped (state `T` in /proc).
+    pub fn still_frozen(&self) -> bool {
+        self.pids.iter().all(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rfind(')')
+                    .and_then(|i| stat[i + 1..].split_whitespace().next())
+                    == Some("T")
+            })
+        })
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for &pid in &self.pids {
+            signal(pid, libc::SIGCONT);
+        }
+    }
+}

@@ -1424,6 +1424,16 @@ LIBSSH2_API void libssh2_keepalive_config(LIBSSH2_SESSION *session,
 LIBSSH2_API int libssh2_keepalive_send(LIBSSH2_SESSION *session,
                                        int *seconds_to_next);
 
+/*
+ * libssh2_keepalive_probe() (a hostsync patch)
+ *
+ * Reads what the server has sent without waiting (use a non-blocking
+ * session) and frees the answers to global requests, keepalives included;
+ * then, if SEND, sends a keepalive@openssh.com request that wants a reply.
+ * Returns how many answers were freed, or a negative error code.
+ */
+LIBSSH2_API int libssh2_keepalive_probe(LIBSSH2_SESSION *session, int send);
+
 /* NOTE: has no function in builds that are not built with debug enabled. */
 LIBSSH2_API int libssh2_trace(LIBSSH2_SESSION *session, int bitmask);
 #define LIBSSH2_TRACE_TRANS      (1<<1)

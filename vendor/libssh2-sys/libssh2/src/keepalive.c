@@ -95,3 +95,55 @@ int libssh2_keepalive_send(LIBSSH2_SESSION *session, int *seconds_to_next)
 
     return LIBSSH2_ERROR_NONE;
 }
+
+/* hostsync patch (issue 17; see vendor/README.md in hostsync): a keepalive
+   that knows whether it was answered. Takes in whatever the server has sent so
+   far without waiting for more (call it with the session non-blocking), and
+   frees the answers to global requests (SSH_MSG_REQUEST_SUCCESS and _FAILURE,
+   which is how a server answers a keepalive that wants a reply): libssh2
+   keeps them in its packet list for a caller that never comes, so every
+   answer would stay there for the life of the session. Then, if SEND is
+   non-zero, sends one keepalive@openssh.com global request that wants a
+   reply, whatever libssh2_keepalive_config says. Returns how many answers
+   were freed, or a negative error code if the transport failed (EAGAIN from
+   the send is not an error: the peer is not reading, so no answer will come).
+   Only for a session that waits for no global request of its own (no
+   libssh2_channel_forward_listen in progress). */
+int libssh2_keepalive_probe(LIBSSH2_SESSION *session, int send)
+{
+    unsigned char probe[] = "\x50\x00\x00\x00\x15keepalive@openssh.com\x01";
+    struct packet *packet;
+    struct packet *next;
+    int rc;
+    int replies = 0;
+
+    if(!session)
+        return LIBSSH2_ERROR_BAD_USE;
+
+    do {
+        rc = ssh2_transport_read(session);
+    } while(rc > 0);
+    if(rc < 0 && rc != LIBSSH2_ERROR_EAGAIN)
+        return rc;
+
+    packet = ssh2_list_first(&session->packets);
+    while(packet) {
+        next = ssh2_list_next(&packet->node);
+        if(packet->data_len >= 1 &&
+           (packet->data[0] == SSH_MSG_REQUEST_SUCCESS ||
+            packet->data[0] == SSH_MSG_REQUEST_FAILURE)) {
+            ssh2_list_remove(&packet->node);
+            SSH2_FREE(session, packet->data);
+            SSH2_FREE(session, packet);
+            replies++;
+        }
+        packet = next;
+    }
+
+    if(send) {
+        rc = ssh2_transport_send(session, probe, sizeof(probe) - 1, NULL, 0);
+        if(rc && rc != LIBSSH2_ERROR_EAGAIN)
+            return rc;
+    }
+    return replies;
+}
