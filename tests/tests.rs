@@ -28,6 +28,9 @@ mod layout;
 /// Issue 5 (everything the older sync tools do): excludes, delete, numbered
 /// backups, post_sync, `--dry-run`/`--exit-code`, `--json`, progress bars, completions.
 mod parity;
+/// Issue 17 (nothing is dropped): a full remote disk, a read-only destination,
+/// leftover temporaries, per-path retries under watch, `status`, one daemon per config.
+mod retry;
 /// Issue 19 (slow links): delta transfer of big files, `bwlimit_kib`,
 /// `compression`, behind a counting proxy.
 mod slow;

@@ -18,6 +18,13 @@
 //! worker serves its other hosts. It logs one error line when the host goes
 //! down and one info line when it comes back, not one per retry. A session that
 //! died while idle is reopened once right away before the host counts as down.
+//! A host whose failure is deterministic (authentication, a host key, a login
+//! shell that prints) is retried at the cap from the start, not hammered.
+//!
+//! A round that reached the host but had paths refused (a full disk, permission
+//! denied) keeps its work in [`Refusals`] and retries it on the same backoff
+//! (issue 17). A round cut off mid-way is followed by a full reconcile, whose
+//! listing finds the temporaries of the dead session and removes them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -27,9 +34,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use super::pending::Refusals;
 use super::pool::{Panicked, Workers};
 use crate::config::{SshSettings, Target};
 use crate::exec::push;
+use crate::failure::Failure;
 use crate::reconcile::Scope;
 use crate::report::{Event, HostReport, Observer};
 use crate::transport::ssh::Connection;
@@ -162,6 +171,8 @@ struct HostState {
     down: Option<Down>,
     /// Everything done for this host since start.
     total: HostReport,
+    /// Work the host refused in part, to retry (issue 17).
+    refused: Refusals,
 }
 
 impl HostState {
@@ -224,6 +235,7 @@ impl Worker {
                     paths: BTreeMap::new(),
                     down: None,
                     total: HostReport::new(address),
+                    refused: Refusals::default(),
                 };
                 (h, state)
             })
@@ -258,6 +270,7 @@ impl Worker {
                 break;
             }
             let now = Instant::now();
+            self.take_due_refusals(now);
             let ready: Vec<usize> = self
                 .hosts
                 .values()
@@ -289,14 +302,31 @@ impl Worker {
 
     /// When the worker must act without a new job: now for a host that is up and
     /// still has work (the paths a full round left for their own round), else the
-    /// earliest retry time of a down host with pending work.
+    /// earliest retry time of a down host with pending work or of refused work.
     fn next_retry(&self) -> Option<Instant> {
         let now = Instant::now();
-        self.hosts
-            .values()
+        let pending = (self.hosts.values())
             .filter(|h| h.pending())
-            .map(|h| h.down.as_ref().map_or(now, |d| d.next_try))
-            .min()
+            .map(|h| h.down.as_ref().map_or(now, |d| d.next_try));
+        let refused = self.hosts.values().filter_map(|h| h.refused.next_try());
+        pending.chain(refused).min()
+    }
+
+    /// Moves the refused work that is due into the pending work of its host, unless
+    /// the host is down (then it waits for the host).
+    fn take_due_refusals(&mut self, now: Instant) {
+        for h in self.hosts.values_mut() {
+            if h.down.is_none() && h.refused.due(now) {
+                let (full, paths) = h.refused.take();
+                h.full |= full;
+                h.put_back(
+                    paths
+                        .into_iter()
+                        .map(|(m, p)| (m, Scope::Paths(p)))
+                        .collect(),
+                );
+            }
+        }
     }
 
     fn cancelled(&self) -> bool {
@@ -309,7 +339,7 @@ impl Worker {
         let state = self.hosts.get_mut(&h).expect("host of this worker");
         let work = state.take(target.mappings.len());
         match self.push_round(h, &work) {
-            Ok(round) => self.host_served(h, &round),
+            Ok(round) => self.host_served(h, &work, &round),
             Err(e) => self.host_failed(h, work, &e),
         }
     }
@@ -329,6 +359,7 @@ impl Worker {
             let (_, conn) = self.conn.as_ref().expect("connected above");
             let mut round =
                 HostReport::observed(&target.host.address, self.shared.observer.clone());
+            round.defer = true;
             result = push::push_changes(conn, target, work, false, &mut round).map(|()| round);
             if result.is_ok() || !reused || attempt == 1 || self.cancelled() {
                 break;
@@ -349,9 +380,10 @@ impl Worker {
         Ok(())
     }
 
-    /// After a round that worked: logs that a down host is back and adds the
-    /// round to the host's total.
-    fn host_served(&mut self, h: usize, round: &HostReport) {
+    /// After a round that reached the host: logs that a down host is back, keeps
+    /// what it refused to retry ([`Refusals::settle`]) and adds the round to the
+    /// host's total.
+    fn host_served(&mut self, h: usize, work: &[(usize, Scope)], round: &HostReport) {
         let address = &self.shared.targets[h].host.address;
         let state = self.hosts.get_mut(&h).expect("host of this worker");
         if let Some(d) = state.down.take() {
@@ -361,17 +393,23 @@ impl Worker {
                 d.since.elapsed().as_secs()
             );
         }
+        let retry_max = self.shared.retry_max;
+        (state.refused).settle(address, work, round, retry_max, Instant::now());
         add_up(&mut state.total, round);
     }
 
     /// After a round that failed: drops the session, keeps the work pending and
     /// (unless shutting down) marks the host down or backs its retry off.
     fn host_failed(&mut self, h: usize, work: Vec<(usize, Scope)>, e: &anyhow::Error) {
-        self.conn = None;
+        // Cut off after connecting: the dead session's temporaries are found and
+        // removed by the full listing of the next round (issue 17).
+        let cut = self.conn.take().is_some();
         let address = &self.shared.targets[h].host.address;
         let state = self.hosts.get_mut(&h).expect("host of this worker");
         let n = work.len();
         state.put_back(work);
+        state.full |= cut;
+        let for_good = Failure::of_host(&format!("{e:#}")) == Failure::Host;
         if self.shared.cancel.load(Ordering::Relaxed) {
             return;
         }
@@ -386,10 +424,12 @@ impl Worker {
                 let reason = format!("host down: {e:#}; retrying");
                 HostReport::observed(address, self.shared.observer.clone())
                     .event(Event::HostFailed { reason: &reason });
+                // Deterministic: retried at the cap, not hammered.
+                let backoff = if for_good { retry_max } else { FIRST_RETRY };
                 state.down = Some(Down {
                     since: Instant::now(),
-                    backoff: FIRST_RETRY,
-                    next_try: Instant::now() + FIRST_RETRY,
+                    backoff,
+                    next_try: Instant::now() + backoff,
                 });
             }
             Some(d) => {
@@ -438,6 +478,7 @@ mod tests {
             paths: BTreeMap::new(),
             down: None,
             total: HostReport::new("h"),
+            refused: Refusals::default(),
         };
         h.paths.entry(1).or_default().insert("/a".into());
         h.paths.entry(1).or_default().insert("/a".into());

@@ -146,11 +146,17 @@ impl Batch<'_, '_> {
         outcome: Outcome,
         attempt: usize,
     ) -> Option<Item> {
+        // A file that did not arrive whole may have left part of itself under its
+        // temporary name (a full disk, a sink that died): the commit removes it
+        // (issue 17); a file stored is renamed instead.
+        let tmp = self.conn.names().for_path(&join(root, &item.rel));
+        if matches!(outcome, Outcome::Stored { .. }) {
+            self.stale.remove(&tmp);
+        } else {
+            self.stale.insert(tmp);
+        }
         match outcome {
-            Outcome::Stored { .. } => {
-                let tmp = self.conn.names().for_path(&join(root, &item.rel));
-                self.stale.remove(&tmp);
-            }
+            Outcome::Stored { .. } => {}
             Outcome::Changed if attempt < MAX_ATTEMPTS => {
                 log::info!(
                     "{}: {} changed while it was read; sending it again",

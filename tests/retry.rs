@@ -1,0 +1,400 @@
+//! Issue 17 (a daemon that never gives up on a change): a remote disk that fills
+//! up, a destination that turns read-only, temporaries of cut connections, and
+//! `watch` retrying each refused path until it lands. Real sshd, real inotify,
+//! real tmpfs mounts (as root, which CI is).
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::util::hostsync::{Auth, Env};
+use crate::util::{root_or_skip, test_user_ids, wait_until};
+
+/// A tmpfs mounted for one test, unmounted (lazily, so a busy one goes too) on drop.
+pub struct Tmpfs {
+    /// Where it is mounted.
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`4m`) at `path` (made if missing), owned by the
+    /// ssh test user.
+    pub fn mount(path: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let (uid, gid) = test_user_ids().expect("the ssh test user exists as root");
+        let opts = format!("size={size},mode=0755,uid={uid},gid={gid}");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &opts, "tmpfs"])
+            .arg(path)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs -o {opts} tmpfs {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Remounts it read-only (`ro`) or read-write (`rw`).
+    pub fn remount(&self, how: &str) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,{how}")])
+            .arg(&self.path)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mount -o remount,{how} {}: {}",
+            self.path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Names of hostsync temporaries anywhere below `dir`.
+pub fn temporaries(dir: &Path) -> Vec<String> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().as_bytes().starts_with(b".hostsync-tmp."))
+        .map(|e| e.path().display().to_string())
+        .collect()
+}
+
+/// A 6 MiB file pushed into a 4 MiB file system: the old content stays, no
+/// temporary is left, one "no space" line, exit 1; then a 6-byte file still lands.
+#[test]
+fn a_full_disk_keeps_the_old_content_and_leaves_no_temporary() {
+    for way in ["agent", "tar", "scp"] {
+        full_disk_case(way);
+    }
+}
+
+fn full_disk_case(way: &str) {
+    if !root_or_skip("mount a small tmpfs as the destination") {
+        return;
+    }
+    let mut env = Env::new(&format!("full-{way}"));
+    let h = env.sshd();
+    env.add_host(&h, Auth::Key);
+    let r = env.remote("h");
+    let fs = Tmpfs::mount(&r.join("small"), "4m");
+    std::fs::write(fs.path.join("big.bin"), "old").unwrap();
+    env.src("big.bin", vec![7u8; 6 << 20]);
+    env.map(
+        &h.addr,
+        json!([{"src": "big.bin", "dest": fs.path.join("big.bin")}]),
+    );
+    let run = env.run_env(&["sync"], &[("HOSTSYNC_TRANSFER", way)]);
+    run.expect(1);
+    let text = format!("{}{}", run.stdout, run.stderr);
+    let errors = env.error_log();
+    let lines: Vec<&str> = errors
+        .lines()
+        .filter(|l| l.to_lowercase().contains("no space"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{way}: {lines:?}\n{}\n{}",
+        env.error_log(),
+        run.dump()
+    );
+    assert!(
+        text.to_lowercase().contains("no space"),
+        "{way}: {}",
+        run.dump()
+    );
+    assert_eq!(
+        std::fs::read(fs.path.join("big.bin")).unwrap(),
+        b"old",
+        "{way}"
+    );
+    assert_eq!(
+        temporaries(&fs.path),
+        Vec::<String>::new(),
+        "{way}: {}",
+        run.dump()
+    );
+    env.src("big.bin", "small\n");
+    env.run_env(&["sync"], &[("HOSTSYNC_TRANSFER", way)])
+        .expect(0);
+    assert_eq!(
+        std::fs::read(fs.path.join("big.bin")).unwrap(),
+        b"small\n",
+        "{way}"
+    );
+    assert_eq!(temporaries(&fs.path), Vec::<String>::new(), "{way}");
+}
+
+/// A rename the remote refuses (the dest is immutable, `chattr +i`) fails that
+/// file, keeps the old content and leaves no temporary, whichever way the host
+/// is served.
+#[test]
+fn a_refused_rename_leaves_no_temporary() {
+    if !root_or_skip("make the destination immutable with chattr +i") {
+        return;
+    }
+    for way in ["agent", "tar", "scp"] {
+        let mut env = Env::new(&format!("refused-{way}"));
+        let h = env.sshd();
+        env.add_host(&h, Auth::Key);
+        let r = env.remote("h");
+        std::fs::write(r.join("locked.conf"), "old\n").unwrap();
+        let _locked = Immutable::set(&r.join("locked.conf"));
+        env.src("locked.conf", "new\n");
+        env.map(
+            &h.addr,
+            json!([{"src": "locked.conf", "dest": r.join("locked.conf")}]),
+        );
+        let run = env.run_env(&["sync"], &[("HOSTSYNC_TRANSFER", way)]);
+        run.expect(1).expect_output("rename into place failed");
+        assert_eq!(
+            read(&r.join("locked.conf")),
+            "old\n",
+            "{way}: {}",
+            run.dump()
+        );
+        assert_eq!(
+            temporaries(&r),
+            Vec::<String>::new(),
+            "{way}: {}",
+            run.dump()
+        );
+    }
+}
+
+/// `chattr +i` on a file, undone on drop (so the test folder can be removed).
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(path: &Path) -> Immutable {
+        let ok = Command::new("chattr").arg("+i").arg(path).status();
+        assert!(
+            matches!(ok, Ok(s) if s.success()),
+            "chattr +i {}: {ok:?}",
+            path.display()
+        );
+        Immutable(path.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+/// Reads a file, "" when missing.
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// config.ini text for a short retry cap, so a retry comes within seconds.
+const RETRY_3S: &str = "\n[sync]\nretry_max_s = 3\n";
+
+/// How long a change or a retry may take in these tests: the retry cap (3 s) and
+/// plenty of room for a slow machine.
+const LANDS: Duration = Duration::from_secs(15);
+
+/// error.log lines that mention `needle`.
+fn error_lines(log: &str, needle: &str) -> usize {
+    log.lines()
+        .filter(|l| l.to_lowercase().contains(needle))
+        .count()
+}
+
+/// Under watch, a file that does not fit stays pending while a small change to
+/// another path lands; it is retried (one error line, not one per retry) and
+/// lands once space is freed, with no new local edit.
+#[test]
+fn watch_retries_a_path_that_did_not_fit_until_space_is_freed() {
+    if !root_or_skip("mount a small tmpfs as the destination") {
+        return;
+    }
+    let mut env = Env::new("watch-full");
+    let h = env.sshd();
+    env.add_host(&h, Auth::Key);
+    env.ini(RETRY_3S);
+    let r = env.remote("h");
+    let fs = Tmpfs::mount(&r.join("small"), "8m");
+    std::fs::write(fs.path.join("filler"), vec![0u8; 4 << 20]).unwrap();
+    env.src("site/small.txt", "a");
+    env.map(&h.addr, json!([{"src": "site/", "dest": fs.path}]));
+    let daemon = env.watch();
+    let small = fs.path.join("small.txt");
+    wait_until(LANDS, "initial reconcile", || read(&small) == "a");
+    let big: Vec<u8> = vec![9u8; 6 << 20];
+    std::fs::write(env.cfg().join("site/big.bin"), &big).unwrap();
+    wait_until(LANDS, "the no space line", || {
+        error_lines(&daemon.error_log(), "no space") > 0
+    });
+    std::fs::write(env.cfg().join("site/small.txt"), "b").unwrap();
+    wait_until(LANDS, "the small change lands meanwhile", || {
+        read(&small) == "b"
+    });
+    // A few retries pass (the cap is 3 s): still one line for the big file.
+    let one = stays_the_same(Duration::from_secs(5), || {
+        error_lines(&daemon.error_log(), "big.bin")
+    });
+    assert_eq!(one, 1, "{}", daemon.dump());
+    assert!(!fs.path.join("big.bin").exists(), "{}", daemon.dump());
+    assert_eq!(
+        temporaries(&fs.path),
+        Vec::<String>::new(),
+        "{}",
+        daemon.dump()
+    );
+    std::fs::remove_file(fs.path.join("filler")).unwrap();
+    wait_until(
+        Duration::from_secs(3 + 5),
+        "the big file lands after space is freed",
+        || std::fs::read(fs.path.join("big.bin")).is_ok_and(|b| b == big),
+    );
+    wait_until(LANDS, "one info line when it lands", || {
+        daemon.info_log().contains("big.bin: landed after failing")
+    });
+    assert_eq!(
+        error_lines(&daemon.error_log(), "big.bin"),
+        1,
+        "{}",
+        daemon.dump()
+    );
+    assert_eq!(
+        temporaries(&fs.path),
+        Vec::<String>::new(),
+        "{}",
+        daemon.dump()
+    );
+}
+
+/// A destination made read-only, then writable again: the change lands without
+/// a new local edit.
+#[test]
+fn watch_delivers_a_change_once_a_read_only_destination_is_writable_again() {
+    if !root_or_skip("mount and remount a tmpfs as the destination") {
+        return;
+    }
+    let mut env = Env::new("watch-ro");
+    let h = env.sshd();
+    env.add_host(&h, Auth::Key);
+    env.ini(RETRY_3S);
+    let r = env.remote("h");
+    let fs = Tmpfs::mount(&r.join("ro"), "4m");
+    env.src("site/a.txt", "v1");
+    env.map(&h.addr, json!([{"src": "site/", "dest": fs.path}]));
+    let daemon = env.watch();
+    let a = fs.path.join("a.txt");
+    wait_until(LANDS, "initial reconcile", || read(&a) == "v1");
+    fs.remount("ro");
+    std::fs::write(env.cfg().join("site/a.txt"), "v2").unwrap();
+    wait_until(LANDS, "the read-only failure is logged", || {
+        error_lines(&daemon.error_log(), "a.txt") > 0
+    });
+    assert_eq!(read(&a), "v1");
+    fs.remount("rw");
+    wait_until(
+        Duration::from_secs(3 + 5),
+        "the change lands without a new edit",
+        || read(&a) == "v2",
+    );
+    assert_eq!(
+        error_lines(&daemon.error_log(), "a.txt"),
+        1,
+        "{}",
+        daemon.dump()
+    );
+    assert_eq!(
+        temporaries(&fs.path),
+        Vec::<String>::new(),
+        "{}",
+        daemon.dump()
+    );
+}
+
+/// A local file rewritten over and over (and one deleted) while sync reads: the
+/// others arrive, the remote copy is one version or absent, never two mixed, and
+/// a second run completes.
+#[test]
+fn a_file_rewritten_or_deleted_while_sync_reads_it_tears_nothing() {
+    let mut env = Env::new("rewrite");
+    let h = env.sshd();
+    env.add_host(&h, Auth::Key);
+    let r = env.remote("h");
+    for i in 0..20 {
+        env.src(&format!("site/f{i}.txt"), format!("file {i}\n"));
+    }
+    let big = env.src("site/big.bin", vec![0u8; 16 << 20]);
+    let gone = env.src("site/gone.bin", vec![1u8; 8 << 20]);
+    env.map(&h.addr, json!([{"src": "site/", "dest": r.join("www")}]));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, big) = (stop.clone(), big.clone());
+        std::thread::spawn(move || {
+            let mut v = 1u8;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Each version is one byte value throughout, 16 MiB long.
+                std::fs::write(&big, vec![v; 16 << 20]).unwrap();
+                v = v % 250 + 1;
+            }
+        })
+    };
+    let remover = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        let _ = std::fs::remove_file(gone);
+    });
+    let run = env.run(&["sync"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    remover.join().unwrap();
+    assert!(run.code == 0 || run.code == 1, "{}", run.dump());
+    let www = r.join("www");
+    for i in 0..20 {
+        assert_eq!(
+            read(&www.join(format!("f{i}.txt"))),
+            format!("file {i}\n"),
+            "{}",
+            run.dump()
+        );
+    }
+    // The writer truncates and rewrites in place, so any length is a moment the
+    // local file had; two byte values in one copy would be two versions mixed.
+    if let Ok(got) = std::fs::read(www.join("big.bin")) {
+        assert!(got.len() <= 16 << 20, "{}", run.dump());
+        assert!(got.iter().all(|&b| b == got[0]), "torn: {}", run.dump());
+    }
+    if let Ok(got) = std::fs::read(www.join("gone.bin")) {
+        assert!(got == vec![1u8; 8 << 20], "torn: {}", run.dump());
+    }
+    assert_eq!(temporaries(&www), Vec::<String>::new(), "{}", run.dump());
+    env.run(&["sync"]).expect(0);
+    assert!(std::fs::read(www.join("big.bin")).unwrap() == std::fs::read(&big).unwrap());
+}
+
+/// Polls `count` every 50 ms for `quiet`: it must not change meanwhile. Returns it.
+fn stays_the_same(quiet: Duration, count: impl Fn() -> usize) -> usize {
+    let first = count();
+    let until = std::time::Instant::now() + quiet;
+    while std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = count();
+        assert_eq!(
+            now, first,
+            "changed from {first} to {now} while it should stay"
+        );
+    }
+    first
+}
