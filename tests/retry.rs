@@ -258,6 +258,22 @@ fn watch_retries_a_path_that_did_not_fit_until_space_is_freed() {
         "{}",
         daemon.dump()
     );
+    let (code, rows, dump) = status_json(&env);
+    assert_eq!(code, 1, "{dump}");
+    assert_eq!(state_of(&rows, &h.addr).0, "failing", "{dump}");
+    let failing = &rows[0]["failing"][0];
+    assert!(
+        failing["path"].as_str().unwrap().contains("big.bin"),
+        "{dump}"
+    );
+    assert!(
+        failing["reason"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("no space"),
+        "{dump}"
+    );
     std::fs::remove_file(fs.path.join("filler")).unwrap();
     wait_until(
         Duration::from_secs(3 + 5),
@@ -397,4 +413,138 @@ fn stays_the_same(quiet: Duration, count: impl Fn() -> usize) -> usize {
         );
     }
     first
+}
+
+/// `hostsync status --json`: one object per host, then the daemon's.
+fn status_json(env: &Env) -> (i32, Vec<serde_json::Value>, String) {
+    let run = env.run(&["status", "--json"]);
+    let rows = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{}", run.dump())))
+        .collect();
+    (run.code, rows, run.dump())
+}
+
+/// The row of `host` in a status: (state, pending).
+fn state_of(rows: &[serde_json::Value], host: &str) -> (String, u64) {
+    let row = rows
+        .iter()
+        .find(|r| r["host"] == host)
+        .expect("a row per host");
+    (
+        row["state"].as_str().unwrap().to_string(),
+        row["pending"].as_u64().unwrap(),
+    )
+}
+
+/// `status` with no daemon exits 3; with one, every host ok (exit 0); a host
+/// whose sshd is stopped is down with its change pending (exit 1), and ok again
+/// once it is back.
+#[test]
+fn status_shows_ok_down_and_no_daemon() {
+    let mut env = Env::new("status");
+    let h1 = env.sshd();
+    let mut h2 = env.sshd();
+    env.add_host(&h1, Auth::Key);
+    env.add_host(&h2, Auth::Key);
+    env.ini(RETRY_3S);
+    env.src("site/a.txt", "1");
+    let (r1, r2) = (env.remote("h1"), env.remote("h2"));
+    env.map(&h1.addr, json!([{"src": "site/", "dest": r1.join("www")}]));
+    env.map(&h2.addr, json!([{"src": "site/", "dest": r2.join("www")}]));
+    env.run(&["status"])
+        .expect(3)
+        .expect_output("no hostsync watch is running for");
+    let mut daemon = env.watch();
+    wait_until(LANDS, "both hosts ok", || {
+        let (code, rows, _) = status_json(&env);
+        code == 0
+            && rows.len() == 3
+            && [&h1.addr, &h2.addr]
+                .iter()
+                .all(|h| state_of(&rows, h).0 == "ok")
+    });
+    let (_, rows, dump) = status_json(&env);
+    assert_eq!(rows[0]["bytes"], 1, "{dump}");
+    assert!(
+        rows[0]["last_ok"].as_str().unwrap().ends_with('Z'),
+        "{dump}"
+    );
+    assert_eq!(rows[2]["daemon"]["pid"], daemon.pid(), "{dump}");
+    let canonical = std::fs::canonicalize(env.cfg().join("config.ini")).unwrap();
+    assert_eq!(
+        rows[2]["daemon"]["config"],
+        canonical.display().to_string(),
+        "{dump}"
+    );
+    let table = env.run(&["status"]);
+    table
+        .expect(0)
+        .expect_output(&format!("daemon: pid {}", daemon.pid()));
+    h2.stop();
+    std::fs::write(env.cfg().join("site/a.txt"), "2").unwrap();
+    wait_until(LANDS, "h2 down with its change pending", || {
+        let (code, rows, _) = status_json(&env);
+        let (state, pending) = state_of(&rows, &h2.addr);
+        code == 1 && state == "down" && pending >= 1
+    });
+    assert_eq!(state_of(&status_json(&env).1, &h1.addr).0, "ok");
+    h2.restart();
+    wait_until(LANDS, "h2 back and ok", || {
+        let (code, rows, _) = status_json(&env);
+        code == 0 && state_of(&rows, &h2.addr) == ("ok".to_string(), 0)
+    });
+    assert_eq!(read(&r2.join("www/a.txt")), "2");
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0), "{}", daemon.dump());
+    env.run(&["status"]).expect(3);
+}
+
+/// A second `watch` on the same config.ini refuses (also with another --host),
+/// naming the pid; a second config.ini on the same log_path is refused; once the
+/// daemon is gone, its pid file does not block a new one.
+#[test]
+fn one_daemon_per_config_and_a_stale_pid_file_never_blocks() {
+    let mut env = Env::new("single");
+    let h1 = env.sshd();
+    let h2 = env.sshd();
+    env.add_host(&h1, Auth::Key);
+    env.add_host(&h2, Auth::Key);
+    env.src("site/a.txt", "1");
+    let r = env.remote("h");
+    env.map(&h1.addr, json!([{"src": "site/", "dest": r.join("1")}]));
+    env.map(&h2.addr, json!([{"src": "site/", "dest": r.join("2")}]));
+    let mut daemon = env.watch_with(&["watch", "--host", &h1.addr]);
+    let pid = daemon.pid().to_string();
+    for args in [vec!["watch"], vec!["watch", "--host", &h2.addr]] {
+        let run = env.run(&args);
+        run.expect(2)
+            .expect_output("already running")
+            .expect_output(&format!("pid {pid}"));
+    }
+    // Another config.ini whose log_path is this one's logs folder.
+    let other = env.dir.mkdir("other");
+    for f in ["connection_info.json", "known_hosts"] {
+        std::fs::copy(env.cfg().join(f), other.join(f)).unwrap();
+    }
+    std::fs::create_dir_all(other.join("mappings")).unwrap();
+    let ini = std::fs::read_to_string(env.cfg().join("config.ini"))
+        .unwrap()
+        .replace(
+            "log_path = logs",
+            &format!("log_path = {}", env.cfg().join("logs").display()),
+        );
+    std::fs::write(other.join("config.ini"), ini).unwrap();
+    let run = crate::util::hostsync::run_in(&other, env.dir.path(), &["watch"]);
+    run.expect(2)
+        .expect_output("give each config.ini its own log_path")
+        .expect_output(&format!("pid {pid}"));
+    // Killed, as a crash would: the file stays, the lock goes with the process.
+    drop(daemon);
+    assert!(env.cfg().join("logs/watch.pid").exists());
+    daemon = env.watch();
+    assert_ne!(daemon.pid().to_string(), pid);
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0), "{}", daemon.dump());
 }

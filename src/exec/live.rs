@@ -25,6 +25,9 @@
 //! denied) keeps its work in [`Refusals`] and retries it on the same backoff
 //! (issue 17). A round cut off mid-way is followed by a full reconcile, whose
 //! listing finds the temporaries of the dead session and removes them.
+//!
+//! After every change of a host's state the worker puts its row on the status
+//! board ([`super::status`]), which `hostsync status` reads from status.json.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -36,6 +39,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::pending::Refusals;
 use super::pool::{Panicked, Workers};
+use super::status::{Board, HostStatus};
 use crate::config::{SshSettings, Target};
 use crate::exec::push;
 use crate::failure::Failure;
@@ -76,6 +80,8 @@ pub(crate) struct Shared {
     /// Where a worker that panics sends [`Change::Stop`], so the daemon stops,
     /// joins it and exits non-zero instead of running on without it.
     pub(crate) stop: Option<Sender<Change>>,
+    /// Where each host's state goes for status.json, if anywhere.
+    pub(crate) status: Option<Arc<Board>>,
 }
 
 /// Sends [`Change::Stop`] when dropped while its thread panics.
@@ -173,6 +179,8 @@ struct HostState {
     total: HostReport,
     /// Work the host refused in part, to retry (issue 17).
     refused: Refusals,
+    /// When a round last reached the host and ended (for status.json).
+    last_ok: Option<String>,
 }
 
 impl HostState {
@@ -200,6 +208,35 @@ impl HostState {
             .into_iter()
             .map(|(m, p)| (m, Scope::Paths(p)))
             .collect()
+    }
+
+    /// The host's row for status.json.
+    fn row(&self, address: &str) -> HostStatus {
+        let paths: usize = self.paths.values().map(BTreeSet::len).sum();
+        let pending = (usize::from(self.full) + paths + self.refused.kept()) as u64;
+        let failing = self.refused.failing();
+        let state = if self.down.is_some() {
+            "down"
+        } else if !failing.is_empty() {
+            "failing"
+        } else if pending > 0 {
+            "catching-up"
+        } else {
+            "ok"
+        };
+        HostStatus {
+            host: address.to_string(),
+            state: state.to_string(),
+            pending,
+            failing: (failing.iter())
+                .map(|(path, reason)| super::status::Failing {
+                    path: path.clone(),
+                    reason: reason.clone(),
+                })
+                .collect(),
+            last_ok: self.last_ok.clone(),
+            bytes: self.total.bytes,
+        }
     }
 
     /// Puts work back after a failed round, merged with what arrived meanwhile.
@@ -236,6 +273,7 @@ impl Worker {
                     down: None,
                     total: HostReport::new(address),
                     refused: Refusals::default(),
+                    last_ok: None,
                 };
                 (h, state)
             })
@@ -281,10 +319,28 @@ impl Worker {
                 if self.cancelled() {
                     break;
                 }
+                self.publish(h);
                 self.serve(h);
+                self.publish(h);
+            }
+            self.hosts.keys().for_each(|&h| self.publish(h));
+        }
+        self.log_pending();
+        self.hosts.into_values().map(|h| h.total).collect()
+    }
+
+    /// At shutdown: how many changes each host still had pending (issue 17).
+    fn log_pending(&self) {
+        for (&h, state) in &self.hosts {
+            let row = state.row(&self.shared.targets[h].host.address);
+            if row.pending > 0 {
+                log::info!(
+                    "{}: {} change(s) still pending at shutdown; the next start's reconcile delivers them",
+                    row.host,
+                    row.pending
+                );
             }
         }
-        self.hosts.into_values().map(|h| h.total).collect()
     }
 
     /// Adds one job to its host's pending set.
@@ -326,6 +382,14 @@ impl Worker {
                         .collect(),
                 );
             }
+        }
+    }
+
+    /// Puts host `h`'s state on the status board.
+    fn publish(&self, h: usize) {
+        if let Some(board) = &self.shared.status {
+            let state = &self.hosts[&h];
+            board.set(h, state.row(&self.shared.targets[h].host.address));
         }
     }
 
@@ -395,6 +459,7 @@ impl Worker {
         }
         let retry_max = self.shared.retry_max;
         (state.refused).settle(address, work, round, retry_max, Instant::now());
+        state.last_ok = Some(super::status::now_rfc3339());
         add_up(&mut state.total, round);
     }
 
@@ -479,6 +544,7 @@ mod tests {
             down: None,
             total: HostReport::new("h"),
             refused: Refusals::default(),
+            last_ok: None,
         };
         h.paths.entry(1).or_default().insert("/a".into());
         h.paths.entry(1).or_default().insert("/a".into());

@@ -51,8 +51,12 @@ impl Refusals {
         self.next_try.is_some_and(|t| t <= now)
     }
 
+    /// How many paths are kept (a kept full reconcile counts as one).
+    pub(crate) fn kept(&self) -> usize {
+        usize::from(self.full) + self.paths.values().map(BTreeSet::len).sum::<usize>()
+    }
+
     /// What fails now, with why.
-    #[allow(dead_code)] // `hostsync status` reads it (next commit)
     pub(crate) fn failing(&self) -> &BTreeMap<String, String> {
         &self.failing
     }
