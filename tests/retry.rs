@@ -548,3 +548,36 @@ fn one_daemon_per_config_and_a_stale_pid_file_never_blocks() {
     let (code, _) = daemon.terminate();
     assert_eq!(code, Some(0), "{}", daemon.dump());
 }
+
+/// SIGTERM with a host down: the daemon logs how many changes it still had
+/// pending for that host, and exits 0 as before.
+#[test]
+fn sigterm_logs_what_is_still_pending_per_host() {
+    let mut env = Env::new("term-pending");
+    let mut h = env.sshd();
+    env.add_host(&h, Auth::Key);
+    env.src("site/a.txt", "1");
+    let r = env.remote("h");
+    env.map(&h.addr, json!([{"src": "site/", "dest": r.join("www")}]));
+    h.stop();
+    let mut daemon = env.watch();
+    wait_until(LANDS, "the host is down", || {
+        daemon.error_log().contains("host down")
+    });
+    std::fs::write(env.cfg().join("site/a.txt"), "2").unwrap();
+    wait_until(LANDS, "the change is pending", || {
+        let (_, rows, _) = status_json(&env);
+        state_of(&rows, &h.addr).1 >= 2
+    });
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0), "{}", daemon.dump());
+    let info = daemon.info_log();
+    let line = info
+        .lines()
+        .find(|l| l.contains("still pending at shutdown"))
+        .unwrap_or_else(|| panic!("no pending line\n{}", daemon.dump()));
+    assert!(
+        line.contains(&format!("{}: 2 change(s) still pending", h.addr)),
+        "{line}"
+    );
+}

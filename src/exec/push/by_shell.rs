@@ -359,7 +359,7 @@ struct CommitAnswer {
     failed: HashMap<usize, String>,
     /// Confirmed steps by index.
     done: HashSet<usize>,
-    /// The first line of the script's stderr (empty if none).
+    /// The script's stderr, folded onto one line (empty if none).
     stderr: String,
     /// The script's exit status.
     status: i32,
@@ -372,7 +372,7 @@ impl CommitAnswer {
         CommitAnswer {
             failed: failures.into_iter().collect(),
             done,
-            stderr: crate::escape::first_line(out.stderr.as_bytes(), 200),
+            stderr: crate::escape::fold(out.stderr.as_bytes(), 300),
             status: out.status,
         }
     }
@@ -454,7 +454,7 @@ pub(super) fn plan(
     let parsed = remote::parse_listing(&listing.stdout, roots.len()).map_err(|e| {
         anyhow!(
             "cannot read the remote listing: {e} (does the remote login shell print text, e.g. from ~/.bashrc? it must not, as for rsync; does the remote have GNU find?); stderr: {}",
-            crate::escape::first_line(listing.stderr.as_bytes(), 200)
+            crate::escape::fold(listing.stderr.as_bytes(), 300)
         )
     })?;
     if let Some(found) = parsed.tar {
