@@ -581,3 +581,98 @@ fn sigterm_logs_what_is_still_pending_per_host() {
         "{line}"
     );
 }
+
+/// A host whose login prints text before every command (so no listing or agent
+/// greeting parses) fails the same way every time: one error line with the
+/// remedy, and it is retried at the cap, not every second.
+#[test]
+fn a_host_that_can_never_work_is_retried_at_the_cap_not_hammered() {
+    let mut env = Env::new("chatty");
+    let h = crate::util::Sshd::start_configured(
+        env.dir.path(),
+        &[&env.key],
+        None,
+        "ForceCommand echo 'Welcome to the host!'; eval \"$SSH_ORIGINAL_COMMAND\"\n",
+    );
+    env.add_host(&h, Auth::Key);
+    env.src("site/a.txt", "1");
+    let r = env.remote("h");
+    env.map(&h.addr, json!([{"src": "site/", "dest": r.join("www")}]));
+    let daemon = env.watch();
+    wait_until(LANDS, "the host's error line", || {
+        error_lines(&daemon.error_log(), "login shell print") > 0
+    });
+    let logins = || h.log().matches("Accepted publickey").count();
+    // With a 1 s first retry doubling, 5 s would see two or three more logins.
+    stays_the_same(Duration::from_secs(5), logins);
+    assert_eq!(
+        error_lines(&daemon.error_log(), &h.addr),
+        1,
+        "{}",
+        daemon.dump()
+    );
+    let (_, rows, dump) = status_json(&env);
+    assert_eq!(state_of(&rows, &h.addr).0, "down", "{dump}");
+    assert!(!r.join("www/a.txt").exists());
+}
+
+/// Under watch, on a host without perl (served over its shell): a batch cut off
+/// with the connection leaves its temporary, and the next connect removes it
+/// (only this client's, of a session that is over) while the file lands.
+#[test]
+fn watch_removes_a_cut_sessions_temporary_at_the_next_connect() {
+    use crate::util::{Fault, Proxy};
+    let mut env = Env::new("watch-cut");
+    let mut h = env.sshd();
+    without_perl(&env, &mut h);
+    // A fault holds for the connections accepted while it is set: every session
+    // is cut after 2 MiB up, enough for the first reconcile, not for big.bin.
+    let proxy = Proxy::start(&h.addr, h.port, Fault::CutAfter(2 << 20));
+    env.add_host_raw(json!({"ip_address": proxy.addr, "port": proxy.port, "user": crate::util::test_user(), "identity_file": env.key.private}));
+    env.trust(h.known_hosts_line_as(&proxy.addr, proxy.port));
+    env.ini(RETRY_3S);
+    let r = env.remote("h");
+    // Another client's temporary (its name says so): never touched.
+    let foreign_tmp = r.join(".hostsync-tmp.0badc0de.0123456789abcdef.1");
+    std::fs::write(&foreign_tmp, "someone else's").unwrap();
+    env.src("site/small.txt", "a");
+    env.map(&proxy.addr, json!([{"src": "site/", "dest": r}]));
+    let daemon = env.watch();
+    wait_until(LANDS, "initial reconcile", || {
+        read(&r.join("small.txt")) == "a"
+    });
+    let big: Vec<u8> = (0..24u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(env.cfg().join("site/big.bin"), &big).unwrap();
+    let ours = || {
+        temporaries(&r)
+            .into_iter()
+            .filter(|t| !t.ends_with(".0badc0de.0123456789abcdef.1"))
+            .count()
+    };
+    wait_until(LANDS, "a cut session's temporary", || {
+        ours() > 0 && error_lines(&daemon.error_log(), "host down") > 0
+    });
+    proxy.set_fault(Fault::None);
+    let landed = || std::fs::read(r.join("big.bin")).is_ok_and(|b| b == big);
+    wait_until(LANDS, "the big file lands", landed);
+    wait_until(LANDS, "the cut sessions' temporaries are gone", || {
+        ours() == 0
+    });
+    assert!(foreign_tmp.exists(), "{}", daemon.dump());
+}
+
+/// Restarts `h` so that remote commands get a PATH of every command in /usr/bin
+/// and /bin but perl: the host is served over its shell, as one without perl.
+fn without_perl(env: &Env, h: &mut crate::util::Sshd) {
+    let bin = env.dir.mkdir("no-perl-bin");
+    for dir in ["/usr/bin", "/bin"] {
+        for entry in std::fs::read_dir(dir).unwrap().filter_map(Result::ok) {
+            let name = entry.file_name();
+            let link = bin.join(&name);
+            if !name.as_bytes().starts_with(b"perl") && !link.exists() {
+                std::os::unix::fs::symlink(entry.path(), link).unwrap();
+            }
+        }
+    }
+    h.restart_with_config(&format!("SetEnv PATH={}", bin.display()));
+}
