@@ -676,3 +676,125 @@ fn without_perl(env: &Env, h: &mut crate::util::Sshd) {
     }
     h.restart_with_config(&format!("SetEnv PATH={}", bin.display()));
 }
+
+/// Three daemons in a full mesh (SimpleFileSync's example): nodes a, b and c
+/// each run `watch` with their own config, mapping their copy of one file to the
+/// other two (through three sshd on loopback). Each appends a line in turn; all
+/// three end with the same three lines, and the transfers stop.
+#[test]
+fn three_daemons_in_a_full_mesh_agree_and_settle() {
+    let mut env = Env::new("mesh");
+    let nodes: Vec<crate::util::Sshd> = (0..3).map(|_| env.sshd()).collect();
+    for h in &nodes {
+        env.add_host(h, Auth::Key);
+    }
+    let names = ["a", "b", "c"];
+    let files: Vec<PathBuf> = names.iter().map(|n| env.remote(n).join("f")).collect();
+    for f in &files {
+        std::fs::write(f, "").unwrap();
+        let t = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(f)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+    env.dir.chown_to_test_user("remote");
+    env.write_config();
+    let hosts: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(env.cfg().join("connection_info.json")).unwrap())
+            .unwrap();
+    let mut daemons = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let cfg = env.dir.join(format!("node-{name}"));
+        std::fs::create_dir_all(cfg.join("mappings")).unwrap();
+        for f in ["config.ini", "known_hosts"] {
+            std::fs::copy(env.cfg().join(f), cfg.join(f)).unwrap();
+        }
+        let others: Vec<&serde_json::Value> =
+            (0..3).filter(|&j| j != i).map(|j| &hosts[j]).collect();
+        std::fs::write(
+            cfg.join("connection_info.json"),
+            serde_json::to_vec(&others).unwrap(),
+        )
+        .unwrap();
+        for j in (0..3).filter(|&j| j != i) {
+            let mapping = json!([{"src": files[i], "dest": files[j]}]);
+            std::fs::write(
+                cfg.join(format!("mappings/{}.json", nodes[j].addr)),
+                mapping.to_string(),
+            )
+            .unwrap();
+        }
+        daemons.push(crate::util::hostsync::start_daemon(&cfg, env.dir.path()));
+    }
+    let sends = || -> usize {
+        daemons
+            .iter()
+            .map(|d| {
+                d.info_log()
+                    .lines()
+                    .filter(|l| l.contains(": sent "))
+                    .count()
+            })
+            .sum()
+    };
+    let dumps = || {
+        daemons
+            .iter()
+            .map(|d| d.dump())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // Each start-up reconcile pushes that node's copy to the others (local is
+    // the truth at start), so the lines are appended once all three settled.
+    let cfgs: Vec<PathBuf> = names
+        .iter()
+        .map(|n| env.dir.join(format!("node-{n}")))
+        .collect();
+    wait_until(LANDS, "every node's start-up reconcile is done", || {
+        cfgs.iter().all(|cfg| {
+            let run = crate::util::hostsync::run_in(cfg, env.dir.path(), &["status", "--json"]);
+            run.code == 0 && run.stdout.matches("\"state\":\"ok\"").count() == 2
+        })
+    });
+    let settled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        stays_the_same(Duration::from_secs(2), sends)
+    }));
+    let at_start = settled.unwrap_or_else(|_| panic!("{}", dumps()));
+    let mut want = String::new();
+    for (i, name) in names.iter().enumerate() {
+        let line = format!("line from {name}\n");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&files[i])
+            .unwrap();
+        std::io::Write::write_all(&mut f, line.as_bytes()).unwrap();
+        drop(f);
+        want.push_str(&line);
+        // Every node has it, and the info line of each of the two sends is in.
+        wait_until(LANDS, &format!("{name}'s line on every node"), || {
+            files.iter().all(|f| read(f) == want) && sends() >= at_start + 2 * (i + 1)
+        });
+        // Settled: no transfer over several debounce and retry periods.
+        let settled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            stays_the_same(Duration::from_secs(3), sends)
+        }));
+        settled.unwrap_or_else(|_| panic!("{}", dumps()));
+    }
+    for f in &files {
+        assert_eq!(
+            read(f),
+            "line from a\nline from b\nline from c\n",
+            "{}",
+            dumps()
+        );
+    }
+    // Each line crossed to the two other nodes, and at most once more each way.
+    let total = sends() - at_start;
+    assert!((6..=12).contains(&total), "{total} sends\n{}", dumps());
+    for d in &daemons {
+        assert!(d.error_log().is_empty(), "{}", dumps());
+    }
+}
