@@ -506,14 +506,20 @@ impl Worker {
     }
 }
 
-/// Adds one round's counts to the running total.
+/// Adds one round's counts to the running total. A failure already in the total
+/// (a refused path retried, issue 17) is counted and kept once, so the summary
+/// does not grow with every retry.
 fn add_up(total: &mut HostReport, round: &HostReport) {
     total.sent += round.sent;
     total.skipped += round.skipped;
-    total.failed += round.failed;
     total.removed += round.removed;
     total.bytes += round.bytes;
-    total.errors.extend(round.errors.iter().cloned());
+    for e in &round.errors {
+        if !total.errors.contains(e) {
+            total.failed += 1;
+            total.errors.push(e.clone());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -533,6 +539,20 @@ mod tests {
         });
         assert!(t.join().is_err());
         assert!(matches!(rx.try_recv(), Ok(Change::Stop)));
+    }
+
+    /// A failure retried in many rounds counts once in the total.
+    #[test]
+    fn a_retried_failure_counts_once_in_the_total() {
+        let mut total = HostReport::new("h");
+        let mut round = HostReport::new("h");
+        round.defer = true;
+        round.fail(Failure::Refused, "/a -> /b", "no space left on device");
+        round.bytes = 3;
+        for _ in 0..3 {
+            add_up(&mut total, &round);
+        }
+        assert_eq!((total.failed, total.errors.len(), total.bytes), (1, 1, 9));
     }
 
     #[test]
