@@ -1,8 +1,9 @@
 //! What happened on each host: counts, failures, and the summary printed at the end.
 //!
 //! Workers fill one [`HostReport`] per host; failures are logged to error.log as
-//! they happen (one line each, starting with the host) and kept here for the
-//! summary and the exit code. Each thing that happens is also handed, as an
+//! they happen (one line each, starting with the host; under `watch`, whose
+//! retries log a path when it starts failing and when it lands, see
+//! [`HostReport::defer`]) and kept here for the summary and the exit code. Each thing that happens is also handed, as an
 //! [`Event`], to the report's [`Observer`], which is how `sync` draws progress
 //! bars, prints plain lines or JSON lines while it runs ([`crate::output`]).
 

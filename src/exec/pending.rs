@@ -98,7 +98,9 @@ impl Refusals {
         let retried_round = std::mem::take(&mut self.covering);
         if retried_round {
             for what in self.failing.keys().filter(|w| !failed.contains_key(*w)) {
-                log::info!("{address}: {what}: landed after failing; no longer pending");
+                log::info!(
+                    "{address}: {what}: landed after failing (or nothing is left to send); no longer pending"
+                );
             }
             self.failing.clear();
         }
