@@ -798,3 +798,42 @@ fn three_daemons_in_a_full_mesh_agree_and_settle() {
         assert!(d.error_log().is_empty(), "{}", dumps());
     }
 }
+
+/// The same for a big file sent as a delta (issue 19): the remote rebuilds it
+/// into the temporary from its old copy, and that fills the disk.
+#[test]
+fn a_full_disk_during_a_delta_leaves_no_temporary() {
+    if !root_or_skip("mount a small tmpfs as the destination") {
+        return;
+    }
+    for way in ["agent", "tar"] {
+        let mut env = Env::new(&format!("full-delta-{way}"));
+        let h = env.sshd();
+        env.add_host(&h, Auth::Key);
+        let r = env.remote("h");
+        let fs = Tmpfs::mount(&r.join("small"), "8m");
+        let body = |n: usize| -> Vec<u8> { (0..n).map(|i| (i * 7 % 251) as u8).collect() };
+        // The old copy shares most of the new one, so it goes as a delta.
+        std::fs::write(fs.path.join("big.bin"), body(3 << 20)).unwrap();
+        std::fs::write(fs.path.join("filler"), vec![0u8; 3 << 20]).unwrap();
+        env.src("big.bin", body(4 << 20));
+        env.map(
+            &h.addr,
+            json!([{"src": "big.bin", "dest": fs.path.join("big.bin")}]),
+        );
+        let run = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", way)]);
+        run.expect(1);
+        let info = env.info_log();
+        assert!(info.contains("the delta failed"), "{way}: {}", run.dump());
+        assert!(
+            std::fs::read(fs.path.join("big.bin")).unwrap() == body(3 << 20),
+            "{way}"
+        );
+        assert_eq!(
+            temporaries(&fs.path),
+            Vec::<String>::new(),
+            "{way}: {}",
+            run.dump()
+        );
+    }
+}
