@@ -51,6 +51,14 @@ pub(crate) enum Command {
         #[arg(long = "host", value_name = "IP")]
         hosts: Vec<String>,
     },
+    /// Show what the running `watch` daemon of this config is doing: per host its
+    /// state, pending and failing paths, last push and bytes; exit 0 when all are
+    /// ok or catching up, 1 when one is down or failing, 3 when no daemon runs.
+    Status {
+        /// One JSON object per host, then one for the daemon.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write an example configuration (config.ini, connection_info.json,
     /// mappings/, logs/) into DIR, then say what to edit; never overwrites.
     Init {

@@ -66,6 +66,19 @@ pub(crate) fn first_line(bytes: &[u8], max: usize) -> String {
     cut(&escape(line), max)
 }
 
+/// Every non-empty line of `bytes`, trimmed and escaped, joined with ` | ` and cut
+/// to `max` characters (with `…` when cut): how a remote program's whole stderr
+/// (BusyBox find's 40-line usage text, say) goes onto one log line (issue 17).
+pub(crate) fn fold(bytes: &[u8], max: usize) -> String {
+    let lines: Vec<String> = bytes
+        .split(|&b| b == b'\n')
+        .map(|l| l.trim_ascii())
+        .filter(|l| !l.is_empty())
+        .map(escape)
+        .collect();
+    cut(&lines.join(" | "), max)
+}
+
 /// `text` cut to at most `max` characters, with `…` at the end when it was longer.
 pub(crate) fn cut(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
@@ -77,6 +90,30 @@ pub(crate) fn cut(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// BusyBox find's usage text (what it prints for `-printf`) becomes one line.
+    #[test]
+    fn a_multi_line_usage_text_folds_onto_one_cut_line() {
+        let mut usage = String::from(
+            "find: unrecognized: -printf\nBusyBox v1.35.0 (Debian 1:1.35.0-4+b3) multi-call binary.\n\nUsage: find [-HL] [PATH]... [OPTIONS] [ACTIONS]\n\nSearch for files and perform actions on them.\r\n",
+        );
+        for i in 0..40 {
+            usage.push_str(&format!(
+                "\t-name PATTERN\tMatch file name (w/o directory name) to PATTERN {i}\n"
+            ));
+        }
+        let line = fold(usage.as_bytes(), 300);
+        assert!(!line.contains('\n') && !line.contains('\r'), "{line}");
+        assert!(
+            line.starts_with("find: unrecognized: -printf | BusyBox v1.35.0"),
+            "{line}"
+        );
+        assert!(line.contains(" | Usage: find [-HL]"), "{line}");
+        assert_eq!(line.chars().count(), 301, "cut, with …: {line}");
+        assert!(line.ends_with('…'));
+        assert_eq!(fold(b"\n  one  \n\n", 300), "one");
+        assert_eq!(fold(b"", 300), "");
+    }
 
     #[test]
     fn control_characters_and_bad_bytes_are_escaped() {

@@ -9,7 +9,8 @@ pub enum ExitCode {
     Failure = 1,
     /// Bad usage or configuration; nothing was done.
     Usage = 2,
-    /// `sync --dry-run --exit-code` found differences (and nothing failed).
+    /// `sync --dry-run --exit-code` found differences (and nothing failed); for
+    /// `status`, no `watch` daemon runs for this config.ini.
     Differences = 3,
 }
 

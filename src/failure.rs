@@ -34,6 +34,7 @@ impl Failure {
             "host key unknown",
             "the server sent no host key",
             "cannot read the remote listing",
+            "does the remote login shell print text",
         ];
         if FOR_GOOD.iter().any(|p| reason.contains(p)) {
             Failure::Host

@@ -61,6 +61,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check { offline: true, .. } => Ok(cmd::offline::run(&config, cli.verbose)),
         Command::Check { json, hosts, .. } => cmd::check::run(&config, *json, hosts, cli.verbose),
         Command::Watch(args) => cmd::watch::run(&config, args, cli.verbose),
+        Command::Status { json } => cmd::status::run(&config, *json),
         Command::Completions { .. } | Command::Init { .. } | Command::Man => {
             unreachable!("handled by run_without_config")
         }

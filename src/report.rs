@@ -1,8 +1,9 @@
 //! What happened on each host: counts, failures, and the summary printed at the end.
 //!
 //! Workers fill one [`HostReport`] per host; failures are logged to error.log as
-//! they happen (one line each, starting with the host) and kept here for the
-//! summary and the exit code. Each thing that happens is also handed, as an
+//! they happen (one line each, starting with the host; under `watch`, whose
+//! retries log a path when it starts failing and when it lands, see
+//! [`HostReport::defer`]) and kept here for the summary and the exit code. Each thing that happens is also handed, as an
 //! [`Event`], to the report's [`Observer`], which is how `sync` draws progress
 //! bars, prints plain lines or JSON lines while it runs ([`crate::output`]).
 
@@ -123,6 +124,18 @@ pub(crate) struct HostReport {
     pub(crate) diffs: Vec<Diff>,
     /// Who hears about each event as it happens.
     pub(crate) observer: Observer,
+    /// Each failure as (what, reason), in the order of `errors`.
+    pub(crate) failures: Vec<(String, String)>,
+    /// Set by `watch`: failures that its retries take care of ([`retried`]) are
+    /// not logged here; the daemon logs when a path starts failing and when it
+    /// lands, not once per retry (issue 17).
+    pub(crate) defer: bool,
+}
+
+/// Whether `watch` retries a failure of `what` until it lands: every file or
+/// mapping, not a post_sync command (run again only when something changes).
+pub(crate) fn retried(what: &str) -> bool {
+    !what.starts_with("post_sync ")
 }
 
 impl HostReport {
@@ -149,9 +162,12 @@ impl HostReport {
 
     /// Records and logs a failure of one file or mapping, of `kind`.
     pub(crate) fn fail(&mut self, kind: Failure, what: &str, reason: &str) {
-        log::error!("{}: {what}: {reason}", self.address);
+        if !(self.defer && retried(what)) {
+            log::error!("{}: {what}: {reason}", self.address);
+        }
         self.failed += 1;
         self.errors.push(format!("{what}: {reason}"));
+        self.failures.push((what.to_string(), reason.to_string()));
         self.kinds.push(kind);
         self.event(Event::Failed { what, reason });
     }

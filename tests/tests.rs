@@ -34,6 +34,9 @@ mod parity;
 mod posix;
 /// Issue 17: SIGHUP reloads the configuration of a running `watch`.
 mod reload;
+/// Issue 17 (nothing is dropped): a full remote disk, a read-only destination,
+/// leftover temporaries, per-path retries under watch, `status`, one daemon per config.
+mod retry;
 /// Issue 19 (slow links): delta transfer of big files, `bwlimit_kib`,
 /// `compression`, behind a counting proxy.
 mod slow;

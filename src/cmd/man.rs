@@ -108,8 +108,12 @@ fn command_notes(name: &str) -> &'static [&'static str] {
             "A file of at least [sync] delta_min_kib whose remote copy differs is sent as a delta: only what the remote copy lacks, rebuilt there into the temporary and checked by SHA-256 before the rename; the line says so: (N bytes, reused R bytes). [sync] bwlimit_kib caps what each host is sent per second; [ssh] compression = yes compresses.",
         ],
         "watch" => &[
-            "The watches are set first, then every host gets a full reconcile, then each local change is pushed to the hosts mapped to it as soon as its writer is done. A host that is down keeps its pending changes and is retried with backoff up to [sync] retry_max_s. SIGINT or SIGTERM stops it within a few seconds, exit 0.",
+            "The watches are set first, then every host gets a full reconcile, then each local change is pushed to the hosts mapped to it as soon as its writer is done. A host that is down keeps its pending changes and is retried with backoff up to [sync] retry_max_s; so is a path the host refused (disk full, permission denied, read-only), with one error line when it starts failing and one info line when it lands. Only one watch runs per config.ini: a second one exits 2 naming the pid that holds log_path/watch.pid. SIGINT or SIGTERM stops it within a few seconds, exit 0, after logging how many changes each host still had pending.",
             "SIGHUP (systemctl reload) reads config.ini, connection_info.json and the mappings again without a restart: a host that is new or whose entry or mappings changed gets a full reconcile, a removed one gets no more pushes, an unchanged one keeps its pending changes. A configuration with a problem is logged in error.log with the message sync would exit 2 with, and the one in force stays. log_path and number_of_connections change only at the next start.",
+        ],
+        "status" => &[
+            "It reads log_path/status.json, which the running watch rewrites atomically whenever a host's state changes (at most a few times a second). STATE is ok, catching-up (changes pending or in flight), down (unreachable; retried with backoff up to [sync] retry_max_s) or failing (reached, but some paths were refused, e.g. disk full or permission denied; each is listed with its reason and retried on the same backoff until it lands). PENDING counts the changes not delivered yet, LAST_OK is when a push last reached the host (UTC), BYTES what was sent since the daemon started. With --json: one object per host, {\"host\", \"state\", \"pending\", \"failing\": [{\"path\", \"reason\"}], \"last_ok\", \"bytes\"}, then {\"daemon\": {\"pid\", \"started\", \"config\"}}.",
+            "Exit 0 when every host is ok or catching-up, 1 when any is down or failing, 3 when no hostsync watch is running for this config.ini (asked of the lock on log_path/watch.pid), 2 for a configuration error.",
         ],
         "check" => &[
             "Exit 0 when every host is ready, 1 when any failed, 2 for a configuration error.",
@@ -136,7 +140,7 @@ fn exit_meaning(code: ExitCode) -> &'static str {
             "Usage or configuration error; nothing was sent. The message names the file, the field and the fix."
         }
         ExitCode::Differences => {
-            "sync --dry-run --exit-code only: there are differences, and nothing failed."
+            "sync --dry-run --exit-code: there are differences, and nothing failed. status: no hostsync watch is running for this config.ini."
         }
     }
 }

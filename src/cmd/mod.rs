@@ -3,9 +3,11 @@
 
 pub(crate) mod check;
 pub(crate) mod init;
+pub(crate) mod instance;
 pub(crate) mod man;
 pub(crate) mod narrow;
 pub(crate) mod offline;
+pub(crate) mod status;
 pub(crate) mod sync;
 pub mod watch;
 

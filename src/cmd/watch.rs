@@ -8,6 +8,9 @@
 //! workers of [`crate::exec::live`]. Idle, every thread blocks on a channel or on a signal:
 //! no polling loop, no CPU.
 //!
+//! One daemon per config.ini ([`super::instance`]); it keeps
+//! `<log_path>/status.json` current for `hostsync status` ([`crate::exec::status`]).
+//!
 //! `--host` narrows the run to the named hosts; a host without a mapping file is
 //! warned about on stderr and shown as skipped in the closing table. On a
 //! terminal (unless `--quiet`) every file sent or removed, failure and post_sync
@@ -17,8 +20,9 @@
 //! them in force without a restart ([`reload`], issue 17).
 //!
 //! SIGINT/SIGTERM: stop taking changes, abort the transfer in flight between two
-//! chunks (its temporary is removed on the remote), log a summary per host and
-//! exit 0, within [`SHUTDOWN_GRACE`]. A second signal exits at once.
+//! chunks (its temporary is removed on the remote), log how many changes each
+//! host still had pending and a summary per host, and exit 0, within
+//! [`SHUTDOWN_GRACE`]. A second signal exits at once.
 
 use std::io::IsTerminal as _;
 use std::sync::Arc;
@@ -32,6 +36,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use crate::cli::WatchArgs;
 use crate::config::{Config, Target};
 use crate::exec::live::{Pool, Shared, Stopped};
+use crate::exec::status::{self, Board};
 use crate::exit::ExitCode;
 use crate::watch::route::{Planner, Route};
 use crate::watch::{self, Change};
@@ -47,6 +52,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(4_000);
 pub(crate) fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<ExitCode> {
     config.check_log_dir_outside_sources()?;
     let all = super::select_hosts(config, &args.hosts)?;
+    let _instance = super::instance::acquire(&config.log_dir, &config.path)?;
     let _logs = super::start_logs(config, verbose)?;
     let skipped = super::skip_unmapped(config, &all);
     let targets: Vec<Target> = all
@@ -63,7 +69,18 @@ pub(crate) fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<Ex
     let cancel = Arc::new(AtomicBool::new(false));
     let signals = spawn_signal_thread(tx.clone())?;
 
-    let mut pool = start_pool(config, args, fleet.targets(), cancel.clone(), tx.clone());
+    let board = status_board(config, &fleet.targets());
+    let writer = board
+        .start_writer(&config.log_dir)
+        .context("cannot start the status thread")?;
+    let mut pool = start_pool(
+        config,
+        args,
+        fleet.targets(),
+        cancel.clone(),
+        tx.clone(),
+        board.clone(),
+    );
     let mut planner = Planner::new(routes, hosts, config.debounce);
     planner.full().into_iter().for_each(|d| pool.send(d));
     log::info!(
@@ -76,7 +93,15 @@ pub(crate) fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<Ex
     );
 
     let only = args.hosts.clone();
-    let mut live = Live::new(config.clone(), only, fleet, watcher, tx.clone(), skipped);
+    let mut live = Live::new(
+        config.clone(),
+        only,
+        fleet,
+        watcher,
+        tx.clone(),
+        skipped,
+        board,
+    );
     relay_changes(&mut planner, &rx, &mut pool, &mut live);
 
     log::info!("shutting down: no more changes are taken");
@@ -85,6 +110,7 @@ pub(crate) fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<Ex
     } = live;
     cancel.store(true, Ordering::Relaxed);
     let stopped = pool.shutdown(Instant::now() + SHUTDOWN_GRACE)?;
+    writer.stop();
     log_stopped(&stopped);
     let reports = super::in_config_order(
         &config,
@@ -116,6 +142,7 @@ fn start_pool(
     targets: Arc<Vec<Target>>,
     cancel: Arc<AtomicBool>,
     stop: Sender<Change>,
+    status: Arc<Board>,
 ) -> Pool {
     Pool::start(
         Shared {
@@ -125,9 +152,23 @@ fn start_pool(
             cancel,
             observer: push_lines(args),
             stop: Some(stop),
+            status: Some(status),
         },
         config.connections,
     )
+}
+
+/// The board status.json is written from: one row per target, this daemon's line.
+fn status_board(config: &Config, targets: &[Target]) -> Arc<Board> {
+    let hosts: Vec<String> = targets.iter().map(|t| t.host.address.clone()).collect();
+    let daemon = status::Daemon {
+        pid: std::process::id(),
+        started: status::now_rfc3339(),
+        config: super::instance::canonical(&config.path)
+            .display()
+            .to_string(),
+    };
+    Board::new(&hosts, daemon)
 }
 
 /// The planner loop: takes changes (or wakes when a debounce is due) and sends

@@ -18,6 +18,16 @@
 //! worker serves its other hosts. It logs one error line when the host goes
 //! down and one info line when it comes back, not one per retry. A session that
 //! died while idle is reopened once right away before the host counts as down.
+//! A host whose failure is deterministic (authentication, a host key, a login
+//! shell that prints) is retried at the cap from the start, not hammered.
+//!
+//! A round that reached the host but had paths refused (a full disk, permission
+//! denied) keeps its work in [`Refusals`] and retries it on the same backoff
+//! (issue 17). A round cut off mid-way is followed by a full reconcile, whose
+//! listing finds the temporaries of the dead session and removes them.
+//!
+//! After every change of a host's state the worker puts its row on the status
+//! board ([`super::status`]), which `hostsync status` reads from status.json.
 //!
 //! A reloaded configuration (SIGHUP, issue 17) reaches every worker through its
 //! queue, in order with the jobs ([`retarget`]): host numbers stay stable across
@@ -40,9 +50,12 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use retarget::Retarget;
 
+use super::pending::Refusals;
 use super::pool::{Panicked, Workers};
+use super::status::{Board, HostStatus};
 use crate::config::{SshSettings, Target};
 use crate::exec::push;
+use crate::failure::Failure;
 use crate::reconcile::Scope;
 use crate::report::{Event, HostReport, Observer};
 use crate::transport::ssh::Connection;
@@ -89,6 +102,8 @@ pub(crate) struct Shared {
     /// Where a worker that panics sends [`Change::Stop`], so the daemon stops,
     /// joins it and exits non-zero instead of running on without it.
     pub(crate) stop: Option<Sender<Change>>,
+    /// Where each host's state goes for status.json, if anywhere.
+    pub(crate) status: Option<Arc<Board>>,
 }
 
 /// Sends [`Change::Stop`] when dropped while its thread panics.
@@ -185,6 +200,10 @@ struct HostState {
     down: Option<Down>,
     /// Everything done for this host since start.
     total: HostReport,
+    /// Work the host refused in part, to retry (issue 17).
+    refused: Refusals,
+    /// When a round last reached the host and ended (for status.json).
+    last_ok: Option<String>,
 }
 
 impl HostState {
@@ -196,6 +215,8 @@ impl HostState {
             paths: BTreeMap::new(),
             down: None,
             total: HostReport::new(address),
+            refused: Refusals::default(),
+            last_ok: None,
         }
     }
 
@@ -223,6 +244,35 @@ impl HostState {
             .into_iter()
             .map(|(m, p)| (m, Scope::Paths(p)))
             .collect()
+    }
+
+    /// The host's row for status.json.
+    fn row(&self, address: &str) -> HostStatus {
+        let paths: usize = self.paths.values().map(BTreeSet::len).sum();
+        let pending = (usize::from(self.full) + paths + self.refused.kept()) as u64;
+        let failing = self.refused.failing();
+        let state = if self.down.is_some() {
+            "down"
+        } else if !failing.is_empty() {
+            "failing"
+        } else if pending > 0 {
+            "catching-up"
+        } else {
+            "ok"
+        };
+        HostStatus {
+            host: address.to_string(),
+            state: state.to_string(),
+            pending,
+            failing: (failing.iter())
+                .map(|(path, reason)| super::status::Failing {
+                    path: path.clone(),
+                    reason: reason.clone(),
+                })
+                .collect(),
+            last_ok: self.last_ok.clone(),
+            bytes: self.total.bytes,
+        }
     }
 
     /// Puts work back after a failed round, merged with what arrived meanwhile.
@@ -286,6 +336,7 @@ impl Worker {
             }
             self.keep_alive();
             let now = Instant::now();
+            self.take_due_refusals(now);
             let ready: Vec<usize> = self
                 .hosts
                 .values()
@@ -296,10 +347,28 @@ impl Worker {
                 if self.cancelled() {
                     break;
                 }
+                self.publish(h);
                 self.serve(h);
+                self.publish(h);
+            }
+            self.hosts.keys().for_each(|&h| self.publish(h));
+        }
+        self.log_pending();
+        self.hosts.into_values().map(|h| h.total).collect()
+    }
+
+    /// At shutdown: how many changes each host still had pending (issue 17).
+    fn log_pending(&self) {
+        for (&h, state) in &self.hosts {
+            let row = state.row(&self.shared.targets[h].host.address);
+            if row.pending > 0 {
+                log::info!(
+                    "{}: {} change(s) still pending at shutdown; the next start's reconcile delivers them",
+                    row.host,
+                    row.pending
+                );
             }
         }
-        self.hosts.into_values().map(|h| h.total).collect()
     }
 
     /// Adds one job to its host's pending set, or puts a reload in force.
@@ -321,14 +390,39 @@ impl Worker {
 
     /// When the worker must act without a new job: now for a host that is up and
     /// still has work (the paths a full round left for their own round), else the
-    /// earliest retry time of a down host with pending work.
+    /// earliest retry time of a down host with pending work or of refused work.
     fn next_retry(&self) -> Option<Instant> {
         let now = Instant::now();
-        self.hosts
-            .values()
+        let pending = (self.hosts.values())
             .filter(|h| h.pending())
-            .map(|h| h.down.as_ref().map_or(now, |d| d.next_try))
-            .min()
+            .map(|h| h.down.as_ref().map_or(now, |d| d.next_try));
+        let refused = self.hosts.values().filter_map(|h| h.refused.next_try());
+        pending.chain(refused).min()
+    }
+
+    /// Moves the refused work that is due into the pending work of its host, unless
+    /// the host is down (then it waits for the host).
+    fn take_due_refusals(&mut self, now: Instant) {
+        for h in self.hosts.values_mut() {
+            if h.down.is_none() && h.refused.due(now) {
+                let (full, paths) = h.refused.take();
+                h.full |= full;
+                h.put_back(
+                    paths
+                        .into_iter()
+                        .map(|(m, p)| (m, Scope::Paths(p)))
+                        .collect(),
+                );
+            }
+        }
+    }
+
+    /// Puts host `h`'s state on the status board.
+    fn publish(&self, h: usize) {
+        if let Some(board) = &self.shared.status {
+            let state = &self.hosts[&h];
+            board.set(h, state.row(&self.shared.targets[h].host.address));
+        }
     }
 
     fn cancelled(&self) -> bool {
@@ -344,7 +438,7 @@ impl Worker {
         let result = self.push_round(h, &work);
         self.session_used();
         match result {
-            Ok(round) => self.host_served(h, &round),
+            Ok(round) => self.host_served(h, &work, &round),
             Err(e) => self.host_failed(h, work, &e),
         }
     }
@@ -364,6 +458,7 @@ impl Worker {
             let (_, conn) = self.conn.as_ref().expect("connected above");
             let mut round =
                 HostReport::observed(&target.host.address, self.shared.observer.clone());
+            round.defer = true;
             result = push::push_changes(conn, target, work, false, &mut round).map(|()| round);
             if result.is_ok() || !reused || attempt == 1 || self.cancelled() {
                 break;
@@ -384,9 +479,10 @@ impl Worker {
         Ok(())
     }
 
-    /// After a round that worked: logs that a down host is back and adds the
-    /// round to the host's total.
-    fn host_served(&mut self, h: usize, round: &HostReport) {
+    /// After a round that reached the host: logs that a down host is back, keeps
+    /// what it refused to retry ([`Refusals::settle`]) and adds the round to the
+    /// host's total.
+    fn host_served(&mut self, h: usize, work: &[(usize, Scope)], round: &HostReport) {
         let address = &self.shared.targets[h].host.address;
         let state = self.hosts.get_mut(&h).expect("host of this worker");
         if let Some(d) = state.down.take() {
@@ -396,17 +492,24 @@ impl Worker {
                 d.since.elapsed().as_secs()
             );
         }
+        let retry_max = self.shared.retry_max;
+        (state.refused).settle(address, work, round, retry_max, Instant::now());
+        state.last_ok = Some(super::status::now_rfc3339());
         add_up(&mut state.total, round);
     }
 
     /// After a round that failed: drops the session, keeps the work pending and
     /// (unless shutting down) marks the host down or backs its retry off.
     fn host_failed(&mut self, h: usize, work: Vec<(usize, Scope)>, e: &anyhow::Error) {
-        self.conn = None;
+        // Cut off after connecting: the dead session's temporaries are found and
+        // removed by the full listing of the next round (issue 17).
+        let cut = self.conn.take().is_some();
         let address = &self.shared.targets[h].host.address;
         let state = self.hosts.get_mut(&h).expect("host of this worker");
         let n = work.len();
         state.put_back(work);
+        state.full |= cut;
+        let for_good = Failure::of_host(&format!("{e:#}")) == Failure::Host;
         if self.shared.cancel.load(Ordering::Relaxed) {
             return;
         }
@@ -421,10 +524,12 @@ impl Worker {
                 let reason = format!("host down: {e:#}; retrying");
                 HostReport::observed(address, self.shared.observer.clone())
                     .event(Event::HostFailed { reason: &reason });
+                // Deterministic: retried at the cap, not hammered.
+                let backoff = if for_good { retry_max } else { FIRST_RETRY };
                 state.down = Some(Down {
                     since: Instant::now(),
-                    backoff: FIRST_RETRY,
-                    next_try: Instant::now() + FIRST_RETRY,
+                    backoff,
+                    next_try: Instant::now() + backoff,
                 });
             }
             Some(d) => {
@@ -436,14 +541,20 @@ impl Worker {
     }
 }
 
-/// Adds one round's counts to the running total.
+/// Adds one round's counts to the running total. A failure already in the total
+/// (a refused path retried, issue 17) is counted and kept once, so the summary
+/// does not grow with every retry.
 fn add_up(total: &mut HostReport, round: &HostReport) {
     total.sent += round.sent;
     total.skipped += round.skipped;
-    total.failed += round.failed;
     total.removed += round.removed;
     total.bytes += round.bytes;
-    total.errors.extend(round.errors.iter().cloned());
+    for e in &round.errors {
+        if !total.errors.contains(e) {
+            total.failed += 1;
+            total.errors.push(e.clone());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -465,6 +576,20 @@ mod tests {
         assert!(matches!(rx.try_recv(), Ok(Change::Stop)));
     }
 
+    /// A failure retried in many rounds counts once in the total.
+    #[test]
+    fn a_retried_failure_counts_once_in_the_total() {
+        let mut total = HostReport::new("h");
+        let mut round = HostReport::new("h");
+        round.defer = true;
+        round.fail(Failure::Refused, "/a -> /b", "no space left on device");
+        round.bytes = 3;
+        for _ in 0..3 {
+            add_up(&mut total, &round);
+        }
+        assert_eq!((total.failed, total.errors.len(), total.bytes), (1, 1, 9));
+    }
+
     #[test]
     fn pending_work_merges_and_full_goes_first() {
         let mut h = HostState {
@@ -473,6 +598,8 @@ mod tests {
             paths: BTreeMap::new(),
             down: None,
             total: HostReport::new("h"),
+            refused: Refusals::default(),
+            last_ok: None,
         };
         h.paths.entry(1).or_default().insert("/a".into());
         h.paths.entry(1).or_default().insert("/a".into());

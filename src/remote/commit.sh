@@ -36,7 +36,7 @@ f() {
     rm -f -- "$1"; printf 'F\0%s\0%s\0' "$4" "not replaced: $e"; return
   fi
   [ -L "$2" ] && [ -d "$2" ] && rm -f -- "$2"
-  if mv -f -- "$1" "$2"; then printf 'K\0%s\0' "$4"; else printf 'F\0%s\0%s\0' "$4" "rename into place failed"; fi
+  if mv -f -- "$1" "$2"; then printf 'K\0%s\0' "$4"; else rm -f -- "$1"; printf 'F\0%s\0%s\0' "$4" "rename into place failed"; fi
 }
 s() {
   rm -f -- "$2"
@@ -47,7 +47,7 @@ s() {
     printf 'F\0%s\0%s\0' "$5" "not replaced: $e"; return
   fi
   [ -L "$3" ] && [ -d "$3" ] && rm -f -- "$3"
-  if ln -s -- "$1" "$2" && mv -f -- "$2" "$3"; then printf 'K\0%s\0' "$5"; else printf 'F\0%s\0%s\0' "$5" "symlink failed"; fi
+  if ln -s -- "$1" "$2" && mv -f -- "$2" "$3"; then printf 'K\0%s\0' "$5"; else rm -f -- "$2"; printf 'F\0%s\0%s\0' "$5" "symlink failed"; fi
 }
 d() {
   p=$1; rest=$2

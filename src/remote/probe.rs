@@ -140,7 +140,7 @@ pub(crate) fn dir_state(
         return DirState {
             problem: Some(format!(
                 "the remote shell gave no answer (exit {status}, stderr: {})",
-                stderr.trim()
+                crate::escape::fold(stderr.as_bytes(), 300)
             )),
             made_below: None,
         };

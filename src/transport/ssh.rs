@@ -403,7 +403,7 @@ impl Connection {
                 bail!(
                     "the remote listing ended early (exit status {status}, output \"{}\"); stderr: {}",
                     crate::escape::escape(&out[..out.len().min(200)]),
-                    crate::escape::first_line(&stderr, 200)
+                    crate::escape::fold(&stderr, 300)
                 );
             }
             out.extend_from_slice(&buf[..n]);

@@ -28,6 +28,6 @@ pub use dir::Dir;
 pub use proxy::{Fault, Proxy};
 pub use sshd::{
     ATTACKER, ClientKey, Sshd, TEST_PASSWORD, TEST_USER, attacker_ids, client_key,
-    ensure_test_user, is_root, root_or_skip, test_user,
+    ensure_test_user, is_root, root_or_skip, test_user, test_user_ids,
 };
 pub use wait::{wait_for, wait_until};

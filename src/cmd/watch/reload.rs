@@ -24,6 +24,7 @@ use crossbeam_channel::Sender;
 
 use crate::config::{self, Config, Target};
 use crate::exec::live::Pool;
+use crate::exec::status::Board;
 use crate::report::HostReport;
 use crate::watch::route::{Dispatch, Job, Planner, Route};
 use crate::watch::{self, Change};
@@ -97,6 +98,13 @@ impl Fleet {
         (0..self.targets.len()).filter(|&h| self.live[h]).collect()
     }
 
+    /// The hosts in force by number, with their addresses (status.json's rows).
+    pub(super) fn rows(&self) -> Vec<(usize, String)> {
+        (self.hosts().into_iter())
+            .map(|h| (h, self.targets[h].host.address.clone()))
+            .collect()
+    }
+
     /// One route per (host in force, mapping).
     pub(super) fn routes(&self) -> Vec<Route> {
         self.hosts()
@@ -148,6 +156,8 @@ pub(super) struct Live {
     tx: Sender<Change>,
     /// Hosts without a mapping file, for the closing table.
     pub(super) skipped: Vec<HostReport>,
+    /// status.json's rows, which follow the hosts in force.
+    board: Arc<Board>,
 }
 
 impl Live {
@@ -159,6 +169,7 @@ impl Live {
         watcher: watch::Watcher,
         tx: Sender<Change>,
         skipped: Vec<HostReport>,
+        board: Arc<Board>,
     ) -> Live {
         let watched = sources(&fleet.routes());
         Live {
@@ -169,6 +180,7 @@ impl Live {
             watched,
             tx,
             skipped,
+            board,
         }
     }
 
@@ -192,6 +204,7 @@ impl Live {
             &delta.added,
             &delta.removed,
         );
+        self.board.follow(&self.fleet.rows());
         let routes = self.fleet.routes();
         self.follow_sources(&routes);
         planner.replace(routes, self.fleet.hosts(), new.debounce);

@@ -12,8 +12,8 @@
 //!   full reconcile a start gives, right after this message);
 //! - for a host whose entry or mappings changed: closes its session, so the next
 //!   round logs in as the new entry says, retries it at once if it was down,
-//!   and forgets its pending paths if its mappings changed (they are numbered by
-//!   mapping; the full reconcile the daemon sends covers them);
+//!   and forgets its pending and refused paths if its mappings changed (they are
+//!   numbered by mapping; the full reconcile the daemon sends covers them);
 //! - closes its session when the `[ssh]` settings changed.
 //!
 //! A host that did not change keeps its pending work, its backoff and its session.
@@ -93,6 +93,7 @@ impl Worker {
             state.down = None;
             if old[h].mappings != self.shared.targets[h].mappings {
                 state.paths.clear();
+                state.refused = super::Refusals::default();
             }
         }
         for h in r.added {
@@ -173,6 +174,7 @@ mod tests {
             cancel: Arc::new(AtomicBool::new(false)),
             observer: crate::report::Observer::default(),
             stop: None,
+            status: None,
         };
         let mut w = Worker::new(shared, &[0, 1, 2]);
         for h in 0..3 {

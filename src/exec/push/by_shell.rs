@@ -146,11 +146,17 @@ impl Batch<'_, '_> {
         outcome: Outcome,
         attempt: usize,
     ) -> Option<Item> {
+        // A file that did not arrive whole may have left part of itself under its
+        // temporary name (a full disk, a sink that died): the commit removes it
+        // (issue 17); a file stored is renamed instead.
+        let tmp = self.conn.names().for_path(&join(root, &item.rel));
+        if matches!(outcome, Outcome::Stored { .. }) {
+            self.stale.remove(&tmp);
+        } else {
+            self.stale.insert(tmp);
+        }
         match outcome {
-            Outcome::Stored { .. } => {
-                let tmp = self.conn.names().for_path(&join(root, &item.rel));
-                self.stale.remove(&tmp);
-            }
+            Outcome::Stored { .. } => {}
             Outcome::Changed if attempt < MAX_ATTEMPTS => {
                 log::info!(
                     "{}: {} changed while it was read; sending it again",
@@ -353,7 +359,7 @@ struct CommitAnswer {
     failed: HashMap<usize, String>,
     /// Confirmed steps by index.
     done: HashSet<usize>,
-    /// The first line of the script's stderr (empty if none).
+    /// The script's stderr, folded onto one line (empty if none).
     stderr: String,
     /// The script's exit status.
     status: i32,
@@ -366,7 +372,7 @@ impl CommitAnswer {
         CommitAnswer {
             failed: failures.into_iter().collect(),
             done,
-            stderr: crate::escape::first_line(out.stderr.as_bytes(), 200),
+            stderr: crate::escape::fold(out.stderr.as_bytes(), 300),
             status: out.status,
         }
     }
@@ -448,7 +454,7 @@ pub(super) fn plan(
     let parsed = remote::parse_listing(&listing.stdout, roots.len()).map_err(|e| {
         anyhow!(
             "cannot read the remote listing: {e} (does the remote login shell print text, e.g. from ~/.bashrc? it must not, as for rsync; does the remote have find and stat -c?); stderr: {}",
-            crate::escape::first_line(listing.stderr.as_bytes(), 200)
+            crate::escape::fold(listing.stderr.as_bytes(), 300)
         )
     })?;
     if let Some(found) = parsed.tar {
