@@ -42,6 +42,34 @@ fn reloads(daemon: &Daemon) -> usize {
         .count()
 }
 
+/// The hosts `hostsync status --json` shows, polled until they are `want` (the
+/// daemon writes status.json at most every 250 ms).
+fn status_hosts(env: &Env, daemon: &Daemon, want: &[&str]) {
+    let mut last;
+    let shown = || {
+        let run = env.run(&["status", "--json"]);
+        let hosts: Vec<String> = (run.stdout.lines())
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| v["host"].as_str().map(str::to_string))
+            .collect();
+        (hosts, run.dump())
+    };
+    let deadline = Instant::now() + ARRIVE;
+    loop {
+        let (hosts, dump) = shown();
+        if hosts == want {
+            return;
+        }
+        last = dump;
+        assert!(
+            Instant::now() < deadline,
+            "status to show {want:?}\n{last}\n{}",
+            daemon.dump()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Checks for `quiet` that `path` keeps the content `want`.
 fn keeps(path: &Path, want: &str, quiet: Duration, daemon: &Daemon) {
     let until = Instant::now() + quiet;
@@ -88,6 +116,7 @@ fn sighup_adds_a_host_and_its_mapping_without_a_restart() {
         "{}",
         daemon.dump()
     );
+    status_hosts(&env, &daemon, &[h1.addr.as_str(), h2.addr.as_str()]);
     // The new source is watched, and the old one still goes to both hosts.
     std::fs::write(env.cfg().join("extra/b.txt"), "b1").unwrap();
     std::fs::write(env.cfg().join("f.txt"), "v1").unwrap();
@@ -194,6 +223,7 @@ fn sighup_after_removing_a_host_stops_pushes_to_it() {
         "{}",
         daemon.dump()
     );
+    status_hosts(&env, &daemon, &[h1.addr.as_str()]);
     for v in ["v1", "v2"] {
         std::fs::write(env.cfg().join("f.txt"), v).unwrap();
         wait_until(ARRIVE, "the remaining host is served", || {

@@ -55,13 +55,13 @@ pub(crate) fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<Ex
     let _instance = super::instance::acquire(&config.log_dir, &config.path)?;
     let _logs = super::start_logs(config, verbose)?;
     let skipped = super::skip_unmapped(config, &all);
-    let targets: Vec<Target> = all
-        .into_iter()
-        .filter(|t| t.mapping_file.is_some())
-        .cloned()
-        .collect();
-    let hosts = targets.len();
-    let fleet = Fleet::new(targets);
+    let fleet = Fleet::new(
+        all.into_iter()
+            .filter(|t| t.mapping_file.is_some())
+            .cloned()
+            .collect::<Vec<Target>>(),
+    );
+    let hosts = fleet.hosts().len();
     let routes = fleet.routes();
 
     let (tx, rx) = crossbeam_channel::bounded(watch::CHANNEL_CAPACITY);
@@ -70,17 +70,8 @@ pub(crate) fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<Ex
     let signals = spawn_signal_thread(tx.clone())?;
 
     let board = status_board(config, &fleet.targets());
-    let writer = board
-        .start_writer(&config.log_dir)
-        .context("cannot start the status thread")?;
-    let mut pool = start_pool(
-        config,
-        args,
-        fleet.targets(),
-        cancel.clone(),
-        tx.clone(),
-        board.clone(),
-    );
+    let writer = (board.start_writer(&config.log_dir)).context("cannot start the status thread")?;
+    let mut pool = start_pool(config, args, fleet.targets(), &cancel, &tx, &board);
     let mut planner = Planner::new(routes, hosts, config.debounce);
     planner.full().into_iter().for_each(|d| pool.send(d));
     log::info!(
@@ -92,18 +83,21 @@ pub(crate) fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<Ex
         watcher.watched
     );
 
-    let only = args.hosts.clone();
-    let mut live = Live::new(
-        config.clone(),
-        only,
-        fleet,
-        watcher,
-        tx.clone(),
-        skipped,
-        board,
-    );
+    let (only, tx) = (args.hosts.clone(), tx.clone());
+    let mut live = Live::new(config.clone(), only, fleet, watcher, tx, skipped, board);
     relay_changes(&mut planner, &rx, &mut pool, &mut live);
 
+    shut_down(live, pool, &cancel, writer)?;
+    // Last: a second signal during the shutdown still exits at once.
+    signals.stop();
+    log::info!("stopped");
+    Ok(ExitCode::Success)
+}
+
+/// Stops the pool within [`SHUTDOWN_GRACE`] (the transfers in flight aborted
+/// between chunks), writes status.json a last time, and logs and prints the
+/// summary per host.
+fn shut_down(live: Live, pool: Pool, cancel: &AtomicBool, writer: status::Writer) -> Result<()> {
     log::info!("shutting down: no more changes are taken");
     let Live {
         config, skipped, ..
@@ -118,10 +112,7 @@ pub(crate) fn run(config: &Config, args: &WatchArgs, verbose: bool) -> Result<Ex
     );
     let human = std::io::stdout().is_terminal();
     print!("{}", crate::report::summary(&reports, human));
-    // Last: a second signal during the shutdown still exits at once.
-    signals.stop();
-    log::info!("stopped");
-    Ok(ExitCode::Success)
+    Ok(())
 }
 
 /// Starts the watcher on every distinct source of `routes`; a source that
@@ -140,19 +131,19 @@ fn start_pool(
     config: &Config,
     args: &WatchArgs,
     targets: Arc<Vec<Target>>,
-    cancel: Arc<AtomicBool>,
-    stop: Sender<Change>,
-    status: Arc<Board>,
+    cancel: &Arc<AtomicBool>,
+    stop: &Sender<Change>,
+    status: &Arc<Board>,
 ) -> Pool {
     Pool::start(
         Shared {
             targets,
             ssh: config.ssh.clone(),
             retry_max: config.retry_max,
-            cancel,
+            cancel: cancel.clone(),
             observer: push_lines(args),
-            stop: Some(stop),
-            status: Some(status),
+            stop: Some(stop.clone()),
+            status: Some(status.clone()),
         },
         config.connections,
     )
