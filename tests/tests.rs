@@ -28,6 +28,9 @@ mod layout;
 /// Issue 5 (everything the older sync tools do): excludes, delete, numbered
 /// backups, post_sync, `--dry-run`/`--exit-code`, `--json`, progress bars, completions.
 mod parity;
+/// Issue 16's sftp tier: the SFTP-only account and `[ssh] transfer = sftp`
+/// on OpenSSH; the other tiers forced; `check`'s TIER column.
+mod sftp;
 /// Issue 19 (slow links): delta transfer of big files, `bwlimit_kib`,
 /// `compression`, behind a counting proxy.
 mod slow;

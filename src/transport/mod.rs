@@ -1,5 +1,5 @@
 //! Talking to one host: the SSH session, the SCP sink, the tar stream, the
-//! agent's channel, pacing and bounded replies.
+//! agent's channel, the SFTP client, pacing and bounded replies.
 
 pub(crate) mod agent;
 pub(crate) mod bounded;
@@ -10,5 +10,6 @@ pub(crate) mod jump;
 pub(crate) mod pace;
 mod quickack;
 pub(crate) mod scp;
+pub(crate) mod sftp;
 pub(crate) mod ssh;
 pub(crate) mod tar;
