@@ -476,6 +476,29 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// `[ssh] transfer` takes exactly the four tier names; anything else names them.
+    #[test]
+    fn transfer_takes_the_four_tier_names() {
+        let all = ["auto", "gnu", "sftp", "posix"].map(Transfer::parse);
+        assert_eq!(
+            all,
+            [
+                Transfer::Auto,
+                Transfer::Gnu,
+                Transfer::Sftp,
+                Transfer::Posix
+            ]
+            .map(Ok)
+        );
+        for bad in ["", "tar", "scp", "agent", "SFTP"] {
+            assert_eq!(
+                Transfer::parse(bad),
+                Err("expected one of auto, gnu, sftp, posix".into()),
+                "{bad:?}"
+            );
+        }
+    }
+
     fn write(dir: &Path, name: &str, text: &str) {
         let p = dir.join(name);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();

@@ -397,3 +397,26 @@ pub(super) fn dry_run(conn: &Connection, usable: &[Usable<'_, '_>], report: &mut
         Err(e) => report.fail_host(&format!("{e:#}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A step the server refused fails that item with its words; any other
+    /// error (the session) ends the batch.
+    #[test]
+    fn a_refusal_fails_the_item_and_anything_else_the_batch() {
+        let refused = anyhow::Error::new(Refused {
+            what: "create /srv/x".into(),
+            code: crate::transport::sftp::wire::status::PERMISSION_DENIED,
+            message: String::new(),
+        });
+        assert_eq!(
+            refusal::<()>(Err(refused)).unwrap(),
+            Err("create /srv/x: permission denied on the remote".to_string())
+        );
+        let gone = anyhow::anyhow!("the SFTP session ended");
+        assert!(refusal::<()>(Err(gone)).is_err());
+        assert_eq!(refusal(Ok(7)).unwrap(), Ok(7));
+    }
+}
