@@ -816,3 +816,49 @@ fn no_shell_and_no_sftp_fails_check_and_sync_in_one_line() {
     );
     assert!(!r.join("f.txt").exists());
 }
+
+/// What one watched change costs: 20 changes of a 10-byte file, each from the
+/// write to the new content at the destination (polled every 0.2 ms). On the
+/// SFTP-only account the session's SFTP channel stays open (no remote process
+/// per change); with `transfer = gnu`, for comparison, each change is one agent
+/// exec. Every change must arrive; the medians are printed for BENCHMARKS.md
+/// (`-- --nocapture --test-threads 1`). See: issue 16, "Watch latency".
+fn watch_latency(kind: Kind) {
+    let w = World::new(kind, "sftp-lat");
+    let r = w.remote("r");
+    let f = w.src("site/f.txt", "start-0000", 0o644);
+    w.env
+        .map(&w.addr, json!([{"src": "site/", "dest": r.join("www")}]));
+    let daemon = w.env.watch();
+    let dest = r.join("www/f.txt");
+    wait_until(ARRIVE, "the initial reconcile", || {
+        read(&dest) == "start-0000"
+    });
+    let mut took = Vec::new();
+    for i in 0..20 {
+        let body = format!("change-{i:03}");
+        let start = std::time::Instant::now();
+        std::fs::write(&f, &body).unwrap();
+        while read(&dest) != body {
+            assert!(
+                start.elapsed() < ARRIVE,
+                "change {i} did not arrive\n{}",
+                w.dump_daemon(&daemon)
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        took.push(start.elapsed());
+    }
+    took.sort();
+    eprintln!(
+        "{kind:?} watch, write to arrival: p50 {:.2} ms, p90 {:.2} ms",
+        took[10].as_secs_f64() * 1e3,
+        took[18].as_secs_f64() * 1e3
+    );
+    assert!(daemon.error_log().is_empty(), "{}", w.dump_daemon(&daemon));
+}
+
+cases!(watch_latency {
+    sftp_only_watch_change_arrives_and_its_latency_is_printed: SftpOnly;
+    forced_gnu_watch_change_arrives_and_its_latency_is_printed: Gnu;
+});

@@ -1,5 +1,8 @@
 //! One SSH connection to one host: TCP, handshake, host-key check, authentication,
-//! and the two ways we talk to the remote: shell scripts and the SCP sink.
+//! and the ways we talk to the remote: shell scripts, the SCP sink, and the
+//! session's SFTP client ([`super::sftp`], started once and kept). What the
+//! session learned about the host is cached here: perl, tar, and the tier that
+//! serves it ([`Tier`], settled by `crate::exec::tier`, issue 16).
 //!
 //! Pitfalls handled here (each measured with libssh2): TCP_NODELAY is set
 //! before the handshake (without it every small write stalls on Nagle + delayed
