@@ -862,3 +862,44 @@ cases!(watch_latency {
     sftp_only_watch_change_arrives_and_its_latency_is_printed: SftpOnly;
     forced_gnu_watch_change_arrives_and_its_latency_is_printed: Gnu;
 });
+
+/// `check` over SFTP tells a destination the login cannot write (nor make) from
+/// one it can, as the shell's probe does: a dest below a folder root owns fails
+/// with the reason, `sync` fails it too, and the writable one is counted.
+#[test]
+fn sftp_only_check_tells_an_unwritable_dest() {
+    let w = World::new(Kind::SftpOnly, "sftp-ro");
+    let r = w.remote("r");
+    let locked = r.join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    w.src("site/f.txt", "f", 0o644);
+    w.env.map(
+        &w.addr,
+        json!([
+            {"src": "site/", "dest": locked.join("www")},
+            {"src": "site/", "dest": r.join("ok")},
+        ]),
+    );
+    let check = w.run(&["check", "--json"]);
+    check.expect(1);
+    let row: Value = check
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["type"] == "check")
+        .unwrap_or_else(|| panic!("no check object\n{}", w.dump(&check)));
+    let problems = row["problems"].to_string();
+    assert!(
+        row["writable"] == 1
+            && row["tier"] == "sftp"
+            && problems.contains("permission denied on the remote")
+            && problems.contains(&locked.display().to_string()),
+        "{}",
+        w.dump(&check)
+    );
+    let sync = w.run(&["sync"]);
+    sync.expect(1);
+    assert_eq!(read(&r.join("ok/f.txt")), "f", "{}", w.dump(&sync));
+    assert!(!locked.join("www").exists(), "{}", w.dump(&sync));
+}

@@ -324,17 +324,56 @@ fn sftp_dirs(conn: &Connection, probes: &[Probe], row: &mut HostCheck) -> anyhow
     let strict = conn.strict_modes();
     let listing = conn.with_sftp(|s| s.list(&roots, false, strict))?;
     for (probe, st) in probes.iter().zip(&listing.states) {
-        match (&st.error, &st.open) {
-            (Some(err), _) => row.fail(format!("{}: {err}", probe.label())),
-            (None, Some(who)) => row.fail(format!(
+        let denied = match (&st.error, &st.open) {
+            (None, None) => conn.with_sftp(|s| sftp_denied(s, probe.dir(), &row.user))?,
+            _ => None,
+        };
+        match (&st.error, &st.open, denied) {
+            (Some(err), _, _) => row.fail(format!("{}: {err}", probe.label())),
+            (None, Some(who), _) => row.fail(format!(
                 "{}: other users can write there ({who}); over SFTP hostsync refuses such a destination: make it writable only by root and {}",
                 probe.label(),
                 row.user
             )),
-            (None, None) => row.writable += 1,
+            (None, None, Some(why)) => row.fail(format!("{}: {why}", probe.label())),
+            (None, None, None) => row.writable += 1,
         }
     }
     Ok(())
+}
+
+/// Why the login `user` cannot write `dir` (or make it: its nearest existing
+/// ancestor), as far as SFTP's attributes tell: a folder it does not own or
+/// whose owner write bit is off. `None` when it can, or when the login's uid is
+/// unknown (a root-owned chroot) or a link is on the way (the listing judged it).
+fn sftp_denied(
+    sftp: &mut crate::transport::sftp::Sftp,
+    dir: &str,
+    user: &str,
+) -> anyhow::Result<Option<String>> {
+    let Some(me) = sftp.whoami()? else {
+        return Ok(None);
+    };
+    let mut at = std::path::PathBuf::from(dir);
+    loop {
+        use std::os::unix::ffi::OsStrExt;
+        match sftp.lstat(at.as_os_str().as_bytes())? {
+            Some(a) if a.kind() == b'd' => {
+                let ok = a.uid() == Some(me) && a.mode.is_some_and(|m| m & 0o200 != 0);
+                return Ok((!ok).then(|| {
+                    format!(
+                        "permission denied on the remote: {user} cannot write {}; make it writable for {user} or change dest",
+                        at.display()
+                    )
+                }));
+            }
+            Some(_) => return Ok(None),
+            None => match at.parent() {
+                Some(up) => at = up.to_path_buf(),
+                None => return Ok(None),
+            },
+        }
+    }
 }
 
 /// The table printed by `check`: one row per host.
