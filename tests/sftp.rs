@@ -903,3 +903,53 @@ fn sftp_only_check_tells_an_unwritable_dest() {
     assert_eq!(read(&r.join("ok/f.txt")), "f", "{}", w.dump(&sync));
     assert!(!locked.join("www").exists(), "{}", w.dump(&sync));
 }
+
+/// SIGTERM while a large file is in flight over SFTP: the upload stops between
+/// two chunks, the daemon exits 0 within 5 s, the temporary is removed and the
+/// destination never appears. The host is behind a proxy that passes 1 MiB/s,
+/// so the 64 MiB file is surely still in flight when the signal comes.
+#[test]
+fn sftp_only_sigterm_mid_upload_exits_cleanly_without_temporaries() {
+    let (w, _proxy) = World::behind_proxy(
+        Kind::SftpOnly,
+        "sftp-term",
+        Fault::Slow {
+            bytes_per_sec: 1 << 20,
+        },
+    );
+    let big: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
+    w.env.src("big.bin", &big);
+    let r = w.remote("r");
+    w.env.map(
+        &w.addr,
+        json!([{"src": "big.bin", "dest": r.join("big.bin")}]),
+    );
+    let mut daemon = w.env.watch();
+    let sizes = || {
+        std::fs::read_dir(&r)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".hostsync-tmp.")
+            })
+            .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+            .collect::<Vec<u64>>()
+    };
+    wait_until(ARRIVE, "upload in flight", || {
+        sizes().iter().any(|&n| n > 256 << 10)
+    });
+    let (code, took) = daemon.terminate();
+    let why = || w.dump_daemon(&daemon);
+    assert_eq!(code, Some(0), "{}", why());
+    assert!(
+        took < Duration::from_secs(5),
+        "exit took {took:?}\n{}",
+        why()
+    );
+    wait_until(Duration::from_secs(3), "no temporary left", || {
+        sizes().is_empty()
+    });
+    assert!(!r.join("big.bin").exists(), "{}", why());
+}

@@ -19,6 +19,9 @@
 //! 4. temporaries of runs that are over are removed. Each step counts only once
 //!    the server confirmed it.
 //!
+//! At shutdown (the connection's cancel flag) a file being sent stops between two
+//! chunks and its temporary is removed: the batch ends with an error.
+//!
 //! `post_sync` needs a shell: on a host without one it fails its mapping, with
 //! one line, and nothing of that mapping is sent.
 
@@ -58,6 +61,7 @@ pub(super) fn push(
         units,
         changed: vec![0; units.len()],
         names: conn.names().clone(),
+        cancel: conn.cancel_flag(),
     };
     conn.with_sftp(|sftp| batch.apply(sftp, plan))?;
     let Batch {
@@ -144,6 +148,8 @@ struct Batch<'a, 'u> {
     changed: Vec<u64>,
     /// This session's temporary names.
     names: remote::runs::Names,
+    /// Set at shutdown: a file being sent stops between two chunks.
+    cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Batch<'_, '_> {
@@ -285,8 +291,14 @@ impl Batch<'_, '_> {
             reading: Some(reading),
             end: None,
             report: self.report,
+            cancel: &self.cancel,
+            cancelled: false,
         };
         let put = refusal(sftp.put(&p, &mut src))?;
+        if src.cancelled {
+            // put() dropped the temporary: nothing half-written stays.
+            anyhow::bail!("transfer cancelled by shutdown");
+        }
         let end = src.end.take();
         match (put, end) {
             (Err(why), _) => {
@@ -364,10 +376,18 @@ struct Sending<'r> {
     end: Option<Finished>,
     /// For progress.
     report: &'r mut HostReport,
+    /// The connection's shutdown flag.
+    cancel: &'r std::sync::atomic::AtomicBool,
+    /// Whether reading stopped because of it (the file is then not whole).
+    cancelled: bool,
 }
 
 impl Source for Sending<'_> {
     fn chunk(&mut self, buf: &mut [u8]) -> usize {
+        if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            self.cancelled = true;
+            return 0;
+        }
         let n = self.reading.as_mut().map_or(0, |r| r.chunk(buf));
         if n > 0 {
             self.report.event(Event::Uploaded { bytes: n as u64 });
@@ -377,7 +397,7 @@ impl Source for Sending<'_> {
 
     fn whole(&mut self) -> bool {
         self.end = self.reading.take().map(Reading::finish);
-        matches!(self.end, Some(Finished::Whole(..)))
+        !self.cancelled && matches!(self.end, Some(Finished::Whole(..)))
     }
 }
 
