@@ -1212,13 +1212,13 @@ fn same_second_edit_arrives_on_the_agent() {
     same_second_edit_case("agent");
 }
 
-/// The same over tar (`HOSTSYNC_TRANSFER=tar`: pax headers carry the nanoseconds).
+/// The same over tar (`[ssh] transfer = posix`: pax headers carry the nanoseconds).
 #[test]
 fn same_second_edit_arrives_over_tar() {
     same_second_edit_case("tar");
 }
 
-/// The same over scp (`HOSTSYNC_TRANSFER=scp`: the `T` record carries microseconds).
+/// The same over scp (`HOSTSYNC_POSIX_SINK=scp`: the `T` record carries microseconds).
 #[test]
 fn same_second_edit_arrives_over_scp() {
     same_second_edit_case("scp");
@@ -1237,14 +1237,10 @@ fn same_second_edit_case(transport: &str) {
                {"src": "app.conf", "dest": remote[1]}]),
     );
     let record = env.cfg().join("logs/pushed").join(&h.addr);
-    let vars: Vec<(&str, &str)> = match transport {
-        "agent" => Vec::new(),
-        t => vec![("HOSTSYNC_TRANSFER", t)],
-    };
     let sync = |extra: &[&str]| {
         let mut args = vec!["-v", "sync"];
         args.extend_from_slice(extra);
-        env.run_env(&args, &vars)
+        env.run_way(&args, transport)
     };
     let edit = |text: &str, nanos: u32| {
         for p in &local {
@@ -1349,7 +1345,7 @@ fn same_second_edit_case(transport: &str) {
     );
     std::fs::remove_file(&record).unwrap();
     let mut dry_args = vec!["sync", "--dry-run", "--checksum"];
-    let dry = env.run_env(&dry_args, &vars);
+    let dry = env.run_way(&dry_args, transport);
     dry.expect(0);
     let mut shown: Vec<&str> = dry.stdout.lines().collect();
     shown.sort();
@@ -1370,7 +1366,7 @@ fn same_second_edit_case(transport: &str) {
     why_sent(&checked, "content");
     assert!(on_remote("DDDD"), "{}", checked.dump());
     dry_args.push("--exit-code");
-    env.run_env(&dry_args, &vars).expect(0);
+    env.run_way(&dry_args, transport).expect(0);
     let settled = sync(&["--checksum"]);
     assert_eq!(
         settled.expect(0).row(&h.addr),
@@ -1476,7 +1472,7 @@ fn dry_run_flags_unwritable_dests_and_sync_fails_exactly_those() {
         .count();
     assert_eq!(failures, 2, "{}", dry.dump());
     // The same where the host is served without the agent (listing script).
-    let scripted = env.run_env(&["sync", "--dry-run"], &[("HOSTSYNC_TRANSFER", "tar")]);
+    let scripted = env.run_way(&["sync", "--dry-run"], "tar");
     scripted.expect(1);
     assert_eq!(scripted.stdout, dry.stdout, "{}", scripted.dump());
     let json = env.run(&["sync", "--dry-run", "--json"]);

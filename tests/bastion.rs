@@ -58,7 +58,8 @@ fn route(run: &Run, addr: &str) -> String {
         .lines()
         .find(|l| l.split_whitespace().next() == Some(addr))
         .unwrap_or_else(|| panic!("no check row for {addr}\n{}", run.dump()));
-    let cells: Vec<&str> = line.split_whitespace().skip(6).collect();
+    // HOST PORT USER AUTH TIER FINGERPRINT STATUS, then ROUTE.
+    let cells: Vec<&str> = line.split_whitespace().skip(7).collect();
     match cells.first() {
         Some(&"via") => format!("via {}", cells[1]),
         Some(c) => c.to_string(),

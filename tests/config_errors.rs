@@ -468,22 +468,35 @@ fn malformed_config_exits_2_with_one_line_naming_file_and_problem() {
     );
 }
 
-/// A missing config.ini via `-c`, and a usage error, also exit 2.
-/// Issue 15: `HOSTSYNC_TRANSFER` is read once, at start-up, and a value it does
-/// not know is an error, not silently the default.
+/// Issue 16: `[ssh] transfer` takes auto, gnu, sftp or posix; anything else is
+/// one line naming config.ini, the key and the valid values, exit 2. The
+/// `HOSTSYNC_TRANSFER` variable it replaced is no longer read: set, it is an
+/// error saying what to do instead, never silently ignored.
 #[test]
-fn unknown_transfer_variable_exits_2() {
+fn unknown_transfer_exits_2() {
     let dir = Dir::new("badtransfer");
-    dir.write("config.ini", INI);
+    dir.write("config.ini", format!("{INI}\n[ssh]\ntransfer = rsync\n"));
     dir.write("connection_info.json", HOSTS);
     dir.write(MAP_FILE, MAP);
     dir.mkdir("site");
-    let vars = [("HOSTSYNC_TRANSFER", "rsync")];
+    let run = run_in(dir.path(), dir.path(), &["sync"]);
+    assert_eq!(run.code, 2, "{}", run.dump());
+    let line = run.stderr.trim_end();
+    assert!(
+        !line.contains('\n')
+            && line.contains("config.ini")
+            && line.contains("transfer")
+            && line.contains("expected one of auto, gnu, sftp, posix"),
+        "{}",
+        run.dump()
+    );
+    dir.write("config.ini", INI);
+    let vars = [("HOSTSYNC_TRANSFER", "tar")];
     let run = crate::util::hostsync::run_in_env(dir.path(), dir.path(), &["sync"], &vars);
     assert_eq!(run.code, 2, "{}", run.dump());
     assert_eq!(
         run.stderr.trim_end(),
-        "hostsync: HOSTSYNC_TRANSFER=rsync: unknown transfer; set it to agent, tar or scp, or unset it for the default",
+        "hostsync: HOSTSYNC_TRANSFER is no longer read; unset it and set [ssh] transfer = auto, gnu, sftp or posix in config.ini",
         "{}",
         run.dump()
     );

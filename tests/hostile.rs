@@ -212,7 +212,7 @@ fn planted_links_at_every_name_are_never_written_through() {
     // Hosts without perl: a destination others can write is refused, in one line.
     env.src("site/conf.txt", "new 3\n");
     for way in ["tar", "scp"] {
-        let run = env.run_env(&["sync"], &[("HOSTSYNC_TRANSFER", way)]);
+        let run = env.run_way(&["sync"], way);
         run.expect(1);
         let refusal = env
             .error_log()
@@ -288,7 +288,7 @@ fn swapping_the_dest_root_or_a_subdirectory_never_reaches_outside() {
     };
     let mut codes = Vec::new();
     for _ in 0..5 {
-        let (run, _, _) = run_bounded(&env, &["sync"], &[], Duration::from_secs(120));
+        let (run, _, _) = run_bounded(&env, &["sync"], "", Duration::from_secs(120));
         assert!(run.code == 0 || run.code == 1, "{}", run.dump());
         victim.intact(&run.dump());
         codes.push(run.code);
@@ -374,7 +374,7 @@ fn a_symlinked_ancestor_in_an_open_folder_is_refused_and_a_plain_one_is_served()
     );
     // The plain open folder, by the way of hosts without perl: refused, in one line.
     let _ = std::fs::remove_dir_all(shared.join("dest"));
-    let tar = env.run_env(&["sync"], &[("HOSTSYNC_TRANSFER", "tar")]);
+    let tar = env.run_way(&["sync"], "tar");
     tar.expect(1);
     assert!(!shared.join("dest/precious.db").exists(), "{}", tar.dump());
     victim.intact(&tar.dump());
@@ -452,7 +452,7 @@ fn a_local_file_swapped_for_a_link_after_the_scan_is_never_read_through() {
         })
     };
     for way in ["agent", "tar", "scp", "agent", "tar", "scp"] {
-        let run = env.run_env(&["sync"], &[("HOSTSYNC_TRANSFER", way)]);
+        let run = env.run_way(&["sync"], way);
         assert!(run.code == 0 || run.code == 1, "{way}\n{}", run.dump());
     }
     stop.store(true, Ordering::Relaxed);
@@ -578,12 +578,7 @@ fn a_flooding_or_trickling_server_fails_in_time_and_memory() {
         (trickle.to_str().unwrap(), "scp"),
     ] {
         h.restart_with_config(&format!("ForceCommand {server}"));
-        let vars: Vec<(&str, &str)> = if way.is_empty() {
-            vec![]
-        } else {
-            vec![("HOSTSYNC_TRANSFER", way)]
-        };
-        let (run, peak_kib, took) = run_bounded(&env, &["sync"], &vars, Duration::from_secs(60));
+        let (run, peak_kib, took) = run_bounded(&env, &["sync"], way, Duration::from_secs(60));
         let case = format!("{server} {way}: {took:?}, {peak_kib} KiB");
         assert_eq!(run.code, 1, "{case}\n{}", run.dump());
         assert!(peak_kib < 256 * 1024, "{case}");
@@ -656,7 +651,7 @@ fn setuid_and_setgid_are_dropped_unless_kept() {
                 {"src": "site/", "dest": kept, "keep_special_bits": true},
             ]),
         );
-        let run = env.run_env(&["sync"], &[("HOSTSYNC_TRANSFER", way)]);
+        let run = env.run_way(&["sync"], way);
         let mode = |p: &Path| std::fs::metadata(p.join("tool")).unwrap().mode() & 0o7777;
         assert_eq!(mode(&dropped), 0o755, "{way}\n{}", run.dump());
         if way == "scp" {
@@ -673,7 +668,7 @@ fn setuid_and_setgid_are_dropped_unless_kept() {
             run.expect(0);
             assert_eq!(mode(&kept), 0o6755, "{way}\n{}", run.dump());
         }
-        let again = env.run_env(&["sync"], &[("HOSTSYNC_TRANSFER", way)]);
+        let again = env.run_way(&["sync"], way);
         assert_eq!(
             again.row(&h.addr).0,
             0,

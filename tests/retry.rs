@@ -98,7 +98,7 @@ fn full_disk_case(way: &str) {
         &h.addr,
         json!([{"src": "big.bin", "dest": fs.path.join("big.bin")}]),
     );
-    let run = env.run_env(&["sync"], &[("HOSTSYNC_TRANSFER", way)]);
+    let run = env.run_way(&["sync"], way);
     run.expect(1);
     let text = format!("{}{}", run.stdout, run.stderr);
     let errors = env.error_log();
@@ -130,8 +130,7 @@ fn full_disk_case(way: &str) {
         run.dump()
     );
     env.src("big.bin", "small\n");
-    env.run_env(&["sync"], &[("HOSTSYNC_TRANSFER", way)])
-        .expect(0);
+    env.run_way(&["sync"], way).expect(0);
     assert_eq!(
         std::fs::read(fs.path.join("big.bin")).unwrap(),
         b"small\n",
@@ -160,7 +159,7 @@ fn a_refused_rename_leaves_no_temporary() {
             &h.addr,
             json!([{"src": "locked.conf", "dest": r.join("locked.conf")}]),
         );
-        let run = env.run_env(&["sync"], &[("HOSTSYNC_TRANSFER", way)]);
+        let run = env.run_way(&["sync"], way);
         run.expect(1).expect_output("rename into place failed");
         assert_eq!(
             read(&r.join("locked.conf")),
@@ -821,7 +820,7 @@ fn a_full_disk_during_a_delta_leaves_no_temporary() {
             &h.addr,
             json!([{"src": "big.bin", "dest": fs.path.join("big.bin")}]),
         );
-        let run = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", way)]);
+        let run = env.run_way(&["-v", "sync"], way);
         run.expect(1);
         let info = env.info_log();
         assert!(info.contains("the delta failed"), "{way}: {}", run.dump());

@@ -359,9 +359,7 @@ fn dry_run_verbose_says_which_files_go_as_a_delta() {
     let small = format!("{}/small.txt updated (whole file)", s.r.display());
     // Through the agent, and the way hosts without perl are served.
     for way in ["agent", "tar"] {
-        let run = s
-            .env
-            .run_env(&["-v", "sync", "--dry-run"], &[("HOSTSYNC_TRANSFER", way)]);
+        let run = s.env.run_way(&["-v", "sync", "--dry-run"], way);
         run.expect(0);
         assert!(
             run.stdout.contains(&big) && run.stdout.contains(&small),

@@ -27,13 +27,13 @@ fn seed_config_pushes_to_each_hosts_own_destination_and_second_run_skips() {
     seed_config_case("agent");
 }
 
-/// The same the way a host without perl is served, over tar (`HOSTSYNC_TRANSFER=tar`).
+/// The same the way a host without perl is served, over tar (`[ssh] transfer = posix`).
 #[test]
 fn seed_config_pushes_to_each_hosts_own_destination_and_second_run_skips_over_tar() {
     seed_config_case("tar");
 }
 
-/// The same over the SCP transport (`HOSTSYNC_TRANSFER=scp`).
+/// The same over the SCP transport (`transfer = posix` with `HOSTSYNC_POSIX_SINK=scp`).
 #[test]
 fn seed_config_pushes_to_each_hosts_own_destination_and_second_run_skips_over_scp() {
     seed_config_case("scp");
@@ -72,7 +72,7 @@ fn seed_config_case(transport: &str) {
         ]),
     );
 
-    let run = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", transport)]);
+    let run = env.run_way(&["-v", "sync"], transport);
     run.expect(0);
     assert_eq!(run.row(&h1.addr).0, 4, "{}", run.dump());
     assert_eq!(run.row(&h2.addr).0, 4, "{}", run.dump());
@@ -121,7 +121,7 @@ fn seed_config_case(transport: &str) {
     );
     assert!(env.error_log().is_empty(), "{}", run.dump());
 
-    let again = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", transport)]);
+    let again = env.run_way(&["-v", "sync"], transport);
     again.expect(0);
     assert_eq!(again.row(&h1.addr), (0, 4, 0, 0, 0), "{}", again.dump());
     assert_eq!(again.row(&h2.addr), (0, 4, 0, 0, 0), "{}", again.dump());
@@ -191,7 +191,7 @@ fn big_batch_goes_as_one_tar_stream_and_one_commit() {
     let r = env.remote("r");
     env.map(&h.addr, json!([{"src": "site/", "dest": r.join("www")}]));
 
-    let run = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", "tar")]);
+    let run = env.run_way(&["-v", "sync"], "tar");
     run.expect(0);
     assert_eq!(run.row(&h.addr).0, 300, "{}", run.dump());
     let info = env.info_log();
@@ -216,7 +216,7 @@ fn big_batch_goes_as_one_tar_stream_and_one_commit() {
         & 0o777;
     assert_eq!(mode, 0o750);
     assert!(temporaries(&r).is_empty(), "{}", env.dir.listing());
-    let again = env.run_env(&["sync"], &[("HOSTSYNC_TRANSFER", "tar")]);
+    let again = env.run_way(&["sync"], "tar");
     again.expect(0);
     assert_eq!(again.row(&h.addr), (0, 300, 0, 0, 0), "{}", again.dump());
 }
@@ -245,7 +245,7 @@ fn second_big_root_streams_in_its_own_exec() {
         ]),
     );
 
-    let run = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", "tar")]);
+    let run = env.run_way(&["-v", "sync"], "tar");
     run.expect(0);
     assert_eq!(run.row(&h.addr).0, 400, "{}", run.dump());
     let info = env.info_log();
@@ -271,7 +271,7 @@ fn second_big_root_streams_in_its_own_exec() {
 }
 
 /// 200 big batches in a row against one sshd beside two busy threads, on `way`
-/// (`HOSTSYNC_TRANSFER`, "" for the default): every batch is one exec, every
+/// (`Env::run_way`, "" for the default): every batch is one exec, every
 /// file arrives whole, nothing is left behind. Returns info.log. (Issue 12 ran
 /// it on the tar split, which issue 15 removed; the agent's lanes keep it.)
 fn two_hundred_batches_under_load(name: &str, way: &str) -> String {
@@ -304,7 +304,7 @@ fn two_hundred_batches_under_load(name: &str, way: &str) -> String {
     for round in 0..ROUNDS {
         let _ = std::fs::remove_dir_all(r.join("www"));
         let sessions = h.log().matches("Starting session:").count();
-        let run = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", way)]);
+        let run = env.run_way(&["-v", "sync"], way);
         let one_exec = h.log().matches("Starting session:").count() == sessions + 1;
         if run.code != 0 || run.row(&h.addr).0 != FILES as u64 || !one_exec {
             failed.push(format!("round {round}:\n{}", run.dump()));
@@ -364,14 +364,14 @@ fn site_without(command: &str) -> (Env, crate::util::Sshd, std::path::PathBuf) {
     (env, h, r)
 }
 
-/// A remote without tar, served as one without perl (`HOSTSYNC_TRANSFER=tar`):
+/// A remote without tar, served as one without perl (`[ssh] transfer = posix`):
 /// the listing finds out, gives back the channel it kept for a stream, and the
 /// files go over SCP; a second run sends nothing.
 #[test]
 fn remote_without_tar_sends_over_scp() {
     let (env, h, r) = site_without("tar");
 
-    let run = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", "tar")]);
+    let run = env.run_way(&["-v", "sync"], "tar");
     run.expect(0);
     assert_eq!(run.row(&h.addr).0, 2, "{}", run.dump());
     assert_eq!(
@@ -381,7 +381,7 @@ fn remote_without_tar_sends_over_scp() {
     let info = env.info_log();
     assert_eq!(crate::util::hostsync::ways(&info), ["scp"], "{info}");
     assert!(temporaries(&r).is_empty(), "{}", env.dir.listing());
-    let again = env.run_env(&["sync"], &[("HOSTSYNC_TRANSFER", "tar")]);
+    let again = env.run_way(&["sync"], "tar");
     again.expect(0);
     assert_eq!(again.row(&h.addr), (0, 2, 0, 0, 0), "{}", again.dump());
 }
@@ -526,13 +526,13 @@ fn hostile_names_arrive_byte_exact_and_run_nothing() {
     hostile_names_case("agent");
 }
 
-/// The same over tar (`HOSTSYNC_TRANSFER=tar`).
+/// The same over tar (`[ssh] transfer = posix`).
 #[test]
 fn hostile_names_arrive_byte_exact_and_run_nothing_over_tar() {
     hostile_names_case("tar");
 }
 
-/// The same over the SCP transport (`HOSTSYNC_TRANSFER=scp`).
+/// The same over the SCP transport (`transfer = posix` with `HOSTSYNC_POSIX_SINK=scp`).
 #[test]
 fn hostile_names_arrive_byte_exact_and_run_nothing_over_scp() {
     hostile_names_case("scp");
@@ -567,7 +567,7 @@ fn hostile_names_case(transport: &str) {
     let r = env.remote("r");
     let dest = r.join(format!("dest $(touch {m}) 'q' `x`"));
     env.map(&h.addr, json!([{"src": "tree/", "dest": dest}]));
-    let run = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", transport)]);
+    let run = env.run_way(&["-v", "sync"], transport);
     run.expect(0);
     for (i, n) in names.iter().enumerate() {
         let p = dest.join(std::ffi::OsStr::from_bytes(n));
@@ -590,13 +590,13 @@ fn connection_cut_mid_transfer_keeps_old_content_then_next_run_completes() {
     connection_cut_case("agent");
 }
 
-/// The same over tar (`HOSTSYNC_TRANSFER=tar`).
+/// The same over tar (`[ssh] transfer = posix`).
 #[test]
 fn connection_cut_mid_transfer_keeps_old_content_then_next_run_completes_over_tar() {
     connection_cut_case("tar");
 }
 
-/// The same over the SCP transport (`HOSTSYNC_TRANSFER=scp`).
+/// The same over the SCP transport (`transfer = posix` with `HOSTSYNC_POSIX_SINK=scp`).
 #[test]
 fn connection_cut_mid_transfer_keeps_old_content_then_next_run_completes_over_scp() {
     connection_cut_case("scp");
@@ -630,7 +630,7 @@ fn tar_stream_with_a_failing_tar_falls_back_to_scp() {
     std::os::unix::fs::chown(&locked, Some(0), Some(0)).unwrap();
     env.map(&h.addr, json!([{"src": "tree/", "dest": r.join("www")}]));
 
-    let run = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", "tar")]);
+    let run = env.run_way(&["-v", "sync"], "tar");
     run.expect(1);
     let info = env.info_log();
     assert_eq!(crate::util::hostsync::ways(&info), ["tar", "scp"], "{info}");
@@ -683,7 +683,7 @@ fn connection_cut_mid_tar_stream_keeps_old_content_then_next_run_completes() {
         json!([{"src": "tree/", "dest": r.join("www")}]),
     );
 
-    let run = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", "tar")]);
+    let run = env.run_way(&["-v", "sync"], "tar");
     run.expect(1);
     let ways = crate::util::hostsync::ways(&env.info_log());
     assert_eq!(ways, ["tar"], "{}", run.dump());
@@ -693,7 +693,7 @@ fn connection_cut_mid_tar_stream_keeps_old_content_then_next_run_completes() {
     }
 
     proxy.set_fault(Fault::None);
-    let again = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", "tar")]);
+    let again = env.run_way(&["-v", "sync"], "tar");
     again.expect(0);
     for i in 0..400 {
         let got = std::fs::read(r.join("www").join(rel(i))).unwrap();
@@ -717,7 +717,7 @@ fn connection_cut_case(transport: &str) {
         &proxy.addr,
         json!([{"src": "big.bin", "dest": r.join("big.bin")}]),
     );
-    let run = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", transport)]);
+    let run = env.run_way(&["-v", "sync"], transport);
     run.expect(1);
     assert_eq!(
         std::fs::read(r.join("big.bin")).unwrap(),
@@ -728,7 +728,7 @@ fn connection_cut_case(transport: &str) {
     assert!(env.error_log().contains(&proxy.addr), "{}", run.dump());
 
     proxy.set_fault(Fault::None);
-    let again = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", transport)]);
+    let again = env.run_way(&["-v", "sync"], transport);
     again.expect(0);
     assert!(
         std::fs::read(r.join("big.bin")).unwrap() == big,
@@ -764,7 +764,7 @@ fn big_random_file_over_chacha20_arrives_intact() {
     );
     for transport in ["tar", "scp"] {
         let _ = std::fs::remove_file(r.join("random.bin"));
-        let run = env.run_env(&["-v", "sync"], &[("HOSTSYNC_TRANSFER", transport)]);
+        let run = env.run_way(&["-v", "sync"], transport);
         run.expect(0);
         assert!(
             env.info_log()

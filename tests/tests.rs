@@ -37,6 +37,9 @@ mod reload;
 /// Issue 17 (nothing is dropped): a full remote disk, a read-only destination,
 /// leftover temporaries, per-path retries under watch, `status`, one daemon per config.
 mod retry;
+/// Issue 16's sftp tier: the SFTP-only account and `[ssh] transfer = sftp`
+/// on OpenSSH; the other tiers forced; `check`'s TIER column.
+mod sftp;
 /// Issue 19 (slow links): delta transfer of big files, `bwlimit_kib`,
 /// `compression`, behind a counting proxy.
 mod slow;

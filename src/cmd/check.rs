@@ -46,6 +46,9 @@ pub(crate) struct HostCheck {
     pub(crate) auth: String,
     /// The server's host key fingerprint, `-` when the handshake did not happen.
     pub(crate) fingerprint: String,
+    /// The tier that serves the host (`gnu`, `posix`, `sftp`; issue 16), `-`
+    /// when none could be settled.
+    pub(crate) tier: String,
     /// Destination directories found writable (or creatable).
     pub(crate) writable: usize,
     /// Remarks that are not failures (no mapping file).
@@ -75,6 +78,7 @@ impl HostCheck {
             route: host.route(),
             auth: "-".into(),
             fingerprint: "-".into(),
+            tier: "-".into(),
             writable: 0,
             notes: Vec::new(),
             problems: Vec::new(),
@@ -192,9 +196,7 @@ fn check_host(target: &Target, ssh: &SshSettings) -> HostCheck {
     row.auth = conn.auth_method.to_string();
     row.fingerprint.clone_from(&conn.fingerprint);
     let probes = probes(&target.mappings, &mut row);
-    if !probes.is_empty() {
-        test_dirs(&conn, &probes, &mut row);
-    }
+    test_dirs(&conn, &probes, &mut row);
     row
 }
 
@@ -225,44 +227,158 @@ pub(crate) fn src_is_dir(src: &Path) -> Result<bool, String> {
     }
 }
 
-/// Runs the probe script over `conn` and records each verdict in `row`.
+/// Runs the probe script over `conn` (which also settles the tier, see
+/// [`crate::exec::tier`]) and records each verdict in `row`; a host served over
+/// SFTP is judged by its SFTP listing instead ([`sftp_dirs`]).
 fn test_dirs(conn: &Connection, probes: &[Probe], row: &mut HostCheck) {
-    let (answers, out) = match run_probes(conn, probes) {
-        Ok(found) => found,
+    let settled = if crate::exec::tier::may_exec(conn) {
+        run_probes(conn, probes).map(Some)
+    } else {
+        Ok(None)
+    };
+    let (answers, out) = match settled {
+        Ok(Some(found)) => found,
+        Ok(None) => return tier_then_sftp(conn, probes, row, true, false, ""),
         Err(e) => return row.fail(format!("cannot run the remote check: {e:#}")),
     };
+    let ran = crate::exec::probe::shell_answered(&answers, &out);
+    if !ran {
+        let said = crate::escape::first_line(&out.stdout, 200);
+        return tier_then_sftp(conn, probes, row, false, false, &said);
+    }
+    match crate::exec::tier::after_probe(conn, true, answers.perl, "") {
+        Ok(t) => row.tier = t.name().to_string(),
+        Err(e) => return row.fail(format!("{e:#}")),
+    }
     for (i, probe) in probes.iter().enumerate() {
         match dir_state(&answers, (out.status, &out.stderr), i, probe, &row.user).problem {
             None => row.writable += 1,
             Some(why) => row.fail(format!("{}: {why}", probe.label())),
         }
-        // The same rule as sync (issue 13): others can write there, which only the
-        // agent serves safely.
-        for (_, what) in answers.open.iter().filter(|(n, _)| *n == i) {
-            let (owner, rest) = what.split_once(' ').unwrap_or((what, ""));
-            let (mode, at) = rest.split_once(' ').unwrap_or((rest, ""));
-            let why = format!(
-                "{at} can be written by others than root and {} (owner uid {owner}, mode {mode})",
+        open_dirs(&answers, i, probe, row);
+    }
+}
+
+/// The same rule as sync (issue 13): where others can write, only the agent
+/// serves safely; REASON says so for probe `i`.
+fn open_dirs(
+    answers: &crate::remote::probe::Answers,
+    i: usize,
+    probe: &Probe,
+    row: &mut HostCheck,
+) {
+    for (_, what) in answers.open.iter().filter(|(n, _)| *n == i) {
+        let (owner, rest) = what.split_once(' ').unwrap_or((what, ""));
+        let (mode, at) = rest.split_once(' ').unwrap_or((rest, ""));
+        let why = format!(
+            "{at} can be written by others than root and {} (owner uid {owner}, mode {mode})",
+            row.user
+        );
+        if row.tier == "gnu" {
+            row.notes.push(format!(
+                "{}: {why}; served by hostsync's agent, which writes there safely",
+                probe.label()
+            ));
+        } else {
+            row.fail(format!(
+                "{}: {why}, and this host has no perl for hostsync's agent, which is what writes safely there; install perl, or set [ssh] strict_modes = no",
+                probe.label()
+            ));
+        }
+    }
+}
+
+/// Settles the tier where the probe script did not run (`ran`) and judges the
+/// destinations over SFTP.
+fn tier_then_sftp(
+    conn: &Connection,
+    probes: &[Probe],
+    row: &mut HostCheck,
+    ran: bool,
+    perl: bool,
+    said: &str,
+) {
+    match crate::exec::tier::after_probe(conn, ran, perl, said) {
+        Ok(t) => row.tier = t.name().to_string(),
+        Err(e) => return row.fail(format!("{e:#}")),
+    }
+    if let Err(e) = sftp_dirs(conn, probes, row) {
+        row.fail(format!("cannot run the remote check over SFTP: {e:#}"));
+    }
+}
+
+/// Judges each probe's directory from an SFTP listing that creates nothing: a
+/// directory that cannot be used, or that others can write (SFTP acts on paths,
+/// so hostsync refuses it, issue 13), fails; one that exists or would be made
+/// counts as writable.
+fn sftp_dirs(conn: &Connection, probes: &[Probe], row: &mut HostCheck) -> anyhow::Result<()> {
+    let roots: Vec<crate::remote::ListRoot> = probes
+        .iter()
+        .map(|p| crate::remote::ListRoot {
+            dir: p.dir().as_bytes().to_vec(),
+            max_depth: Some(0),
+            paths: None,
+            checksum: false,
+        })
+        .collect();
+    let strict = conn.strict_modes();
+    let listing = conn.with_sftp(|s| s.list(&roots, false, strict))?;
+    for (probe, st) in probes.iter().zip(&listing.states) {
+        let denied = match (&st.error, &st.open) {
+            (None, None) => conn.with_sftp(|s| sftp_denied(s, probe.dir(), &row.user))?,
+            _ => None,
+        };
+        match (&st.error, &st.open, denied) {
+            (Some(err), _, _) => row.fail(format!("{}: {err}", probe.label())),
+            (None, Some(who), _) => row.fail(format!(
+                "{}: other users can write there ({who}); over SFTP hostsync refuses such a destination: make it writable only by root and {}",
+                probe.label(),
                 row.user
-            );
-            if answers.perl {
-                row.notes.push(format!(
-                    "{}: {why}; served by hostsync's agent, which writes there safely",
-                    probe.label()
-                ));
-            } else {
-                row.fail(format!(
-                    "{}: {why}, and this host has no perl for hostsync's agent, which is what writes safely there; install perl, or set [ssh] strict_modes = no",
-                    probe.label()
-                ));
+            )),
+            (None, None, Some(why)) => row.fail(format!("{}: {why}", probe.label())),
+            (None, None, None) => row.writable += 1,
+        }
+    }
+    Ok(())
+}
+
+/// Why the login `user` cannot write `dir` (or make it: its nearest existing
+/// ancestor), as far as SFTP's attributes tell: a folder it does not own or
+/// whose owner write bit is off. `None` when it can, or when the login's uid is
+/// unknown (a root-owned chroot) or a link is on the way (the listing judged it).
+fn sftp_denied(
+    sftp: &mut crate::transport::sftp::Sftp,
+    dir: &str,
+    user: &str,
+) -> anyhow::Result<Option<String>> {
+    let Some(me) = sftp.whoami()? else {
+        return Ok(None);
+    };
+    let mut at = std::path::PathBuf::from(dir);
+    loop {
+        use std::os::unix::ffi::OsStrExt;
+        match sftp.lstat(at.as_os_str().as_bytes())? {
+            Some(a) if a.kind() == b'd' => {
+                let ok = a.uid() == Some(me) && a.mode.is_some_and(|m| m & 0o200 != 0);
+                return Ok((!ok).then(|| {
+                    format!(
+                        "permission denied on the remote: {user} cannot write {}; make it writable for {user} or change dest",
+                        at.display()
+                    )
+                }));
             }
+            Some(_) => return Ok(None),
+            None => match at.parent() {
+                Some(up) => at = up.to_path_buf(),
+                None => return Ok(None),
+            },
         }
     }
 }
 
 /// The table printed by `check`: one row per host.
 pub(crate) fn table(rows: &[HostCheck]) -> String {
-    let cells: Vec<[String; 8]> = rows
+    let cells: Vec<[String; 9]> = rows
         .iter()
         .map(|r| {
             [
@@ -270,6 +386,7 @@ pub(crate) fn table(rows: &[HostCheck]) -> String {
                 r.port.to_string(),
                 r.user.clone(),
                 r.auth.clone(),
+                r.tier.clone(),
                 r.fingerprint.clone(),
                 if r.ok() { "ok" } else { "failed" }.to_string(),
                 r.route.clone(),
@@ -283,6 +400,7 @@ pub(crate) fn table(rows: &[HostCheck]) -> String {
         "PORT",
         "USER",
         "AUTH",
+        "TIER",
         "FINGERPRINT",
         "STATUS",
         "ROUTE",
@@ -416,6 +534,7 @@ pub(crate) fn json_row(r: &HostCheck) -> serde_json::Value {
         "user": r.user,
         "route": r.route,
         "auth": (r.auth != "-").then_some(&r.auth),
+        "tier": (r.tier != "-").then_some(&r.tier),
         "fingerprint": (r.fingerprint != "-").then_some(&r.fingerprint),
         "status": if r.ok() { "ok" } else { "failed" },
         "writable": r.writable,
@@ -451,6 +570,7 @@ mod tests {
             route: "direct".into(),
             auth: "publickey".into(),
             fingerprint: "SHA256:abc".into(),
+            tier: "gnu".into(),
             writable: 2,
             notes: Vec::new(),
             problems: Vec::new(),
@@ -460,6 +580,7 @@ mod tests {
             address: "127.0.0.9".into(),
             auth: "-".into(),
             fingerprint: "-".into(),
+            tier: "-".into(),
             writable: 0,
             problems: vec!["host unreachable: x".into(), "y".into()],
             route: "via 127.0.0.10".into(),
@@ -472,17 +593,17 @@ mod tests {
             lines[0].starts_with("HOST") && lines[0].ends_with("ROUTE           REASON"),
             "{t}"
         );
-        let cols = |l: &str| l.split_whitespace().take(6).collect::<Vec<_>>().join(" ");
+        let cols = |l: &str| l.split_whitespace().take(7).collect::<Vec<_>>().join(" ");
         assert_eq!(
             cols(lines[1]),
-            "::1 2222 deploy publickey SHA256:abc ok",
+            "::1 2222 deploy publickey gnu SHA256:abc ok",
             "{t}"
         );
         assert!(
             lines[1].ends_with("  direct          2 destination dirs writable"),
             "{t}"
         );
-        assert_eq!(cols(lines[2]), "127.0.0.9 2222 deploy - - failed", "{t}");
+        assert_eq!(cols(lines[2]), "127.0.0.9 2222 deploy - - - failed", "{t}");
         assert!(
             lines[2].ends_with("  via 127.0.0.10  host unreachable: x; y"),
             "{t}"
@@ -492,6 +613,10 @@ mod tests {
         assert_eq!(j["auth"], serde_json::Value::Null);
         assert_eq!(j["problems"][1], "y");
         assert_eq!(json_row(&ok)["fingerprint"], "SHA256:abc");
+        assert_eq!(
+            (json_row(&ok)["tier"].as_str(), &j["tier"]),
+            (Some("gnu"), &serde_json::Value::Null)
+        );
         assert_eq!(j["route"], "via 127.0.0.10");
     }
 

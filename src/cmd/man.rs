@@ -349,8 +349,8 @@ fn environment() -> String {
             "Secrets kept out of connection_info.json.",
         ),
         (
-            "HOSTSYNC_TRANSFER=tar|scp",
-            "Serve every host as one without perl is served (tar: a tar stream where the remote has tar, else SCP; scp: SCP only), for tests and measurements; agent, or unset, is the default. Any other value is an error.",
+            "HOSTSYNC_POSIX_SINK=scp",
+            "For tests and measurements: the posix tier ([ssh] transfer) sends over the SCP sink even where the remote has tar. Any other value than scp (or unset) is an error. HOSTSYNC_TRANSFER is no longer read: set [ssh] transfer instead.",
         ),
     ] {
         item(&mut r, var, text);

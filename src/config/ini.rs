@@ -65,6 +65,8 @@ pub(crate) struct Settings {
     pub(crate) inflight_kib: Option<u32>,
     /// `[ssh] compression`: SSH zlib compression (issue 19).
     pub(crate) compression: bool,
+    /// `[ssh] transfer`: which tier serves the hosts (issue 16).
+    pub(crate) transfer: super::Transfer,
     /// `[sync] delta_min_kib`, in bytes: files at least this big whose remote copy
     /// differs go as a delta; 0: never (issue 19).
     pub(crate) delta_min: u64,
@@ -91,6 +93,7 @@ impl Default for Settings {
             split: true,
             inflight_kib: None,
             compression: false,
+            transfer: super::Transfer::Auto,
             delta_min: 1024 * 1024,
             bwlimit: 0,
         }
@@ -119,6 +122,7 @@ pub(crate) const KNOWN: &[(&str, &[&str])] = &[
             "strict_modes",
             "ssh_config",
             "compression",
+            "transfer",
         ],
     ),
     (
@@ -330,6 +334,7 @@ fn apply(s: &mut Settings, section: &str, key: &str, value: &str) -> Result<(), 
         ("sync", "retry_max_s") => s.retry_max = Duration::from_secs(int(value, 1, 86400)?),
         ("sync", "split") => s.split = yes_no(value)?,
         ("ssh", "compression") => s.compression = yes_no(value)?,
+        ("ssh", "transfer") => s.transfer = super::Transfer::parse(value)?,
         // Up to 1 TiB and 1 GiB/s: a larger value is a typo, not a setting.
         ("sync", "delta_min_kib") => s.delta_min = int(value, 0, 1 << 30)? * 1024,
         ("sync", "bwlimit_kib") => s.bwlimit = int(value, 0, 1 << 20)? * 1024,

@@ -61,8 +61,10 @@ pub(crate) struct SshSettings {
     /// Where each host's record of what was last pushed to it lives
     /// (`<log_path>/pushed`, see [`crate::local::pushed`]).
     pub(crate) pushed_dir: PathBuf,
-    /// How files go to a host (`HOSTSYNC_TRANSFER`, read once here).
+    /// `[ssh] transfer`: which tier serves a host.
     pub(crate) transfer: Transfer,
+    /// The posix tier always uses the SCP sink ([`scp_sink_from_env`]).
+    pub(crate) scp_sink: bool,
     /// `[sync] split`: the agent may make a big batch in two lanes.
     pub(crate) split: bool,
     /// `[sync] inflight_kib`: `None` for automatic (from the round trip).
@@ -91,6 +93,7 @@ impl SshSettings {
             runs_dir: "/r".into(),
             pushed_dir: "/p".into(),
             transfer: Transfer::Auto,
+            scp_sink: false,
             split: true,
             inflight_kib: None,
             compression: false,
@@ -100,27 +103,48 @@ impl SshSettings {
     }
 }
 
-/// How files go to a host: `HOSTSYNC_TRANSFER`, until `[ssh] transfer` replaces
-/// it (issue 16). Read once, at start-up, in [`transfer_from_env`].
+/// `[ssh] transfer`: which tier serves a host (issue 16; README, "How a push
+/// works"). `auto` picks the fastest that works on each host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Transfer {
-    /// Unset (or `agent`): the agent where the host has perl, else a tar stream
-    /// where it has GNU tar or bsdtar, else SCP.
+    /// `auto`: the agent where the host has perl, else its shell (tar stream or
+    /// SCP sink, sh commit), else the SFTP subsystem.
     Auto,
-    /// `tar`: as a host without perl is served (tar stream, else SCP).
-    Tar,
-    /// `scp`: as a host without perl and tar is served (SCP only).
-    Scp,
+    /// `gnu`: only hostsync's perl agent.
+    Gnu,
+    /// `sftp`: only the SFTP subsystem.
+    Sftp,
+    /// `posix`: only the shell (listing script, tar stream or SCP sink, sh commit).
+    Posix,
 }
 
-/// Reads `HOSTSYNC_TRANSFER`; a value other than `agent`, `tar` or `scp` is an error.
-pub(crate) fn transfer_from_env() -> Result<Transfer> {
-    match std::env::var("HOSTSYNC_TRANSFER").as_deref() {
-        Err(_) | Ok("" | "agent") => Ok(Transfer::Auto),
-        Ok("tar") => Ok(Transfer::Tar),
-        Ok("scp") => Ok(Transfer::Scp),
+impl Transfer {
+    /// Parses config.ini's value; the error names the valid ones.
+    pub(crate) fn parse(value: &str) -> Result<Transfer, String> {
+        match value {
+            "auto" => Ok(Transfer::Auto),
+            "gnu" => Ok(Transfer::Gnu),
+            "sftp" => Ok(Transfer::Sftp),
+            "posix" => Ok(Transfer::Posix),
+            _ => Err("expected one of auto, gnu, sftp, posix".into()),
+        }
+    }
+}
+
+/// Whether the posix tier must use the SCP sink even where the remote has tar: an
+/// internal knob for tests and measurements (`HOSTSYNC_POSIX_SINK=scp`, README,
+/// "Running tests"), read once at start-up. Any other value is an error.
+pub(crate) fn scp_sink_from_env() -> Result<bool> {
+    if std::env::var_os("HOSTSYNC_TRANSFER").is_some() {
+        bail!(
+            "HOSTSYNC_TRANSFER is no longer read; unset it and set [ssh] transfer = auto, gnu, sftp or posix in config.ini"
+        );
+    }
+    match std::env::var("HOSTSYNC_POSIX_SINK").as_deref() {
+        Err(_) | Ok("" | "auto") => Ok(false),
+        Ok("scp") => Ok(true),
         Ok(other) => bail!(
-            "HOSTSYNC_TRANSFER={}: unknown transfer; set it to agent, tar or scp, or unset it for the default",
+            "HOSTSYNC_POSIX_SINK={}: unknown sink; set it to scp, or unset it",
             crate::escape::controls(other)
         ),
     }
@@ -225,7 +249,8 @@ pub(crate) fn load_with(config_path: &Path, unset: UnsetVars) -> Result<Config> 
             client_id,
             runs_dir: ini::resolve(&base, &settings.log_path).join("runs"),
             pushed_dir: ini::resolve(&base, &settings.log_path).join("pushed"),
-            transfer: transfer_from_env()?,
+            transfer: settings.transfer,
+            scp_sink: scp_sink_from_env()?,
             split: settings.split,
             inflight_kib: settings.inflight_kib,
             compression: settings.compression,
@@ -455,6 +480,29 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `[ssh] transfer` takes exactly the four tier names; anything else names them.
+    #[test]
+    fn transfer_takes_the_four_tier_names() {
+        let all = ["auto", "gnu", "sftp", "posix"].map(Transfer::parse);
+        assert_eq!(
+            all,
+            [
+                Transfer::Auto,
+                Transfer::Gnu,
+                Transfer::Sftp,
+                Transfer::Posix
+            ]
+            .map(Ok)
+        );
+        for bad in ["", "tar", "scp", "agent", "SFTP"] {
+            assert_eq!(
+                Transfer::parse(bad),
+                Err("expected one of auto, gnu, sftp, posix".into()),
+                "{bad:?}"
+            );
+        }
+    }
 
     fn write(dir: &Path, name: &str, text: &str) {
         let p = dir.join(name);

@@ -1,4 +1,5 @@
-//! Running the writability probe ([`crate::remote::probe`]) over a connection.
+//! Running the writability probe ([`crate::remote::probe`]) over a connection;
+//! its answer also settles the host's tier ([`crate::exec::tier::after_probe`]).
 
 use crate::remote::probe::{Answers, DirState, Probe, dir_state, parse_answers, probe_script};
 use crate::transport::ssh::{Connection, ScriptOutput};
@@ -16,16 +17,35 @@ pub(crate) fn run_probes(
 }
 
 /// The writability check of `check` for `sync --dry-run`: one [`DirState`] per
-/// probe, in order, from one remote script. An `Err` means it could not run.
-pub(crate) fn probe_dirs(
+/// probe, in order, from one remote script, also settling the host's tier: `Ok(None)`
+/// when no shell answered and the host is served over SFTP (its listing then
+/// judges the destinations). An `Err` means neither could run.
+pub(crate) fn probe_tier(
     conn: &Connection,
     probes: &[Probe],
     user: &str,
-) -> anyhow::Result<Vec<DirState>> {
+) -> anyhow::Result<Option<Vec<DirState>>> {
     let (answers, out) = run_probes(conn, probes)?;
-    Ok(probes
-        .iter()
-        .enumerate()
-        .map(|(i, p)| dir_state(&answers, (out.status, &out.stderr), i, p, user))
-        .collect())
+    let tier = crate::exec::tier::after_probe(
+        conn,
+        shell_answered(&answers, &out),
+        answers.perl,
+        &crate::escape::first_line(&out.stdout, 200),
+    )?;
+    if tier == crate::transport::ssh::Tier::Sftp {
+        return Ok(None);
+    }
+    Ok(Some(
+        probes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| dir_state(&answers, (out.status, &out.stderr), i, p, user))
+            .collect(),
+    ))
+}
+
+/// Whether a shell ran the probe script: it answered a record, or exited 0.
+/// An SFTP-only account answers any command with a line and exit status 1.
+pub(crate) fn shell_answered(answers: &Answers, out: &ScriptOutput) -> bool {
+    !answers.verdicts.is_empty() || answers.perl || out.status == 0
 }

@@ -5,7 +5,11 @@
 //!   writes and renames relative to checked directories and confirms each step
 //!   (issue 13);
 //! - every other host over its shell ([`by_shell`]): a listing script, a tar
-//!   stream or an SCP sink, then a commit script.
+//!   stream or an SCP sink, then a commit script;
+//! - a host without a shell (or with `[ssh] transfer = sftp`) over its SFTP
+//!   subsystem ([`by_sftp`]).
+//!
+//! Which one serves a host is settled once per session ([`crate::exec::tier`]).
 //!
 //! Either way a remote reader sees the old or the new file, never part of one,
 //! whatever happens to the connection; what the remote confirmed goes into the
@@ -26,6 +30,7 @@
 //! records the differences instead of acting on them.
 
 mod by_agent;
+mod by_sftp;
 mod by_shell;
 
 use std::collections::{BTreeSet, HashMap};
@@ -35,13 +40,14 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use crate::config::Target;
+use crate::exec::tier;
 use crate::failure::Failure;
 use crate::local::pushed::Pushed;
 use crate::local::{self, Source, Sources};
 use crate::reconcile::render::{self, Change, Diff, MadeBelow};
 use crate::reconcile::{self, Plan, Scope, Unit, Usable};
 use crate::report::{Event, HostReport};
-use crate::transport::ssh::Connection;
+use crate::transport::ssh::{Connection, Tier};
 
 /// How often a file that keeps changing while it is read is tried in one run.
 const MAX_ATTEMPTS: usize = 3;
@@ -119,6 +125,12 @@ fn dry_run_units(conn: &Connection, units: &[Unit<'_>], user: &str, report: &mut
     else {
         return;
     };
+    if conn.tier() == Some(Tier::Sftp) || !tier::may_exec(conn) {
+        return match tier::without_agent(conn) {
+            Ok(_) => by_sftp::dry_run(conn, &usable, report),
+            Err(e) => report.fail_host(&format!("{e:#}")),
+        };
+    }
     let pushed = Pushed::open(conn.pushed_dir(), &report.address);
     let planned = match by_agent::list(conn, &usable, false) {
         Ok(Some((agent, listed))) => {
@@ -157,15 +169,16 @@ fn writable_units<'u, 'm>(
         .iter()
         .map(|(_, u, src)| crate::remote::probe::Probe::of(u.mapping, src.is_dir))
         .collect();
-    let states = if probes.is_empty() {
-        Vec::new()
-    } else {
-        match crate::exec::probe::probe_dirs(conn, &probes, user) {
-            Ok(states) => states,
-            Err(e) => {
-                report.fail_host(&format!("cannot run the remote check: {e:#}"));
-                return None;
-            }
+    if !tier::may_exec(conn) {
+        return Some((usable, HashMap::new()));
+    }
+    let states = match crate::exec::probe::probe_tier(conn, &probes, user) {
+        Ok(Some(states)) => states,
+        // No shell, served over SFTP: its listing says what cannot be used.
+        Ok(None) => return Some((usable, HashMap::new())),
+        Err(e) => {
+            report.fail_host(&format!("cannot run the remote check: {e:#}"));
+            return None;
         }
     };
     let mut writable = Vec::new();
@@ -260,11 +273,20 @@ fn try_push(
     report: &mut HostReport,
 ) -> Result<()> {
     let usable = usable(&units, report);
-    if let Some((agent, listed)) = by_agent::list(conn, &usable, true)? {
+    if usable.is_empty() {
+        return Ok(());
+    }
+    if tier::may_exec(conn)
+        && let Some((agent, listed)) = by_agent::list(conn, &usable, true)?
+    {
+        conn.set_tier(Tier::Gnu);
         let plan = by_agent::compare(&usable, &listed, pushed, report);
         return by_agent::apply(conn, agent, plan, &listed, &units, pushed, report);
     }
-    by_shell::push(conn, &usable, &units, pushed, report)
+    match tier::without_agent(conn)? {
+        Tier::Sftp => by_sftp::push(conn, &usable, &units, pushed, report),
+        _ => by_shell::push(conn, &usable, &units, pushed, report),
+    }
 }
 
 /// The units whose local side could be scanned, with their index and source; the

@@ -244,6 +244,9 @@ pub(crate) struct Listed<'a> {
     pub(crate) pushed: &'a Pushed,
     /// The listing's stderr, for the warning about an incomplete one.
     pub(crate) stderr: &'a str,
+    /// Whether the tier carries a newline in a name (SFTP does); elsewhere such
+    /// a name is refused with one line (the SCP sink's records are lines).
+    pub(crate) newlines: bool,
 }
 
 /// Compares every usable unit with what the listing found under its root and
@@ -262,7 +265,14 @@ pub(crate) fn compare(
     let mut plan = Plan::default();
     for (((idx, unit, source), root), state) in usable.iter().zip(listed.roots).zip(listed.states) {
         let mapping = unit.mapping;
-        if let Some(why) = unusable_root(state, stale_rule.is_none(), &root.dir) {
+        let served = if stale_rule.is_none() {
+            Served::Agent
+        } else if listed.newlines {
+            Served::Sftp
+        } else {
+            Served::Shell
+        };
+        if let Some(why) = unusable_root(state, served, &root.dir) {
             let what = format!("{} -> {}", mapping.src.display(), mapping.dest);
             plan.failures.push((Failure::Refused, what, why));
             continue;
@@ -286,6 +296,7 @@ pub(crate) fn compare(
             root: &root.dir,
             state,
             pushed: listed.pushed,
+            newlines: listed.newlines,
         };
         let mut w = plan.work.remove(&root.dir).unwrap_or_default();
         plan_mapping(mapping, *idx, source, &remote, &mut w, &mut plan, hash);
@@ -306,17 +317,31 @@ pub(crate) fn compare(
     plan
 }
 
+/// How the host is served, for the words of a refusal.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Served {
+    /// hostsync's agent: acts relative to checked directories.
+    Agent,
+    /// The shell's listing and commit scripts.
+    Shell,
+    /// The SFTP subsystem (issue 16).
+    Sftp,
+}
+
 /// Why a root cannot be used at all, if it cannot: the listing could not use it,
 /// or others can write there and the host is not served by the agent.
-fn unusable_root(state: &RootState, agent: bool, dir: &[u8]) -> Option<String> {
+fn unusable_root(state: &RootState, served: Served, dir: &[u8]) -> Option<String> {
     if let Some(err) = &state.error {
         return Some(format!("cannot use remote directory {}: {err}", show(dir)));
     }
-    match &state.open {
-        Some(why) if !agent => Some(format!(
+    match (&state.open, served) {
+        (Some(_), Served::Agent) | (None, _) => None,
+        (Some(why), Served::Shell) => Some(format!(
             "other users can write where this mapping writes ({why}), and this host has no perl for hostsync's agent, which is what writes safely there; install perl on the host, or set [ssh] strict_modes = no"
         )),
-        _ => None,
+        (Some(why), Served::Sftp) => Some(format!(
+            "other users can write where this mapping writes ({why}), and this host is served over SFTP, which acts on paths and cannot write there safely; make it writable only by root and the login user, or set [ssh] strict_modes = no"
+        )),
     }
 }
 
@@ -387,6 +412,8 @@ struct Remote<'a> {
     state: &'a RootState,
     /// What this host was last sent ([`crate::local::pushed`]), by absolute remote path.
     pushed: &'a Pushed,
+    /// Whether a newline in a name can be carried ([`Listed::newlines`]).
+    newlines: bool,
 }
 
 /// Compares one mapping's local entries with the remote state; adds what differs
@@ -433,7 +460,7 @@ fn plan_mapping(
                 show(&join(remote.root, &at.rel))
             )
         };
-        if let Some((kind, why)) = refused(&at, &blocked) {
+        if let Some((kind, why)) = refused(&at, &blocked, remote.newlines) {
             if !matches!(entry.kind, Kind::Dir { .. }) {
                 plan.failures.push((kind, what(), why));
             }
@@ -463,12 +490,17 @@ struct Local<'a> {
 }
 
 /// Why an entry cannot be sent at all, if it cannot: below a blocked remote
-/// directory (the remote's doing), or a name hostsync cannot carry (a local one).
-fn refused(at: &Local<'_>, blocked: &[(Vec<u8>, String)]) -> Option<(Failure, String)> {
+/// directory (the remote's doing), or a name hostsync cannot carry (a local one;
+/// a newline is carried only where `newlines`).
+fn refused(
+    at: &Local<'_>,
+    blocked: &[(Vec<u8>, String)],
+    newlines: bool,
+) -> Option<(Failure, String)> {
     if let Some((_, why)) = blocked.iter().find(|(b, _)| is_below(&at.rel, b)) {
         return Some((Failure::Refused, why.clone()));
     }
-    if at.rel.contains(&b'\n') {
+    if !newlines && at.rel.contains(&b'\n') {
         let why = "the name contains a newline, which the SCP protocol cannot carry; rename it";
         return Some((Failure::Local, why.into()));
     }

@@ -156,6 +156,7 @@ fn plan_of(case: &Case) -> Plan {
         states: std::slice::from_ref(&state),
         pushed: &pushed,
         stderr: "",
+        newlines: false,
     };
     compare(&usable, &listed, Some(&|_, _| false), &hash_of(case))
 }

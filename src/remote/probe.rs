@@ -22,6 +22,11 @@ pub(crate) struct Probe {
 }
 
 impl Probe {
+    /// The directory `sync` writes into.
+    pub(crate) fn dir(&self) -> &str {
+        &self.dir
+    }
+
     /// The probe for mapping `m`, whose src is a directory when `src_is_dir`.
     pub(crate) fn of(m: &Mapping, src_is_dir: bool) -> Probe {
         let label = format!("{} -> {}", m.src.display(), m.dest);

@@ -1,6 +1,6 @@
 //! Talking to one host: the SSH session, the SCP sink, the tar stream, the
-//! agent's channel, pacing and bounded replies, and the keepalive that finds a
-//! dead idle session.
+//! agent's channel, the SFTP client, pacing and bounded replies, and the
+//! keepalive that finds a dead idle session.
 
 pub(crate) mod agent;
 pub(crate) mod bounded;
@@ -12,5 +12,6 @@ pub(crate) mod keepalive;
 pub(crate) mod pace;
 mod quickack;
 pub(crate) mod scp;
+pub(crate) mod sftp;
 pub(crate) mod ssh;
 pub(crate) mod tar;

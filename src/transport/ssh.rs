@@ -1,5 +1,8 @@
 //! One SSH connection to one host: TCP, handshake, host-key check, authentication,
-//! and the two ways we talk to the remote: shell scripts and the SCP sink.
+//! and the ways we talk to the remote: shell scripts, the SCP sink, and the
+//! session's SFTP client ([`super::sftp`], started once and kept). What the
+//! session learned about the host is cached here: perl, tar, and the tier that
+//! serves it ([`Tier`], settled by `crate::exec::tier`, issue 16).
 //!
 //! Pitfalls handled here (each measured with libssh2): TCP_NODELAY is set
 //! before the handshake (without it every small write stalls on Nagle + delayed
@@ -45,8 +48,18 @@ pub(crate) struct Connection {
     tar: std::cell::Cell<Option<bool>>,
     /// The quickest channel open seen: an estimate of the round trip.
     rtt: std::cell::Cell<Option<Duration>>,
-    /// `HOSTSYNC_TRANSFER` and the `[sync]` transfer settings.
+    /// `[ssh] transfer`: which tiers may serve this host.
     transfer: crate::config::Transfer,
+    /// The posix tier uses the SCP sink even where tar is there (a test knob).
+    scp_sink: bool,
+    /// The tier that serves this host, once the probe settled it (issue 16).
+    tier: std::cell::Cell<Option<Tier>>,
+    /// Why the first exec failed without a shell answering (an SFTP-only
+    /// account runs internal-sftp for every exec): the probe then tries SFTP.
+    no_shell: std::cell::RefCell<Option<String>>,
+    /// This session's SFTP client, started on first use and kept for the
+    /// session: a watched change costs no remote process start.
+    sftp: std::cell::RefCell<Option<super::sftp::Sftp>>,
     /// `[sync] split`.
     split: bool,
     /// `[sync] inflight_kib`.
@@ -79,6 +92,28 @@ pub(crate) struct Connection {
     /// The cap on what this session sends (`[sync] bwlimit_kib`), while it lives.
     /// After `session`, so the socket is closed before its bucket goes.
     _limit: Option<super::bwlimit::Limited>,
+}
+
+/// The ways a host is changed (issue 16), as `check`'s TIER column names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tier {
+    /// hostsync's perl agent (GNU/Linux hosts with perl).
+    Gnu,
+    /// The shell: listing script, tar stream or SCP sink, sh commit.
+    Posix,
+    /// The SFTP subsystem.
+    Sftp,
+}
+
+impl Tier {
+    /// The name `check` and the README use.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Tier::Gnu => "gnu",
+            Tier::Posix => "posix",
+            Tier::Sftp => "sftp",
+        }
+    }
 }
 
 /// What a remote script printed, and how it exited.
@@ -118,6 +153,10 @@ impl Connection {
             tar: std::cell::Cell::new(None),
             rtt: std::cell::Cell::new(None),
             transfer: ssh.transfer,
+            scp_sink: ssh.scp_sink,
+            tier: std::cell::Cell::new(None),
+            no_shell: std::cell::RefCell::new(None),
+            sftp: std::cell::RefCell::new(None),
             split: ssh.split,
             inflight_kib: ssh.inflight_kib,
             io_timeout: ssh.io_timeout,
@@ -202,9 +241,54 @@ impl Connection {
         self.inflight_kib
     }
 
-    /// Whether the transfer is forced to SCP (`HOSTSYNC_TRANSFER=scp`).
+    /// Whether the posix tier must use the SCP sink (`HOSTSYNC_POSIX_SINK=scp`).
     fn scp_forced(&self) -> bool {
-        self.transfer == crate::config::Transfer::Scp
+        self.scp_sink
+    }
+
+    /// `[ssh] transfer`: which tiers may serve this host.
+    pub(crate) fn transfer(&self) -> crate::config::Transfer {
+        self.transfer
+    }
+
+    /// The tier serving this host, once known.
+    pub(crate) fn tier(&self) -> Option<Tier> {
+        self.tier.get()
+    }
+
+    /// Records the tier that serves this host (the probe's result).
+    pub(crate) fn set_tier(&self, tier: Tier) {
+        self.tier.set(Some(tier));
+    }
+
+    /// Why the first exec got no shell, if it did not (see [`Connection::set_no_shell`]).
+    pub(crate) fn no_shell(&self) -> Option<String> {
+        self.no_shell.borrow().clone()
+    }
+
+    /// Records that the first exec ended before any shell or perl answered.
+    pub(crate) fn set_no_shell(&self, why: String) {
+        *self.no_shell.borrow_mut() = Some(why);
+    }
+
+    /// This session's SFTP client, started on first use (see [`super::sftp`]);
+    /// the error says when the host has no SFTP subsystem. A client whose
+    /// session failed is dropped, so the next call starts a new one.
+    pub(crate) fn with_sftp<T>(
+        &self,
+        f: impl FnOnce(&mut super::sftp::Sftp) -> Result<T>,
+    ) -> Result<T> {
+        let mut slot = self.sftp.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(super::sftp::Sftp::start(&self.session)?);
+        }
+        let result = f(slot.as_mut().expect("started above"));
+        if let Err(e) = &result
+            && !e.is::<super::sftp::Refused>()
+        {
+            *slot = None;
+        }
+        result
     }
 
     /// Stops using the tar fast path on this connection (after a tar stream failed).
@@ -213,10 +297,10 @@ impl Connection {
     }
 
     /// Whether hostsync's agent may serve this host: not known to lack perl, and
-    /// not forced off (`HOSTSYNC_TRANSFER=tar` or `scp`: the way hosts without perl
-    /// are served, for tests and measurements).
+    /// allowed by `[ssh] transfer` (`auto` or `gnu`).
     pub(crate) fn agent_maybe(&self) -> bool {
-        self.agent.get() != Some(false) && self.transfer == crate::config::Transfer::Auto
+        use crate::config::Transfer;
+        self.agent.get() != Some(false) && matches!(self.transfer, Transfer::Auto | Transfer::Gnu)
     }
 
     /// Whether no agent start has shown yet whether the remote has perl.

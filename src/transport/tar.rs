@@ -26,7 +26,7 @@
 //! trips less (a channel open and an exec), about 65 ms at a 20 ms round trip.
 //!
 //! Used only when the remote has GNU tar or bsdtar (probed once per connection),
-//! and not when the transfer is forced to SCP (`HOSTSYNC_TRANSFER=scp`).
+//! and not when the transfer is forced to SCP (`HOSTSYNC_POSIX_SINK=scp`, a test knob).
 
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;

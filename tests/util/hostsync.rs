@@ -139,8 +139,23 @@ impl Env {
         run_in_env(&self.cfg(), self.dir.path(), args, vars)
     }
 
+    /// Writes the config files and runs `hostsync ARGS` with the hosts served the
+    /// way `way` names (issue 16): `""` or `agent` for `[ssh] transfer = auto`,
+    /// `tar` for `posix`, `scp` for `posix` with the SCP sink forced (the test
+    /// knob `HOSTSYNC_POSIX_SINK=scp`), or a tier's own name.
+    pub fn run_way(&self, args: &[&str], way: &str) -> Run {
+        let (ssh, vars) = way_settings(way);
+        self.write_config_with(&ssh);
+        run_in_env(&self.cfg(), self.dir.path(), args, &vars)
+    }
+
     /// Writes config.ini, connection_info.json and known_hosts.
     pub fn write_config(&self) {
+        self.write_config_with("");
+    }
+
+    /// [`Env::write_config`] with `ssh` added to config.ini's `[ssh]` section.
+    pub fn write_config_with(&self, ssh: &str) {
         // A test may set its own connect_timeout through `ini`; a key set twice is an error.
         let timeout = if self.ini_extra.contains("connect_timeout") {
             ""
@@ -148,7 +163,7 @@ impl Env {
             "connect_timeout = 5\n"
         };
         let ini = format!(
-            "[DEFAULT]\nnumber_of_connections = 4\nlog_path = logs\nconnection_info_path = connection_info.json\naddress_mapper_path = mappings\n\n[ssh]\nknown_hosts = known_hosts\n{timeout}{}",
+            "[DEFAULT]\nnumber_of_connections = 4\nlog_path = logs\nconnection_info_path = connection_info.json\naddress_mapper_path = mappings\n\n[ssh]\nknown_hosts = known_hosts\n{ssh}{timeout}{}",
             self.ini_extra
         );
         self.dir.write("cfg/config.ini", ini);
@@ -175,6 +190,19 @@ impl Env {
     /// error.log's content ("" if missing).
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.cfg().join("logs/error.log")).unwrap_or_default()
+    }
+}
+
+/// The `[ssh]` lines and environment of a way to serve hosts (see [`Env::run_way`]).
+pub fn way_settings(way: &str) -> (String, Vec<(&'static str, &'static str)>) {
+    match way {
+        "" | "agent" => (String::new(), Vec::new()),
+        "tar" => ("transfer = posix\n".into(), Vec::new()),
+        "scp" => (
+            "transfer = posix\n".into(),
+            vec![("HOSTSYNC_POSIX_SINK", "scp")],
+        ),
+        tier => (format!("transfer = {tier}\n"), Vec::new()),
     }
 }
 
@@ -210,10 +238,11 @@ pub fn run_in_env(cwd: &Path, home: &Path, args: &[&str], vars: &[(&str, &str)])
 pub fn run_bounded(
     env: &Env,
     args: &[&str],
-    vars: &[(&str, &str)],
+    way: &str,
     limit: std::time::Duration,
 ) -> (Run, u64, std::time::Duration) {
-    env.write_config();
+    let (ssh, vars) = way_settings(way);
+    env.write_config_with(&ssh);
     let cwd = env.cfg();
     let exe = env!("CARGO_BIN_EXE_hostsync");
     let mut child = Command::new(exe)

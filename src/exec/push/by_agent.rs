@@ -77,6 +77,14 @@ pub(super) fn list<'c>(
                 conn.set_agent(false);
                 return Ok(None);
             }
+            // The first exec ended before anything answered: no shell runs
+            // commands here (an SFTP-only account); the tier probe asks for SFTP.
+            Err(e) if conn.agent_unknown() && agent.hello().is_none() => {
+                log::debug!("no shell answered the agent's start ({e:#}); trying SFTP");
+                conn.set_agent(false);
+                conn.set_no_shell(format!("{e:#}"));
+                return Ok(None);
+            }
             other => other?,
         };
         if conn.agent_unknown() {
@@ -176,6 +184,8 @@ pub(super) fn compare(
         states: &listed.states,
         pushed,
         stderr: "",
+        // The agent's frames could carry one; its listing and tests do not yet.
+        newlines: false,
     };
     let plan = reconcile::compare(usable, &remote, None, &super::hash_local);
     super::take_findings(&plan, report);

@@ -1,4 +1,4 @@
-//! Serving a host without perl (or with `HOSTSYNC_TRANSFER=tar|scp`) over its
+//! Serving a host without perl (or with `[ssh] transfer = posix`) over its
 //! shell, as README's "How a push works" tells it:
 //! 1. one listing script creates missing destination roots and lists what is
 //!    there ([`remote::listing_script`], which also applies the ancestor rule and
@@ -480,6 +480,7 @@ pub(super) fn plan(
         states: &parsed.states,
         pushed,
         stderr: &listing.stderr,
+        newlines: false,
     };
     let plan = reconcile::compare(usable, &listed, Some(&removable), &super::hash_local);
     super::take_findings(&plan, report);

@@ -1,0 +1,442 @@
+//! Serving a host over its SFTP subsystem (issue 16's sftp tier): an SFTP-only
+//! account (`ForceCommand internal-sftp`), or any host with `[ssh] transfer = sftp`.
+//!
+//! 1. the session's SFTP client ([`crate::transport::sftp`], kept open on the
+//!    connection, so a watched change starts no remote process) lists every
+//!    root: the ancestor rule, missing roots made, who else can write there,
+//!    entries by lstat, pipelined; a path listing (watch) reads back each named
+//!    remote file for its SHA-256, so two daemons mapped at each other do not
+//!    send a file back and forth;
+//! 2. [`crate::reconcile::compare`] decides, as for every tier; a destination
+//!    others can write is refused there, with one line: SFTP acts on paths,
+//!    never relative to a checked folder (issue 13);
+//! 3. removals (`"delete": true`, nothing followed below the root), then each
+//!    directory, file and symlink in path order: a file goes to this run's
+//!    temporary (`.hostsync-tmp.CLIENT.RUN.N`, created exclusively), gets its
+//!    mode and mtime by fsetstat, and only once the local file proved unchanged
+//!    is swapped in by `posix-rename@openssh.com` (with `backups`, `dest.1` is a
+//!    hard link to `dest` first, so `dest` never disappears);
+//! 4. temporaries of runs that are over are removed. Each step counts only once
+//!    the server confirmed it.
+//!
+//! At shutdown (the connection's cancel flag) a file being sent stops between two
+//! chunks and its temporary is removed: the batch ends with an error.
+//!
+//! `post_sync` needs a shell: on a host without one it fails its mapping, with
+//! one line, and nothing of that mapping is sent.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+
+use super::{MAX_ATTEMPTS, by_agent};
+use crate::failure::Failure;
+use crate::local::pushed::{Pushed, Record};
+use crate::local::read::{Finished, Reading, Unsendable};
+use crate::reconcile::{
+    self, Item, ItemKind, Listed, Plan, RootWork, Unit, Usable, describe, join, show,
+};
+use crate::remote::{self, ListRoot};
+use crate::report::{Event, HostReport};
+use crate::transport::sftp::{Put, Refused, Sftp, Source};
+use crate::transport::ssh::Connection;
+
+/// Pushes the usable units over SFTP (see the module doc); an `Err` means the
+/// session failed.
+pub(super) fn push(
+    conn: &Connection,
+    usable: &[Usable<'_, '_>],
+    units: &[Unit<'_>],
+    pushed: &mut Pushed,
+    report: &mut HostReport,
+) -> Result<()> {
+    let usable = honoured(conn, usable, report);
+    let Some(plan) = plan(conn, &usable, pushed, report, true)? else {
+        return Ok(());
+    };
+    super::report_planned(&plan, report);
+    let mut batch = Batch {
+        report,
+        pushed,
+        units,
+        changed: vec![0; units.len()],
+        names: conn.names().clone(),
+        cancel: conn.cancel_flag(),
+    };
+    conn.with_sftp(|sftp| batch.apply(sftp, plan))?;
+    let Batch {
+        changed, report, ..
+    } = batch;
+    if conn.no_shell().is_none() {
+        super::run_post_sync(conn, units, &changed, report);
+    }
+    Ok(())
+}
+
+/// The usable units this tier can honour: on a host without a shell, one with
+/// `post_sync` fails here, with one line.
+fn honoured<'u, 'm>(
+    conn: &Connection,
+    usable: &[Usable<'u, 'm>],
+    report: &mut HostReport,
+) -> Vec<Usable<'u, 'm>> {
+    let Some(why) = conn.no_shell() else {
+        return usable.to_vec();
+    };
+    let mut out = Vec::new();
+    for u in usable {
+        if u.1.mapping.post_sync.is_empty() {
+            out.push(*u);
+        } else {
+            let what = format!("{} -> {}", u.1.mapping.src.display(), show(&u.1.root.dir));
+            report.fail(
+                Failure::Refused,
+                &what,
+                &format!("post_sync needs a shell, and this host serves only SFTP ({why}); remove post_sync from this mapping"),
+            );
+        }
+    }
+    out
+}
+
+/// Lists the roots over SFTP and compares (see [`super::by_shell::plan`]);
+/// `create` makes missing roots. `Ok(None)` when no unit is usable.
+pub(super) fn plan(
+    conn: &Connection,
+    usable: &[Usable<'_, '_>],
+    pushed: &Pushed,
+    report: &mut HostReport,
+    create: bool,
+) -> Result<Option<Plan>> {
+    let roots: Vec<ListRoot> = usable.iter().map(|(_, u, _)| u.root.clone()).collect();
+    if roots.is_empty() {
+        return Ok(None);
+    }
+    let strict = conn.strict_modes();
+    let listing = conn.with_sftp(|sftp| sftp.list(&roots, create, strict))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let (runs, client) = (conn.runs_dir(), conn.client_id());
+    let removable = |name: &[u8], e: &remote::RemoteEntry| {
+        e.kind != b'd'
+            && remote::runs::removable(name, e.mtime, now, client, &|run| {
+                remote::runs::alive(runs, run)
+            })
+    };
+    let listed = Listed {
+        roots: &roots,
+        states: &listing.states,
+        pushed,
+        stderr: "",
+        newlines: true,
+    };
+    let plan = reconcile::compare(usable, &listed, Some(&removable), &super::hash_local);
+    super::take_findings(&plan, report);
+    Ok(Some(plan))
+}
+
+/// One batch over SFTP, while it runs.
+struct Batch<'a, 'u> {
+    /// Where outcomes go.
+    report: &'a mut HostReport,
+    /// The host's record of what was pushed.
+    pushed: &'a mut Pushed,
+    /// The units, for backups.
+    units: &'a [Unit<'u>],
+    /// What each unit changed: for post_sync.
+    changed: Vec<u64>,
+    /// This session's temporary names.
+    names: remote::runs::Names,
+    /// Set at shutdown: a file being sent stops between two chunks.
+    cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Batch<'_, '_> {
+    /// Applies `plan`: stale temporaries, removals, then every root's items.
+    fn apply(&mut self, sftp: &mut Sftp, plan: Plan) -> Result<()> {
+        let mut stale: Vec<&Vec<u8>> = plan.stale.iter().collect();
+        stale.sort();
+        for path in stale {
+            let _ = refusal(sftp.remove_file(path))?;
+        }
+        for (root, mut w) in plan.work {
+            self.removals(sftp, &root, &mut w)?;
+            w.items.sort_by(|a, b| a.rel.cmp(&b.rel));
+            self.upload_rounds(sftp, &root, w)?;
+        }
+        Ok(())
+    }
+
+    /// The removals of `"delete": true` under `root`.
+    fn removals(&mut self, sftp: &mut Sftp, root: &[u8], w: &mut RootWork) -> Result<()> {
+        for r in std::mem::take(&mut w.removes) {
+            let remote = join(root, &r.rel);
+            let local = r.local.display().to_string();
+            let unit = r.unit;
+            match refusal(sftp.remove_tree(root, &r.rel).map(|_| ()))? {
+                Ok(()) => {
+                    self.changed[unit] += 1;
+                    self.report.removed_path(&local, &show(&remote));
+                    self.pushed.forget(remote);
+                }
+                Err(why) => {
+                    let what = format!("{local} -> {}", show(&remote));
+                    self.report.fail(Failure::Refused, &what, &why);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends every item of one root; a file that changed while it was read goes
+    /// again, up to [`MAX_ATTEMPTS`] rounds.
+    fn upload_rounds(&mut self, sftp: &mut Sftp, root: &[u8], mut w: RootWork) -> Result<()> {
+        let files = w.items.iter().filter(|i| matches!(i.what, ItemKind::File));
+        let files = files.count();
+        if files > 0 {
+            // Named in README, "Logs": the way each batch goes.
+            log::debug!(
+                "{}: {files} item(s) under {} over sftp",
+                self.report.address,
+                crate::escape::escape(root)
+            );
+        }
+        for attempt in 1..=MAX_ATTEMPTS {
+            let mut again = Vec::new();
+            for item in std::mem::take(&mut w.items) {
+                if let Some(retry) = self.item(sftp, root, &w, item, attempt)? {
+                    again.push(retry);
+                }
+            }
+            if again.is_empty() {
+                break;
+            }
+            w.items = again;
+        }
+        Ok(())
+    }
+
+    /// Does one item; returns it, as it is now, when it changed while it was read
+    /// and another round is allowed.
+    fn item(
+        &mut self,
+        sftp: &mut Sftp,
+        root: &[u8],
+        w: &RootWork,
+        item: Item,
+        attempt: usize,
+    ) -> Result<Option<Item>> {
+        let dest = join(root, &item.rel);
+        let backups = self.units[item.unit].mapping.backups;
+        let done = match &item.what {
+            ItemKind::Dir => {
+                // Counted for post_sync, but not reported as sent (as on every tier).
+                let mode = w.dir_modes.get(&item.rel).copied().unwrap_or(0o755);
+                match refusal(make_dir(sftp, &dest, mode))? {
+                    Ok(()) => self.changed[item.unit] += 1,
+                    Err(why) => (self.report).fail(Failure::Refused, &describe(&item, root), &why),
+                }
+                return Ok(None);
+            }
+            ItemKind::Symlink { target } => {
+                let tmp = self.names.for_path(&dest);
+                refusal(sftp.symlink(target, &dest, &tmp, backups))?.map(|()| None)
+            }
+            ItemKind::File => {
+                let tmp = self.names.for_path(&dest);
+                let p = Put {
+                    dest: &dest,
+                    tmp: &tmp,
+                    mode: 0,
+                    mtime: 0,
+                    backups,
+                };
+                return self.file(sftp, root, p, item, attempt);
+            }
+            ItemKind::Removed => Ok(None),
+        };
+        match done {
+            Ok(record) => self.done(&item, dest, 0, record),
+            Err(why) => self
+                .report
+                .fail(Failure::Refused, &describe(&item, root), &why),
+        }
+        Ok(None)
+    }
+
+    /// Uploads one file item (see [`Sftp::put`]).
+    fn file(
+        &mut self,
+        sftp: &mut Sftp,
+        root: &[u8],
+        mut p: Put<'_>,
+        item: Item,
+        attempt: usize,
+    ) -> Result<Option<Item>> {
+        let reading = match Reading::open(&item.to_send()) {
+            Ok(r) => r,
+            Err(Unsendable::Vanished) => return Ok(None),
+            Err(Unsendable::Changed) => return Ok(self.changed_file(root, item, attempt)),
+            Err(Unsendable::Unreadable(why)) => {
+                let what = describe(&item, root);
+                self.report.fail(Failure::Local, &what, &why);
+                return Ok(None);
+            }
+        };
+        let meta = *reading.meta();
+        p.mode = meta.mode;
+        p.mtime = u32::try_from(meta.mtime.max(0)).unwrap_or(u32::MAX);
+        let mut src = Sending {
+            reading: Some(reading),
+            end: None,
+            report: self.report,
+            cancel: &self.cancel,
+            cancelled: false,
+        };
+        let put = refusal(sftp.put(&p, &mut src))?;
+        if src.cancelled {
+            // put() dropped the temporary: nothing half-written stays.
+            anyhow::bail!("transfer cancelled by shutdown");
+        }
+        let end = src.end.take();
+        match (put, end) {
+            (Err(why), _) => {
+                let what = describe(&item, root);
+                self.report.fail(Failure::Refused, &what, &why);
+            }
+            (Ok(Some(bytes)), Some(Finished::Whole(meta, sha))) => {
+                let record = Some(Record::sent(&meta, &sha));
+                self.done(&item, p.dest.to_vec(), bytes, record);
+            }
+            (_, Some(Finished::Unreadable(why))) => {
+                let what = describe(&item, root);
+                self.report.fail(Failure::Local, &what, &why);
+            }
+            _ => return Ok(self.changed_file(root, item, attempt)),
+        }
+        Ok(None)
+    }
+
+    /// A file that changed while it was read: sent again as it is now, or, after
+    /// the last round, failed for this run.
+    fn changed_file(&mut self, root: &[u8], item: Item, attempt: usize) -> Option<Item> {
+        if attempt < MAX_ATTEMPTS {
+            log::info!(
+                "{}: {} changed while it was read; sending it again",
+                self.report.address,
+                item.local.display()
+            );
+            return by_agent::rescan(&item);
+        }
+        self.report.fail(
+            Failure::Local,
+            &describe(&item, root),
+            "the local file kept changing while it was read; it will be sent on the next run",
+        );
+        None
+    }
+
+    /// A confirmed item: counted, reported, and noted in (or dropped from) the record.
+    fn done(&mut self, item: &Item, remote: Vec<u8>, bytes: u64, record: Option<Record>) {
+        self.changed[item.unit] += 1;
+        let local = item.local.display().to_string();
+        (self.report).sent_delta(&local, &show(&remote), bytes, 0, &item.why);
+        match record {
+            Some(r) => self.pushed.set(remote, r),
+            None => self.pushed.forget(remote),
+        }
+    }
+}
+
+/// Makes directory `path` with `mode`; one already there as a directory gets the
+/// mode.
+fn make_dir(sftp: &mut Sftp, path: &[u8], mode: u32) -> Result<()> {
+    match sftp.lstat(path)? {
+        Some(a) if a.kind() == b'd' => sftp.chmod(path, mode),
+        _ => sftp.mkdir(path, mode),
+    }
+}
+
+/// Splits a step's result: a step the server refused is `Ok(Err(why))` (that item
+/// fails), any other error ends the batch.
+fn refusal<T>(r: Result<T>) -> Result<Result<T, String>> {
+    match r {
+        Ok(v) => Ok(Ok(v)),
+        Err(e) if e.is::<Refused>() => Ok(Err(format!("{e:#}"))),
+        Err(e) => Err(e),
+    }
+}
+
+/// A local file being sent over SFTP: its bytes, then whether they were whole.
+struct Sending<'r> {
+    /// The file, until [`Source::whole`] finishes it.
+    reading: Option<Reading>,
+    /// How reading it ended.
+    end: Option<Finished>,
+    /// For progress.
+    report: &'r mut HostReport,
+    /// The connection's shutdown flag.
+    cancel: &'r std::sync::atomic::AtomicBool,
+    /// Whether reading stopped because of it (the file is then not whole).
+    cancelled: bool,
+}
+
+impl Source for Sending<'_> {
+    fn chunk(&mut self, buf: &mut [u8]) -> usize {
+        if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            self.cancelled = true;
+            return 0;
+        }
+        let n = self.reading.as_mut().map_or(0, |r| r.chunk(buf));
+        if n > 0 {
+            self.report.event(Event::Uploaded { bytes: n as u64 });
+        }
+        n
+    }
+
+    fn whole(&mut self) -> bool {
+        self.end = self.reading.take().map(Reading::finish);
+        !self.cancelled && matches!(self.end, Some(Finished::Whole(..)))
+    }
+}
+
+/// `sync --dry-run` over SFTP: the listing creates nothing; the plan's
+/// differences go into `report.diffs`.
+pub(super) fn dry_run(conn: &Connection, usable: &[Usable<'_, '_>], report: &mut HostReport) {
+    let usable = honoured(conn, usable, report);
+    let pushed = Pushed::open(conn.pushed_dir(), &report.address);
+    match plan(conn, &usable, &pushed, report, false) {
+        Ok(Some(plan)) => {
+            let none = BTreeMap::new().into_iter().collect();
+            report
+                .diffs
+                .extend(crate::reconcile::render::diffs(&plan, &none, 0));
+        }
+        Ok(None) => {}
+        Err(e) => report.fail_host(&format!("{e:#}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A step the server refused fails that item with its words; any other
+    /// error (the session) ends the batch.
+    #[test]
+    fn a_refusal_fails_the_item_and_anything_else_the_batch() {
+        let refused = anyhow::Error::new(Refused {
+            what: "create /srv/x".into(),
+            code: crate::transport::sftp::wire::status::PERMISSION_DENIED,
+            message: String::new(),
+        });
+        assert_eq!(
+            refusal::<()>(Err(refused)).unwrap(),
+            Err("create /srv/x: permission denied on the remote".to_string())
+        );
+        let gone = anyhow::anyhow!("the SFTP session ended");
+        assert!(refusal::<()>(Err(gone)).is_err());
+        assert_eq!(refusal(Ok(7)).unwrap(), Ok(7));
+    }
+}
