@@ -155,6 +155,9 @@ impl Sftp {
     /// The error for a subsystem that ended before `VERSION`, with its stderr
     /// (e.g. `sh: /usr/lib/sftp-server: not found`).
     fn ended(&mut self, e: anyhow::Error) -> anyhow::Error {
+        // Whatever runs there may still be reading (e.g. a login that printed
+        // text before starting sftp-server): EOF first, so its stderr ends.
+        let _ = self.channel.send_eof();
         let mut stderr = Vec::new();
         let _ = self.channel.stderr().take(4096).read_to_end(&mut stderr);
         let said = crate::escape::first_line(&stderr, 200);

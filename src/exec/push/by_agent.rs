@@ -33,7 +33,7 @@ use crate::reconcile::{
 };
 use crate::remote::{ListRoot, RemoteEntry, RootState};
 use crate::report::{Event, HostReport};
-use crate::transport::agent::{Agent, Answer, NoAgent};
+use crate::transport::agent::{Agent, Answer, NoAgent, Printed};
 use crate::transport::ssh::Connection;
 
 pub(super) mod delta;
@@ -79,7 +79,8 @@ pub(super) fn list<'c>(
             }
             // The first exec ended before anything answered: no shell runs
             // commands here (an SFTP-only account); the tier probe asks for SFTP.
-            Err(e) if conn.agent_unknown() && agent.hello().is_none() => {
+            // A login that printed text did run a shell: that is its own error.
+            Err(e) if conn.agent_unknown() && agent.hello().is_none() && !e.is::<Printed>() => {
                 log::debug!("no shell answered the agent's start ({e:#}); trying SFTP");
                 conn.set_agent(false);
                 conn.set_no_shell(format!("{e:#}"));
