@@ -58,10 +58,10 @@ impl Kind {
         }
     }
 
-    /// Whether names with a newline are carried (tar and SFTP do; the SCP sink's
-    /// line records cannot, README "Names").
+    /// Whether names with a newline are carried (the agent and SFTP do; the
+    /// SCP sink's line records cannot, README "Names").
     fn newlines(self) -> bool {
-        matches!(self, Kind::SftpOnly | Kind::Sftp)
+        matches!(self, Kind::SftpOnly | Kind::Sftp | Kind::Gnu)
     }
 }
 
@@ -373,6 +373,8 @@ fn second_sync(kind: Kind) {
 cases!(second_sync {
     sftp_only_second_sync_sends_nothing: SftpOnly;
     forced_sftp_second_sync_sends_nothing: Sftp;
+    forced_gnu_second_sync_sends_nothing: Gnu;
+    forced_posix_second_sync_sends_nothing: Posix;
 });
 
 /// A snapshot of every path below `root` (kind, mode, size, mtime, content).

@@ -689,21 +689,37 @@ fn readable_hosts_file_with_inline_secret_warns_but_runs() {
 // Remote paths and names
 // ---------------------------------------------------------------------------
 
-/// A local name with a newline is refused with a clear error (SCP cannot carry it)
-/// while its siblings arrive; a dest with a newline is a config error.
+/// A local name with a newline: the agent (NUL-separated, length-framed) carries
+/// it byte-exact, and a second sync sends nothing; the SCP sink (line records)
+/// refuses it with a clear error while its siblings arrive. A dest with a
+/// newline is a config error.
 #[test]
-fn newline_names_are_refused_clearly() {
+fn newline_names_go_where_the_protocol_carries_them() {
     let mut env = Env::new("newline");
     let h = env.sshd();
     env.add_host(&h, Auth::Key);
     env.src("tree/good.txt", "good");
     env.src("tree/bad\nname.txt", "bad");
-    let r = env.remote("r");
-    env.map(&h.addr, json!([{"src": "tree/", "dest": r.join("t")}]));
+    let (ra, rs) = (env.remote("ra"), env.remote("rs"));
+    env.map(&h.addr, json!([{"src": "tree/", "dest": ra.join("t")}]));
     let run = env.run(&["sync"]);
+    run.expect(0);
+    assert_eq!(
+        std::fs::read(ra.join("t/bad\nname.txt")).unwrap(),
+        b"bad",
+        "{}",
+        run.dump()
+    );
+    assert_eq!(std::fs::read(ra.join("t/good.txt")).unwrap(), b"good");
+    let again = env.run(&["sync"]);
+    again.expect(0);
+    assert_eq!(again.row(&h.addr), (0, 2, 0, 0, 0), "{}", again.dump());
+
+    env.map(&h.addr, json!([{"src": "tree/", "dest": rs.join("t")}]));
+    let run = env.run_way(&["sync"], "scp");
     run.expect(1);
-    assert_eq!(std::fs::read(r.join("t/good.txt")).unwrap(), b"good");
-    let names: Vec<_> = std::fs::read_dir(r.join("t"))
+    assert_eq!(std::fs::read(rs.join("t/good.txt")).unwrap(), b"good");
+    let names: Vec<_> = std::fs::read_dir(rs.join("t"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();

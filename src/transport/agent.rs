@@ -68,24 +68,6 @@ impl std::fmt::Display for NoAgent {
 
 impl std::error::Error for NoAgent {}
 
-/// The remote printed text where the agent should have started: a shell ran the
-/// command, but the login prints (e.g. from ~/.bashrc), so nothing it runs can be
-/// parsed. Not a host without a shell: SFTP would meet the same text.
-#[derive(Debug)]
-pub(crate) struct Printed(String);
-
-impl std::fmt::Display for Printed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the remote printed \"{}\" where hostsync's agent should have started; does the remote login shell print text (e.g. from ~/.bashrc)? it must not, as for rsync",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for Printed {}
-
 /// What the agent said about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Hello {
@@ -507,8 +489,10 @@ impl<'c> Agent<'c> {
             return Ok(None);
         }
         if self.hello.is_none() && avail[0] != tag::HELLO {
-            let said = crate::escape::escape(&avail[..avail.len().min(60)]);
-            return Err(Printed(said).into());
+            bail!(
+                "the remote printed \"{}\" where hostsync's agent should have started; does the remote login shell print text (e.g. from ~/.bashrc)? it must not, as for rsync",
+                crate::escape::escape(&avail[..avail.len().min(60)])
+            );
         }
         if avail.len() < 5 {
             return Ok(None);

@@ -33,7 +33,7 @@ use crate::reconcile::{
 };
 use crate::remote::{ListRoot, RemoteEntry, RootState};
 use crate::report::{Event, HostReport};
-use crate::transport::agent::{Agent, Answer, NoAgent, Printed};
+use crate::transport::agent::{Agent, Answer, NoAgent};
 use crate::transport::ssh::Connection;
 
 pub(super) mod delta;
@@ -79,8 +79,7 @@ pub(super) fn list<'c>(
             }
             // The first exec ended before anything answered: no shell runs
             // commands here (an SFTP-only account); the tier probe asks for SFTP.
-            // A login that printed text did run a shell: that is its own error.
-            Err(e) if conn.agent_unknown() && agent.hello().is_none() && !e.is::<Printed>() => {
+            Err(e) if conn.agent_unknown() && agent.hello().is_none() => {
                 log::debug!("no shell answered the agent's start ({e:#}); trying SFTP");
                 conn.set_agent(false);
                 conn.set_no_shell(format!("{e:#}"));
@@ -185,8 +184,8 @@ pub(super) fn compare(
         states: &listed.states,
         pushed,
         stderr: "",
-        // The agent's frames could carry one; its listing and tests do not yet.
-        newlines: false,
+        // The agent's requests and listing are NUL-separated and length-framed.
+        newlines: true,
     };
     let plan = reconcile::compare(usable, &remote, None, &super::hash_local);
     super::take_findings(&plan, report);
