@@ -31,7 +31,7 @@
 # print "skipped". hyperfine is not used: it runs one command's runs back to
 # back and cannot alternate tools, which is what makes ratios trustworthy here.
 #
-# Usage: scripts/bench.sh [--runs N] [--smoke] [--only LIST] [--hostsync BIN] [--baseline BIN] [--remote-dir DIR]
+# Usage: scripts/bench.sh [--runs N] [--smoke] [--only LIST] [--hostsync BIN] [--baseline BIN] [--transfer TIER] [--remote-dir DIR]
 #   --only      run only these scenarios, comma-separated: 1-10,bastion,bastree,latency,bw,zloop
 #   --smoke     every available scenario once with tiny sizes (under a minute; for CI);
 #               its timings mean nothing
@@ -39,6 +39,10 @@
 #   --baseline  also time this other hostsync build (e.g. the previous release) in
 #               scenarios 1-4 and latency, alternating with the others, and print
 #               hostsync/baseline: a before/after in one run (issue 15)
+#   --transfer  auto|gnu|sftp|posix: write `transfer = TIER` into the [ssh]
+#               section of every hostsync config (issue 16; default: no key,
+#               which is auto); the baseline's configs never get the key, since
+#               builds before issue 16 reject it
 #   --remote-dir  put the hosts' destination folders in a new folder under DIR
 #               (default: the suite's folder in /tmp); e.g. /dev/shm to take the
 #               file system out of the comparison (see BENCHMARKS.md)
@@ -64,6 +68,7 @@ SMOKE=0
 ONLY=""
 HOSTSYNC=""
 BASELINE=""
+TRANSFER=""
 REMOTE_DIR=""
 R="" # where the hosts' destination folders live
 
@@ -77,12 +82,14 @@ parse_args() {
       --only) ONLY=${2:?--only needs a scenario}; shift 2 ;;
       --hostsync) HOSTSYNC=${2:?--hostsync needs a path}; shift 2 ;;
       --baseline) BASELINE=${2:?--baseline needs a path}; shift 2 ;;
+      --transfer) TRANSFER=${2:?--transfer needs a tier}; shift 2 ;;
       --remote-dir) REMOTE_DIR=${2:?--remote-dir needs a folder}; shift 2 ;;
       -h | --help) usage; exit 0 ;;
       *) echo "bench: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
   done
   [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive number"
+  case $TRANSFER in "" | auto | gnu | sftp | posix) ;; *) die "--transfer takes auto, gnu, sftp or posix" ;; esac
   local s
   for s in ${ONLY//,/ }; do
     case $s in 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | 10 | bastion | bastree | latency | bw | zloop) ;; *) die "--only takes scenarios 1-10, bastion, bastree, latency, bw and zloop, comma-separated" ;; esac
@@ -314,6 +321,7 @@ address_mapper_path = mappings
 known_hosts = $W/known_hosts
 host_key_policy = strict
 EOF
+  [ -z "$TRANSFER" ] || echo "transfer = $TRANSFER" >>"$dir/config.ini"
   local sep="" hp
   {
     echo "["
@@ -327,11 +335,13 @@ EOF
 }
 
 # With --baseline: config DIR-base, a copy of DIR whose mappings write to the
-# baseline's own folders (FROM in each dest becomes TO).
+# baseline's own folders (FROM in each dest becomes TO), without --transfer's
+# key (builds before issue 16 reject it).
 hs_baseline() {
   [ -n "$BASELINE" ] || return 0
   rm -rf "$1-base"
   cp -r "$1" "$1-base"
+  sed -i '/^transfer = /d' "$1-base/config.ini"
   sed -i "s#$2#$3#" "$1-base"/mappings/*.json
 }
 
@@ -933,6 +943,7 @@ latency_run() {
     for ((i = 1; i <= n; i++)); do hps+=("${HOST_ADDR[i]}:${HOST_PORT[i]}"); done
     hs_config "$cfg" 8 "${hps[@]}" # one connection per host, default debounce
     for ((i = 1; i <= n; i++)); do hs_map "$cfg" "${HOST_ADDR[i]}" "$src/watched.txt" "${dests[i - 1]}"; done
+    [ "$tool" = hostsync ] || sed -i '/^transfer = /d' "$cfg/config.ini" # see hs_baseline
     "$bin" -c "$cfg/config.ini" watch >"$W/lat/$tool-$n.out" 2>&1 &
   else
     # lsyncd watches directories: the source directory holds only the watched file.
@@ -1298,7 +1309,8 @@ main() {
 
   say "hostsync benchmarks: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
   say "hostsync: $HOSTSYNC ($("$HOSTSYNC" --version)); login: $LOGIN; runs: $RUNS$([ "$SMOKE" = 1 ] && echo ', smoke sizes')"
-  [ -z "$BASELINE" ] || say "baseline: $BASELINE ($("$BASELINE" --version))"
+  [ -z "$BASELINE" ] || say "baseline: $BASELINE ($("$BASELINE" --version); no transfer key)"
+  say "transfer: ${TRANSFER:-auto (no key)}"
   say "hosts: ${HOST_ADDR[*]} (sshd $("$SSHD" -V 2>&1 | head -n1 | cut -d, -f1))"
   say "remote folders: $R ($(stat -f -c %T "$R"))"
 
