@@ -98,6 +98,13 @@ fn watched_changes_reuse_one_agent_per_session() {
         h.log()
     );
     assert_eq!(h.perl_sessions(), agent, "the agent was replaced");
+    // Every round has ended (the agent kept after each one that sent): the run's
+    // lock and temporaries are gone between rounds.
+    wait("the last round to end", &h, &daemon, || {
+        let log = daemon.info_log();
+        log.matches("the agent is kept for the next batch").count()
+            >= log.matches(": sent ").count()
+    });
     let leftovers: Vec<String> = std::fs::read_dir(&dest)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
