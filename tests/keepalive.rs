@@ -28,16 +28,20 @@ fn keepalive_replaces_a_frozen_session_before_a_change_needs_it() {
     env.src("f.txt", "v0");
     let r = env.remote("r");
     env.map(&h.addr, json!([{"src": "f.txt", "dest": r.join("f.txt")}]));
-    let daemon = env.watch();
+    let daemon = env.watch_with(&["-v", "watch"]);
     wait_until(Duration::from_secs(15), "initial reconcile", || {
         read(&r.join("f.txt")) == "v0"
     });
-    // The worker keeps its session open once the round is done: every remote
-    // command it started has ended (sshd's VERBOSE log has a line for each).
+    // The worker keeps its session open once the round is done: the agent is
+    // kept for the next round (issue 16), and every other remote command it
+    // started has ended (sshd's VERBOSE log has a line for each).
     let idle = || {
         let log = h.log();
         let started = log.matches("Starting session: ").count();
-        started > 0 && log.matches("Close session: ").count() == started
+        daemon
+            .info_log()
+            .contains("the agent is kept for the next batch")
+            && log.matches("Close session: ").count() + 1 == started
     };
     wait_until(Duration::from_secs(15), "the round to finish", idle);
     let frozen = h.freeze_sessions();

@@ -30,6 +30,8 @@ mod layout;
 /// Issue 5 (everything the older sync tools do): excludes, delete, numbered
 /// backups, post_sync, `--dry-run`/`--exit-code`, `--json`, progress bars, completions.
 mod parity;
+/// Issue 16's watch latency: a `watch` session keeps one agent for all its rounds.
+mod persistent;
 /// Issue 16: the shell way on BusyBox-only logins behind OpenSSH and Dropbear.
 mod posix;
 /// Issue 17: SIGHUP reloads the configuration of a running `watch`.

@@ -470,11 +470,13 @@ impl Worker {
     }
 
     /// Replaces the worker's session (at most one per worker) with a new one to
-    /// host `h`, which stops between chunks once shutdown is asked.
+    /// host `h`, which stops between chunks once shutdown is asked and keeps its
+    /// agent running between rounds (no remote process start per change).
     fn connect(&mut self, h: usize) -> anyhow::Result<()> {
         self.conn = None; // at most one session per worker
         let mut c = Connection::open(&self.shared.targets[h].host, &self.shared.ssh)?;
         c.set_cancel(self.shared.cancel.clone());
+        c.set_keep_agent();
         self.conn = Some((h, c));
         Ok(())
     }

@@ -29,6 +29,12 @@
 #           J                          end of lanes: wait for the helper
 #           X root-id rel              remove a file or tree
 #           T root-id rel              remove a stale temporary if its run is dead
+#           B run                      end this batch and begin the next in this
+#                                      process: the lanes end, the run's locks are
+#                                      released as for Q, every root is forgotten
+#                                      (the next batch resolves and checks its roots
+#                                      again), and from now on temporaries and locks
+#                                      are named after run `run` (16 hex digits)
 #           Q                          end: release the run's locks and exit 0
 # Prints: frames on stdout, the same layout. First `H version uid hires hash`.
 #         No tag means two things, in either direction (src/transport/agent.rs
@@ -682,6 +688,21 @@ sub req_delta { my ($id, $rel, $mode, $ms, $mns, $size, $backups, $block, $want)
   if ($e ne "") { fail($e) } else { ok("placed") }
 }
 
+# B: the end of one batch and the start of the next (a `watch` session keeps one
+# agent for all its rounds, issue 16). Nothing of the old run stays: its
+# temporaries are all placed or removed by now (each request ends with its
+# file), its locks go as in Q, and its roots are closed.
+sub req_next { my ($run) = @_;
+  if (!defined $run || $run !~ /^[0-9a-f]{16}$/) { fail("bad run id"); return }
+  join_helper();
+  quit();
+  %ROOT = ();
+  undef $CUR;
+  chdir("/");
+  ($RUN, $SEQ) = ($run, 0);
+  ok();
+}
+
 # Releases this run's locks (each lock file is removed while still held).
 sub quit {
   for my $id (sort keys %ROOT) {
@@ -697,7 +718,7 @@ flush_out();
 my %REQ = (R => \&req_root, L => \&req_list, D => \&req_dir, P => \&req_put,
            S => \&req_link, X => \&req_remove, T => \&req_stale,
            G => \&req_sums, Y => \&req_delta,
-           W => \&req_lanes, J => \&req_join);
+           W => \&req_lanes, J => \&req_join, B => \&req_next);
 while (1) {
   my ($t, $p) = frame();
   last unless defined $t;

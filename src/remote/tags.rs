@@ -28,6 +28,8 @@ pub(crate) mod agent {
     pub(crate) const STALE: u8 = b'T';
     /// Request: end; release the run's locks.
     pub(crate) const QUIT: u8 = b'Q';
+    /// Request: end this batch and begin the next in the same agent (`run`).
+    pub(crate) const NEXT: u8 = b'B';
     /// Request: start lanes (a helper process makes the files of lane 1).
     pub(crate) const LANES: u8 = b'W';
     /// Request: end the lanes (wait for the helper).
@@ -169,6 +171,7 @@ mod tests {
             agent::REMOVE,
             agent::STALE,
             agent::QUIT,
+            agent::NEXT,
             agent::LANES,
             agent::JOIN,
             agent::SUMS,

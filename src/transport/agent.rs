@@ -19,6 +19,15 @@
 //! A host without perl answers the exec with status 127 and no record; that is
 //! [`NoAgent`], and the caller serves the host the old way (listing script, tar or
 //! SCP, sh commit), which it allows only for destinations others cannot write.
+//!
+//! A `watch` session keeps its agent between rounds (issue 16): where the
+//! connection asks for it ([`Connection::keeps_agent`]), [`Agent::finish`] ends
+//! the batch with [`tag::NEXT`] instead of [`tag::QUIT`] (the run's locks are
+//! released, its roots forgotten, and the next batch has a new run id), and
+//! parks the running agent on the connection ([`Parked`]); the next batch takes
+//! it back with [`Agent::resume`], so a small change costs its round trips and no
+//! process start. A parked agent that died is seen at the first answer of the
+//! next batch, and the caller starts a fresh one.
 
 use std::collections::VecDeque;
 use std::io::{BufWriter, Read, Write};
@@ -127,8 +136,19 @@ enum Waiting {
     Step,
 }
 
+/// An agent kept running on its connection between two batches: its channel and
+/// its greeting. Its run has ended: it holds no lock, no temporary and no root.
+pub(crate) struct Parked {
+    /// The agent's channel.
+    channel: ssh2::Channel,
+    /// What the agent said when it started.
+    hello: Hello,
+}
+
 /// A running agent on one connection.
 pub(crate) struct Agent<'c> {
+    /// Its connection, for [`Agent::finish`].
+    conn: &'c Connection,
     /// The channel, paced, buffered.
     out: BufWriter<Paced<'c>>,
     /// Reply bytes received and not parsed yet (from `at` on).
@@ -188,19 +208,33 @@ impl<'c> Agent<'c> {
             u8::from(strict)
         );
         let channel = conn.exec(&command)?;
-        let mut out = BufWriter::with_capacity(BUFFER, Paced::new(conn, channel));
-        out.write_all(program.as_bytes())?;
-        Ok(Agent {
-            out,
+        let mut agent = Agent::on(conn, channel, None);
+        agent.out.write_all(program.as_bytes())?;
+        Ok(agent)
+    }
+
+    /// The agent `conn` kept from its last batch ([`Parked`]), if it has one, for
+    /// a new batch (the run id it was given then). It may have died since: the
+    /// first answer shows it.
+    pub(crate) fn resume(conn: &'c Connection) -> Option<Agent<'c>> {
+        let Parked { channel, hello } = conn.take_agent()?;
+        Some(Agent::on(conn, channel, Some(hello)))
+    }
+
+    /// An agent on `channel`, which greeted with `hello` if it did already.
+    fn on(conn: &'c Connection, channel: ssh2::Channel, hello: Option<Hello>) -> Agent<'c> {
+        Agent {
+            conn,
+            out: BufWriter::with_capacity(BUFFER, Paced::new(conn, channel)),
             input: Vec::new(),
             at: 0,
             waiting: VecDeque::new(),
             answers: VecDeque::new(),
             budget: Budget::new("the remote agent", PER_STEP, conn.io_timeout()),
-            hello: None,
+            hello,
             cancel: conn.cancel_flag(),
             buf: vec![0; CHUNK],
-        })
+        }
     }
 
     /// The agent's greeting, once an answer has been read.
@@ -385,8 +419,13 @@ impl<'c> Agent<'c> {
         self.answers.pop_front()
     }
 
-    /// Ends the agent: it releases its locks and exits 0, which is checked.
+    /// Ends the batch. The agent releases its locks and exits 0, which is
+    /// checked; or, where the connection keeps its agent, it begins a new run and
+    /// is parked on the connection for the next batch ([`Agent::park`]).
     pub(crate) fn finish(mut self) -> Result<()> {
+        if self.conn.keeps_agent() {
+            return self.park();
+        }
         self.request(tag::QUIT, &[])?;
         while !self.waiting.is_empty() || !self.answers.is_empty() {
             self.answer()?;
@@ -401,6 +440,35 @@ impl<'c> Agent<'c> {
             0 => Ok(()),
             status => bail!("the remote agent exited with status {status}"),
         }
+    }
+
+    /// Ends the batch with [`tag::NEXT`] (a fresh run id), waits for every answer
+    /// (the last must be its `DONE`) and parks the agent on its connection. The
+    /// agent may have said nothing more than it was asked.
+    fn park(mut self) -> Result<()> {
+        let run = crate::remote::fresh_hex();
+        self.request(tag::NEXT, &[run.as_bytes()])?;
+        let mut last = None;
+        while !self.waiting.is_empty() || !self.answers.is_empty() {
+            last = Some(self.answer()?);
+        }
+        match last {
+            Some(Answer::Done(_)) => {}
+            Some(Answer::Failed(why)) => bail!("the remote agent did not end its batch: {why}"),
+            _ => bail!("the remote agent answered the end of its batch out of order"),
+        }
+        self.out.flush()?;
+        let (Some(hello), true) = (self.hello.take(), self.at == self.input.len()) else {
+            bail!("the remote agent sent more than it was asked for");
+        };
+        let paced = (self.out.into_inner()).map_err(|e| anyhow!("{}", e.error()))?;
+        let (channel, early, _) = paced.into_parts();
+        if !early.is_empty() {
+            bail!("the remote agent sent more than it was asked for");
+        }
+        self.conn.park_agent(Parked { channel, hello });
+        log::debug!("the agent is kept for the next batch");
+        Ok(())
     }
 
     /// Sends one request and expects one answer.
@@ -1059,6 +1127,61 @@ mod tests {
             "{names:?}"
         );
         assert!(root.join(t(live, "0")).exists() && root.join(t("dddddddddddddddd", "0")).is_dir());
+    }
+
+    /// `B` ends one batch and begins the next in the same process (issue 16): the
+    /// old run's lock goes and its temporaries count as dead, the roots must be
+    /// resolved again, the new run id is in force, and a bad run id is refused.
+    #[test]
+    fn next_batch_releases_the_run_and_forgets_the_roots() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("r");
+        std::fs::create_dir_all(&root).unwrap();
+        let next = "00000000000000aa";
+        let old_tmp = format!(".hostsync-tmp.{CID}.{RUN}.77");
+        let new_tmp = format!(".hostsync-tmp.{CID}.{next}.77");
+        let lock = format!(".hostsync-tmp.{CID}.{RUN}.lock");
+        for n in [&old_tmp, &new_tmp] {
+            std::fs::write(root.join(n), "x").unwrap();
+        }
+        let mut input = req(tag::ROOT, &[b"0", b(&root), b"0"]);
+        input.extend(put("a", "644", (1_600_000_000, 0), b"one", 0, true));
+        input.extend(req(tag::STALE, &[b"0", old_tmp.as_bytes()]));
+        input.extend(req(tag::NEXT, &[next.as_bytes()]));
+        // Root 0 is forgotten until it is resolved again.
+        input.extend(put("b", "644", (1_600_000_000, 0), b"two", 0, true));
+        input.extend(req(tag::ROOT, &[b"0", b(&root), b"0"]));
+        input.extend(req(tag::STALE, &[b"0", lock.as_bytes()]));
+        input.extend(req(tag::STALE, &[b"0", old_tmp.as_bytes()]));
+        input.extend(req(tag::STALE, &[b"0", new_tmp.as_bytes()]));
+        input.extend(put("b", "644", (1_600_000_000, 0), b"two", 0, true));
+        input.extend(req(tag::NEXT, &[b"../x"]));
+        input.extend(req(tag::QUIT, &[]));
+        let (groups, status, stderr) = run(&input, true);
+        assert_eq!(status, 0, "{stderr}");
+        let v = verdicts(&groups);
+        assert_eq!(v[1..4], ["K placed", "K kept", "K"], "{v:?}");
+        assert!(v[4].starts_with("F unknown root"), "{v:?}");
+        assert!(v[5].starts_with("K dir "), "{v:?}");
+        assert_eq!(
+            v[6..],
+            [
+                "K gone",
+                "K removed",
+                "K kept",
+                "K placed",
+                "F bad run id",
+                "K"
+            ],
+            "{v:?}"
+        );
+        assert_eq!(std::fs::read(root.join("b")).unwrap(), b"two");
+        std::fs::remove_file(root.join(&new_tmp)).unwrap();
+        assert!(
+            temporaries(d.path()).is_empty(),
+            "{:?}",
+            temporaries(d.path())
+        );
     }
 
     /// `backups` keeps exactly N previous versions, newest in `.1`; a symlink dest

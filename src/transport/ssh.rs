@@ -2,7 +2,8 @@
 //! and the ways we talk to the remote: shell scripts, the SCP sink, and the
 //! session's SFTP client ([`super::sftp`], started once and kept). What the
 //! session learned about the host is cached here: perl, tar, and the tier that
-//! serves it ([`Tier`], settled by `crate::exec::tier`, issue 16).
+//! serves it ([`Tier`], settled by `crate::exec::tier`, issue 16). A `watch`
+//! session also keeps its running agent between rounds ([`super::agent::Parked`]).
 //!
 //! Pitfalls handled here (each measured with libssh2): TCP_NODELAY is set
 //! before the handshake (without it every small write stalls on Nagle + delayed
@@ -69,6 +70,10 @@ pub(crate) struct Connection {
     /// Whether the remote has perl for hostsync's agent ([`super::agent`]), once a
     /// start showed it.
     agent: std::cell::Cell<Option<bool>>,
+    /// Whether an agent is kept running between batches (`watch`).
+    keep_agent: std::cell::Cell<bool>,
+    /// The agent kept from the last batch, if one is.
+    parked: std::cell::RefCell<Option<super::agent::Parked>>,
     /// This client's id, in the names of its remote temporaries.
     client_id: String,
     /// `[ssh] strict_modes`.
@@ -92,6 +97,21 @@ pub(crate) struct Connection {
     /// The cap on what this session sends (`[sync] bwlimit_kib`), while it lives.
     /// After `session`, so the socket is closed before its bucket goes.
     _limit: Option<super::bwlimit::Limited>,
+}
+
+/// How long dropping a session waits for the server to close its kept agent's
+/// channel (libssh2 waits for the server's close; a frozen server sends none).
+const AGENT_CLOSE_MS: u32 = 1000;
+
+impl Drop for Connection {
+    /// The kept agent goes first, waiting at most [`AGENT_CLOSE_MS`]: it reads
+    /// end of input, holds no lock or temporary, and exits.
+    fn drop(&mut self) {
+        if let Some(agent) = self.parked.get_mut().take() {
+            self.session.set_timeout(AGENT_CLOSE_MS);
+            drop(agent);
+        }
+    }
 }
 
 /// The ways a host is changed (issue 16), as `check`'s TIER column names them.
@@ -161,6 +181,8 @@ impl Connection {
             inflight_kib: ssh.inflight_kib,
             io_timeout: ssh.io_timeout,
             agent: std::cell::Cell::new(None),
+            keep_agent: std::cell::Cell::new(false),
+            parked: std::cell::RefCell::new(None),
             client_id: ssh.client_id.clone(),
             strict_modes: ssh.strict_modes,
             _run: crate::remote::runs::hold(&ssh.runs_dir, &run),
@@ -311,6 +333,27 @@ impl Connection {
     /// Records whether the remote has perl for the agent.
     pub(crate) fn set_agent(&self, found: bool) {
         self.agent.set(Some(found));
+    }
+
+    /// Keeps the agent running between batches on this session (`watch`: a
+    /// round then costs no remote process start; see [`super::agent`]).
+    pub(crate) fn set_keep_agent(&self) {
+        self.keep_agent.set(true);
+    }
+
+    /// Whether the agent is kept between batches (see [`Connection::set_keep_agent`]).
+    pub(crate) fn keeps_agent(&self) -> bool {
+        self.keep_agent.get()
+    }
+
+    /// Keeps `agent`, whose batch has ended, for the next batch.
+    pub(crate) fn park_agent(&self, agent: super::agent::Parked) {
+        *self.parked.borrow_mut() = Some(agent);
+    }
+
+    /// The agent kept from the last batch, if one is (it is no longer kept).
+    pub(crate) fn take_agent(&self) -> Option<super::agent::Parked> {
+        self.parked.borrow_mut().take()
     }
 
     /// The names of this session's temporaries on a host without perl.

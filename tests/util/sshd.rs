@@ -986,6 +986,29 @@ impl Sshd {
         }
         Frozen { pids }
     }
+
+    /// The pids of this server's session processes that run perl (hostsync's
+    /// agent is `perl -e BOOT ...`), found by walking its process tree.
+    pub fn perl_sessions(&self) -> Vec<i32> {
+        let root = i32::try_from(self.child.as_ref().expect("sshd is running").id())
+            .expect("pid fits in i32");
+        descendants(&[root])
+            .into_iter()
+            .filter(|pid| {
+                fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    let mut args = c.split(|&b| b == 0);
+                    args.next()
+                        .is_some_and(|a| a == b"perl" || a.ends_with(b"/perl"))
+                        && args.next() == Some(b"-e")
+                })
+            })
+            .collect()
+    }
+
+    /// Kills (SIGKILL) process `pid`, one of [`Sshd::perl_sessions`].
+    pub fn kill_session(&self, pid: i32) {
+        signal(pid, libc::SIGKILL);
+    }
 }
 
 impl Frozen {

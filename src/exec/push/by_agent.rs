@@ -2,7 +2,9 @@
 //! step happens relative to a directory the agent checked, and counts only when
 //! the agent confirms it.
 //!
-//! One exec per batch starts the agent; its requests go out pipelined:
+//! One exec per batch starts the agent (a `watch` session keeps it between
+//! rounds, so a round starts no process: [`Agent::resume`]); its requests go out
+//! pipelined:
 //! 1. per mapping, resolve the destination root (made where missing, except in a
 //!    dry run; a symlink on the way only as the ancestor rule allows) and list it;
 //! 2. the listing is compared with the local side by the same rules as for every
@@ -49,9 +51,12 @@ pub(super) struct AgentListing {
     ids: HashMap<Vec<u8>, usize>,
 }
 
-/// Starts the agent and lists every usable unit's root through it (`create`: make
-/// missing roots). `Ok(None)` when the agent cannot serve this host (no perl, or
-/// forced off): the caller uses the listing script instead.
+/// Starts the agent (or takes back the one the session kept, see
+/// [`Agent::resume`]) and lists every usable unit's root through it (`create`:
+/// make missing roots). `Ok(None)` when the agent cannot serve this host (no
+/// perl, or forced off): the caller uses the listing script instead. A kept agent
+/// that does not answer (it died between two batches) is replaced, once, by a
+/// fresh one.
 pub(super) fn list<'c>(
     conn: &'c Connection,
     usable: &[(usize, &Unit<'_>, &Source)],
@@ -60,18 +65,42 @@ pub(super) fn list<'c>(
     if usable.is_empty() || !conn.agent_maybe() {
         return Ok(None);
     }
+    let roots: Vec<ListRoot> = usable.iter().map(|(_, u, _)| u.root.clone()).collect();
+    if let Some(mut agent) = Agent::resume(conn) {
+        match ask(&mut agent, &roots, create).and_then(|()| agent.answer()) {
+            Ok(first) => return listed(conn, agent, roots, Some(first)),
+            Err(e) => log::debug!("the session's agent did not answer ({e:#}); starting a new one"),
+        }
+    }
     let run = crate::remote::fresh_hex();
     let mut agent = Agent::start(conn, conn.client_id(), &run, conn.strict_modes())?;
-    let roots: Vec<ListRoot> = usable.iter().map(|(_, u, _)| u.root.clone()).collect();
-    let mut ids = HashMap::new();
+    ask(&mut agent, &roots, create)?;
+    listed(conn, agent, roots, None)
+}
+
+/// Sends, per root, its resolution and its listing.
+fn ask(agent: &mut Agent<'_>, roots: &[ListRoot], create: bool) -> Result<()> {
     for (id, root) in roots.iter().enumerate() {
-        ids.entry(root.dir.clone()).or_insert(id);
         agent.root(id, &root.dir, create)?;
         agent.list(id, root.max_depth, root.paths.as_deref(), root.checksum)?;
     }
+    Ok(())
+}
+
+/// Takes in the answers to [`ask`] (`first`: the first, read already).
+fn listed<'c>(
+    conn: &'c Connection,
+    mut agent: Agent<'c>,
+    roots: Vec<ListRoot>,
+    mut first: Option<Answer>,
+) -> Result<Option<(Agent<'c>, AgentListing)>> {
+    let mut ids = HashMap::new();
+    for (id, root) in roots.iter().enumerate() {
+        ids.entry(root.dir.clone()).or_insert(id);
+    }
     let mut states = Vec::with_capacity(roots.len());
     for root in &roots {
-        let resolved = match agent.answer() {
+        let resolved = match first.take().map_or_else(|| agent.answer(), Ok) {
             Err(e) if e.is::<NoAgent>() => {
                 log::debug!("no perl on the remote; using the listing script, tar and scp");
                 conn.set_agent(false);
@@ -88,20 +117,7 @@ pub(super) fn list<'c>(
             other => other?,
         };
         if conn.agent_unknown() {
-            let h = agent.hello().cloned();
-            log::debug!(
-                "served by hostsync's agent ({})",
-                h.map_or_else(String::new, |h| format!(
-                    "uid {}, mtimes to the {}, {}",
-                    h.uid,
-                    if h.hires { "nanosecond" } else { "second" },
-                    if h.hashes {
-                        "content hashes"
-                    } else {
-                        "no content hashes"
-                    }
-                ))
-            );
+            served_by(agent.hello());
         }
         conn.set_agent(true);
         let listing = agent.answer()?;
@@ -109,6 +125,23 @@ pub(super) fn list<'c>(
         states.push(state(root, resolved, listing, uid));
     }
     Ok(Some((agent, AgentListing { roots, states, ids })))
+}
+
+/// The debug line of the first agent start on a session.
+fn served_by(hello: Option<&crate::transport::agent::Hello>) {
+    log::debug!(
+        "served by hostsync's agent ({})",
+        hello.map_or_else(String::new, |h| format!(
+            "uid {}, mtimes to the {}, {}",
+            h.uid,
+            if h.hires { "nanosecond" } else { "second" },
+            if h.hashes {
+                "content hashes"
+            } else {
+                "no content hashes"
+            }
+        ))
+    );
 }
 
 /// A root's state from the agent's answers to its resolution and its listing.
