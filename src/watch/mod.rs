@@ -12,8 +12,11 @@
 //!   [`Change::Rescan`], which makes every host reconcile in full.
 //!
 //! Directory sources are watched recursively (notify adds a watch for each new
-//! subdirectory; the planner pushes a new directory whole, so files written into
-//! it before its watch existed are not missed). A file source is watched through
+//! subdirectory). A new directory is [`Change::Writing`]: after the quiet period
+//! the planner pushes it whole, so files written into it (or into subdirectories
+//! made with it, `mkdir -p`) before their watch existed are not missed. Pushed at
+//! once, its scan could run before such a file was written, and nothing would
+//! ever report that file. A file source is watched through
 //! its parent directory, so an editor replacing the file by a rename is seen.
 //! Our own temporaries (`.hostsync-tmp.*`) are ignored: in two-way setups they
 //! are another daemon's uploads in progress.
@@ -117,7 +120,10 @@ fn translate(res: notify::Result<Event>) -> Vec<Change> {
     let make: fn(PathBuf) -> Change = match event.kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => Change::Ready,
         EventKind::Modify(ModifyKind::Name(RenameMode::To)) => Change::Ready,
-        EventKind::Create(CreateKind::Folder) => Change::Ready,
+        // A new folder waits out the quiet period before it is pushed whole: by
+        // then notify watches it and its subfolders, and whatever was written into
+        // them before those watches existed is on disk for the push's scan.
+        EventKind::Create(CreateKind::Folder) => Change::Writing,
         EventKind::Modify(ModifyKind::Name(RenameMode::From)) => Change::Gone,
         EventKind::Remove(_) => Change::Gone,
         // `Both` repeats a From and a To that were already reported.
@@ -204,9 +210,10 @@ mod tests {
         assert!(msg.contains("max_user_watches"), "{msg}");
     }
 
-    /// Real inotify: a new directory, and a write and close in a watched one, arrive
-    /// as Ready. (A file written into a brand-new directory may beat notify's new
-    /// watch; that is why the planner pushes a new directory whole.)
+    /// Real inotify: a write and close in a watched directory arrive as Ready, a
+    /// new directory as Writing. (A file written into a brand-new directory may
+    /// beat notify's new watch; that is why the planner pushes a new directory
+    /// whole, after the quiet period.)
     #[test]
     fn real_inotify_reports_new_dirs_and_close_write() {
         let d = tempfile::tempdir().unwrap();
@@ -218,7 +225,7 @@ mod tests {
         std::fs::create_dir(d.path().join("new")).unwrap();
         let mut want = vec![
             Change::Ready(d.path().join("sub/f")),
-            Change::Ready(d.path().join("new")),
+            Change::Writing(d.path().join("new")),
         ];
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while !want.is_empty() {
