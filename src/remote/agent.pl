@@ -401,13 +401,15 @@ sub req_list { my ($id, $depth, $hash, @paths) = @_;
 }
 
 sub tmp_name { return $PFX . "$CID.$RUN." . $SEQ++ }
-# Holds this run's lock in root `id` (made on the first write there).
+# Holds this run's lock in root `id` (made on the first write there). Open for
+# reading only: flock needs no more, and a file open for writing would keep the
+# file system from being remounted read-only while the run lives.
 sub lock_root { my ($id) = @_;
   my $r = $ROOT{$id};
   return "" if $r->{lock};
   my $e = walk($id, ""); return $e if $e ne "";
   my $name = $PFX . "$CID.$RUN.lock";
-  sysopen(my $l, $name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600) or return "cannot create the run's lock: $!";
+  sysopen(my $l, $name, O_RDONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600) or return "cannot create the run's lock: $!";
   flock($l, LOCK_EX | LOCK_NB) or return "cannot lock the run's lock: $!";
   $r->{lock} = $l;
   return "";
