@@ -59,13 +59,35 @@ impl Victim {
             );
             assert_eq!(md.mode() & 0o7777, 0o600, "{f}'s mode changed\n{context}");
         }
-        let n = std::fs::read_dir(&self.dir).unwrap().count();
-        assert_eq!(
-            n,
-            self.files.len(),
-            "files were added to {}\n{context}",
+        let added: Vec<String> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| !self.files.iter().any(|(f, _)| e.file_name() == f.as_str()))
+            .map(|e| describe(&e.path()))
+            .collect();
+        assert!(
+            added.is_empty(),
+            "files were added to {}: {added:?}\n{context}",
             self.dir.display()
         );
+    }
+}
+
+/// `path`'s name, type, owner and (for a link) target: who made an added entry.
+fn describe(path: &Path) -> String {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    match std::fs::symlink_metadata(path) {
+        Ok(md) if md.file_type().is_symlink() => {
+            let to = std::fs::read_link(path).unwrap_or_default();
+            format!("{name}: a symlink of uid {} to {}", md.uid(), to.display())
+        }
+        Ok(md) => format!(
+            "{name}: {} of uid {}, mode {:o}",
+            if md.is_dir() { "a directory" } else { "a file" },
+            md.uid(),
+            md.mode() & 0o7777
+        ),
+        Err(e) => format!("{name}: {e}"),
     }
 }
 
@@ -75,6 +97,98 @@ fn attacker_dir(path: &Path, mode: u32) -> PathBuf {
     own(path);
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
     path.to_path_buf()
+}
+
+/// Makes the calling thread act as the attacker (groups, gid, uid). The raw system
+/// calls change only this thread's credentials, where libc's wrappers would change
+/// every thread's, the test's own included.
+fn become_attacker() {
+    let (uid, gid) = attacker_ids();
+    // SAFETY: system calls with integer arguments and a null, zero-length list.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()),
+            0
+        );
+        assert_eq!(libc::syscall(libc::SYS_setresgid, gid, gid, gid), 0);
+        assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
+    }
+}
+
+/// As the attacker, until `stop`: swaps directory `name` in `dir` for a link to
+/// `target` and back, again and again; how many times. Acts on `dir` held open, so
+/// on the real directory even while another swapper has a link at its path.
+/// Should `name` be made again meanwhile (hostsync makes what is missing), the
+/// swapped-out copy is set aside under another name and the swapping goes on.
+fn swap_for_a_link(dir: &Dir, name: &str, target: &Path, stop: &AtomicBool) -> u64 {
+    become_attacker();
+    let orig = format!("{name}.orig");
+    let mut swaps = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        if dir.is_dir(name) && dir.rename(name, &orig) {
+            swaps += u64::from(dir.symlink(target, name));
+            std::thread::yield_now();
+            dir.unlink(name);
+            if !dir.rename(&orig, name) {
+                dir.rename(&orig, &format!("{name}.aside{swaps}"));
+            }
+        }
+        std::thread::yield_now();
+    }
+    swaps
+}
+
+/// A directory held open, acted on by the names in it (the `*at` system calls).
+struct Dir(std::fs::File);
+
+impl Dir {
+    /// Opens `path` (by the test, before a thread becomes the attacker).
+    fn open(path: &Path) -> Dir {
+        Dir(std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+    }
+
+    fn fd(&self) -> libc::c_int {
+        std::os::fd::AsRawFd::as_raw_fd(&self.0)
+    }
+
+    /// Whether `name` is a directory (not a link to one).
+    fn is_dir(&self, name: &str) -> bool {
+        let n = c_name(name.as_bytes());
+        // SAFETY: all-zero bytes are a valid `stat`.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid C string and a `stat` buffer of the right type.
+        let r = unsafe { libc::fstatat(self.fd(), n.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+        r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    /// Renames `from` to `to`; whether that was done.
+    fn rename(&self, from: &str, to: &str) -> bool {
+        let (f, t) = (c_name(from.as_bytes()), c_name(to.as_bytes()));
+        // SAFETY: valid C strings.
+        unsafe { libc::renameat(self.fd(), f.as_ptr(), self.fd(), t.as_ptr()) == 0 }
+    }
+
+    /// Makes `name` a link to `target`; whether that was done.
+    fn symlink(&self, target: &Path, name: &str) -> bool {
+        let (t, n) = (
+            c_name(target.as_os_str().as_bytes()),
+            c_name(name.as_bytes()),
+        );
+        // SAFETY: valid C strings.
+        unsafe { libc::symlinkat(t.as_ptr(), self.fd(), n.as_ptr()) == 0 }
+    }
+
+    /// Removes the file or link `name`; whether that was done.
+    fn unlink(&self, name: &str) -> bool {
+        let n = c_name(name.as_bytes());
+        // SAFETY: a valid C string.
+        unsafe { libc::unlinkat(self.fd(), n.as_ptr(), 0) == 0 }
+    }
+}
+
+/// `b` as a C string (names here hold no NUL).
+fn c_name(b: &[u8]) -> std::ffi::CString {
+    std::ffi::CString::new(b).unwrap()
 }
 
 /// Hands `path` (not following a link) to the attacker.
@@ -227,9 +341,9 @@ fn planted_links_at_every_name_are_never_written_through() {
 }
 
 /// Findings 1 and 2: while syncs of 500 files with `"delete": true` run, one thread
-/// keeps swapping the dest root for a link to the victim's folder, another keeps
-/// swapping a subdirectory of dest. Nothing outside dest changes; each run is ok or
-/// refuses in one line; once the swapping stops, a run completes.
+/// of the attacker keeps swapping the dest root for a link to the victim's folder,
+/// another keeps swapping a subdirectory of dest. Nothing outside dest changes;
+/// each run is ok or refuses in one line; once the swapping stops, a run completes.
 #[test]
 fn swapping_the_dest_root_or_a_subdirectory_never_reaches_outside() {
     if !root_or_skip("an attacker user owns the destination's parent") {
@@ -249,43 +363,28 @@ fn swapping_the_dest_root_or_a_subdirectory_never_reaches_outside() {
     for i in 0..20 {
         std::fs::write(site.join(format!("old{i}")), "old").unwrap();
     }
+    // The subdirectory swapped, there from the start as a sync would make it: runs
+    // that refuse (the root swapped) make none, and there was none to swap.
+    std::fs::create_dir(site.join("d3")).unwrap();
+    env.dir
+        .chown_to_test_user(Path::new("remote/r/parent/site/d3"));
     env.map(
         &h.addr,
         json!([{"src": "tree/", "dest": site, "delete": true}]),
     );
+    // The swapping threads act as the attacker, who cannot write the victim's
+    // folder, each on its directory held open: as root and by path, the
+    // subdirectory swapper's link landed in the victim's folder itself whenever
+    // the root swapper had `site` pointing there (a copy of the two threads left
+    // `victim/d3` there under load, without hostsync), taken for hostsync's write.
     let stop = Arc::new(AtomicBool::new(false));
-    let swap_root = {
-        let (stop, parent, target) = (stop.clone(), parent.clone(), victim.dir.clone());
-        std::thread::spawn(move || {
-            let (site, orig) = (parent.join("site"), parent.join("site.orig"));
-            while !stop.load(Ordering::Relaxed) {
-                if std::fs::rename(&site, &orig).is_ok() {
-                    let _ = std::os::unix::fs::symlink(&target, &site);
-                    std::thread::yield_now();
-                    let _ = std::fs::remove_file(&site);
-                    let _ = std::fs::rename(&orig, &site);
-                }
-                std::thread::yield_now();
-            }
-        })
+    let swapper = |dir: Dir, name: &'static str| {
+        let (stop, target) = (stop.clone(), victim.dir.clone());
+        std::thread::spawn(move || swap_for_a_link(&dir, name, &target, &stop))
     };
-    let swap_sub = {
-        let (stop, site, target) = (stop.clone(), site.clone(), victim.dir.clone());
-        std::thread::spawn(move || {
-            let (sub, orig) = (site.join("d3"), site.join("d3.orig"));
-            while !stop.load(Ordering::Relaxed) {
-                if std::fs::symlink_metadata(&sub).is_ok_and(|m| m.is_dir())
-                    && std::fs::rename(&sub, &orig).is_ok()
-                {
-                    let _ = std::os::unix::fs::symlink(&target, &sub);
-                    std::thread::yield_now();
-                    let _ = std::fs::remove_file(&sub);
-                    let _ = std::fs::rename(&orig, &sub);
-                }
-                std::thread::yield_now();
-            }
-        })
-    };
+    // Both opened before either thread starts, while `site` is still the folder.
+    let (parent_dir, site_dir) = (Dir::open(&parent), Dir::open(&site));
+    let (swap_root, swap_sub) = (swapper(parent_dir, "site"), swapper(site_dir, "d3"));
     let mut codes = Vec::new();
     for _ in 0..5 {
         let (run, _, _) = run_bounded(&env, &["sync"], "", Duration::from_secs(120));
@@ -294,8 +393,11 @@ fn swapping_the_dest_root_or_a_subdirectory_never_reaches_outside() {
         codes.push(run.code);
     }
     stop.store(true, Ordering::Relaxed);
-    swap_root.join().unwrap();
-    swap_sub.join().unwrap();
+    let swaps = (swap_root.join().unwrap(), swap_sub.join().unwrap());
+    assert!(
+        swaps.0 > 0 && swaps.1 > 0,
+        "the attacker never swapped: {swaps:?}"
+    );
     victim.intact("after the swapping");
     // The swapped-out copies are the attacker's: put the tree back as it was.
     let _ = std::fs::remove_file(parent.join("site"));
@@ -315,7 +417,7 @@ fn swapping_the_dest_root_or_a_subdirectory_never_reaches_outside() {
     assert!(!site.join("old0").exists(), "delete ran");
     victim.intact(&last.dump());
     assert!(own_temporaries(&r).is_empty(), "{:?}", own_temporaries(&r));
-    eprintln!("exit codes while swapping: {codes:?}");
+    eprintln!("exit codes while swapping: {codes:?}; swaps of the root, of d3: {swaps:?}");
 }
 
 /// Finding 4 and "untrusted ancestors": a symlink on the way to dest, in a folder the
@@ -378,6 +480,77 @@ fn a_symlinked_ancestor_in_an_open_folder_is_refused_and_a_plain_one_is_served()
     tar.expect(1);
     assert!(!shared.join("dest/precious.db").exists(), "{}", tar.dump());
     victim.intact(&tar.dump());
+}
+
+/// The agent removing a directory (`"delete": true`) that becomes a link to the
+/// victim's folder between its look at it and its entering it: that removal is
+/// refused, and the next step (a directory) is still made in dest, not where the
+/// link led (before, the agent stayed there). The real agent, run directly, with
+/// strace holding its entering of that directory (the chdir after those that
+/// resolve dest) for half a second, the window the swap needs.
+#[test]
+fn a_directory_swapped_for_a_link_while_removed_leaves_the_agent_in_dest() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let (site, victim) = (tmp.path().join("site"), tmp.path().join("victim"));
+    std::fs::create_dir_all(site.join("x")).unwrap();
+    std::fs::create_dir(&victim).unwrap();
+    // Resolving dest: a chdir to `/`, then one per component; then rmtree's.
+    let when = format!(
+        "inject=chdir:delay_enter=500000:when={}",
+        site.components().count() + 1
+    );
+    let agent = concat!(env!("CARGO_MANIFEST_DIR"), "/src/remote/agent.pl");
+    let mut child = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=chdir"])
+        .args(["-e", &when, "perl", agent])
+        .args(["0123abcd", "0123456789abcdef", "1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("strace and perl run the agent");
+    let (mut to, mut from) = (child.stdin.take().unwrap(), child.stdout.take().unwrap());
+    let mut send = |tag: u8, fields: &[&[u8]]| {
+        let p = fields.join(&0u8);
+        let mut f = vec![tag];
+        f.extend_from_slice(&u32::try_from(p.len()).unwrap().to_be_bytes());
+        f.extend_from_slice(&p);
+        to.write_all(&f).unwrap();
+    };
+    let mut answer = || {
+        let mut head = [0u8; 5];
+        from.read_exact(&mut head).unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(head[1..].try_into().unwrap()) as usize];
+        from.read_exact(&mut body).unwrap();
+        (head[0], String::from_utf8_lossy(&body).into_owned())
+    };
+    assert_eq!(answer().0, b'H');
+    send(b'R', &[b"0", site.as_os_str().as_bytes(), b"0"]);
+    assert_eq!(answer().0, b'K');
+    send(b'X', &[b"0", b"x"]);
+    // The agent has seen `x` a directory and waits to enter it: make it a link.
+    std::thread::sleep(Duration::from_millis(250));
+    std::fs::rename(site.join("x"), site.join("x.orig")).unwrap();
+    std::os::unix::fs::symlink(&victim, site.join("x")).unwrap();
+    let removal = answer();
+    send(b'D', &[b"0", b"newdir", b"755"]);
+    let made = answer();
+    send(b'Q', &[]);
+    let quit = answer();
+    assert!(child.wait().unwrap().success());
+    let listing = || std::fs::read_dir(&victim).unwrap().count();
+    assert_eq!(
+        listing(),
+        0,
+        "the agent wrote in the victim's folder: {made:?}"
+    );
+    assert_eq!(
+        (removal.0, made.0, quit.0),
+        (b'F', b'K', b'K'),
+        "{removal:?} {made:?} {quit:?}"
+    );
+    assert!(removal.1.contains("swapped"), "{removal:?}");
+    assert!(site.join("newdir").is_dir(), "{made:?}");
 }
 
 /// Finding 3: two pushers at once (a cron sync beside another) to one host: neither

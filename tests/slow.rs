@@ -13,6 +13,9 @@ use serde_json::json;
 use crate::util::hostsync::{Env, Run};
 use crate::util::{Fault, Proxy, Sshd, test_user};
 
+/// How long a change under watch may take to land, and its batch to end.
+const LANDS: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The size of the big file of these tests.
 const BIG: usize = 8 << 20;
 
@@ -378,21 +381,31 @@ fn watch_sends_a_changed_big_file_as_a_delta() {
     let mut s = Slow::new("watchdelta");
     s.env.ini("[sync]\nbwlimit_kib = 8192\n");
     s.sync(&[]).0.expect(0);
+    let sent = |info: String| -> Vec<String> {
+        info.lines()
+            .filter(|l| l.contains(": sent ") && l.contains("big.img"))
+            .map(str::to_string)
+            .collect()
+    };
+    let by_sync = sent(s.env.info_log()).len();
     let daemon = s.env.watch();
     let mut body = std::fs::read(&s.local).unwrap();
     body[BIG - 3] ^= 1;
     std::fs::write(&s.local, &body).unwrap();
     let remote = s.r.join("big.img");
-    crate::util::wait_until(
-        std::time::Duration::from_secs(30),
-        "the change arrives",
-        || std::fs::read(&remote).is_ok_and(|r| r == body),
-    );
-    let info = s.env.info_log();
-    let line = info
-        .lines()
-        .rfind(|l| l.contains(": sent ") && l.contains("big.img"))
-        .unwrap_or_else(|| panic!("no sent line\n{}", daemon.dump()));
+    crate::util::wait_until(LANDS, "the change arrives", || {
+        std::fs::read(&remote).is_ok_and(|r| r == body)
+    });
+    // The file lands (the agent's rename) before the agent's answer is logged and
+    // before the batch ends, when the agent removes its run's lock: wait for both.
+    let line = crate::util::wait_for(LANDS, "watch's sent line of big.img", || {
+        sent(s.env.info_log()).get(by_sync).cloned()
+    });
     assert!(line.contains(", reused "), "{line}\n{}", daemon.dump());
-    assert!(temporaries(&s.r).is_empty(), "{:?}", temporaries(&s.r));
+    assert!(
+        crate::util::holds_within(LANDS, || temporaries(&s.r).is_empty()),
+        "left: {:?}\n{}",
+        temporaries(&s.r),
+        daemon.dump()
+    );
 }

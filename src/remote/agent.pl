@@ -144,8 +144,11 @@ sub open_to_others { my ($where, @st) = @_;
 }
 
 # ---- the current directory ----
+my ($CUR, $CURREL);   # the root and the directory below it the process is in
 # Enters `name` (one component, in the current directory) without following a
-# symlink there: lstat, chdir, then "." must be the inode lstat saw.
+# symlink there: lstat, chdir, then "." must be the inode lstat saw. When that
+# check fails the process is where a swapped-in link led: the caller must return
+# to a directory it holds open, and `walk` starts again from the root.
 my $MISSING = "a parent directory is missing on the remote";
 sub enter { my ($name) = @_;
   my @l = lstat($name);
@@ -153,12 +156,11 @@ sub enter { my ($name) = @_;
   return "a parent is a symlink or not a directory on the remote" if -l _ || !-d _;
   chdir($name) or return "cannot enter $name: $!";
   my @s = stat(".");
-  return "a parent was swapped while it was entered" unless @s && $s[0] == $l[0] && $s[1] == $l[1];
+  if (!@s || $s[0] != $l[0] || $s[1] != $l[1]) { undef $CUR; return "a parent was swapped while it was entered" }
   return "";
 }
 
 my %ROOT;             # id -> { fh, dev, ino, path, lock }
-my ($CUR, $CURREL);   # the root and the directory below it the process is in
 
 # Moves into directory `rel` below root `id` (every component entered as above).
 sub walk { my ($id, $rel) = @_;
@@ -405,13 +407,15 @@ sub req_list { my ($id, $depth, $hash, @paths) = @_;
 }
 
 sub tmp_name { return $PFX . "$CID.$RUN." . $SEQ++ }
-# Holds this run's lock in root `id` (made on the first write there).
+# Holds this run's lock in root `id` (made on the first write there). Open for
+# reading only: flock needs no more, and a file open for writing would keep the
+# file system from being remounted read-only while the run lives.
 sub lock_root { my ($id) = @_;
   my $r = $ROOT{$id};
   return "" if $r->{lock};
   my $e = walk($id, ""); return $e if $e ne "";
   my $name = $PFX . "$CID.$RUN.lock";
-  sysopen(my $l, $name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600) or return "cannot create the run's lock: $!";
+  sysopen(my $l, $name, O_RDONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600) or return "cannot create the run's lock: $!";
   flock($l, LOCK_EX | LOCK_NB) or return "cannot lock the run's lock: $!";
   $r->{lock} = $l;
   return "";
@@ -519,7 +523,8 @@ sub rmtree { my ($name) = @_;
   if (-l _ || !-d _) { return (unlink($name) || $!{ENOENT}) ? "" : "remove failed: $!" }
   sysopen(my $back, ".", O_RDONLY | O_DIRECTORY) or return "remove failed: $!";
   my $e = enter($name);
-  return "remove failed: $e" if $e ne "";
+  # A refused enter may have followed a swapped-in link: come back before anything else.
+  if ($e ne "") { chdir($back) or die "agent: lost a directory while removing: $!\n"; return "remove failed: $e" }
   my $first = "";
   if (opendir(my $dh, ".")) {
     my @names = grep { $_ ne "." && $_ ne ".." } readdir($dh);

@@ -10,7 +10,7 @@
 //! * [`Proxy`] — a fault-injecting TCP proxy to put in front of a server;
 //! * [`foreign`] — issue 16's foreign servers: a BusyBox-only login, Dropbear,
 //!   an SFTP-only account;
-//! * [`wait_until`] / [`wait_for`] — bounded polling instead of sleeps.
+//! * [`wait_until`] / [`wait_for`] / [`holds_within`] — bounded polling instead of sleeps.
 //!
 //! Only loopback addresses (127.0.0.0/8 and ::1) are ever contacted.
 #![allow(dead_code, unused_imports)]
@@ -30,4 +30,4 @@ pub use sshd::{
     ATTACKER, ClientKey, Sshd, TEST_PASSWORD, TEST_USER, attacker_ids, client_key,
     ensure_test_user, is_root, root_or_skip, test_user, test_user_ids,
 };
-pub use wait::{wait_for, wait_until};
+pub use wait::{holds_within, wait_for, wait_until};

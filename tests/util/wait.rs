@@ -23,6 +23,25 @@ pub fn wait_until<F: FnMut() -> bool>(timeout: Duration, what: &str, mut f: F) {
     wait_for(timeout, what, || f().then_some(()));
 }
 
+/// Polls `f` every ~20 ms until it returns `true` or `timeout` has passed, and
+/// says whether it did: for a check that fails with its own message (the
+/// daemon's logs, what is left), such as "no temporary is left" while the
+/// remote side may still be finishing the batch that delivered the content.
+pub fn holds_within<F: FnMut() -> bool>(timeout: Duration, mut f: F) -> bool {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    loop {
+        let past_deadline = Instant::now() >= deadline;
+        if f() {
+            return true;
+        }
+        if past_deadline {
+            return false;
+        }
+        thread::sleep(POLL_INTERVAL.min(deadline.saturating_duration_since(Instant::now())));
+    }
+}
+
 /// Polls `f` every ~20 ms until it returns `Some(value)`, and returns `value`.
 ///
 /// # Panics
