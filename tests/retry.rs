@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::util::dir::temporaries;
 use crate::util::hostsync::{Auth, Env};
 use crate::util::{holds_within, root_or_skip, test_user_ids, wait_until};
 
@@ -62,16 +63,6 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
-}
-
-/// Names of hostsync temporaries anywhere below `dir`.
-pub fn temporaries(dir: &Path) -> Vec<String> {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().as_bytes().starts_with(b".hostsync-tmp."))
-        .map(|e| e.path().display().to_string())
-        .collect()
 }
 
 /// A 6 MiB file pushed into a 4 MiB file system: the old content stays, no

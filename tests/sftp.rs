@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use crate::util::dir::{set_mtime, temporaries};
 use crate::util::foreign::{
     ForeignUser, add_foreign_host, chown_tree, foreign_remote, sftp_only_sshd, sftp_user,
 };
@@ -193,31 +194,6 @@ macro_rules! cases {
             }
         )*
     };
-}
-
-/// Names of hostsync temporaries anywhere below `dir`.
-fn temporaries(dir: &Path) -> Vec<String> {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(".hostsync-tmp.")
-        })
-        .map(|e| e.path().display().to_string())
-        .collect()
-}
-
-/// Sets the mtime of `p` (not following a link) to `secs.nanos`.
-fn set_mtime(p: &Path, secs: u64, nanos: u32) {
-    let t = UNIX_EPOCH + Duration::new(secs, nanos);
-    std::fs::File::options()
-        .write(true)
-        .open(p)
-        .unwrap()
-        .set_modified(t)
-        .unwrap();
 }
 
 /// The site every sync case pushes: nested folders (one empty), modes, mtimes with

@@ -6,18 +6,9 @@ use std::path::Path;
 
 use serde_json::json;
 
+use crate::util::dir::temporaries;
 use crate::util::hostsync::{Auth, Env, PASSWORD};
 use crate::util::{Fault, Proxy, root_or_skip};
-
-/// Names of hostsync temporaries anywhere below `dir`.
-fn temporaries(dir: &Path) -> Vec<String> {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().as_bytes().starts_with(b".hostsync-tmp."))
-        .map(|e| e.path().display().to_string())
-        .collect()
-}
 
 /// Seed-format config with a password host and a key host, each with its own
 /// destinations; a file and a nested tree with an empty dir; modes and mtimes

@@ -177,3 +177,26 @@ impl Drop for Dir {
         // Otherwise `inner` is dropped here, which removes the directory.
     }
 }
+
+/// Names of hostsync temporaries (`.hostsync-tmp.*`) anywhere below `dir`.
+pub fn temporaries(dir: &Path) -> Vec<String> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            std::os::unix::ffi::OsStrExt::as_bytes(e.file_name()).starts_with(b".hostsync-tmp.")
+        })
+        .map(|e| e.path().display().to_string())
+        .collect()
+}
+
+/// Sets the mtime of `p` to `secs.nanos`.
+pub fn set_mtime(p: &Path, secs: u64, nanos: u32) {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos);
+    fs::File::options()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
