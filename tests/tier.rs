@@ -9,7 +9,8 @@
 //! where the tier carries one: the posix tier refuses such a name in one error
 //! line instead); a second sync sends nothing; an exact `--dry-run`; delete,
 //! excludes and backups; `check` names the tier; watch create, modify, rename
-//! and delete; a connection cut mid-upload; two daemons mapped at each other.
+//! and delete; a connection cut mid-upload; two daemons mapped at each other;
+//! two saves of equal length within one second both arrive under watch.
 //! What only some hosts have (a destination others can write, post_sync over
 //! SFTP, latency) stays in `tests/posix.rs` and `tests/sftp.rs`.
 
@@ -336,6 +337,62 @@ fn two_way(t: Target) {
     );
 }
 
+/// Two saves of equal length within one second both arrive under `watch` (the
+/// issue's two-way guarantee, on every tier), and a third by `sync`: each has
+/// the first's size and mtime second, other nanoseconds, which a tier that keeps
+/// whole seconds (SFTP's setstat) must still tell apart.
+fn same_second_saves(t: Target) {
+    let w = World::new(t, "tc-second");
+    let r = w.remote("r");
+    let dest = r.join("www/f.txt");
+    let second = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 10;
+    let f = w.src("site/f.txt", "AAAA", 0o644);
+    set_mtime(&f, second, 100_000_000);
+    w.env
+        .map(&w.addr, json!([{"src": "site/", "dest": r.join("www")}]));
+    let mut daemon = w.env.watch();
+    wait_until(ARRIVE, "the first save", || read(&dest) == "AAAA");
+    // Saved as editors do (write aside, rename over), so the watched file never
+    // shows the new content with another mtime.
+    let aside = w.env.dir.join("save.tmp");
+    std::fs::write(&aside, "BBBB").unwrap();
+    set_mtime(&aside, second, 600_000_000);
+    std::fs::rename(&aside, &f).unwrap();
+    wait_until(ARRIVE, "the second save, same size and second", || {
+        read(&dest) == "BBBB"
+    });
+    // The content shows before the daemon logs the push and records it (README,
+    // "Logs": `pushed/`); stopping it in between would make the next sync send
+    // again, rightly. So wait for the line, then stop it gracefully.
+    wait_until(ARRIVE, "the daemon logs the second send", || {
+        sends_to(&daemon.info_log(), &dest) >= 2
+    });
+    let (code, _) = daemon.terminate();
+    let why = || w.dump_daemon(&daemon);
+    assert_eq!(code, Some(0), "{}", why());
+    assert!(daemon.error_log().is_empty(), "{}", why());
+    let again = w.run(&["sync"]);
+    again.expect(0);
+    assert_eq!(
+        again.row(&w.addr),
+        (0, 1, 0, 0, 0),
+        "the second save was not recorded as sent\n{}",
+        w.dump(&again)
+    );
+    // And a third by `sync`, which compares the listing, not inotify events.
+    std::fs::write(&aside, "CCCC").unwrap();
+    set_mtime(&aside, second, 900_000_000);
+    std::fs::rename(&aside, &f).unwrap();
+    let third = w.run(&["sync"]);
+    third.expect(0);
+    assert_eq!(third.row(&w.addr).0, 1, "{}", w.dump(&third));
+    assert_eq!(read(&dest), "CCCC", "{}", w.dump(&third));
+}
+
 /// A name with a newline: where the tier carries it (gnu, sftp) it arrives
 /// byte-exact beside its sibling and the run succeeds; the posix tier cannot (the
 /// SCP sink's records are lines): that file fails with one error line, its
@@ -423,6 +480,11 @@ macro_rules! matrix {
                 #[test]
                 fn two_way_does_not_ping_pong() {
                     two_way(Target::$target)
+                }
+
+                #[test]
+                fn same_second_saves_both_arrive() {
+                    same_second_saves(Target::$target)
                 }
             }
         )*
