@@ -275,6 +275,11 @@ fn cut_mid_upload(t: Target) {
         "{}",
         w.dump(&cut)
     );
+    assert!(
+        w.env.error_log().contains(&w.addr),
+        "error.log does not name the host\n{}",
+        w.dump(&cut)
+    );
     proxy.set_fault(Fault::None);
     let again = w.run(&["sync"]);
     again.expect(0);
