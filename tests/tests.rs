@@ -32,21 +32,25 @@ mod layout;
 mod parity;
 /// Issue 16's watch latency: a `watch` session keeps one agent for all its rounds.
 mod persistent;
-/// Issue 16: the shell way on BusyBox-only logins behind OpenSSH and Dropbear.
+/// Issue 16: the shell way on BusyBox-only logins behind OpenSSH and Dropbear,
+/// beyond the matrix (a destination others can write).
 mod posix;
 /// Issue 17: SIGHUP reloads the configuration of a running `watch`.
 mod reload;
 /// Issue 17 (nothing is dropped): a full remote disk, a read-only destination,
 /// leftover temporaries, per-path retries under watch, `status`, one daemon per config.
 mod retry;
-/// Issue 16's sftp tier: the SFTP-only account and `[ssh] transfer = sftp`
-/// on OpenSSH; the other tiers forced; `check`'s TIER column.
+/// Issue 16's sftp tier beyond the matrix: post_sync and open destinations on
+/// the SFTP-only account, a host with neither shell nor SFTP, watch latency.
 mod sftp;
 /// Issue 19 (slow links): delta transfer of big files, `bwlimit_kib`,
 /// `compression`, behind a counting proxy.
 mod slow;
 /// `hostsync sync` against real sshd: destinations, skips, failures, atomicity.
 mod sync;
+/// Issue 16's test matrix: every case of its list on each foreign host and over
+/// each tier forced on plain OpenSSH (`tier::TARGET::CASE`).
+mod tier;
 /// Issue 4 (Trust): `check`, auth methods and key formats, no secret leaks,
 /// hostile remote paths, symlinks, IPv6 and DNS names, host key policies, stalls.
 mod trust;

@@ -10,6 +10,8 @@
 //! * [`Proxy`] — a fault-injecting TCP proxy to put in front of a server;
 //! * [`foreign`] — issue 16's foreign servers: a BusyBox-only login, Dropbear,
 //!   an SFTP-only account;
+//! * [`tier`] — issue 16's test matrix: the targets every tier case runs
+//!   against, and one case's world;
 //! * [`wait_until`] / [`wait_for`] / [`holds_within`] — bounded polling instead of sleeps.
 //!
 //! Only loopback addresses (127.0.0.0/8 and ::1) are ever contacted.
@@ -21,6 +23,7 @@ pub mod foreign;
 pub mod hostsync;
 pub mod proxy;
 pub mod sshd;
+pub mod tier;
 pub mod wait;
 
 pub use agent::Agent;
