@@ -42,6 +42,9 @@ mod retry;
 /// Issue 16's sftp tier: the SFTP-only account and `[ssh] transfer = sftp`
 /// on OpenSSH; the other tiers forced; `check`'s TIER column.
 mod sftp;
+/// Issue 16's sftp tier, pipelined runs of small files: many files, refusals
+/// in the middle of a run, a file changing during it, SIGTERM mid-run.
+mod sftp_pipe;
 /// Issue 19 (slow links): delta transfer of big files, `bwlimit_kib`,
 /// `compression`, behind a counting proxy.
 mod slow;

@@ -29,6 +29,10 @@
 //!   backups and `posix-rename@openssh.com` swap it in atomically. A connection
 //!   that dies before the rename leaves the old file and a temporary that a
 //!   later run removes ([`crate::remote::runs::removable`]).
+//! - [`Sftp::put_many`] (in `pipe`): the same steps for a batch of small files,
+//!   many files in flight at once, each file's next step sent as soon as the
+//!   server confirmed its last one, so a batch of 2,000 files costs a few round
+//!   trips, not three per file.
 //! - [`Sftp::symlink`], [`Sftp::mkdir`], [`Sftp::remove_tree`] (in `tree`), and
 //!   backups that keep `dest` in place while taking `dest.1`
 //!   (`hardlink@openssh.com`; without it a backup is an error, never skipped).
@@ -43,6 +47,7 @@
 //! (issue 13). Nothing a server sends is trusted: replies are bounded
 //! ([`wire::MAX_REPLY`]), parsed with bounds checks, and errors escape its text.
 
+mod pipe;
 mod tree;
 pub(crate) mod wire;
 
@@ -51,6 +56,7 @@ use std::io::{Read, Write};
 
 use anyhow::{Context, Result, anyhow, bail};
 
+pub(crate) use self::pipe::{Feed, Target};
 use self::wire::{Attrs, Fields, Name, Request, kind, open, status};
 pub(crate) use crate::remote::{ListRoot, Listing, RemoteEntry, RootState};
 
