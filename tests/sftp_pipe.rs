@@ -120,7 +120,7 @@ fn assert_twin(local: &Path, remote: &Path, rel: &str, why: &dyn Fn() -> String)
     );
 }
 
-/// Many more files than are in flight at once (the window is 64), in several
+/// Many more files than are in flight at once (at most 128), in several
 /// folders, with sizes across the 32 KiB write size, one at the limit of a
 /// pipelined file and one just above it (sent one at a time between two runs),
 /// all arrive exact; nothing is left behind; the record of what was pushed is

@@ -13,11 +13,13 @@
 //! order.
 //!
 //! Bounds: at most [`FILES`] files in flight (so at most that many local files
-//! open), and requests are written in one go only while fewer than [`LOW`]
-//! written ones are unanswered, or when [`MAX_OUT`] bytes wait: the server always
-//! has work, the outgoing buffer stays bounded, and the replies of everything in
-//! flight (a few dozen bytes each) fit easily in the channel's window, so neither
-//! side ever waits on the other with a full window.
+//! open), no new file while [`MAX_DATA`] bytes of file data are written and not
+//! yet confirmed, and requests are written in one go only while fewer than
+//! [`LOW`] written ones are unanswered, or when [`MAX_OUT`] bytes wait: the
+//! server always has work, the outgoing buffer stays bounded (the feed gives
+//! small files), and the replies of everything in flight (a few dozen bytes
+//! each) fit easily in the channel's window, so neither side ever waits on the
+//! other with a full window.
 
 use std::collections::HashMap;
 
@@ -27,10 +29,14 @@ use super::wire::{Attrs, Request, kind, open, status};
 use super::{CHUNK, Reply, Sftp, Source, refused, show};
 
 /// Files in flight at most.
-pub(crate) const FILES: usize = 64;
+pub(crate) const FILES: usize = 128;
 
 /// Written requests left unanswered below which the queued ones are written.
-const LOW: usize = 32;
+const LOW: usize = 96;
+
+/// File data written and not yet confirmed above which no new file starts
+/// (half of sshd's 2 MiB channel window).
+const MAX_DATA: u64 = 1024 * 1024;
 
 /// Queued request bytes above which they are written whatever is unanswered.
 const MAX_OUT: usize = 256 * 1024;
@@ -109,6 +115,8 @@ struct Pipe<'f, F: Feed> {
     unwritten: usize,
     /// Whether the feed has no more uploads.
     ended: bool,
+    /// File data written whose writes are not all answered yet.
+    data: u64,
 }
 
 impl Sftp {
@@ -122,6 +130,7 @@ impl Sftp {
             ops: HashMap::new(),
             unwritten: 0,
             ended: false,
+            data: 0,
         };
         loop {
             pipe.fill(self);
@@ -146,7 +155,7 @@ impl Sftp {
 impl<F: Feed> Pipe<'_, F> {
     /// Starts uploads until [`FILES`] are in flight or the feed has no more.
     fn fill(&mut self, sftp: &mut Sftp) {
-        while !self.ended && self.jobs.iter().flatten().count() < FILES {
+        while !self.ended && self.data < MAX_DATA && self.jobs.iter().flatten().count() < FILES {
             let Some((target, src)) = self.feed.next() else {
                 self.ended = true;
                 return;
@@ -268,6 +277,7 @@ impl<F: Feed> Pipe<'_, F> {
         let close = sftp.send(|id| Request::new(kind::CLOSE, id).str(handle));
         ids.extend([(set, Step::SetStat), (close, Step::Close)]);
         job.pending = ids.len();
+        self.data += job.bytes;
         for (id, step) in ids {
             self.queued(id, slot, step);
         }
@@ -303,17 +313,24 @@ impl<F: Feed> Pipe<'_, F> {
         if job.pending > 0 {
             return Ok(());
         }
-        if let Some((_, e)) = job.error.take() {
+        let bytes = job.bytes;
+        let rename = if let Some((_, e)) = job.error.take() {
             job.outcome = Some(Err(e));
+            None
         } else if job.src.whole() {
-            let (tmp, dest) = (job.target.tmp.clone(), job.target.dest.clone());
-            let id = sftp.queue_rename(&tmp, &dest);
-            self.queued(id, slot, Step::Rename);
-            return Ok(());
+            Some((job.target.tmp.clone(), job.target.dest.clone()))
         } else {
             job.outcome = Some(Ok(None));
+            None
+        };
+        self.data = self.data.saturating_sub(bytes);
+        match rename {
+            Some((tmp, dest)) => {
+                let id = sftp.queue_rename(&tmp, &dest);
+                self.queued(id, slot, Step::Rename);
+            }
+            None => self.remove(sftp, slot),
         }
-        self.remove(sftp, slot);
         Ok(())
     }
 
