@@ -5,8 +5,9 @@
 //! mode and mtime, and a second sync sends nothing; refused files in the middle
 //! of a run (a folder the login cannot write, a remote directory in the way)
 //! fail alone, with one line each, while the others land and no temporary is
-//! left; a local file that keeps changing during the run is never swapped in;
-//! SIGTERM in the middle of a run leaves whole files or none, and no temporary.
+//! left; a local file that changes during the run is not swapped in by it;
+//! SIGTERM in the middle of a run leaves whole files or none, and no temporary;
+//! a connection cut in the middle of a run leaves every file old or new.
 
 use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -400,4 +401,63 @@ fn sftp_only_sigterm_mid_run_leaves_whole_files_and_no_temporaries() {
         assert_twin(&w.env.cfg().join("site"), &r.join("www"), rel, &why);
     }
     drop(proxy);
+}
+
+/// A connection cut in the middle of a run of 300 small files that replace
+/// older remote copies: the sync fails, and every remote file is then its old
+/// or its new version, never a part; the next run sends the rest and leaves no
+/// temporary.
+#[test]
+fn sftp_only_cut_mid_run_leaves_old_or_new_files() {
+    let (env, server) = World::start("pipe-cut");
+    let proxy = Proxy::start(&server.addr, server.port, Fault::CutAfter(600 << 10));
+    let w = World::connect(env, server, &proxy.addr, proxy.port);
+    let r = w.remote("r");
+    let www = r.join("www");
+    let rels: Vec<String> = (0..300)
+        .map(|i| {
+            let rel = format!("d{:02}/f{i:03}.bin", i / 100);
+            write_file(&w, &rel, &body(i, 4096), 0o644, i);
+            std::fs::create_dir_all(www.join(&rel).parent().unwrap()).unwrap();
+            std::fs::write(www.join(&rel), format!("old {i}")).unwrap();
+            rel
+        })
+        .collect();
+    chown_tree(&www, sftp_user());
+    w.env.map(&w.addr, json!([{"src": "site/", "dest": www}]));
+    let cut = w.run_v();
+    let why = || w.dump(&cut);
+    assert_ne!(cut.code, 0, "the cut did not fail the run\n{}", why());
+    let mut new = 0;
+    for (i, rel) in rels.iter().enumerate() {
+        let got = std::fs::read(www.join(rel)).unwrap();
+        if got == body(i, 4096) {
+            new += 1;
+        } else {
+            assert_eq!(
+                got,
+                format!("old {i}").as_bytes(),
+                "{rel} is half\n{}",
+                why()
+            );
+        }
+    }
+    assert!(
+        new < rels.len(),
+        "all {new} were replaced before the cut\n{}",
+        why()
+    );
+    proxy.set_fault(Fault::None);
+    let again = w.run_v();
+    let why = || w.dump(&again);
+    again.expect(0);
+    for rel in &rels {
+        assert_twin(&w.env.cfg().join("site"), &www, rel, &why);
+    }
+    assert!(
+        temporaries(&r).is_empty(),
+        "{:?}\n{}",
+        temporaries(&r),
+        why()
+    );
 }

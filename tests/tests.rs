@@ -43,7 +43,7 @@ mod retry;
 /// on OpenSSH; the other tiers forced; `check`'s TIER column.
 mod sftp;
 /// Issue 16's sftp tier, pipelined runs of small files: many files, refusals
-/// in the middle of a run, a file changing during it, SIGTERM mid-run.
+/// in the middle of a run, a file changing during it, SIGTERM and a cut mid-run.
 mod sftp_pipe;
 /// Issue 19 (slow links): delta transfer of big files, `bwlimit_kib`,
 /// `compression`, behind a counting proxy.
