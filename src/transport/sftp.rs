@@ -31,8 +31,8 @@
 //!   later run removes ([`crate::remote::runs::removable`]).
 //! - [`Sftp::put_many`] (in `pipe`): the same steps for a batch of small files,
 //!   many files in flight at once, each file's next step sent as soon as the
-//!   server confirmed its last one, so a batch of 2,000 files costs a few round
-//!   trips, not three per file.
+//!   server confirmed its last one, so a batch costs about three round trips
+//!   per window of files, not three per file.
 //! - [`Sftp::symlink`], [`Sftp::mkdir`], [`Sftp::remove_tree`] (in `tree`), and
 //!   backups that keep `dest` in place while taking `dest.1`
 //!   (`hardlink@openssh.com`; without it a backup is an error, never skipped).

@@ -1,6 +1,7 @@
 //! Pipelined uploads of many small files over one SFTP session
 //! ([`Sftp::put_many`]): the same steps as [`Sftp::put`] for each file, but many
-//! files in flight, so a batch costs a few round trips, not three per file.
+//! files in flight, so a batch costs about three round trips per window of
+//! files, not three per file.
 //!
 //! Per file, each step sent only once the server confirmed the one before:
 //! `OPEN` of the temporary (`O_CREAT|O_EXCL`); when its handle comes, every
