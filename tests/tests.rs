@@ -43,6 +43,9 @@ mod retry;
 /// Issue 16's sftp tier beyond the matrix: post_sync and open destinations on
 /// the SFTP-only account, a host with neither shell nor SFTP, watch latency.
 mod sftp;
+/// Issue 16's sftp tier, pipelined runs of small files: many files, refusals
+/// in the middle of a run, a file changing during it, SIGTERM and a cut mid-run.
+mod sftp_pipe;
 /// Issue 19 (slow links): delta transfer of big files, `bwlimit_kib`,
 /// `compression`, behind a counting proxy.
 mod slow;
