@@ -3,7 +3,8 @@
 # login user, BOOT reading this program (comment lines dropped) from stdin first
 # (src/transport/agent.rs, bootstrap), with only core modules that Debian's
 # perl-base has (strict, Fcntl);
-# Time::HiRes and Digest::SHA are used when present.
+# Time::HiRes and Digest::SHA are used when present (Digest::SHA is loaded only
+# when something is hashed: an agent that hashes nothing starts ~2 ms sooner).
 #
 # Reads:  frames on stdin, each TAG (1 byte), LEN (4 bytes, big-endian), then LEN
 #         bytes of NUL-separated fields. Requests, with their fields:
@@ -74,12 +75,24 @@ $STRICT = 1 unless defined $STRICT && $STRICT eq "0";
 my $UID = $<;
 my $PFX = ".hostsync-tmp.";
 my $HIRES = eval { require Time::HiRes; 1 } ? 1 : 0;
-my $SHA = eval { require Digest::SHA; 1 } ? "digest" : (have("sha256sum") ? "sha256sum" : "none");
+# How files are hashed: "digest" (Digest::SHA, found by its file and loaded on
+# first use, see sha_ready), "sha256sum" (a process per file) or "none".
+my $SHA = (grep { !ref && -f "$_/Digest/SHA.pm" } @INC) ? "digest" : (have("sha256sum") ? "sha256sum" : "none");
+my $SHA_LOADED = 0;
 $SIG{PIPE} = "IGNORE";
 binmode STDIN; binmode STDOUT;
 
 sub have { my ($c) = @_;
   for my $d (split /:/, $ENV{PATH} // "") { return 1 if $d ne "" && -x "$d/$c" && !-d "$d/$c" }
+  return 0;
+}
+# Whether Digest::SHA can be used, loading it the first time; where it is there
+# but does not load, hashing goes on as if it were missing.
+sub sha_ready {
+  return 1 if $SHA_LOADED;
+  return 0 if $SHA ne "digest";
+  return $SHA_LOADED = 1 if eval { require Digest::SHA; 1 };
+  $SHA = have("sha256sum") ? "sha256sum" : "none";
   return 0;
 }
 
@@ -348,6 +361,7 @@ sub entry { my ($rel, $name, @l) = @_;
   return $type;
 }
 sub hash_here { my ($name) = @_;
+  sha_ready();
   return undef if $SHA eq "none";
   sysopen(my $fh, $name, O_RDONLY | O_NOFOLLOW) or return undef;
   if ($SHA eq "digest") { my $d = Digest::SHA->new(256); $d->addfile($fh); return $d->hexdigest }
@@ -604,7 +618,7 @@ sub read_full { my ($fh, $n) = @_;
 # src/transport/delta.rs) and the start of its SHA-256, in `s` frames; K with the
 # length read.
 sub req_sums { my ($id, $rel, $block, $max) = @_;
-  if ($SHA ne "digest") { fail("the remote has no Digest::SHA for checksums"); return }
+  if (!sha_ready()) { fail("the remote has no Digest::SHA for checksums"); return }
   if (!defined $block || $block !~ /^[0-9]+$/ || $block < 4 || $block % 4) { fail("bad block size"); return }
   my ($dir, $name) = split_rel($rel);
   my $e = walk($id, $dir);
@@ -657,7 +671,7 @@ sub copy_blocks { my ($old, $fh, $d, $block, $p) = @_;
 # client computed of the local file. Cut off, the temporary goes (see `bail`).
 sub req_delta { my ($id, $rel, $mode, $ms, $mns, $size, $backups, $block, $want) = @_;
   my ($dir, $name) = split_rel($rel);
-  my $e = $SHA eq "digest" ? "" : "the remote has no Digest::SHA for checksums";
+  my $e = sha_ready() ? "" : "the remote has no Digest::SHA for checksums";
   $e = lock_root($id) if $e eq "";
   $e = walk($id, $dir) if $e eq "";
   my ($old, $fh, $tmp);

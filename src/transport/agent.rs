@@ -765,9 +765,19 @@ mod tests {
     /// Runs the agent locally, as a remote runs it, on `input`; returns its records
     /// grouped per request (the greeting first, alone), its exit status and stderr.
     pub(super) fn run(input: &[u8], strict: bool) -> (Vec<Vec<Rec>>, i32, String) {
+        run_perl(&[], input, strict)
+    }
+
+    /// [`run`] with `perl_args` (such as `-I DIR`) before the program.
+    pub(super) fn run_perl(
+        perl_args: &[&str],
+        input: &[u8],
+        strict: bool,
+    ) -> (Vec<Vec<Rec>>, i32, String) {
         use std::process::{Command, Stdio};
         let program = program();
         let mut child = Command::new("perl")
+            .args(perl_args)
             .args(["-e", &bootstrap(program.len()), CID, RUN])
             .arg(if strict { "1" } else { "0" })
             .current_dir("/")

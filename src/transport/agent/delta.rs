@@ -145,7 +145,7 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     use super::super::encode;
-    use super::super::tests::{b, req, run, temporaries, verdicts};
+    use super::super::tests::{b, req, run, run_perl, temporaries, verdicts};
     use super::*;
     use crate::transport::delta::{Signature, block_size, matches};
 
@@ -233,6 +233,45 @@ mod tests {
         let got = Signature::parse(4096, 300_001, &raw).unwrap();
         assert_eq!(got, Signature::of(&old, 4096));
         assert_eq!(v[2], "F the remote copy grew while it was read");
+    }
+
+    /// Digest::SHA is loaded only when first needed; one that is there but does
+    /// not load makes hashes come from `sha256sum` and refuses checksums and
+    /// rebuilds (the client then sends the whole file), instead of ending the agent.
+    #[test]
+    fn a_digest_sha_that_does_not_load_falls_back() {
+        let d = tempfile::tempdir().unwrap();
+        let lib = d.path().join("lib");
+        std::fs::create_dir_all(lib.join("Digest")).unwrap();
+        std::fs::write(lib.join("Digest/SHA.pm"), "die \"broken\\n\";\n").unwrap();
+        let root = d.path().join("r");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("f"), b"hello").unwrap();
+        let mut input = req(tag::ROOT, &[b"0", b(&root), b"0"]);
+        input.extend(req(tag::LIST, &[b"0", b"", b"1"]));
+        input.extend(req(tag::SUMS, &[b"0", b"f", b"4096", b"10"]));
+        input.extend(delta_request(
+            &noise(50_000, 5),
+            &noise(50_000, 5),
+            &"0".repeat(64),
+        ));
+        input.extend(req(tag::QUIT, &[]));
+        let (groups, status, stderr) = run_perl(&["-I", lib.to_str().unwrap()], &input, true);
+        assert_eq!(status, 0, "{stderr}");
+        // Found by its file: the greeting offers it.
+        assert_eq!(groups[0][0].1[3], b"digest");
+        let hash = groups[2].iter().find(|(t, _)| *t == tag::HASH);
+        assert_eq!(
+            hash.map(|(_, f)| String::from_utf8_lossy(&f[1]).into_owned()),
+            Some(sha(b"hello")),
+            "{:?}",
+            groups[2]
+        );
+        let v = verdicts(&groups);
+        assert_eq!(v[2], "F the remote has no Digest::SHA for checksums");
+        assert_eq!(v[3], "F the remote has no Digest::SHA for checksums");
+        assert_eq!(v[4], "K");
+        assert!(temporaries(d.path()).is_empty());
     }
 
     /// A rebuild lands byte-exact with its mode and mtime and keeps a backup; a
