@@ -38,6 +38,7 @@ use crate::report::{Event, HostReport};
 use crate::transport::agent::{Agent, Answer, NoAgent};
 use crate::transport::ssh::Connection;
 
+pub(super) mod ahead;
 pub(super) mod delta;
 
 /// What the listing phase learned: the roots in unit order, their states, and the
@@ -49,6 +50,8 @@ pub(super) struct AgentListing {
     states: Vec<RootState>,
     /// The agent's root id per root directory.
     ids: HashMap<Vec<u8>, usize>,
+    /// The small files sent with the listing ([`ahead`]), answered.
+    ahead: Vec<ahead::Ahead>,
 }
 
 /// Starts the agent (or takes back the one the session kept, see
@@ -56,7 +59,8 @@ pub(super) struct AgentListing {
 /// make missing roots). `Ok(None)` when the agent cannot serve this host (no
 /// perl, or forced off): the caller uses the listing script instead. A kept agent
 /// that does not answer (it died between two batches) is replaced, once, by a
-/// fresh one.
+/// fresh one. A push (`create`) on a kept agent sends small changed files with
+/// the listing ([`ahead`]).
 pub(super) fn list<'c>(
     conn: &'c Connection,
     usable: &[(usize, &Unit<'_>, &Source)],
@@ -67,15 +71,34 @@ pub(super) fn list<'c>(
     }
     let roots: Vec<ListRoot> = usable.iter().map(|(_, u, _)| u.root.clone()).collect();
     if let Some(mut agent) = Agent::resume(conn) {
-        match ask(&mut agent, &roots, create).and_then(|()| agent.answer()) {
-            Ok(first) => return listed(conn, agent, roots, Some(first)),
+        match ask_resumed(conn, &mut agent, usable, &roots, create) {
+            Ok((first, ahead)) => return listed(conn, agent, roots, Some(first), ahead),
             Err(e) => log::debug!("the session's agent did not answer ({e:#}); starting a new one"),
         }
     }
     let run = crate::remote::fresh_hex();
     let mut agent = Agent::start(conn, conn.client_id(), &run, conn.strict_modes())?;
     ask(&mut agent, &roots, create)?;
-    listed(conn, agent, roots, None)
+    listed(conn, agent, roots, None, Vec::new())
+}
+
+/// [`ask`] on a resumed agent, with the small files of a push sent ahead;
+/// returns the first answer and those files.
+fn ask_resumed(
+    conn: &Connection,
+    agent: &mut Agent<'_>,
+    usable: &[(usize, &Unit<'_>, &Source)],
+    roots: &[ListRoot],
+    create: bool,
+) -> Result<(Answer, Vec<ahead::Ahead>)> {
+    ask(agent, roots, create)?;
+    let ahead = if create {
+        let delta_min = delta::threshold(conn, agent);
+        ahead::send(agent, usable, delta_min)?
+    } else {
+        Vec::new()
+    };
+    Ok((agent.answer()?, ahead))
 }
 
 /// Sends, per root, its resolution and its listing.
@@ -87,12 +110,14 @@ fn ask(agent: &mut Agent<'_>, roots: &[ListRoot], create: bool) -> Result<()> {
     Ok(())
 }
 
-/// Takes in the answers to [`ask`] (`first`: the first, read already).
+/// Takes in the answers to [`ask`] (`first`: the first, read already), then
+/// those to the files sent `ahead`.
 fn listed<'c>(
     conn: &'c Connection,
     mut agent: Agent<'c>,
     roots: Vec<ListRoot>,
     mut first: Option<Answer>,
+    mut ahead: Vec<ahead::Ahead>,
 ) -> Result<Option<(Agent<'c>, AgentListing)>> {
     let mut ids = HashMap::new();
     for (id, root) in roots.iter().enumerate() {
@@ -124,7 +149,16 @@ fn listed<'c>(
         let uid = agent.hello().map_or(u32::MAX, |h| h.uid);
         states.push(state(root, resolved, listing, uid));
     }
-    Ok(Some((agent, AgentListing { roots, states, ids })))
+    ahead::answers(&mut agent, &mut ahead)?;
+    Ok(Some((
+        agent,
+        AgentListing {
+            roots,
+            states,
+            ids,
+            ahead,
+        },
+    )))
 }
 
 /// The debug line of the first agent start on a session.
@@ -272,12 +306,13 @@ struct Run<'a, 'c, 'u> {
 }
 
 /// Applies `plan` through `agent` (see the module doc), noting each confirmed
-/// file, symlink and removal in `pushed`, then runs post_sync.
+/// file, symlink and removal in `pushed`, then runs post_sync. The files the
+/// listing's round placed ahead ([`ahead`]) count as the plan's sends of them.
 pub(super) fn apply(
     conn: &Connection,
     agent: Agent<'_>,
-    plan: Plan,
-    listed: &AgentListing,
+    mut plan: Plan,
+    listed: &mut AgentListing,
     units: &[Unit<'_>],
     pushed: &mut Pushed,
     report: &mut HostReport,
@@ -298,6 +333,7 @@ pub(super) fn apply(
         attempt: 1,
         split: conn.may_split(),
     };
+    run.settle_ahead(&mut plan, std::mem::take(&mut listed.ahead));
     if let Err(e) = run.all(plan, &listed.ids) {
         run.unconfirmed(&e);
         return Err(e);
