@@ -172,7 +172,8 @@ pub(crate) struct Agent<'c> {
     hello: Option<Hello>,
     /// Shutdown: stop between two chunks.
     cancel: std::sync::Arc<AtomicBool>,
-    /// A data buffer for files.
+    /// A data buffer for files ([`CHUNK`] bytes once a file is sent; a watch
+    /// round that sends none does not zero it).
     buf: Vec<u8>,
 }
 
@@ -248,7 +249,7 @@ impl<'c> Agent<'c> {
             budget: Budget::new("the remote agent", PER_STEP, conn.io_timeout()),
             hello,
             cancel: conn.cancel_flag(),
-            buf: vec![0; CHUNK],
+            buf: Vec::new(),
         }
     }
 
@@ -385,6 +386,7 @@ impl<'c> Agent<'c> {
                 bail!("transfer cancelled by shutdown");
             }
             let mut buf = std::mem::take(&mut self.buf);
+            buf.resize(CHUNK, 0);
             let n = file.chunk(&mut buf);
             let written = if n > 0 { self.data(&buf[..n]) } else { Ok(()) };
             self.buf = buf;
