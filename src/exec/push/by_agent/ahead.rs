@@ -209,3 +209,93 @@ impl Run<'_, '_, '_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Mapping;
+    use crate::reconcile::{Unit, list_root};
+
+    /// The mapping of `src/` (a directory) to /srv/www, with extra JSON fields.
+    fn mapping(src: &Path, options: &str) -> Mapping {
+        let json = format!(
+            r#"[{{"src": "{}/", "dest": "/srv/www"{options}}}]"#,
+            src.display()
+        );
+        crate::config::mapping::parse(Path::new("m.json"), Path::new("/"), &json)
+            .unwrap()
+            .remove(0)
+    }
+
+    /// A unit of `m` scoped to `paths` (`None`: the whole mapping), scanned now.
+    fn unit<'m>(m: &'m Mapping, paths: Option<&[&str]>) -> Unit<'m> {
+        let source = crate::local::scan(&m.src, &m.exclude, false);
+        let paths = paths.map(|p| p.iter().map(|s| s.as_bytes().to_vec()).collect());
+        Unit {
+            mapping: m,
+            source: Arc::new(source),
+            root: list_root(m, true, paths, false),
+            gone: Vec::new(),
+        }
+    }
+
+    fn ahead_of(u: &Unit<'_>, delta_min: u64) -> Vec<String> {
+        let source = u.source.as_ref().as_ref().unwrap();
+        let usable = [(0, u, source)];
+        (candidates(&usable, delta_min).into_iter())
+            .map(|(_, i)| String::from_utf8(i.rel).unwrap())
+            .collect()
+    }
+
+    /// Only the changed paths that are small regular files go ahead: not a file
+    /// below a changed directory, a big one, one a delta serves, a name in the
+    /// temporaries' namespace, a whole reconcile, or a mapping with backups.
+    #[test]
+    fn only_small_changed_files_go_ahead() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("site");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::write(src.join("small.txt"), "small").unwrap();
+        std::fs::write(src.join("sub/inner"), "in").unwrap();
+        std::fs::write(src.join("big.bin"), vec![7; MAX_SIZE as usize + 1]).unwrap();
+        std::fs::write(src.join(".hostsync-tmp.x"), "t").unwrap();
+        let changed = ["small.txt", "big.bin", ".hostsync-tmp.x", "sub"];
+        let m = mapping(&src, "");
+        assert_eq!(ahead_of(&unit(&m, Some(&changed)), 0), ["small.txt"]);
+        assert!(
+            ahead_of(&unit(&m, Some(&changed)), 4).is_empty(),
+            "a delta's"
+        );
+        assert!(ahead_of(&unit(&m, None), 0).is_empty(), "a whole reconcile");
+        let kept = mapping(&src, r#", "backups": 2"#);
+        assert!(ahead_of(&unit(&kept, Some(&changed)), 0).is_empty());
+    }
+
+    /// A file is read whole, with its SHA-256, only while it is still the file
+    /// the scan saw and no bigger than [`MAX_SIZE`]; anything else goes the usual way.
+    #[test]
+    fn a_file_goes_ahead_only_as_the_scan_saw_it() {
+        use sha2::Digest;
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("site");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("f"), "body").unwrap();
+        let m = mapping(&src, "");
+        let u = unit(&m, Some(&["f"]));
+        let source = u.source.as_ref().as_ref().unwrap();
+        let (_, item) = candidates(&[(0, &u, source)], 0).remove(0);
+        let (data, meta, sha) = read_whole(&item).unwrap();
+        assert_eq!((data.as_slice(), meta.size), (&b"body"[..], 4));
+        assert_eq!(sha, crate::local::hex(&sha2::Sha256::digest(b"body")));
+        // Grown past the limit since the scan: not sent ahead.
+        std::fs::write(src.join("f"), vec![1; MAX_SIZE as usize + 1]).unwrap();
+        assert!(read_whole(&item).is_none());
+        // Another file now (an editor's rename): not the one the scan saw.
+        std::fs::write(src.join("g"), "other").unwrap();
+        std::fs::rename(src.join("g"), src.join("f")).unwrap();
+        assert!(read_whole(&item).is_none());
+    }
+}
