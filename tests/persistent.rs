@@ -259,3 +259,55 @@ fn a_refused_small_change_is_refused_once_and_retried() {
         crate::util::dir::temporaries(&dest).is_empty()
     });
 }
+
+/// Issue 16: a round whose files all went ahead ends its batch in the same
+/// write; when the comparison still finds work (here a parent directory whose
+/// mode drifted on the remote), the roots are resolved again in a new batch and
+/// that work is done too.
+#[test]
+fn work_left_after_the_files_went_ahead_is_done_in_a_new_batch() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut env = Env::new("agent-ahead-reopen");
+    let h = env.sshd();
+    env.add_host(&h, Auth::Key);
+    env.src("site/sub/x.txt", "x0");
+    let site = env.cfg().join("site");
+    std::fs::set_permissions(site.join("sub"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let r = env.remote("r");
+    env.map(&h.addr, json!([{"src": "site/", "dest": r.join("www")}]));
+    let daemon = env.watch_with(&["-v", "watch"]);
+    let dest = r.join("www");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    wait("the initial reconcile", &h, &daemon, || {
+        std::fs::read_to_string(dest.join("sub/x.txt")).is_ok_and(|b| b == "x0")
+    });
+    // A first change, so the worker's agent is kept and resumed for the next.
+    change(
+        &site.join("sub/x.txt"),
+        &dest.join("sub/x.txt"),
+        "x1",
+        &h,
+        &daemon,
+    );
+    assert_eq!(mode(&dest.join("sub")), 0o700);
+    std::fs::set_permissions(dest.join("sub"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    change(
+        &site.join("sub/x.txt"),
+        &dest.join("sub/x.txt"),
+        "x2",
+        &h,
+        &daemon,
+    );
+    wait("the parent's mode set again", &h, &daemon, || {
+        mode(&dest.join("sub")) == 0o700
+    });
+    wait("no lock or temporary", &h, &daemon, || {
+        crate::util::dir::temporaries(&dest).is_empty()
+    });
+    assert!(
+        !daemon.info_log().contains("resolved again"),
+        "{}",
+        daemon.dump()
+    );
+    assert!(daemon.error_log().is_empty(), "{}", daemon.dump());
+}

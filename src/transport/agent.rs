@@ -23,11 +23,14 @@
 //! A `watch` session keeps its agent between rounds (issue 16): where the
 //! connection asks for it ([`Connection::keeps_agent`]), [`Agent::finish`] ends
 //! the batch with [`tag::NEXT`] instead of [`tag::QUIT`] (the run's locks are
-//! released, its roots forgotten, and the next batch has a new run id), and
-//! parks the running agent on the connection ([`Parked`]); the next batch takes
-//! it back with [`Agent::resume`], so a small change costs its round trips and no
-//! process start. A parked agent that died is seen at the first answer of the
-//! next batch, and the caller starts a fresh one.
+//! released, its roots forgotten, and the next batch has a new run id) without
+//! waiting for its answer, and parks the running agent on the connection
+//! ([`Parked`]); the next batch takes it back with [`Agent::resume`] and checks
+//! that answer with its own first one, so a small change costs its round trips
+//! and no process start. A round whose files all went with the listing
+//! ([`Agent::ahead`]) ends its batch in that same write ([`Agent::end_batch`])
+//! and parks with nothing more to send. A parked agent that died is seen at the
+//! first answer of the next batch, and the caller starts a fresh one.
 
 use std::collections::VecDeque;
 use std::io::{BufWriter, Read, Write};
@@ -150,6 +153,9 @@ pub(crate) struct Parked {
     hello: Hello,
     /// Output taken in while the end of the batch was written (its answer, maybe).
     early: Vec<u8>,
+    /// Whether the answer to that end is still to be read (the batch was not
+    /// already ended with [`Agent::end_batch`]).
+    owes: bool,
 }
 
 /// A running agent on one connection.
@@ -175,6 +181,9 @@ pub(crate) struct Agent<'c> {
     /// A data buffer for files ([`CHUNK`] bytes once a file is sent; a watch
     /// round that sends none does not zero it).
     buf: Vec<u8>,
+    /// The last request was the end of a batch ([`Agent::end_batch`]): nothing
+    /// of this run is left on the remote, and parking needs no other end.
+    ended: bool,
 }
 
 /// The program without its comment lines and indentation: about half the bytes on
@@ -229,11 +238,14 @@ impl<'c> Agent<'c> {
             channel,
             hello,
             early,
+            owes,
         } = conn.take_agent()?;
         let mut agent = Agent::on(conn, channel, Some(hello));
         agent.input = early;
-        agent.budget.grow(PER_STEP);
-        agent.waiting.push_back(Waiting::Next);
+        if owes {
+            agent.budget.grow(PER_STEP);
+            agent.waiting.push_back(Waiting::Next);
+        }
         Some(agent)
     }
 
@@ -250,6 +262,7 @@ impl<'c> Agent<'c> {
             hello,
             cancel: conn.cancel_flag(),
             buf: Vec::new(),
+            ended: false,
         }
     }
 
@@ -287,6 +300,7 @@ impl<'c> Agent<'c> {
             fields.extend(paths.iter().map(Vec::as_slice));
         }
         let asked = paths.map_or(0, <[_]>::len) as u64;
+        self.ended = false;
         self.budget
             .grow(LISTING_BASE + asked.saturating_mul(LISTING_PER_PATH));
         self.send(tag::LIST, &fields)?;
@@ -438,6 +452,19 @@ impl<'c> Agent<'c> {
         self.send(tag::VERDICT, &[b"1"])
     }
 
+    /// Ends this batch and begins the next ([`tag::NEXT`], a fresh run id) as a
+    /// request of its own, answered `Done` in order: the run's locks go, its roots
+    /// are forgotten (a request for one of them fails until it is resolved again
+    /// with [`Agent::root`]). Sent in the same write as a watch round's files sent
+    /// ahead, so a round that needs nothing more is over in one round trip, and
+    /// parking then sends no other end.
+    pub(crate) fn end_batch(&mut self) -> Result<()> {
+        let run = crate::remote::fresh_hex();
+        self.request(tag::NEXT, &[run.as_bytes()])?;
+        self.ended = true;
+        Ok(())
+    }
+
     /// Takes in what the agent has answered so far, without waiting.
     pub(crate) fn poll(&mut self) -> Result<()> {
         let paced = self.out.get_mut();
@@ -496,7 +523,9 @@ impl<'c> Agent<'c> {
     /// that answer: the agent releases the run's locks and forgets its roots as
     /// soon as it reads the request, and the next batch checks the answer along
     /// with its own first one ([`Waiting::Next`]), so a round waits for one round
-    /// trip fewer. The agent may have said nothing more than it was asked.
+    /// trip fewer. A batch that was ended already ([`Agent::end_batch`], nothing
+    /// asked since) gets no other end. The agent may have said nothing more than
+    /// it was asked.
     fn park(mut self) -> Result<()> {
         while !self.waiting.is_empty() || !self.answers.is_empty() {
             if self.answers.pop_front().is_none() {
@@ -512,8 +541,11 @@ impl<'c> Agent<'c> {
         ) else {
             bail!("the remote agent sent more than it was asked for");
         };
-        let run = crate::remote::fresh_hex();
-        self.send(tag::NEXT, &[run.as_bytes()])?;
+        let owes = !self.ended;
+        if owes {
+            let run = crate::remote::fresh_hex();
+            self.send(tag::NEXT, &[run.as_bytes()])?;
+        }
         self.out.flush()?;
         let paced = (self.out.into_inner()).map_err(|e| anyhow!("{}", e.error()))?;
         let (channel, early, _) = paced.into_parts();
@@ -521,6 +553,7 @@ impl<'c> Agent<'c> {
             channel,
             hello,
             early,
+            owes,
         });
         log::debug!("the agent is kept for the next batch");
         Ok(())
@@ -528,6 +561,7 @@ impl<'c> Agent<'c> {
 
     /// Sends one request and expects one answer.
     fn request(&mut self, tag: u8, fields: &[&[u8]]) -> Result<()> {
+        self.ended = false;
         self.budget.grow(PER_STEP);
         self.send(tag, fields)?;
         self.waiting.push_back(Waiting::Step);

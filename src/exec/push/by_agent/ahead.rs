@@ -15,6 +15,12 @@
 //! file going the usual way with the usual one-line refusal (and issue 17's
 //! retry) if it is sent.
 //!
+//! Where the files sent ahead are all of a round's work, the end of the batch
+//! goes in the same write ([`covers`]): the agent releases the run's lock right
+//! after placing them, and a round that needs nothing more is over in one round
+//! trip. If the comparison still finds work (a parent's mode, a file deferred),
+//! the roots are resolved and checked again in a new batch before it is done.
+//!
 //! So the comparison still decides: a file placed ahead is taken out of the
 //! plan's sends and reported as sent, as if the plan's own step had been
 //! confirmed. Only a race with a concurrent writer (the local file rewritten
@@ -90,6 +96,23 @@ pub(super) fn send(
         });
     }
     Ok(sent)
+}
+
+/// Whether the files sent `ahead` are all of `usable`'s work: every unit is
+/// scoped to paths, none gone locally, and each path went ahead. Then the round
+/// ends its batch in the same write ([`Agent::end_batch`]): when every file is
+/// placed and the comparison finds nothing else (the usual watch round), the
+/// round is over in one round trip.
+pub(super) fn covers(usable: &[Usable<'_, '_>], ahead: &[Ahead]) -> bool {
+    !ahead.is_empty()
+        && usable.iter().all(|(idx, unit, _)| {
+            let Some(paths) = &unit.root.paths else {
+                return false;
+            };
+            unit.gone.is_empty()
+                && (paths.iter())
+                    .all(|p| (ahead.iter()).any(|a| a.item.unit == *idx && &a.item.rel == p))
+        })
 }
 
 /// The changed paths of the path-scoped units that may go ahead: regular files
