@@ -2,6 +2,9 @@
 //! rounds, so a watched change starts no remote process; a kept agent that died is
 //! replaced on the same session and the change still arrives. Proved from the
 //! sshd's VERBOSE log (one `Starting session:` line per exec) and its process tree.
+//! A small changed file goes with its listing (the round's plan has nothing left
+//! to send), is left alone where the remote already holds it, and is refused with
+//! the usual one line, and retried, where the comparison refuses it.
 //! Every wait polls with a deadline.
 
 use std::path::Path;
@@ -99,18 +102,17 @@ fn watched_changes_reuse_one_agent_per_session() {
     );
     assert_eq!(h.perl_sessions(), agent, "the agent was replaced");
     // Every round has ended (the agent kept after each one that sent): the run's
-    // lock and temporaries are gone between rounds.
+    // lock and temporaries are gone between rounds. The agent releases them when
+    // it reads the end of the batch, which the client no longer waits for, so
+    // this polls (with the deadline) instead of looking once.
     wait("the last round to end", &h, &daemon, || {
         let log = daemon.info_log();
         log.matches("the agent is kept for the next batch").count()
             >= log.matches(": sent ").count()
     });
-    let leftovers: Vec<String> = std::fs::read_dir(&dest)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".hostsync-tmp."))
-        .collect();
-    assert!(leftovers.is_empty(), "between rounds: {leftovers:?}");
+    wait("no lock or temporary between rounds", &h, &daemon, || {
+        crate::util::dir::temporaries(&dest).is_empty()
+    });
     assert!(daemon.error_log().is_empty(), "{}", daemon.dump());
 }
 
@@ -149,5 +151,163 @@ fn a_killed_agent_is_replaced_and_the_next_change_arrives() {
         &daemon,
     );
     assert_eq!(sessions(&h), before + 1, "{}", h.log());
+    assert!(daemon.error_log().is_empty(), "{}", daemon.dump());
+}
+
+/// How often the info log says a file named `name` was sent.
+fn sent(daemon: &Daemon, name: &str) -> usize {
+    (daemon.info_log().lines())
+        .filter(|l| l.contains(": sent ") && l.contains(&format!("/{name} (")))
+        .count()
+}
+
+/// Issue 16: a small watched change goes with its listing, one round trip: once
+/// the round reported it sent, no plan of that round had anything left to send
+/// (no `item(s) under` line), and nothing was left behind.
+#[test]
+fn a_small_change_goes_with_its_listing() {
+    let (env, h, daemon, dest) = started("agent-ahead");
+    let site = env.cfg().join("site");
+    let planned = |d: &Daemon| d.info_log().matches("item(s) under").count();
+    for (i, body) in ["v2", "v3 longer", "v4"].iter().enumerate() {
+        let before = planned(&daemon);
+        change(&site.join("f.txt"), &dest.join("f.txt"), body, &h, &daemon);
+        wait("the round's sent line", &h, &daemon, || {
+            sent(&daemon, "f.txt") >= 3 + i
+        });
+        assert_eq!(
+            planned(&daemon),
+            before,
+            "{body:?} went the two-round-trip way\n{}",
+            daemon.dump()
+        );
+    }
+    wait("no lock or temporary", &h, &daemon, || {
+        crate::util::dir::temporaries(&dest).is_empty()
+    });
+    assert!(daemon.error_log().is_empty(), "{}", daemon.dump());
+}
+
+/// Issue 16, two-way: a remote copy that already holds the new content (another
+/// daemon delivered it) is left as it is: not rewritten (same mtime), not
+/// reported sent.
+#[test]
+fn a_change_the_remote_already_holds_is_left_alone() {
+    let (env, h, daemon, dest) = started("agent-ahead-same");
+    let site = env.cfg().join("site");
+    std::fs::write(dest.join("g.txt"), "same body").unwrap();
+    crate::util::dir::set_mtime(&dest.join("g.txt"), 1_600_000_000, 5);
+    std::fs::write(site.join("g.txt"), "same body").unwrap();
+    wait("the round to defer it", &h, &daemon, || {
+        daemon.info_log().contains("g.txt not placed ahead: same")
+    });
+    // A later change proves the round ended; the first one still sent nothing.
+    change(
+        &site.join("f.txt"),
+        &dest.join("f.txt"),
+        "later",
+        &h,
+        &daemon,
+    );
+    wait("the later round's sent line", &h, &daemon, || {
+        sent(&daemon, "f.txt") >= 3
+    });
+    let md = std::fs::metadata(dest.join("g.txt")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (md.mtime(), md.mtime_nsec()),
+        (1_600_000_000, 5),
+        "rewritten"
+    );
+    assert_eq!(sent(&daemon, "g.txt"), 0, "{}", daemon.dump());
+    assert!(daemon.error_log().is_empty(), "{}", daemon.dump());
+}
+
+/// Issue 16 with issue 17: a small change the comparison refuses (the remote
+/// path is a directory) is not placed ahead; the refusal is the usual one line,
+/// the path stays pending, and it arrives once the directory is gone.
+#[test]
+fn a_refused_small_change_is_refused_once_and_retried() {
+    let (env, h, daemon, dest) = started("agent-ahead-refused");
+    let site = env.cfg().join("site");
+    std::fs::create_dir(dest.join("d.txt")).unwrap();
+    std::fs::write(site.join("d.txt"), "body").unwrap();
+    wait("the refusal", &h, &daemon, || {
+        daemon
+            .error_log()
+            .contains("the remote path is a directory")
+    });
+    assert!(
+        daemon
+            .info_log()
+            .contains("d.txt not placed ahead: not a regular file there"),
+        "{}",
+        daemon.dump()
+    );
+    let errors = daemon.error_log();
+    let line = errors
+        .lines()
+        .find(|l| l.contains("the remote path is a directory"))
+        .unwrap();
+    assert!(line.contains("d.txt"), "{errors}");
+    assert!(dest.join("d.txt").is_dir(), "nothing written into it");
+    std::fs::remove_dir(dest.join("d.txt")).unwrap();
+    wait("the retried change", &h, &daemon, || {
+        std::fs::read_to_string(dest.join("d.txt")).is_ok_and(|b| b == "body")
+    });
+    wait("no lock or temporary", &h, &daemon, || {
+        crate::util::dir::temporaries(&dest).is_empty()
+    });
+}
+
+/// Issue 16: a round whose files all went ahead ends its batch in the same
+/// write; when the comparison still finds work (here a parent directory whose
+/// mode drifted on the remote), the roots are resolved again in a new batch and
+/// that work is done too.
+#[test]
+fn work_left_after_the_files_went_ahead_is_done_in_a_new_batch() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut env = Env::new("agent-ahead-reopen");
+    let h = env.sshd();
+    env.add_host(&h, Auth::Key);
+    env.src("site/sub/x.txt", "x0");
+    let site = env.cfg().join("site");
+    std::fs::set_permissions(site.join("sub"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let r = env.remote("r");
+    env.map(&h.addr, json!([{"src": "site/", "dest": r.join("www")}]));
+    let daemon = env.watch_with(&["-v", "watch"]);
+    let dest = r.join("www");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    wait("the initial reconcile", &h, &daemon, || {
+        std::fs::read_to_string(dest.join("sub/x.txt")).is_ok_and(|b| b == "x0")
+    });
+    // A first change, so the worker's agent is kept and resumed for the next.
+    change(
+        &site.join("sub/x.txt"),
+        &dest.join("sub/x.txt"),
+        "x1",
+        &h,
+        &daemon,
+    );
+    assert_eq!(mode(&dest.join("sub")), 0o700);
+    std::fs::set_permissions(dest.join("sub"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    change(
+        &site.join("sub/x.txt"),
+        &dest.join("sub/x.txt"),
+        "x2",
+        &h,
+        &daemon,
+    );
+    wait("the parent's mode set again", &h, &daemon, || {
+        mode(&dest.join("sub")) == 0o700
+    });
+    wait("no lock or temporary", &h, &daemon, || {
+        crate::util::dir::temporaries(&dest).is_empty()
+    });
+    assert!(
+        !daemon.info_log().contains("resolved again"),
+        "{}",
+        daemon.dump()
+    );
     assert!(daemon.error_log().is_empty(), "{}", daemon.dump());
 }

@@ -446,27 +446,28 @@ impl Worker {
     /// Pushes `work` to host `h`, on the open session if it is to `h`, else on
     /// a new one; a failure on a reused (idle) session is tried once more on a
     /// fresh session, since the idle one may simply have died.
+    /// (No error value is made unless one happens: with `RUST_BACKTRACE` set,
+    /// making one captures a backtrace, which every round paid for.)
     fn push_round(&mut self, h: usize, work: &[(usize, Scope)]) -> anyhow::Result<HostReport> {
-        let mut result = Err(anyhow::anyhow!("not tried"));
-        for attempt in 0..2 {
+        let mut retried = false;
+        loop {
             let reused = matches!(&self.conn, Some((c, _)) if *c == h);
-            if !reused && let Err(e) = self.connect(h) {
-                result = Err(e);
-                break;
+            if !reused {
+                self.connect(h)?;
             }
             let target = &self.shared.targets[h];
             let (_, conn) = self.conn.as_ref().expect("connected above");
             let mut round =
                 HostReport::observed(&target.host.address, self.shared.observer.clone());
             round.defer = true;
-            result = push::push_changes(conn, target, work, false, &mut round).map(|()| round);
-            if result.is_ok() || !reused || attempt == 1 || self.cancelled() {
-                break;
+            let result = push::push_changes(conn, target, work, false, &mut round).map(|()| round);
+            if result.is_ok() || !reused || retried || self.cancelled() {
+                return result;
             }
             // The idle session may simply have died: reopen once before calling the host down.
             self.conn = None;
+            retried = true;
         }
-        result
     }
 
     /// Replaces the worker's session (at most one per worker) with a new one to

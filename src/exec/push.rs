@@ -277,11 +277,11 @@ fn try_push(
         return Ok(());
     }
     if tier::may_exec(conn)
-        && let Some((agent, listed)) = by_agent::list(conn, &usable, true)?
+        && let Some((agent, mut listed)) = by_agent::list(conn, &usable, true)?
     {
         conn.set_tier(Tier::Gnu);
         let plan = by_agent::compare(&usable, &listed, pushed, report);
-        return by_agent::apply(conn, agent, plan, &listed, &units, pushed, report);
+        return by_agent::apply(conn, agent, plan, &mut listed, &units, pushed, report);
     }
     match tier::without_agent(conn)? {
         Tier::Sftp => by_sftp::push(conn, &usable, &units, pushed, report),

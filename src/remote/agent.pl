@@ -17,6 +17,12 @@
 #           P root-id rel mode mtime-s mtime-ns size backups
 #                                      a file; its bytes follow as `d` frames (raw
 #                                      bytes), ended by a `z` frame: "1" keep, "0" drop
+#           A root-id rel mode mtime-s mtime-ns size sha256
+#                                      a small file sent with its listing, before the
+#                                      client compared (issue 16): as P (no backups),
+#                                      placed only where nothing is there or a
+#                                      regular file that differs in content or mode;
+#                                      answered K `placed`, or K `deferred` and why
 #           S root-id rel target backups   make a symlink
 #           G root-id rel block max    the checksums of a file's blocks, at most max
 #                                      of them (issue 19)
@@ -480,8 +486,11 @@ sub set_times { my ($fh, $s, $ns) = @_;
   my $ok = $HIRES ? Time::HiRes::utime(time(), $s + $ns / 1e9, $fh) : utime(time(), $s, $fh);
   return $ok ? "" : "cannot set the mtime: $!";
 }
-sub req_put { my ($id, $rel, $mode, $ms, $mns, $size, $backups) = @_;
-  my ($dir, $name) = split_rel($rel);
+# Takes in one file's data frames (`d`, then the `z` verdict) into a fresh
+# temporary in directory `dir` below root `id`. Returns (error, handle,
+# temporary, bytes written, verdict); on an error every frame is still read,
+# and no temporary stays.
+sub take_file { my ($id, $dir) = @_;
   my $e = lock_root($id);
   $e = walk($id, $dir) if $e eq "";
   my ($fh, $tmp);
@@ -507,15 +516,57 @@ sub req_put { my ($id, $rel, $mode, $ms, $mns, $size, $backups) = @_;
     if ($e ne "") { close $fh; unlink $tmp; undef $fh; undef $OPEN_TMP }
   }
   undef $OPEN_TMP;
+  return ($e, $fh, $tmp, $got, $verdict);
+}
+# Gives temporary `tmp` (open as `fh`) its mode and mtime and closes it; on an
+# error it is removed.
+sub seal { my ($fh, $tmp, $mode, $ms, $mns) = @_;
+  my $e = set_mode($fh, $mode);
+  $e = set_times($fh, $ms, $mns) if $e eq "";
+  $e = "cannot write: $!" if !close($fh) && $e eq "";
+  unlink $tmp if $e ne "";
+  return $e;
+}
+sub req_put { my ($id, $rel, $mode, $ms, $mns, $size, $backups) = @_;
+  my ($dir, $name) = split_rel($rel);
+  my ($e, $fh, $tmp, $got, $verdict) = take_file($id, $dir);
   if ($e ne "") { fail($e); return }
   if ($verdict ne "1") { close $fh; unlink $tmp; ok("dropped"); return }
   if ($got != $size) { close $fh; unlink $tmp; fail("the file arrived short ($got of $size bytes)"); return }
-  $e = set_mode($fh, $mode);
-  $e = set_times($fh, $ms, $mns) if $e eq "";
-  $e = "cannot write: $!" if !close($fh) && $e eq "";
-  if ($e ne "") { unlink $tmp; fail($e); return }
+  $e = seal($fh, $tmp, $mode, $ms, $mns);
+  if ($e ne "") { fail($e); return }
   $e = place($tmp, $name, $backups);
   if ($e ne "") { fail($e) } else { ok("placed") }
+}
+
+# Why a file sent ahead (A) is not placed at `name` (in the current directory),
+# or "" when the client's comparison is sure to send it: nothing is there, or a
+# regular file that differs from it in content (SHA-256 `sha`) or mode. "same"
+# when the file there is it already (two daemons mapped at each other: no
+# ping-pong).
+sub ahead_blocked { my ($name, $mode, $sha) = @_;
+  my @l = lstat($name);
+  return ($!{ENOENT} ? "" : "cannot look at it: $!") unless @l;
+  return "not a regular file there" unless -f _;
+  my $h = hash_here($name);
+  return "cannot hash the remote copy" unless defined $h;
+  return "" if $h ne $sha || ($l[2] & 07777) != oct($mode);
+  return "same";
+}
+# A: a small file sent with its listing, before the client compared (issue 16).
+# It goes in place only where that comparison is sure to send it (see
+# `ahead_blocked`), else it is dropped; either way the answer is K: `placed`, or
+# `deferred` and why. A deferred file is the client's to send the usual way
+# (or not), so every refusal still comes from a P and its one-line reason.
+sub req_ahead { my ($id, $rel, $mode, $ms, $mns, $size, $sha) = @_;
+  my ($dir, $name) = split_rel($rel);
+  my ($e, $fh, $tmp, $got, $verdict) = take_file($id, $dir);
+  if ($e ne "") { ok("deferred", $e); return }
+  $e = $verdict ne "1" ? "changed while it was read" : $got != $size ? "short" : ahead_blocked($name, $mode, $sha // "");
+  if ($e ne "") { close $fh; unlink $tmp; ok("deferred", $e); return }
+  $e = seal($fh, $tmp, $mode, $ms, $mns);
+  $e = place($tmp, $name, 0) if $e eq "";
+  if ($e ne "") { ok("deferred", $e) } else { ok("placed") }
 }
 
 sub req_link { my ($id, $rel, $target, $backups) = @_;
@@ -737,7 +788,7 @@ flush_out();
 my %REQ = (R => \&req_root, L => \&req_list, D => \&req_dir, P => \&req_put,
            S => \&req_link, X => \&req_remove, T => \&req_stale,
            G => \&req_sums, Y => \&req_delta,
-           W => \&req_lanes, J => \&req_join, B => \&req_next);
+           W => \&req_lanes, J => \&req_join, B => \&req_next, A => \&req_ahead);
 while (1) {
   my ($t, $p) = frame();
   last unless defined $t;

@@ -20,6 +20,10 @@ pub(crate) mod agent {
     pub(crate) const DATA: u8 = b'd';
     /// Request: the end of a file's data, with the verdict `1` keep or `0` drop.
     pub(crate) const VERDICT: u8 = b'z';
+    /// Request: a small file sent with its listing, placed only where the
+    /// comparison is sure to send it (`id rel mode mtime-s mtime-ns size sha256`),
+    /// then [`DATA`] and [`VERDICT`] (issue 16).
+    pub(crate) const AHEAD: u8 = b'A';
     /// Request: make a symlink (`id rel target backups`).
     pub(crate) const LINK: u8 = b'S';
     /// Request: remove a file or tree (`id rel`).
@@ -165,6 +169,7 @@ mod tests {
             agent::LIST,
             agent::DIR,
             agent::PUT,
+            agent::AHEAD,
             agent::DATA,
             agent::VERDICT,
             agent::LINK,

@@ -23,11 +23,14 @@
 //! A `watch` session keeps its agent between rounds (issue 16): where the
 //! connection asks for it ([`Connection::keeps_agent`]), [`Agent::finish`] ends
 //! the batch with [`tag::NEXT`] instead of [`tag::QUIT`] (the run's locks are
-//! released, its roots forgotten, and the next batch has a new run id), and
-//! parks the running agent on the connection ([`Parked`]); the next batch takes
-//! it back with [`Agent::resume`], so a small change costs its round trips and no
-//! process start. A parked agent that died is seen at the first answer of the
-//! next batch, and the caller starts a fresh one.
+//! released, its roots forgotten, and the next batch has a new run id) without
+//! waiting for its answer, and parks the running agent on the connection
+//! ([`Parked`]); the next batch takes it back with [`Agent::resume`] and checks
+//! that answer with its own first one, so a small change costs its round trips
+//! and no process start. A round whose files all went with the listing
+//! ([`Agent::ahead`]) ends its batch in that same write ([`Agent::end_batch`])
+//! and parks with nothing more to send. A parked agent that died is seen at the
+//! first answer of the next batch, and the caller starts a fresh one.
 
 use std::collections::VecDeque;
 use std::io::{BufWriter, Read, Write};
@@ -134,15 +137,25 @@ enum Waiting {
     Sums(Vec<u8>),
     /// Any other request.
     Step,
+    /// The end of the last batch, sent before the agent was parked (see
+    /// [`Agent::finish`]): its answer is checked, not handed out.
+    Next,
 }
 
-/// An agent kept running on its connection between two batches: its channel and
-/// its greeting. Its run has ended: it holds no lock, no temporary and no root.
+/// An agent kept running on its connection between two batches: its channel, its
+/// greeting, and what it already sent. It was asked to end its run ([`tag::NEXT`])
+/// and releases its locks, temporaries and roots as soon as it reads that; the
+/// answer is read with the next batch's first one.
 pub(crate) struct Parked {
     /// The agent's channel.
     channel: ssh2::Channel,
     /// What the agent said when it started.
     hello: Hello,
+    /// Output taken in while the end of the batch was written (its answer, maybe).
+    early: Vec<u8>,
+    /// Whether the answer to that end is still to be read (the batch was not
+    /// already ended with [`Agent::end_batch`]).
+    owes: bool,
 }
 
 /// A running agent on one connection.
@@ -165,8 +178,12 @@ pub(crate) struct Agent<'c> {
     hello: Option<Hello>,
     /// Shutdown: stop between two chunks.
     cancel: std::sync::Arc<AtomicBool>,
-    /// A data buffer for files.
+    /// A data buffer for files ([`CHUNK`] bytes once a file is sent; a watch
+    /// round that sends none does not zero it).
     buf: Vec<u8>,
+    /// The last request was the end of a batch ([`Agent::end_batch`]): nothing
+    /// of this run is left on the remote, and parking needs no other end.
+    ended: bool,
 }
 
 /// The program without its comment lines and indentation: about half the bytes on
@@ -217,8 +234,19 @@ impl<'c> Agent<'c> {
     /// a new batch (the run id it was given then). It may have died since: the
     /// first answer shows it.
     pub(crate) fn resume(conn: &'c Connection) -> Option<Agent<'c>> {
-        let Parked { channel, hello } = conn.take_agent()?;
-        Some(Agent::on(conn, channel, Some(hello)))
+        let Parked {
+            channel,
+            hello,
+            early,
+            owes,
+        } = conn.take_agent()?;
+        let mut agent = Agent::on(conn, channel, Some(hello));
+        agent.input = early;
+        if owes {
+            agent.budget.grow(PER_STEP);
+            agent.waiting.push_back(Waiting::Next);
+        }
+        Some(agent)
     }
 
     /// An agent on `channel`, which greeted with `hello` if it did already.
@@ -233,7 +261,8 @@ impl<'c> Agent<'c> {
             budget: Budget::new("the remote agent", PER_STEP, conn.io_timeout()),
             hello,
             cancel: conn.cancel_flag(),
-            buf: vec![0; CHUNK],
+            buf: Vec::new(),
+            ended: false,
         }
     }
 
@@ -271,6 +300,7 @@ impl<'c> Agent<'c> {
             fields.extend(paths.iter().map(Vec::as_slice));
         }
         let asked = paths.map_or(0, <[_]>::len) as u64;
+        self.ended = false;
         self.budget
             .grow(LISTING_BASE + asked.saturating_mul(LISTING_PER_PATH));
         self.send(tag::LIST, &fields)?;
@@ -370,6 +400,7 @@ impl<'c> Agent<'c> {
                 bail!("transfer cancelled by shutdown");
             }
             let mut buf = std::mem::take(&mut self.buf);
+            buf.resize(CHUNK, 0);
             let n = file.chunk(&mut buf);
             let written = if n > 0 { self.data(&buf[..n]) } else { Ok(()) };
             self.buf = buf;
@@ -387,6 +418,51 @@ impl<'c> Agent<'c> {
         self.send(tag::VERDICT, &[keep])?;
         self.poll()?;
         Ok(sent)
+    }
+
+    /// Sends `data`, the whole content of a small local file read already
+    /// (`meta` as it was opened, `sha256` of `data`), as `rel` below root `id`,
+    /// ahead of the comparison ([`tag::AHEAD`]): the agent puts it in place only
+    /// where nothing is there, or a regular file of other content or mode, which
+    /// the comparison always sends; it keeps no backups. Answer: `Done(["placed"])`
+    /// or `Done(["deferred", why])`.
+    pub(crate) fn ahead(
+        &mut self,
+        id: usize,
+        rel: &[u8],
+        meta: &crate::local::FileMeta,
+        sha256: &str,
+        data: &[u8],
+    ) -> Result<()> {
+        let fields = [
+            id.to_string(),
+            format!("{:o}", meta.mode),
+            meta.mtime.to_string(),
+            meta.mtime_nsec.to_string(),
+            data.len().to_string(),
+        ];
+        let [id, mode, secs, nsec, size] = fields.each_ref().map(|f| f.as_bytes());
+        self.request(
+            tag::AHEAD,
+            &[id, rel, mode, secs, nsec, size, sha256.as_bytes()],
+        )?;
+        for part in data.chunks(CHUNK) {
+            self.data(part)?;
+        }
+        self.send(tag::VERDICT, &[b"1"])
+    }
+
+    /// Ends this batch and begins the next ([`tag::NEXT`], a fresh run id) as a
+    /// request of its own, answered `Done` in order: the run's locks go, its roots
+    /// are forgotten (a request for one of them fails until it is resolved again
+    /// with [`Agent::root`]). Sent in the same write as a watch round's files sent
+    /// ahead, so a round that needs nothing more is over in one round trip, and
+    /// parking then sends no other end.
+    pub(crate) fn end_batch(&mut self) -> Result<()> {
+        let run = crate::remote::fresh_hex();
+        self.request(tag::NEXT, &[run.as_bytes()])?;
+        self.ended = true;
+        Ok(())
     }
 
     /// Takes in what the agent has answered so far, without waiting.
@@ -442,37 +518,50 @@ impl<'c> Agent<'c> {
         }
     }
 
-    /// Ends the batch with [`tag::NEXT`] (a fresh run id), waits for every answer
-    /// (the last must be its `DONE`) and parks the agent on its connection. The
-    /// agent may have said nothing more than it was asked.
+    /// Takes in every answer still owed, then ends the batch with [`tag::NEXT`] (a
+    /// fresh run id) and parks the agent on its connection without waiting for
+    /// that answer: the agent releases the run's locks and forgets its roots as
+    /// soon as it reads the request, and the next batch checks the answer along
+    /// with its own first one ([`Waiting::Next`]), so a round waits for one round
+    /// trip fewer. A batch that was ended already ([`Agent::end_batch`], nothing
+    /// asked since) gets no other end. The agent may have said nothing more than
+    /// it was asked.
     fn park(mut self) -> Result<()> {
-        let run = crate::remote::fresh_hex();
-        self.request(tag::NEXT, &[run.as_bytes()])?;
-        let mut last = None;
         while !self.waiting.is_empty() || !self.answers.is_empty() {
-            last = Some(self.answer()?);
+            if self.answers.pop_front().is_none() {
+                self.budget.wait_starts();
+                self.read_some()?;
+            }
         }
-        match last {
-            Some(Answer::Done(_)) => {}
-            Some(Answer::Failed(why)) => bail!("the remote agent did not end its batch: {why}"),
-            _ => bail!("the remote agent answered the end of its batch out of order"),
-        }
-        self.out.flush()?;
-        let (Some(hello), true) = (self.hello.take(), self.at == self.input.len()) else {
+        let early = self.out.get_mut().take_early();
+        let (Some(hello), true, true) = (
+            self.hello.take(),
+            self.at == self.input.len(),
+            early.is_empty(),
+        ) else {
             bail!("the remote agent sent more than it was asked for");
         };
+        let owes = !self.ended;
+        if owes {
+            let run = crate::remote::fresh_hex();
+            self.send(tag::NEXT, &[run.as_bytes()])?;
+        }
+        self.out.flush()?;
         let paced = (self.out.into_inner()).map_err(|e| anyhow!("{}", e.error()))?;
         let (channel, early, _) = paced.into_parts();
-        if !early.is_empty() {
-            bail!("the remote agent sent more than it was asked for");
-        }
-        self.conn.park_agent(Parked { channel, hello });
+        self.conn.park_agent(Parked {
+            channel,
+            hello,
+            early,
+            owes,
+        });
         log::debug!("the agent is kept for the next batch");
         Ok(())
     }
 
     /// Sends one request and expects one answer.
     fn request(&mut self, tag: u8, fields: &[&[u8]]) -> Result<()> {
+        self.ended = false;
         self.budget.grow(PER_STEP);
         self.send(tag, fields)?;
         self.waiting.push_back(Waiting::Step);
@@ -630,6 +719,10 @@ impl Agent<'_> {
             bail!("the remote agent answered a request that was not made");
         };
         self.answers.push_back(match (tag, w) {
+            (tag::FAILED, Waiting::Next) => bail!(
+                "the remote agent did not end its last batch: {}",
+                String::from_utf8_lossy(payload)
+            ),
             (tag::FAILED, _) => Answer::Failed(String::from_utf8_lossy(payload).into_owned()),
             (_, Waiting::List(listing)) => Answer::Listing(listing),
             (_, Waiting::Sums(sums)) => {
@@ -639,6 +732,7 @@ impl Agent<'_> {
                 Answer::Sums(sums, len)
             }
             (_, Waiting::Step) => Answer::Done(fields.iter().map(|f| f.to_vec()).collect()),
+            (_, Waiting::Next) => return Ok(()),
         });
         Ok(())
     }
@@ -1333,6 +1427,121 @@ mod tests {
             std::fs::read_link(root.join("a/ln")).unwrap(),
             Path::new("f0")
         );
+        assert!(
+            temporaries(d.path()).is_empty(),
+            "{:?}",
+            temporaries(d.path())
+        );
+    }
+
+    /// A file sent ahead of the comparison (A, issue 16) as the client sends it:
+    /// the request, its data, the verdict.
+    fn ahead(rel: &str, mode: &str, mtime: (i64, i64), body: &[u8]) -> Vec<u8> {
+        use sha2::Digest;
+        let (s, ns) = (mtime.0.to_string(), mtime.1.to_string());
+        let size = body.len().to_string();
+        let sha = crate::local::hex(&sha2::Sha256::digest(body));
+        let mut out = req(
+            tag::AHEAD,
+            &[
+                b"0",
+                rel.as_bytes(),
+                mode.as_bytes(),
+                s.as_bytes(),
+                ns.as_bytes(),
+                size.as_bytes(),
+                sha.as_bytes(),
+            ],
+        );
+        out.push(tag::DATA);
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(body);
+        out.extend(req(tag::VERDICT, &[b"1"]));
+        out
+    }
+
+    /// A file sent ahead goes in place only where the comparison is sure to send
+    /// it: nothing there, or a regular file of other content or mode (with its
+    /// mtime, nanoseconds included). The same file already there (two daemons mapped
+    /// at each other), a directory, a symlink, a missing parent or an unknown root
+    /// defer it to the client; nothing is left behind either way.
+    #[test]
+    fn a_file_sent_ahead_is_placed_only_where_compare_sends_it() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("r");
+        std::fs::create_dir_all(root.join("dir")).unwrap();
+        std::fs::write(root.join("other"), "old").unwrap();
+        std::fs::write(root.join("same"), "same").unwrap();
+        std::fs::set_permissions(root.join("same"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        std::fs::write(root.join("mode"), "body").unwrap();
+        std::fs::set_permissions(root.join("mode"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        std::os::unix::fs::symlink("other", root.join("link")).unwrap();
+        let same_mtime = std::fs::metadata(root.join("same")).unwrap().mtime();
+        let mut input = req(tag::ROOT, &[b"0", b(&root), b"0"]);
+        let t = (1_600_000_000, 123_456_789);
+        for (rel, body) in [
+            ("new", &b"fresh"[..]),
+            ("other", b"changed"),
+            ("same", b"same"),
+            ("mode", b"body"),
+            ("dir", b"x"),
+            ("link", b"x"),
+            ("missing/f", b"x"),
+        ] {
+            input.extend(ahead(rel, "644", t, body));
+        }
+        // An unknown root: deferred, its data still read to the end.
+        let mut unknown = ahead("u", "644", t, b"x");
+        unknown[5] = b'7';
+        input.extend(unknown);
+        input.extend(req(tag::QUIT, &[]));
+        let (groups, status, stderr) = run(&input, true);
+        assert_eq!(status, 0, "{stderr}");
+        let v = verdicts(&groups);
+        assert_eq!(
+            v[1..4],
+            ["K placed", "K placed", "K deferred same"],
+            "{v:?}"
+        );
+        assert_eq!(v[4], "K placed", "{v:?}");
+        assert_eq!(v[5], "K deferred not a regular file there", "{v:?}");
+        assert_eq!(v[6], "K deferred not a regular file there", "{v:?}");
+        assert_eq!(
+            v[7], "K deferred a parent directory is missing on the remote",
+            "{v:?}"
+        );
+        assert!(v[8].starts_with("K deferred unknown root"), "{v:?}");
+        assert_eq!(v[9], "K", "{v:?}");
+        let read = |n: &str| std::fs::read(root.join(n)).unwrap();
+        assert_eq!(
+            (read("new"), read("other")),
+            (b"fresh".to_vec(), b"changed".to_vec())
+        );
+        let new = std::fs::metadata(root.join("new")).unwrap();
+        // To the nanosecond, give or take perl's doubles (as for P; see reconcile::skip).
+        assert_eq!(new.mtime(), t.0);
+        assert!(
+            (new.mtime_nsec() - t.1).abs() < 1_000,
+            "{}",
+            new.mtime_nsec()
+        );
+        assert_eq!(new.permissions().mode() & 0o7777, 0o644);
+        let mode = std::fs::metadata(root.join("mode")).unwrap();
+        assert_eq!(
+            mode.permissions().mode() & 0o7777,
+            0o644,
+            "a mode that differs"
+        );
+        let same = std::fs::metadata(root.join("same")).unwrap();
+        assert_eq!(same.mtime(), same_mtime, "the same file is not written");
+        assert!(root.join("dir").is_dir());
+        assert_eq!(
+            std::fs::read_link(root.join("link")).unwrap(),
+            Path::new("other")
+        );
+        assert!(!root.join("missing").exists() && !root.join("u").exists());
         assert!(
             temporaries(d.path()).is_empty(),
             "{:?}",

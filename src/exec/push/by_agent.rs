@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 use super::MAX_ATTEMPTS;
 use crate::failure::Failure;
@@ -38,6 +38,7 @@ use crate::report::{Event, HostReport};
 use crate::transport::agent::{Agent, Answer, NoAgent};
 use crate::transport::ssh::Connection;
 
+pub(super) mod ahead;
 pub(super) mod delta;
 
 /// What the listing phase learned: the roots in unit order, their states, and the
@@ -49,6 +50,11 @@ pub(super) struct AgentListing {
     states: Vec<RootState>,
     /// The agent's root id per root directory.
     ids: HashMap<Vec<u8>, usize>,
+    /// The small files sent with the listing ([`ahead`]), answered.
+    ahead: Vec<ahead::Ahead>,
+    /// The batch was ended with them: the roots must be resolved again before
+    /// anything else is asked.
+    ended: bool,
 }
 
 /// Starts the agent (or takes back the one the session kept, see
@@ -56,7 +62,8 @@ pub(super) struct AgentListing {
 /// make missing roots). `Ok(None)` when the agent cannot serve this host (no
 /// perl, or forced off): the caller uses the listing script instead. A kept agent
 /// that does not answer (it died between two batches) is replaced, once, by a
-/// fresh one.
+/// fresh one. A push (`create`) on a kept agent sends small changed files with
+/// the listing ([`ahead`]).
 pub(super) fn list<'c>(
     conn: &'c Connection,
     usable: &[(usize, &Unit<'_>, &Source)],
@@ -67,15 +74,41 @@ pub(super) fn list<'c>(
     }
     let roots: Vec<ListRoot> = usable.iter().map(|(_, u, _)| u.root.clone()).collect();
     if let Some(mut agent) = Agent::resume(conn) {
-        match ask(&mut agent, &roots, create).and_then(|()| agent.answer()) {
-            Ok(first) => return listed(conn, agent, roots, Some(first)),
+        match ask_resumed(conn, &mut agent, usable, &roots, create) {
+            Ok((first, ahead, ended)) => {
+                return listed(conn, agent, roots, Some(first), (ahead, ended));
+            }
             Err(e) => log::debug!("the session's agent did not answer ({e:#}); starting a new one"),
         }
     }
     let run = crate::remote::fresh_hex();
     let mut agent = Agent::start(conn, conn.client_id(), &run, conn.strict_modes())?;
     ask(&mut agent, &roots, create)?;
-    listed(conn, agent, roots, None)
+    listed(conn, agent, roots, None, (Vec::new(), false))
+}
+
+/// [`ask`] on a resumed agent, with the small files of a push sent ahead and,
+/// where they are all of the work ([`ahead::covers`]), the end of the batch;
+/// returns the first answer, those files, and whether the batch was ended.
+fn ask_resumed(
+    conn: &Connection,
+    agent: &mut Agent<'_>,
+    usable: &[(usize, &Unit<'_>, &Source)],
+    roots: &[ListRoot],
+    create: bool,
+) -> Result<(Answer, Vec<ahead::Ahead>, bool)> {
+    ask(agent, roots, create)?;
+    let ahead = if create {
+        let delta_min = delta::threshold(conn, agent);
+        ahead::send(agent, usable, delta_min)?
+    } else {
+        Vec::new()
+    };
+    let ended = ahead::covers(usable, &ahead);
+    if ended {
+        agent.end_batch()?;
+    }
+    Ok((agent.answer()?, ahead, ended))
 }
 
 /// Sends, per root, its resolution and its listing.
@@ -87,12 +120,15 @@ fn ask(agent: &mut Agent<'_>, roots: &[ListRoot], create: bool) -> Result<()> {
     Ok(())
 }
 
-/// Takes in the answers to [`ask`] (`first`: the first, read already).
+/// Takes in the answers to [`ask`] (`first`: the first, read already), then
+/// those to the files sent `ahead` and to the end of the batch if it was sent
+/// with them (`ended`).
 fn listed<'c>(
     conn: &'c Connection,
     mut agent: Agent<'c>,
     roots: Vec<ListRoot>,
     mut first: Option<Answer>,
+    (mut ahead, ended): (Vec<ahead::Ahead>, bool),
 ) -> Result<Option<(Agent<'c>, AgentListing)>> {
     let mut ids = HashMap::new();
     for (id, root) in roots.iter().enumerate() {
@@ -124,7 +160,20 @@ fn listed<'c>(
         let uid = agent.hello().map_or(u32::MAX, |h| h.uid);
         states.push(state(root, resolved, listing, uid));
     }
-    Ok(Some((agent, AgentListing { roots, states, ids })))
+    ahead::answers(&mut agent, &mut ahead)?;
+    if ended && !matches!(agent.answer()?, Answer::Done(_)) {
+        bail!("the remote agent did not end its batch");
+    }
+    Ok(Some((
+        agent,
+        AgentListing {
+            roots,
+            states,
+            ids,
+            ahead,
+            ended,
+        },
+    )))
 }
 
 /// The debug line of the first agent start on a session.
@@ -225,8 +274,17 @@ pub(super) fn compare(
     plan
 }
 
+/// Whether `plan` asks for anything of the remote.
+fn has_work(plan: &Plan) -> bool {
+    !plan.stale_at.is_empty()
+        || (plan.work.values()).any(|w| !w.items.is_empty() || !w.removes.is_empty())
+}
+
 /// What one request, once answered, reports.
 enum Step {
+    /// A root resolved again in a new batch (after [`ahead::covers`] ended the
+    /// listing's batch), as the listing resolved it.
+    Reopen(Vec<u8>),
     /// A stale temporary offered for removal.
     Stale(Vec<u8>),
     /// A removal for `"delete": true`.
@@ -272,12 +330,13 @@ struct Run<'a, 'c, 'u> {
 }
 
 /// Applies `plan` through `agent` (see the module doc), noting each confirmed
-/// file, symlink and removal in `pushed`, then runs post_sync.
+/// file, symlink and removal in `pushed`, then runs post_sync. The files the
+/// listing's round placed ahead ([`ahead`]) count as the plan's sends of them.
 pub(super) fn apply(
     conn: &Connection,
     agent: Agent<'_>,
-    plan: Plan,
-    listed: &AgentListing,
+    mut plan: Plan,
+    listed: &mut AgentListing,
     units: &[Unit<'_>],
     pushed: &mut Pushed,
     report: &mut HostReport,
@@ -298,7 +357,13 @@ pub(super) fn apply(
         attempt: 1,
         split: conn.may_split(),
     };
-    if let Err(e) = run.all(plan, &listed.ids) {
+    run.settle_ahead(&mut plan, std::mem::take(&mut listed.ahead));
+    let reopened = if listed.ended && has_work(&plan) {
+        run.reopen(&listed.roots)
+    } else {
+        Ok(())
+    };
+    if let Err(e) = reopened.and_then(|()| run.all(plan, &listed.ids)) {
         run.unconfirmed(&e);
         return Err(e);
     }
@@ -318,6 +383,18 @@ pub(super) fn apply(
 }
 
 impl Run<'_, '_, '_> {
+    /// Resolves every root again, as [`ask`] did (the same ids), for the rest of
+    /// a plan whose listing's batch was ended with the files sent ahead: the
+    /// ancestor rule is checked again, and a root refused now fails the steps
+    /// below it, each with its own line.
+    fn reopen(&mut self, roots: &[ListRoot]) -> Result<()> {
+        for (id, root) in roots.iter().enumerate() {
+            self.agent.root(id, &root.dir, true)?;
+            self.steps.push_back(Step::Reopen(root.dir.clone()));
+        }
+        Ok(())
+    }
+
     /// Every step of the plan, round after round for files that changed while read.
     fn all(&mut self, plan: Plan, ids: &HashMap<Vec<u8>, usize>) -> Result<()> {
         let id = |root: &[u8]| ids.get(root).copied().unwrap_or(0);
@@ -507,7 +584,7 @@ impl Run<'_, '_, '_> {
     /// The agent confirmed `step`: counted, reported, noted in the host's record.
     fn confirmed(&mut self, step: Step) {
         match step {
-            Step::Lanes => {}
+            Step::Lanes | Step::Reopen(_) => {}
             Step::Stale(path) => log::debug!("stale temporary {}: done", show(&path)),
             Step::Remove(item, root) => {
                 self.changed[item.unit] += 1;
@@ -556,6 +633,7 @@ impl Run<'_, '_, '_> {
     fn refused(&mut self, step: Step, why: String) {
         match step {
             Step::Lanes => log::debug!("one lane only: {why}"),
+            Step::Reopen(root) => log::debug!("{} resolved again: {why}", show(&root)),
             Step::Stale(path) => log::debug!("stale temporary {}: {why}", show(&path)),
             Step::Dir(item, root) => self.report.fail(
                 Failure::Refused,
@@ -581,7 +659,7 @@ impl Run<'_, '_, '_> {
         let why = format!("not confirmed by the remote: {e:#}");
         for step in std::mem::take(&mut self.steps) {
             match step {
-                Step::Stale(_) | Step::Lanes => {}
+                Step::Stale(_) | Step::Lanes | Step::Reopen(_) => {}
                 Step::Remove(item, root)
                 | Step::Dir(item, root)
                 | Step::Mode(item, root)

@@ -111,6 +111,7 @@ impl Agent<'_> {
     /// channel broke.
     fn literal(&mut self, file: &Opened, mut offset: u64, len: u64) -> Result<Option<Finished>> {
         let end = offset + len;
+        self.buf.resize(CHUNK, 0);
         while offset < end {
             let want = (end - offset).min(CHUNK as u64) as usize;
             let n = match file.read_at(&mut self.buf[..want], offset) {
