@@ -307,6 +307,22 @@ fn usable<'u, 'm>(
     usable
 }
 
+/// Which remote entries of a listing are temporaries a later run may remove, for
+/// [`reconcile::compare`]: this client's of runs that are over, and anyone's
+/// once stale ([`crate::remote::runs::removable`]; directories never).
+fn leftover(conn: &Connection) -> impl Fn(&[u8], &crate::remote::RemoteEntry) -> bool + '_ {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let (runs, client) = (conn.runs_dir(), conn.client_id());
+    move |name, e| {
+        e.kind != b'd'
+            && crate::remote::runs::removable(name, e.mtime, now, client, &|run| {
+                crate::remote::runs::alive(runs, run)
+            })
+    }
+}
+
 /// A local file's SHA-256, for [`reconcile::compare`]; `None` when it cannot be read.
 fn hash_local(path: &Path) -> Option<String> {
     local::sha256_hex(path).ok()

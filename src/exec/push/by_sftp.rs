@@ -118,16 +118,7 @@ pub(super) fn plan(
     }
     let strict = conn.strict_modes();
     let listing = conn.with_sftp(|sftp| sftp.list(&roots, create, strict))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let (runs, client) = (conn.runs_dir(), conn.client_id());
-    let removable = |name: &[u8], e: &remote::RemoteEntry| {
-        e.kind != b'd'
-            && remote::runs::removable(name, e.mtime, now, client, &|run| {
-                remote::runs::alive(runs, run)
-            })
-    };
+    let removable = super::leftover(conn);
     let listed = Listed {
         roots: &roots,
         states: &listing.states,
