@@ -543,11 +543,12 @@ sub req_put { my ($id, $rel, $mode, $ms, $mns, $size, $backups) = @_;
 # or "" when the client's comparison is sure to send it: nothing is there, or a
 # regular file that differs from it in content (SHA-256 `sha`) or mode. "same"
 # when the file there is it already (two daemons mapped at each other: no
-# ping-pong).
-sub ahead_blocked { my ($name, $mode, $sha) = @_;
+# ping-pong). A copy of another size differs without being read.
+sub ahead_blocked { my ($name, $mode, $sha, $size) = @_;
   my @l = lstat($name);
   return ($!{ENOENT} ? "" : "cannot look at it: $!") unless @l;
   return "not a regular file there" unless -f _;
+  return "" if $l[7] != $size;
   my $h = hash_here($name);
   return "cannot hash the remote copy" unless defined $h;
   return "" if $h ne $sha || ($l[2] & 07777) != oct($mode);
@@ -562,7 +563,7 @@ sub req_ahead { my ($id, $rel, $mode, $ms, $mns, $size, $sha) = @_;
   my ($dir, $name) = split_rel($rel);
   my ($e, $fh, $tmp, $got, $verdict) = take_file($id, $dir);
   if ($e ne "") { ok("deferred", $e); return }
-  $e = $verdict ne "1" ? "changed while it was read" : $got != $size ? "short" : ahead_blocked($name, $mode, $sha // "");
+  $e = $verdict ne "1" ? "changed while it was read" : $got != $size ? "short" : ahead_blocked($name, $mode, $sha // "", $size);
   if ($e ne "") { close $fh; unlink $tmp; ok("deferred", $e); return }
   $e = seal($fh, $tmp, $mode, $ms, $mns);
   $e = place($tmp, $name, 0) if $e eq "";

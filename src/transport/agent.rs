@@ -1461,10 +1461,11 @@ mod tests {
     }
 
     /// A file sent ahead goes in place only where the comparison is sure to send
-    /// it: nothing there, or a regular file of other content or mode (with its
-    /// mtime, nanoseconds included). The same file already there (two daemons mapped
-    /// at each other), a directory, a symlink, a missing parent or an unknown root
-    /// defer it to the client; nothing is left behind either way.
+    /// it: nothing there, or a regular file of other content (of the same size
+    /// too) or mode (with its mtime, nanoseconds included). The same file already
+    /// there (two daemons mapped at each other), a directory, a symlink, a missing
+    /// parent or an unknown root defer it to the client; nothing is left behind
+    /// either way.
     #[test]
     fn a_file_sent_ahead_is_placed_only_where_compare_sends_it() {
         let d = tempfile::tempdir().unwrap();
@@ -1472,6 +1473,7 @@ mod tests {
         std::fs::create_dir_all(root.join("dir")).unwrap();
         std::fs::write(root.join("other"), "old").unwrap();
         std::fs::write(root.join("same"), "same").unwrap();
+        std::fs::write(root.join("even"), "abcd").unwrap();
         std::fs::set_permissions(root.join("same"), std::fs::Permissions::from_mode(0o644))
             .unwrap();
         std::fs::write(root.join("mode"), "body").unwrap();
@@ -1489,6 +1491,7 @@ mod tests {
             ("dir", b"x"),
             ("link", b"x"),
             ("missing/f", b"x"),
+            ("even", b"wxyz"),
         ] {
             input.extend(ahead(rel, "644", t, body));
         }
@@ -1512,12 +1515,13 @@ mod tests {
             v[7], "K deferred a parent directory is missing on the remote",
             "{v:?}"
         );
-        assert!(v[8].starts_with("K deferred unknown root"), "{v:?}");
-        assert_eq!(v[9], "K", "{v:?}");
+        assert_eq!(v[8], "K placed", "{v:?}");
+        assert!(v[9].starts_with("K deferred unknown root"), "{v:?}");
+        assert_eq!(v[10], "K", "{v:?}");
         let read = |n: &str| std::fs::read(root.join(n)).unwrap();
         assert_eq!(
-            (read("new"), read("other")),
-            (b"fresh".to_vec(), b"changed".to_vec())
+            (read("new"), read("other"), read("even")),
+            (b"fresh".to_vec(), b"changed".to_vec(), b"wxyz".to_vec())
         );
         let new = std::fs::metadata(root.join("new")).unwrap();
         // To the nanosecond, give or take perl's doubles (as for P; see reconcile::skip).
