@@ -6,10 +6,11 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::json;
 
+use crate::util::dir::temporaries;
 use crate::util::hostsync::{Env, Run};
 use crate::util::{Fault, Proxy, Sshd, test_user};
 
@@ -29,16 +30,6 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
             x ^= x << 17;
             (x >> 24) as u8
         })
-        .collect()
-}
-
-/// Names of hostsync temporaries anywhere below `dir`.
-fn temporaries(dir: &Path) -> Vec<String> {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().as_bytes().starts_with(b".hostsync-tmp."))
-        .map(|e| e.path().display().to_string())
         .collect()
 }
 
